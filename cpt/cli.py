@@ -1,0 +1,39 @@
+"""The `cpt` console script.
+
+Each sub-command lives in its own module exposing `add_arguments(parser)` and `run(args) -> int`;
+the table below maps names to those modules, imported only when the command runs, so `cpt --help`
+stays fast (importing megatron.core alone takes ~9 s). This is the only module in `cpt` allowed to
+reach `megatron_ext` (through the command modules it names).
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+# name -> (module implementing add_arguments/run, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("cpt.commands.train", "train a recipe (alone or under torchrun)"),
+    "demo": ("cpt.commands.demo", "run the end-to-end demo on this machine"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cpt", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
