@@ -16,6 +16,9 @@ from typing import Sequence
 COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("cpt.commands.train", "train a recipe (alone or under torchrun)"),
     "demo": ("cpt.commands.demo", "run the end-to-end demo on this machine"),
+    "preprocess": ("cpt.commands.preprocess", "tokenize raw documents into Megatron .bin/.idx shards + metadata"),
+    "merge": ("cpt.commands.merge", "merge shards (e.g. the outputs of --shard-index runs) into one"),
+    "inspect": ("cpt.commands.inspect", "counts, tokens by lang/source/topic and sample documents of a shard"),
 }
 
 

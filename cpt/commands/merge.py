@@ -1,0 +1,44 @@
+"""`cpt merge`: concatenate shards (e.g. the --shard-index outputs of one preprocess run), metadata included."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", nargs="+", required=True,
+                   help="shard prefixes in order, or one folder (all *.manifest.json prefixes in it, sorted)")
+    p.add_argument("--output-prefix", required=True, help="merged PREFIX.bin/.idx/.meta.parquet/.manifest.json")
+
+
+def input_prefixes(inputs: list[str], suffix: str = ".manifest.json") -> list[str]:
+    """Prefixes named directly, or found (sorted) in a single folder by the given file suffix."""
+    from pathlib import Path
+
+    if len(inputs) == 1 and Path(inputs[0]).is_dir():
+        folder = Path(inputs[0])
+        return sorted(str(p)[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix))
+    return list(inputs)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+    import time
+
+    from cpt.shards.format import ShardError
+    from cpt.shards.merge import merge_shards
+
+    t0 = time.perf_counter()
+    prefixes = input_prefixes(args.input)
+    try:
+        manifest = merge_shards(prefixes, args.output_prefix)
+    except (ShardError, OSError) as e:
+        print(f"cpt merge: error: {e}", file=sys.stderr)
+        return 1
+    stats = manifest["stats"]
+    print(
+        f"merge: {len(prefixes)} shards -> {args.output_prefix}: {manifest['n_documents']} documents, "
+        f"{manifest['n_tokens']} tokens (read {stats['read']}, skipped {stats['skipped']}) "
+        f"in {time.perf_counter() - t0:.1f} s",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,99 @@
+"""`cpt preprocess`: raw documents -> Megatron `.bin/.idx` token shards + metadata + manifest."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_tokenizer_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tokenizer-model", "--tokenizer", dest="tokenizer_model", required=True,
+                   help="local tokenizer.json, transformers folder, tiktoken rank file or SentencePiece .model")
+    p.add_argument("--tokenizer-type", default=None,
+                   help="hf | tiktoken | sentencepiece, or Megatron's HuggingFaceTokenizer | TikTokenizer | "
+                        "SentencePieceTokenizer (detected from the file when omitted)")
+    p.add_argument("--tiktoken-family", default=None, choices=["cl100k", "o200k", "llama3"],
+                   help="pattern and special tokens for a tiktoken rank file (recognised when omitted)")
+    p.add_argument("--add-special-tokens", action=argparse.BooleanOptionalAction, default=True,
+                   help="HF: apply the tokenizer's post-processor (BOS etc.) as AutoTokenizer does (default on)")
+    p.add_argument("--eod-token", default=None, help="HF: token to use as EOD instead of the folder's eos_token")
+
+
+def tokenizer_options(args: argparse.Namespace) -> dict:
+    opts: dict = {}
+    kind = args.tokenizer_type
+    if args.tiktoken_family:
+        opts["family"] = args.tiktoken_family
+    if kind in (None, "hf", "HuggingFaceTokenizer"):
+        if not args.add_special_tokens:
+            opts["add_special_tokens"] = False
+        if args.eod_token:
+            opts["eod_token"] = args.eod_token
+    return opts
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=1, help="worker processes (output is identical for any number)")
+    p.add_argument("--chunk-mb", type=float, default=8.0, help="input MB per chunk (unit of parallelism and resume)")
+    p.add_argument("--shard-index", type=int, default=0, help="process slice i of --num-shards (then `cpt merge`)")
+    p.add_argument("--num-shards", type=int, default=1, help="number of input slices")
+    p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
+                   help="fail: stop at the first bad record (file:line, reason); skip: count and log to PREFIX.skipped.jsonl")
+    p.add_argument("--max-doc-bytes", type=int, default=16 << 20, help="larger records are bad input (too_large)")
+    p.add_argument("--lang-field", default="lang", help="input field with a language label, used when present")
+    p.add_argument("--keep-fields", default="", help="comma-separated input fields to copy into the metadata")
+    p.add_argument("--engine", choices=["auto", "reference", "gigatoken"], default="auto",
+                   help="auto: gigatoken where verified identical to the reference tokenizer")
+    p.add_argument("--no-progress", action="store_true", help="no progress line")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input", nargs="+", required=True, help="files, folders or globs (jsonl[.gz|.zst], parquet, txt)")
+    p.add_argument("--output-prefix", required=True, help="writes PREFIX.bin/.idx/.meta.parquet/.manifest.json")
+    p.add_argument("--json-keys", nargs="+", default=["text"], help="text fields; several keys write PREFIX_KEY_document")
+    p.add_argument("--megatron-names", action="store_true", help="name outputs PREFIX_KEY_document as Megatron does")
+    p.add_argument("--append-eod", action=argparse.BooleanOptionalAction, default=True,
+                   help="append the EOD token to every document (default on)")
+    add_tokenizer_arguments(p)
+    add_run_arguments(p)
+
+
+def config_from_args(args: argparse.Namespace, **overrides):
+    from cpt.shards.pipeline import PreprocessConfig
+
+    values = dict(
+        inputs=list(args.input),
+        output_prefix=args.output_prefix,
+        tokenizer=args.tokenizer_model,
+        tokenizer_kind=args.tokenizer_type,
+        tokenizer_options=tokenizer_options(args),
+        json_keys=list(args.json_keys),
+        megatron_names=getattr(args, "megatron_names", False),
+        append_eod=args.append_eod,
+        workers=args.workers,
+        chunk_mb=args.chunk_mb,
+        shard_index=args.shard_index,
+        num_shards=args.num_shards,
+        on_error=args.on_error,
+        max_doc_bytes=args.max_doc_bytes,
+        lang_field=args.lang_field or None,
+        keep_fields=[f for f in args.keep_fields.split(",") if f],
+        engine=args.engine,
+        progress=not args.no_progress,
+    )
+    values.update(overrides)
+    return PreprocessConfig(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sys
+
+    from cpt.corpus.records import CorpusError
+    from cpt.shards.format import ShardError
+    from cpt.shards.pipeline import run_preprocess
+    from cpt.tokenizers.base import TokenizerError
+
+    try:
+        run_preprocess(config_from_args(args))
+    except (CorpusError, ShardError, TokenizerError, FileNotFoundError, ValueError) as e:
+        print(f"cpt preprocess: error: {e}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,32 @@
+"""Token shards: Megatron's `.bin/.idx` plus a metadata sidecar and a manifest.
+
+Public surface:
+  open(prefix, expect_tokenizer=None)     -> Shard (validated; memory-mapped tokens, doc_lengths,
+                                             metadata() as a pyarrow table)
+  update_metadata(prefix, {name: values}) -> add annotation columns with an atomic rewrite
+  document_text(shard, i)                 -> the source text of document i, re-read from the input
+  merge(prefixes, output_prefix)          -> concatenate shards (tokens, index, metadata, skipped log)
+"""
+from cpt.shards.format import ShardError, optimal_dtype
+from cpt.shards.metadata import doc_id, read_metadata, update_metadata
+from cpt.shards.reader import Shard, open_shard
+
+open = open_shard  # noqa: A001 - `cpt.shards.open(prefix)` is the documented entry point
+
+
+def merge(prefixes, output_prefix, **kwargs):
+    from cpt.shards.merge import merge_shards
+
+    return merge_shards(prefixes, output_prefix, **kwargs)
+
+
+def document_text(shard, i):
+    from cpt.shards.source_text import document_text as _document_text
+
+    return _document_text(shard, i)
+
+
+__all__ = [
+    "Shard", "ShardError", "open", "open_shard", "optimal_dtype", "doc_id", "read_metadata",
+    "update_metadata", "merge", "document_text",
+]

@@ -1,0 +1,241 @@
+"""`cpt preprocess`: plan the input into chunks, build the missing chunks in parallel, merge them.
+
+Determinism: chunk boundaries depend only on the input files and --chunk-mb, each chunk's bytes only
+on its records, and the final shard is the chunks concatenated in plan order; so `--workers` does not
+change a byte, a resumed run equals an uninterrupted one, and `--shard-index/--num-shards` outputs
+merged with `cpt merge` equal one run. Resumption: finished chunks live in `PREFIX.cpt-work/` with a
+plan fingerprint (inputs with sizes and mtimes, options, tokenizer hash); a rerun with the same
+fingerprint keeps them, any other run starts afresh. The work folder is removed at the end.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import queue as queue_mod
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cpt.corpus.files import list_inputs
+from cpt.corpus.plan import Chunk, make_plan, plan_fingerprint, shard_slice
+from cpt.corpus.progress import Progress
+from cpt.corpus.records import Fields
+from cpt.shards.build import Job, build_chunk, chunk_dir, init_pool_worker, init_worker
+from cpt.shards.format import optimal_dtype
+from cpt.shards.manifest import write_json_atomic
+from cpt.shards.merge import merge_shards
+from cpt.shards.metadata import RESERVED, schema_for
+from cpt.shards.writer import ShardWriter
+
+WORK_VERSION = 1
+
+
+@dataclass(kw_only=True)
+class PreprocessConfig:
+    inputs: list[str]
+    """Files, folders or globs of jsonl / jsonl.gz / jsonl.zst / parquet / txt."""
+    output_prefix: str
+    """Output path prefix; one key writes PREFIX.bin/.idx/.meta.parquet/.manifest.json."""
+    tokenizer: str
+    """Local tokenizer file or folder."""
+    tokenizer_kind: str | None = None
+    """hf / tiktoken / sentencepiece (or a Megatron --tokenizer-type name); detected when None."""
+    tokenizer_options: dict[str, Any] = field(default_factory=dict)
+    """Backend options: add_special_tokens, eod_token (hf); family (tiktoken)."""
+    json_keys: list[str] = field(default_factory=lambda: ["text"])
+    """Text fields to tokenize; each key gets its own shard."""
+    megatron_names: bool = False
+    """Name outputs {prefix}_{key}_document like Megatron (always so with several keys)."""
+    append_eod: bool = True
+    """Append the tokenizer's EOD id to every document."""
+    workers: int = 1
+    """Worker processes (the output is identical for any number)."""
+    chunk_mb: float = 8.0
+    """Input megabytes per chunk: the unit of parallel work and of resumption."""
+    shard_index: int = 0
+    """Which slice of the input to process (with num_shards)."""
+    num_shards: int = 1
+    """Number of slices the input is split into (Slurm arrays, Ray tasks)."""
+    on_error: str = "fail"
+    """fail: stop at the first bad record with file:line; skip: skip, count and log it."""
+    max_doc_bytes: int = 16 << 20
+    """Records larger than this are bad input (reason too_large)."""
+    lang_field: str | None = "lang"
+    """Input field holding a language label, used when present."""
+    keep_fields: list[str] = field(default_factory=list)
+    """Input fields copied (as strings) into the metadata."""
+    engine: str = "auto"
+    """auto: gigatoken where verified exact, else the reference; reference; gigatoken (required)."""
+    progress: bool = True
+    """Print a progress line on stderr."""
+
+    def __post_init__(self) -> None:
+        if self.on_error not in ("fail", "skip"):
+            raise ValueError(f"on_error must be 'fail' or 'skip', got {self.on_error!r}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if not self.json_keys:
+            raise ValueError("json_keys must name at least one field")
+        if self.num_shards < 1 or not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"shard_index must be in [0, num_shards); got {self.shard_index} of {self.num_shards}")
+        clash = RESERVED.intersection(self.keep_fields)
+        if clash:
+            raise ValueError(f"keep_fields {sorted(clash)} clash with base metadata columns; rename them")
+        if self.chunk_mb <= 0 or self.max_doc_bytes <= 0:
+            raise ValueError("chunk_mb and max_doc_bytes must be positive")
+
+    def output_for(self, key: str) -> str:
+        if self.megatron_names or len(self.json_keys) > 1:
+            return f"{self.output_prefix}_{key}_document"
+        return self.output_prefix
+
+
+def _fingerprint(cfg: PreprocessConfig, files, tokenizer_sha: str) -> dict[str, Any]:
+    options = {k: v for k, v in asdict(cfg).items() if k not in ("workers", "progress", "engine")}
+    return {"version": WORK_VERSION, "options": options, "tokenizer": tokenizer_sha, "files": plan_fingerprint(files)}
+
+
+def _prepare_work_dir(work: Path, fingerprint: dict[str, Any]) -> None:
+    plan_file = work / "plan.json"
+    if work.is_dir():
+        try:
+            same = json.loads(plan_file.read_text()) == fingerprint
+        except (OSError, ValueError):
+            same = False
+        if not same:
+            shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    for stale in work.glob("chunk-*.tmp-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    if not plan_file.is_file():
+        write_json_atomic(plan_file, fingerprint)
+
+
+def _done(work: Path, chunk: Chunk, keys: list[str]) -> bool:
+    d = chunk_dir(work, chunk.index)
+    return all((d / f"{k}.manifest.json").is_file() for k in keys)
+
+
+def _run_chunks(job: Job, todo: list[Chunk], workers: int, progress: Progress, encoder) -> list[dict[str, Any]]:
+    if workers == 1 or len(todo) <= 1:
+        init_worker(job, encoder)
+        return [build_chunk(job, c, progress.update) for c in todo]
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+    reports = ctx.Queue()
+    results: list[dict[str, Any]] = []
+    with ctx.Pool(min(workers, len(todo)), initializer=init_pool_worker, initargs=(job, reports)) as pool:
+        pending = [pool.apply_async(build_chunk, (job, c)) for c in todo]
+        while pending:
+            try:
+                progress.update(*reports.get(timeout=0.2))
+            except queue_mod.Empty:
+                pass
+            for r in [r for r in pending if r.ready()]:
+                pending.remove(r)
+                results.append(r.get())  # re-raises a worker's CorpusError here
+        while True:
+            try:
+                progress.update(*reports.get_nowait())
+            except queue_mod.Empty:
+                break
+    return sorted(results, key=lambda r: r["chunk"])
+
+
+def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
+    """Run the whole pipeline; return the summary (also written to OUTPUT_PREFIX.summary.json)."""
+    from cpt.tokenizers import load_tokenizer
+    from cpt.tokenizers.engine import Encoder
+
+    t0 = time.perf_counter()
+    tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
+    engine = Encoder(tokenizer, cfg.engine)
+    files, hidden = list_inputs(cfg.inputs)
+    plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
+    mine = shard_slice(plan, cfg.shard_index, cfg.num_shards) if cfg.num_shards > 1 else plan
+    dtype = optimal_dtype(tokenizer.vocab_size)
+    bases = sorted({str(Path(*Path(f.path).parts[: -len(Path(f.source).parts)])) for f in files})
+    manifest = {
+        key: {
+            "tokenizer": tokenizer.identity(),
+            "options": {
+                "json_key": key, "append_eod": cfg.append_eod, "lang_field": cfg.lang_field,
+                "keep_fields": list(cfg.keep_fields), "max_doc_bytes": cfg.max_doc_bytes,
+            },
+            "inputs": bases,
+        }
+        for key in cfg.json_keys
+    }
+    job = Job(
+        work_dir=f"{cfg.output_prefix}.cpt-work",
+        fields=Fields(cfg.json_keys, cfg.lang_field, cfg.keep_fields, cfg.max_doc_bytes),
+        tokenizer=tokenizer.spec, engine="reference" if engine.fast is None else cfg.engine,
+        dtype=dtype.name, append_eod=cfg.append_eod, on_error=cfg.on_error, manifest=manifest,
+    )
+    work = Path(job.work_dir)
+    _prepare_work_dir(work, _fingerprint(cfg, files, tokenizer.sha256))
+    todo = [c for c in mine if not _done(work, c, cfg.json_keys)]
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.progress else (lambda msg: None)
+    say(
+        f"[preprocess] {len(files)} files, {len(plan)} chunks"
+        + (f", shard {cfg.shard_index}/{cfg.num_shards}: {len(mine)} chunks" if cfg.num_shards > 1 else "")
+        + (f", {len(mine) - len(todo)} already done (resuming)" if len(todo) < len(mine) else "")
+        + f"; tokenizer {tokenizer.name} (vocab {tokenizer.vocab_size}, eod {tokenizer.eod}, {dtype.name});"
+        + f" engine {engine.name}" + (f" [{engine.fallback_reason}]" if engine.fast is None and engine.fallback_reason else "")
+    )
+    progress = Progress("preprocess", sum(c.size for c in todo), cfg.progress)
+    results = _run_chunks(job, todo, cfg.workers, progress, engine)
+    progress.close()
+    t_tokenize = time.perf_counter() - t0
+    outputs = {}
+    for key in cfg.json_keys:
+        prefix = cfg.output_for(key)
+        extra = {"part": {"shard_index": cfg.shard_index, "num_shards": cfg.num_shards}} if cfg.num_shards > 1 else {}
+        parts = [chunk_dir(work, c.index) / key for c in mine]
+        if parts:
+            outputs[key] = merge_shards(parts, prefix, extra=extra)
+        else:
+            outputs[key] = _write_empty(prefix, dtype, cfg, manifest[key], extra)
+    shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - t0
+    stats = outputs[cfg.json_keys[0]]["stats"]
+    engines = sorted({r["engine"] for r in results}) or [engine.name]
+    summary = {
+        "outputs": {k: cfg.output_for(k) for k in cfg.json_keys},
+        "read": stats["read"], "written": stats["written"], "skipped": stats["skipped"],
+        "skipped_by_reason": stats["skipped_by_reason"], "blank_lines": stats.get("blank_lines", 0),
+        "hidden_files_ignored": hidden,
+        "tokens": {k: outputs[k]["n_tokens"] for k in cfg.json_keys},
+        "chunks": len(mine), "chunks_resumed": len(mine) - len(todo),
+        "engine": engines[0] if len(engines) == 1 else engines,
+        "engine_fallbacks": sum(r["fallbacks"] for r in results),
+        "workers": cfg.workers, "seconds": round(elapsed, 3), "seconds_tokenize": round(t_tokenize, 3),
+        "docs_per_s": round(stats["written"] / elapsed, 1) if elapsed else None,
+        "tokens_per_s": round(sum(outputs[k]["n_tokens"] for k in cfg.json_keys) / elapsed, 1) if elapsed else None,
+    }
+    write_json_atomic(Path(f"{cfg.output_prefix}.summary.json"), summary)
+    reasons = ", ".join(f"{r} {n}" for r, n in stats["skipped_by_reason"].items())
+    print(
+        f"preprocess: read {stats['read']} documents, wrote {stats['written']}, skipped {stats['skipped']}"
+        + (f" ({reasons}; see {cfg.output_for(cfg.json_keys[0])}.skipped.jsonl)" if reasons else "")
+        + f"; {summary['tokens'][cfg.json_keys[0]]} tokens in {elapsed:.1f} s"
+        + f" ({summary['docs_per_s']} docs/s, {summary['tokens_per_s']:.0f} tokens/s); engine {summary['engine']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    return summary
+
+
+def _write_empty(prefix: str, dtype: np.dtype, cfg: PreprocessConfig, base: dict, extra: dict) -> dict[str, Any]:
+    """A valid shard with no documents, for a shard index that received no input."""
+    from cpt.shards.merge import skipped_path
+
+    writer = ShardWriter(prefix, dtype, schema_for(cfg.keep_fields))
+    skipped_path(prefix).write_text("")
+    stats = {"read": 0, "written": 0, "skipped": 0, "blank_lines": 0, "skipped_by_reason": {}}
+    return writer.finish({**base, "stats": stats, **extra})
