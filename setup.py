@@ -9,7 +9,7 @@ from setuptools import setup
 ext_modules = [
     Pybind11Extension(
         "cpt._C",
-        sorted(["csrc/module.cpp"]),
+        sorted(["csrc/module.cpp", "csrc/blending.cpp", "csrc/packing.cpp"]),
         cxx_std=17,
         extra_compile_args=["-O3"],
     ),
