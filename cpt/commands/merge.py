@@ -42,3 +42,13 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cpt merge", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -97,3 +97,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"cpt preprocess: error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv=None) -> int:
+    """Run without the `cpt` dispatcher (`python -m cpt.commands.preprocess ...`)."""
+    parser = argparse.ArgumentParser(prog="cpt preprocess", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

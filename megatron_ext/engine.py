@@ -1,0 +1,382 @@
+"""megatron-core implementation of `cpt.train.engine.Engine`.
+
+Parallel state (TP, PP, DP), megatron DDP with the distributed optimizer, AdamW, the pipeline
+schedule from `get_forward_backward_func()`, per-token loss averaged over the whole global batch
+(so every layout computes the same number), and distributed checkpoints that reshard across TP/PP.
+On a machine without CUDA `megatron_ext.cpu` is enabled first and the gloo backend is used.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from functools import partial
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from megatron_ext import cpu
+
+cpu.enable()
+
+from megatron.core import dist_checkpointing, parallel_state  # noqa: E402
+from megatron.core.distributed import DistributedDataParallel, DistributedDataParallelConfig  # noqa: E402
+from megatron.core.distributed.finalize_model_grads import finalize_model_grads  # noqa: E402
+from megatron.core.dist_checkpointing.mapping import ShardedObject  # noqa: E402
+from megatron.core.optimizer import OptimizerConfig as MegatronOptimizerConfig  # noqa: E402
+from megatron.core.optimizer import get_megatron_optimizer  # noqa: E402
+from megatron.core.pipeline_parallel import get_forward_backward_func  # noqa: E402
+from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed  # noqa: E402
+
+from cpt.config import Recipe  # noqa: E402
+from cpt.train.engine import Batch, Layout, StepResult  # noqa: E402
+from megatron_ext import compat, features  # noqa: E402
+from megatron_ext.model import build_model, init_weights  # noqa: E402
+
+compat.apply()
+
+TRAINER_STATE_FILE = "trainer_state.json"
+# Optimizer state in the canonical per-parameter form, so checkpoints reshard across TP/PP/DP.
+# (0.16's default, fully_sharded_model_space, refuses flattened ranges in ShardedTensor.)
+OPTIMIZER_CKPT_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
+
+
+def init_distributed(timeout_minutes: int = 30) -> None:
+    """Join the torchrun world (or make a world of one). gloo on CPU, nccl on GPU."""
+    if dist.is_initialized():
+        return
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    backend = "gloo" if cpu.cuda_absent() else "nccl"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _dtype(recipe: Recipe) -> torch.dtype:
+    if recipe.training.precision == "bf16" and not cpu.cuda_absent():
+        return torch.bfloat16
+    return torch.float32  # bf16 matmuls on CPU are slow and not what CPU runs are for
+
+
+class MegatronEngine:
+    """One process's share of a megatron-core model, its optimizer and checkpoints."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        init_distributed()
+        self.recipe = recipe
+        par = recipe.parallel
+        world = dist.get_world_size()
+        dp = recipe.check_world_size(world)
+        parallel_state.destroy_model_parallel()
+        parallel_state.initialize_model_parallel(
+            tensor_model_parallel_size=par.tensor_model_parallel_size,
+            pipeline_model_parallel_size=par.pipeline_model_parallel_size,
+        )
+        seed = recipe.training.seed
+        # megatron's convention: a different seed per pipeline stage for dropout; init is separate.
+        model_parallel_cuda_manual_seed(seed + 100 * parallel_state.get_pipeline_model_parallel_rank())
+        torch.manual_seed(seed)
+        self.device = torch.device("cpu") if cpu.cuda_absent() else torch.device("cuda", torch.cuda.current_device())
+        self.dtype = _dtype(recipe)
+        self.layout = Layout(
+            rank=dist.get_rank(),
+            world_size=world,
+            dp_rank=parallel_state.get_data_parallel_rank(),
+            dp_size=dp,
+            is_logging_rank=dist.get_rank() == 0,
+        )
+        self.pre_process = parallel_state.is_pipeline_first_stage()
+        self.post_process = parallel_state.is_pipeline_last_stage()
+        self._build()
+
+    # ------------------------------------------------------------------ building
+
+    def _build(self) -> None:
+        r = self.recipe
+        model = build_model(
+            r.model, r.parallel, self.dtype, r.training.seq_length,
+            pre_process=self.pre_process, post_process=self.post_process,
+        )
+        init_weights(
+            model, r.model,
+            tp_rank=parallel_state.get_tensor_model_parallel_rank(),
+            tp_size=r.parallel.tensor_model_parallel_size,
+            seed=r.training.seed,
+        )
+        model.to(self.device)
+        ddp_config = DistributedDataParallelConfig(
+            grad_reduce_in_fp32=True,
+            overlap_grad_reduce=r.parallel.overlap_grad_reduce,
+            use_distributed_optimizer=r.parallel.use_distributed_optimizer,
+            bucket_size=None if cpu.cuda_absent() else 40_000_000,
+        )
+        self.model = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
+        self.model_chunks = [self.model]
+        o = r.optimizer
+        self.optimizer = get_megatron_optimizer(
+            MegatronOptimizerConfig(
+                optimizer="adam",
+                lr=r.schedule.lr_max,
+                min_lr=r.schedule.lr_min,
+                weight_decay=o.weight_decay,
+                adam_beta1=o.adam_beta1,
+                adam_beta2=o.adam_beta2,
+                adam_eps=o.adam_eps,
+                clip_grad=o.clip_grad,
+                bf16=self.dtype == torch.bfloat16,
+                params_dtype=self.dtype,
+                use_distributed_optimizer=r.parallel.use_distributed_optimizer,
+            ),
+            self.model_chunks,
+        )
+        config = model.config
+        config.no_sync_func = self.model.no_sync
+        config.grad_sync_func = None
+        config.finalize_model_grads_func = finalize_model_grads
+        local = sum(p.numel() for p in model.parameters())
+        total = torch.tensor([local], dtype=torch.int64)
+        dist.all_reduce(total, group=parallel_state.get_model_parallel_group())
+        self.num_parameters = int(total.item())
+        self.features = features.summary()
+
+    # ------------------------------------------------------------------ steps
+
+    def _to_device(self, batch: Batch) -> dict[str, torch.Tensor]:
+        out = {}
+        for key, value in batch.items():
+            t = torch.from_numpy(np.ascontiguousarray(value))
+            out[key] = t.to(self.device, non_blocking=True)
+        return out
+
+    def _forward_step(self, data_iterator: Iterator[Batch], model: torch.nn.Module):
+        batch = self._to_device(next(data_iterator))
+        tokens = batch["tokens"].long()
+        labels = batch["labels"].long()
+        loss_mask = batch["loss_mask"].float()
+        position_ids = batch.get("position_ids")
+        if position_ids is None:
+            position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
+        attention_mask = batch.get("attention_mask")
+        output = model(tokens, position_ids.long(), attention_mask, labels=labels)
+        return output, partial(self._loss, loss_mask)
+
+    @staticmethod
+    def _loss(loss_mask: torch.Tensor, output: torch.Tensor):
+        losses = output.float().view(-1)
+        mask = loss_mask.view(-1)
+        loss_sum = torch.sum(losses * mask)
+        num_tokens = mask.sum().to(torch.int)
+        report = torch.stack([loss_sum.detach(), num_tokens.detach().float()])
+        return loss_sum, num_tokens, {"lm loss": report}
+
+    def _run(self, micro_batches: Iterator[Batch], num_micro_batches: int, forward_only: bool):
+        r = self.recipe
+        return get_forward_backward_func()(
+            forward_step_func=self._forward_step,
+            data_iterator=micro_batches,
+            model=self.model_chunks,
+            num_microbatches=num_micro_batches,
+            seq_length=r.training.seq_length,
+            micro_batch_size=r.training.micro_batch_size,
+            forward_only=forward_only,
+        )
+
+    def _global_loss(self, losses_reduced: list[dict]) -> tuple[float, int]:
+        """(token-summed loss, tokens) over the global batch, identical on every rank."""
+        totals = torch.zeros(2, dtype=torch.float64)
+        if self.post_process:
+            for item in losses_reduced:
+                totals += item["lm loss"].detach().to("cpu", torch.float64)
+        totals = totals.to(self.device)
+        # Sum over data-parallel replicas, then over pipeline stages (only the last holds a loss).
+        dist.all_reduce(totals, group=parallel_state.get_data_parallel_group())
+        dist.all_reduce(totals, group=parallel_state.get_pipeline_model_parallel_group())
+        # Tensor-parallel ranks of one stage hold the same loss; no reduction across them.
+        return float(totals[0]), int(totals[1])
+
+    def _grads_finite(self) -> bool:
+        ok = torch.ones(1, device=self.device)
+        for buffer in getattr(self.model, "buffers", []):
+            if not torch.isfinite(buffer.grad_data).all():
+                ok.zero_()
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item())
+
+    def train_step(self, micro_batches: Iterator[Batch], num_micro_batches: int, lr: float) -> StepResult:
+        self.model.zero_grad_buffer()
+        self.optimizer.zero_grad()
+        losses = self._run(micro_batches, num_micro_batches, forward_only=False)
+        loss_sum, tokens = self._global_loss(losses)
+        loss = loss_sum / max(tokens, 1)
+        if not np.isfinite(loss) or not self._grads_finite():
+            return StepResult(loss=loss, grad_norm=float("nan"), tokens=tokens, skipped=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        ok, grad_norm, _ = self.optimizer.step()
+        grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
+        return StepResult(loss=loss, grad_norm=grad_norm, tokens=tokens, skipped=not ok)
+
+    @torch.no_grad()
+    def evaluate(self, micro_batches: Iterator[Batch], num_micro_batches: int) -> tuple[float, int]:
+        for chunk in self.model_chunks:
+            chunk.eval()
+        try:
+            losses = self._run(micro_batches, num_micro_batches, forward_only=True)
+        finally:
+            for chunk in self.model_chunks:
+                chunk.train()
+        return self._global_loss(losses)
+
+    @torch.no_grad()
+    def logits(self, tokens: np.ndarray) -> torch.Tensor | None:
+        """Full-vocabulary logits [b, s, vocab] for a token batch (single stage only; tests and
+        conversion checks). Gathers the TP vocabulary shards."""
+        if not (self.pre_process and self.post_process):
+            raise RuntimeError("logits() needs the whole model on one pipeline stage")
+        from megatron.core.tensor_parallel.mappings import gather_from_tensor_model_parallel_region
+
+        t = torch.from_numpy(np.asarray(tokens)).long().to(self.device)
+        pos = torch.arange(t.shape[1], device=self.device).unsqueeze(0).expand_as(t)
+        module = self.model.module
+        module.eval()
+        try:
+            out = module(t, pos, None)  # [b, s, vocab/tp]
+        finally:
+            module.train()
+        out = gather_from_tensor_model_parallel_region(out)
+        return out[..., : self.recipe.model.vocab_size].float()
+
+    def parameters_finite(self) -> bool:
+        ok = torch.ones(1, device=self.device)
+        for p in self.model.parameters():
+            if not torch.isfinite(p).all():
+                ok.zero_()
+                break
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item())
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _rng_state(self) -> ShardedObject:
+        pp = parallel_state.get_pipeline_model_parallel_rank()
+        tp = parallel_state.get_tensor_model_parallel_rank()
+        dp = parallel_state.get_data_parallel_rank()
+        state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
+        if not cpu.cuda_absent():
+            state["cuda"] = torch.cuda.get_rng_state()
+        from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+        state["tracker"] = get_cuda_rng_tracker().get_states()
+        r = self.recipe.parallel
+        return ShardedObject(
+            "rng_state",
+            state,
+            (r.pipeline_model_parallel_size, r.tensor_model_parallel_size, self.layout.dp_size),
+            (pp, tp, dp),
+            replica_id=0,
+        )
+
+    def _sharded_state_dict(self, is_loading: bool) -> dict:
+        model_sd = self.model.module.sharded_state_dict()
+        if is_loading:
+            self._ensure_optimizer_state()
+        return {
+            "model": model_sd,
+            "optimizer": self.optimizer.sharded_state_dict(
+                model_sd, is_loading=is_loading, metadata=OPTIMIZER_CKPT_METADATA
+            ),
+        }
+
+    def _ensure_optimizer_state(self) -> None:
+        # DistributedOptimizer.sharded_state_dict(is_loading=True) describes the optimizer state
+        # tensors it expects; torch's AdamW creates them lazily at the first step, so a freshly
+        # built optimizer has none. Create zero state (megatron's own helper) before asking.
+        for opt in getattr(self.optimizer, "chained_optimizers", [self.optimizer]):
+            init = getattr(opt, "_init_optimizer_states_with_dummy_values", None)
+            if init is not None and not opt.optimizer.state:
+                init()
+
+    def save(self, directory: Path, trainer_state: dict[str, Any]) -> None:
+        directory = Path(directory)
+        if self.layout.rank == 0:
+            directory.mkdir(parents=True, exist_ok=True)
+        self.barrier()
+        sd = self._sharded_state_dict(is_loading=False)
+        sd["rng_state"] = self._rng_state()
+        dist_checkpointing.save(sd, str(directory))
+        if self.layout.rank == 0:
+            (directory / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
+        self.barrier()
+
+    def load(self, directory: Path, load_optimizer: bool = True, load_rng: bool = True) -> dict[str, Any]:
+        directory = Path(directory)
+        state_file = directory / TRAINER_STATE_FILE
+        if not state_file.is_file():
+            raise FileNotFoundError(f"{directory}: not a complete checkpoint (no {TRAINER_STATE_FILE})")
+        trainer_state = json.loads(state_file.read_text())
+        saved_layout = trainer_state.get("layout", {})
+        same_layout = saved_layout == self._layout_key()
+        sd = self._sharded_state_dict(is_loading=True)
+        if not load_optimizer:
+            sd.pop("optimizer")
+        if load_rng and same_layout:
+            sd["rng_state"] = self._rng_state()
+        loaded = dist_checkpointing.load(sd, str(directory))
+        with torch.no_grad():
+            self._load_model(loaded["model"])
+            if load_optimizer:
+                self.optimizer.load_state_dict(loaded["optimizer"])
+        if "rng_state" in loaded:
+            rng = loaded["rng_state"]
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state(rng["numpy"])
+            if "cuda" in rng and not cpu.cuda_absent():
+                torch.cuda.set_rng_state(rng["cuda"])
+            from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
+
+            get_cuda_rng_tracker().set_states(rng["tracker"])
+        return trainer_state
+
+    def _load_model(self, state: dict) -> None:
+        self.model.module.load_state_dict(state, strict=True)
+
+    def _layout_key(self) -> dict[str, int]:
+        r = self.recipe.parallel
+        return {
+            "tp": r.tensor_model_parallel_size,
+            "pp": r.pipeline_model_parallel_size,
+            "dp": self.layout.dp_size,
+        }
+
+    def layout_key(self) -> dict[str, int]:
+        """The parallel layout recorded in checkpoints (RNG state is restored only on a match)."""
+        return self._layout_key()
+
+    # ------------------------------------------------------------------ collectives
+
+    def barrier(self) -> None:
+        dist.barrier()
+
+    def broadcast_object(self, obj: Any) -> Any:
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.barrier()
+            parallel_state.destroy_model_parallel()
+            dist.destroy_process_group()

@@ -1,0 +1,300 @@
+"""Llama-family GPTModel provider: `cpt.config.ModelConfig` → megatron-core `TransformerConfig` and
+layer spec → `GPTModel`.
+
+The choice of layers is data (a `ModuleSpec`), made here and nowhere else:
+- TransformerEngine installed and `attention_backend` auto/te → megatron's TE spec (fused kernels,
+  flash attention through TE when flash-attn is present);
+- otherwise megatron's local spec with two substitutions: `SDPAttention` (torch's
+  scaled_dot_product_attention, which dispatches to flash/memory-efficient kernels and is much faster
+  than the local baddbmm+softmax path on CPU) and `RMSNorm` that marks its weight
+  `sequence_parallel` (megatron's torch-norm fallback refuses sequence parallelism).
+Weights are initialised layout-independently (`init_weights`): every parameter's full tensor is drawn
+from a generator seeded by (seed, global parameter name) and each rank keeps its shard, so TP, PP
+and DP runs start from exactly the single-process weights.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from megatron.core.models.gpt import GPTModel
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.transformer import TransformerConfig
+from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_block import TransformerBlock, TransformerBlockSubmodules
+
+from cpt.config import ModelConfig, ParallelConfig
+from megatron_ext import features
+
+
+def padded_vocab_size(cfg: ModelConfig, tp: int) -> int:
+    """megatron's make-vocab-size-divisible-by rule: pad to a multiple of (divisor × TP)."""
+    multiple = cfg.make_vocab_size_divisible_by * tp
+    return int(math.ceil(cfg.vocab_size / multiple) * multiple)
+
+
+def transformer_config(
+    cfg: ModelConfig, par: ParallelConfig, params_dtype: torch.dtype, pg_sizes: Optional[dict] = None
+) -> TransformerConfig:
+    """The one translation from our model/parallel config to megatron's TransformerConfig."""
+    bf16 = params_dtype == torch.bfloat16
+    recompute = {
+        "none": {},
+        "full": {"recompute_granularity": "full", "recompute_method": "uniform", "recompute_num_layers": 1},
+        "selective": {"recompute_granularity": "selective"},
+    }[par.recompute]
+    return TransformerConfig(
+        num_layers=cfg.num_layers,
+        hidden_size=cfg.hidden_size,
+        ffn_hidden_size=cfg.ffn_hidden_size,
+        num_attention_heads=cfg.num_attention_heads,
+        num_query_groups=cfg.query_groups,
+        kv_channels=cfg.hidden_size // cfg.num_attention_heads,
+        normalization="RMSNorm",
+        layernorm_epsilon=cfg.norm_epsilon,
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        add_qkv_bias=cfg.qkv_bias,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=cfg.init_method_std,
+        tensor_model_parallel_size=par.tensor_model_parallel_size,
+        pipeline_model_parallel_size=par.pipeline_model_parallel_size,
+        sequence_parallel=par.sequence_parallel,
+        params_dtype=params_dtype,
+        bf16=bf16,
+        pipeline_dtype=params_dtype,
+        autocast_dtype=params_dtype,
+        use_cpu_initialization=True,
+        perform_initialization=False,  # init_weights() does it, layout-independently
+        calculate_per_token_loss=True,  # loss = token mean over the whole global batch, any layout
+        gradient_accumulation_fusion=False,
+        bias_activation_fusion=False,
+        masked_softmax_fusion=False,
+        apply_rope_fusion=False,
+        persist_layer_norm=False,
+        deallocate_pipeline_outputs=True,
+        **recompute,
+    )
+
+
+class RMSNorm(torch.nn.Module):
+    """RMSNorm for the local (no-TE) spec; with sequence parallelism its weight gradient is
+    all-reduced across TP by megatron's finalize_model_grads, which looks for `sequence_parallel`."""
+
+    def __init__(self, config: TransformerConfig, hidden_size: int, eps: float = 1e-5, **_: object) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = torch.nn.Parameter(torch.ones(hidden_size, dtype=config.params_dtype))
+        self.weight.sequence_parallel = config.sequence_parallel
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+class SDPAttention(MegatronModule):
+    """Core attention with torch's scaled_dot_product_attention, drop-in for megatron's
+    DotProductAttention: takes q [sq, b, np, hn], k/v [sk, b, ng, hn], returns [sq, b, np*hn]."""
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        layer_number: int,
+        attn_mask_type: AttnMaskType,
+        attention_type: str = "self",
+        attention_dropout: Optional[float] = None,
+        softmax_scale: Optional[float] = None,
+        **_: object,
+    ) -> None:
+        super().__init__(config=config)
+        if config.context_parallel_size != 1:
+            raise ValueError("SDPAttention does not support context parallelism; use the TE spec")
+        self.attn_mask_type = attn_mask_type
+        self.softmax_scale = softmax_scale
+        self.dropout = config.attention_dropout if attention_dropout is None else attention_dropout
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        attention_mask: Optional[torch.Tensor],
+        attn_mask_type: Optional[AttnMaskType] = None,
+        attention_bias: Optional[torch.Tensor] = None,
+        packed_seq_params: object = None,
+    ) -> torch.Tensor:
+        if packed_seq_params is not None:
+            raise ValueError("SDPAttention does not support packed sequences; use the TE spec")
+        sq, b, heads, dim = query.shape
+        q = query.permute(1, 2, 0, 3)  # [b, np, sq, hn]
+        k = key.permute(1, 2, 0, 3)
+        v = value.permute(1, 2, 0, 3)
+        mask_type = attn_mask_type or self.attn_mask_type
+        causal = attention_mask is None and mask_type == AttnMaskType.causal
+        mask = None
+        if attention_mask is not None:  # megatron masks are True where attention is NOT allowed
+            mask = ~attention_mask
+        out = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=mask,
+            dropout_p=self.dropout if self.training else 0.0,
+            is_causal=causal,
+            scale=self.softmax_scale,
+            enable_gqa=k.shape[1] != heads,
+        )
+        return out.permute(2, 0, 1, 3).reshape(sq, b, heads * dim)
+
+
+def layer_spec(cfg: ModelConfig) -> tuple[ModuleSpec, type]:
+    """The transformer layer spec and the final-norm class for this machine."""
+    use_te = cfg.attention_backend == "te" or (cfg.attention_backend == "auto" and features.has_transformer_engine())
+    if cfg.attention_backend == "te" and not features.has_transformer_engine():
+        raise RuntimeError("model.attention_backend=te but transformer-engine is not installed")
+    if use_te:
+        from megatron.core.extensions.transformer_engine import TENorm
+        from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
+
+        return get_gpt_layer_with_transformer_engine_spec(), TENorm
+    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec = dataclasses.replace(spec)
+    sub = spec.submodules
+    sub.input_layernorm = RMSNorm
+    sub.pre_mlp_layernorm = RMSNorm
+    if cfg.attention_backend in ("auto", "sdpa"):
+        sub.self_attention.submodules.core_attention = SDPAttention
+    return spec, RMSNorm
+
+
+def build_model(
+    cfg: ModelConfig, par: ParallelConfig, params_dtype: torch.dtype, seq_length: int,
+    pre_process: bool, post_process: bool, vp_stage: Optional[int] = None,
+) -> GPTModel:
+    """One pipeline stage of the GPT model (parallel state must be initialised)."""
+    from megatron.core.transformer.transformer_block import get_num_layers_to_build
+
+    tconf = transformer_config(cfg, par, params_dtype)
+    spec, norm = layer_spec(cfg)
+    n_local = get_num_layers_to_build(tconf, vp_stage=vp_stage)
+    block = ModuleSpec(
+        module=TransformerBlock,
+        submodules=TransformerBlockSubmodules(layer_specs=[spec] * n_local, layer_norm=norm),
+    )
+    rope = {}
+    if cfg.rope_scaling is not None:
+        rope = {"rope_scaling": True, "rope_scaling_factor": cfg.rope_scaling.factor}
+    model = GPTModel(
+        config=tconf,
+        transformer_layer_spec=block,
+        vocab_size=padded_vocab_size(cfg, par.tensor_model_parallel_size),
+        max_sequence_length=max(seq_length, cfg.max_position_embeddings),
+        pre_process=pre_process,
+        post_process=post_process,
+        share_embeddings_and_output_weights=cfg.tie_embeddings,
+        position_embedding_type="rope",
+        rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer() else cfg.rotary_base,
+        **rope,
+    )
+    mark_tensor_parallel(model)
+    return model
+
+
+# Tensor-parallel split dimension of each parameter kind (suffix of its name); everything else is
+# replicated across TP ranks. The same table drives init and HF conversion.
+TP_SPLIT_DIM = {
+    "word_embeddings.weight": 0,
+    "output_layer.weight": 0,
+    "linear_qkv.weight": 0,
+    "linear_qkv.bias": 0,
+    "linear_fc1.weight": 0,
+    "linear_proj.weight": 1,
+    "linear_fc2.weight": 1,
+}
+
+
+def tp_split_dim(name: str) -> int | None:
+    for suffix, dim in TP_SPLIT_DIM.items():
+        if name.endswith(suffix):
+            return dim
+    return None
+
+
+def mark_tensor_parallel(model: torch.nn.Module) -> None:
+    """Set megatron's tensor-parallel attributes on every parameter.
+
+    megatron sets them only when it initialises weights itself (perform_initialization); without
+    them its gradient-norm code would count TP-sharded weights as duplicates."""
+    for name, param in model.named_parameters():
+        dim = tp_split_dim(name)
+        if dim is not None:
+            param.tensor_model_parallel = True
+            param.partition_dim = dim
+            param.partition_stride = 1
+
+
+# ------------------------------------------------------------------ layout-independent init
+
+
+def _global_name(model: torch.nn.Module, name: str, layer_offset: int) -> str:
+    parts = name.split(".")
+    if len(parts) > 2 and parts[0] == "decoder" and parts[1] == "layers":
+        parts[2] = str(int(parts[2]) + layer_offset)
+    return ".".join(parts)
+
+
+def _seed_for(seed: int, name: str) -> int:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def _full_init(name: str, shape: tuple[int, ...], cfg: ModelConfig, seed: int) -> torch.Tensor:
+    if name.endswith("layernorm.weight") or name.endswith("norm.weight") or name.endswith("layer_norm_weight"):
+        return torch.ones(shape)
+    if name.endswith("bias"):
+        return torch.zeros(shape)
+    std = cfg.init_method_std
+    if name.endswith("linear_proj.weight") or name.endswith("linear_fc2.weight"):
+        std = std / math.sqrt(2.0 * cfg.num_layers)
+    gen = torch.Generator().manual_seed(_seed_for(seed, name))
+    return torch.randn(shape, generator=gen) * std
+
+
+def init_weights(model: GPTModel, cfg: ModelConfig, tp_rank: int, tp_size: int, seed: int) -> None:
+    """Initialise every parameter from its global name, keeping this rank's TP shard.
+
+    Column-parallel weights are split along dim 0, row-parallel along dim 1; the SwiGLU fc1 weight
+    is [gate; up] and each rank holds [gate_r; up_r]. The vocabulary dimension is the padded one.
+    """
+    layer_offset = _layer_offset(model)
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            gname = _global_name(model, name, layer_offset)
+            if cfg.tie_embeddings and gname == "output_layer.weight":
+                gname = "embedding.word_embeddings.weight"  # last stage's copy of the tied weight
+            shape = list(param.shape)
+            dim = tp_split_dim(gname)
+            if dim is not None:
+                shape[dim] *= tp_size
+            full = _full_init(gname, tuple(shape), cfg, seed)
+            if dim is not None and tp_size > 1:
+                if gname.endswith("linear_fc1.weight"):
+                    gate, up = full.chunk(2, dim=0)
+                    local = torch.cat([gate.chunk(tp_size, 0)[tp_rank], up.chunk(tp_size, 0)[tp_rank]], 0)
+                else:
+                    local = full.chunk(tp_size, dim=dim)[tp_rank]
+            else:
+                local = full
+            param.copy_(local.to(param.dtype))
+
+
+def _layer_offset(model: GPTModel) -> int:
+    layers = getattr(model.decoder, "layers", None)
+    if layers:
+        return layers[0].layer_number - 1  # layer_number is global and 1-based
+    return 0
