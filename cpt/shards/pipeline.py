@@ -180,13 +180,13 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
     work = Path(job.work_dir)
     _prepare_work_dir(work, _fingerprint(cfg, files, tokenizer.sha256))
     todo = [c for c in mine if not _done(work, c, cfg.json_keys)]
-    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if cfg.progress else (lambda msg: None)
-    say(
+    print(
         f"[preprocess] {len(files)} files, {len(plan)} chunks"
         + (f", shard {cfg.shard_index}/{cfg.num_shards}: {len(mine)} chunks" if cfg.num_shards > 1 else "")
         + (f", {len(mine) - len(todo)} already done (resuming)" if len(todo) < len(mine) else "")
         + f"; tokenizer {tokenizer.name} (vocab {tokenizer.vocab_size}, eod {tokenizer.eod}, {dtype.name});"
-        + f" engine {engine.name}" + (f" [{engine.fallback_reason}]" if engine.fast is None and engine.fallback_reason else "")
+        + f" engine {engine.name}" + (f" [{engine.fallback_reason}]" if engine.fast is None and engine.fallback_reason else ""),
+        file=sys.stderr, flush=True,
     )
     progress = Progress("preprocess", sum(c.size for c in todo), cfg.progress)
     results = _run_chunks(job, todo, cfg.workers, progress, engine)
