@@ -61,6 +61,9 @@ class Engine(Protocol):
     def load(self, directory: Path) -> dict[str, Any]:
         """Restore model and optimizer from `directory`; return the trainer state saved with them."""
 
+    def layout_key(self) -> dict[str, int]:
+        """The parallel layout recorded in checkpoints (RNG state is restored only on a match)."""
+
     def barrier(self) -> None: ...
 
     def broadcast_object(self, obj: Any) -> Any:

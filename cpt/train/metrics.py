@@ -1,0 +1,49 @@
+"""Where training figures go: a stdout line, `metrics.jsonl`, and TensorBoard (logging rank only).
+
+Every record is one JSON object per line with `kind` ("train" | "eval" | "event"), `step` and the
+figures, so reports and tests read the run without parsing logs.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+
+class MetricsLogger:
+    def __init__(self, output_dir: str | Path, enabled: bool, tensorboard: bool) -> None:
+        self.enabled = enabled
+        self._jsonl = None
+        self._tb = None
+        if not enabled:
+            return
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(out / "metrics.jsonl", "a", buffering=1)
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(out / "tensorboard"))
+
+    def log(self, kind: str, step: int, figures: dict[str, Any], line: Optional[str] = None) -> None:
+        if not self.enabled:
+            return
+        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **figures}
+        self._jsonl.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in figures.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+        if line:
+            print(line, file=sys.stdout, flush=True)
+
+    def event(self, step: int, message: str, **figures: Any) -> None:
+        self.log("event", step, {"message": message, **figures}, line=f"[cpt] {message}")
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._jsonl is not None:
+            self._jsonl.close()

@@ -1,0 +1,72 @@
+"""Tiny real training data and recipes for the engine tests.
+
+Documents are the Python help topics (`pydoc_data.topics`, real English prose and code) encoded
+as UTF-8 bytes: a 257-token vocabulary (256 bytes + end-of-document) keeps the model tiny while the
+text stays real, so the loss has something to learn. Shards are written with megatron-core's own
+IndexedDatasetBuilder, the format's reference writer.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+EOD = 256
+VOCAB = 257
+
+
+def byte_documents(limit: int | None = None) -> list[np.ndarray]:
+    from pydoc_data.topics import topics
+
+    docs = []
+    for key in sorted(topics):
+        data = np.frombuffer(topics[key].encode("utf-8"), dtype=np.uint8).astype(np.int32)
+        docs.append(np.append(data, EOD))
+    return docs[:limit] if limit else docs
+
+
+def write_byte_shards(folder: Path) -> tuple[str, str]:
+    """Train and validation shard prefixes (disjoint documents)."""
+    import torch
+    from megatron.core.datasets.indexed_dataset import IndexedDatasetBuilder
+
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = byte_documents()
+    prefixes = []
+    for name, part in (("train", docs[:-12]), ("valid", docs[-12:])):
+        prefix = str(folder / f"bytes_{name}")
+        builder = IndexedDatasetBuilder(prefix + ".bin", dtype=np.uint16)
+        for doc in part:
+            builder.add_document(torch.from_numpy(doc.astype(np.int64)), [len(doc)])
+        builder.finalize(prefix + ".idx")
+        prefixes.append(prefix)
+    return prefixes[0], prefixes[1]
+
+
+def tiny_recipe(train_prefix: str, valid_prefix: str | None, output_dir: Path, **sections) -> dict:
+    """A recipe dict for a ~0.2M-parameter Llama on byte shards; `sections` update parts of it."""
+    recipe = {
+        "model": dict(
+            num_layers=4, hidden_size=64, ffn_hidden_size=176, num_attention_heads=4,
+            num_query_groups=2, vocab_size=VOCAB, max_position_embeddings=128,
+            make_vocab_size_divisible_by=4,
+        ),
+        "parallel": {},
+        "optimizer": dict(weight_decay=0.01),
+        "schedule": dict(lr_init=1e-4, lr_max=3e-3, lr_min=3e-4, warmup_tokens=1024,
+                         stable_tokens=4096, decay_tokens=4096),
+        "data": dict(blend=[[train_prefix, 1.0]], valid_blend=[[valid_prefix, 1.0]] if valid_prefix else [],
+                     eod_token_id=EOD),
+        "training": dict(output_dir=str(output_dir), seq_length=64, micro_batch_size=2,
+                         global_batch_size=8, train_tokens=64 * 8 * 8, precision="fp32",
+                         log_every=1, eval_every=4, eval_batches=2, tensorboard=False),
+    }
+    for section, values in sections.items():
+        recipe.setdefault(section, {}).update(values)
+    return recipe
+
+
+def write_recipe(path: Path, recipe: dict) -> Path:
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
