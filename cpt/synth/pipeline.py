@@ -27,6 +27,8 @@ from cpt.synth.parse import parse_code_answer, parse_qa
 from cpt.synth.tasks import Task
 
 SUMMARY_VERSION = 1
+SYNTHETIC_LANG = "synthetic"
+"""The `lang` of every output record: `cpt preprocess` reads it into the shard metadata."""
 
 
 def journal_path(output: Path) -> Path:
@@ -148,6 +150,7 @@ def finalize(tasks: Sequence[Task], journal: Journal, filter_config: FilterConfi
         for pair_index, q, a in judge_completion(rec["kind"], rec["text"], rec["context"], judge, rejected):
             records.append({
                 "id": f"{t.key}|{pair_index}", "text": format_pair(q, a), "question": q, "answer": a,
+                "lang": SYNTHETIC_LANG,
                 "discipline": rec["discipline"], "kind": rec["kind"], "doc_id": rec["doc_id"],
                 "snippet_id": rec["snippet_id"], "generator": rec["generator"],
                 "prompt_version": rec["prompt_version"], "sample_index": rec["sample_index"],

@@ -1,0 +1,351 @@
+"""cpt.synth without a model: prompts, snippets, disciplines, parsing, filters, dedup, error
+injection, journal, finalization (every rejection reason), code problems, sampling settings."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from cpt.synth import classify, corrupt, disciplines, parse, pipeline, prompts, tasks
+from cpt.synth.code_tasks import pick_examples, read_problem, read_problems, read_seed_pairs
+from cpt.synth.filters import REJECTION_REASONS, FilterConfig, PairFilter, grounding
+from cpt.synth.generators import GeneratorUnavailable, SamplingParams
+from cpt.synth.journal import Journal, JournalError
+from cpt.synth.minhash import MinHashLSH
+from cpt.synth.sampling_config import load_sampling
+from cpt.synth.snippets import Document, InputError, read_jsonl, split_document
+
+REPO = Path(__file__).resolve().parents[1]
+
+PHYSICS = ("Newton's second law states that the net force acting on an object equals the product of its "
+           "mass and its acceleration. A force of one newton gives a mass of one kilogram an acceleration "
+           "of one metre per second squared. Friction is a force that opposes the relative motion of two "
+           "surfaces in contact.")
+BIOLOGY = ("Photosynthesis is the process by which green plants use light energy to convert carbon dioxide "
+           "and water into glucose and oxygen. It takes place in the chloroplasts, which contain the green "
+           "pigment chlorophyll; each cell of a leaf holds many of them.")
+
+
+# ---------------------------------------------------------------- prompts
+
+
+def test_every_discipline_and_code_has_a_template():
+    for name in (*disciplines.discipline_names(), "code"):
+        t = prompts.load_template(name)
+        assert t.tag == f"{name}.v1" and len(t.sha) == 12 and t.system
+    assert len(disciplines.DISCIPLINES) == 9
+    msgs = prompts.load_template("physics").render(snippet="S-N-I-P", n_pairs="2", discipline="physics")
+    assert msgs[0]["role"] == "system" and "S-N-I-P" in msgs[1]["content"] and "{" not in msgs[1]["content"]
+    with pytest.raises(ValueError, match="no value for placeholder"):
+        prompts.load_template("physics").render(snippet="x")
+
+
+def test_user_prompt_dir_overrides_with_higher_version(tmp_path):
+    text = prompts.load_template("physics").source
+    ours = (REPO / text).read_text()
+    (tmp_path / "physics.v2.txt").write_text(ours.replace("version: 1", "version: 2").replace("exam", "quiz"))
+    t = prompts.load_template("physics", tmp_path)
+    assert t.tag == "physics.v2" and "quiz" in t.system and t.source == str(tmp_path / "physics.v2.txt")
+    assert prompts.load_template("biology", tmp_path).tag == "biology.v1"  # others still ours
+
+
+@pytest.mark.parametrize("body, error", [
+    ("# name: physics\n[system]\nx\n[user]\ny\n", "'# version: ...' is missing"),
+    ("# name: physics\n# version: 3\n[system]\nx\n[user]\n\n", r"section \[user\] is missing or empty"),
+    ("# name: physics\n# version: 3\nstray\n[system]\nx\n[user]\ny\n", r"physics.v3.txt:3: text before"),
+    ("# name: biology\n# version: 3\n[system]\nx\n[user]\ny\n", "file name says physics.v3"),
+])
+def test_bad_template_errors_name_the_file(tmp_path, body, error):
+    (tmp_path / "physics.v3.txt").write_text(body)
+    with pytest.raises(ValueError, match=error):
+        prompts.load_template("physics", tmp_path)
+
+
+# ---------------------------------------------------------------- snippets and disciplines
+
+
+def test_split_document_packs_paragraphs_within_limits():
+    text = "\n\n".join(f"Paragraph {i}. " + "word " * 40 for i in range(10))
+    snips = split_document(Document("d1", text, "x"), max_chars=500, min_chars=100)
+    assert [s.snippet_id for s in snips] == [f"d1#{i}" for i in range(len(snips))]
+    assert all(100 <= len(s.text) <= 500 for s in snips) and len(snips) >= 5
+    long_para = "A sentence of several words. " * 100
+    assert all(len(s.text) <= 300 for s in split_document(Document("d2", long_para, "x"), 300, 50))
+    assert split_document(Document("d3", "too short", "x"), 500, 100) == []
+
+
+def test_read_jsonl_errors_name_file_line_and_field(tmp_path):
+    p = tmp_path / "docs.jsonl"
+    p.write_text(json.dumps({"id": 7, "text": "hello", "topic": "physics"}) + "\n\n" + json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(InputError, match=r"docs.jsonl:3: field 'text' is missing"):
+        list(read_jsonl(p))
+    p.write_text(json.dumps({"text": "no id"}) + "\n{oops\n")
+    with pytest.raises(InputError, match=r"docs.jsonl:2: not valid JSON"):
+        list(read_jsonl(p))
+    first = next(read_jsonl(p))
+    assert len(first.doc_id) == 16 and first.topic is None  # stable id from file name + line
+
+
+def test_keyword_filter_and_topic_mapping():
+    kw = classify.KeywordFilter(min_hits=3)
+    assert [d and d.name for d in kw.classify([PHYSICS, BIOLOGY, "The cat sat on the mat."])] == \
+        ["physics", "biology", None]
+    astro = "The planet Jupiter has a moon in a tight orbit; the telescope showed the star and a comet."
+    assert classify.from_tagged_topic("physics", astro).name == "astronomy"
+    assert classify.from_tagged_topic("physics", "nothing matching here").name == "physics"
+    assert classify.from_tagged_topic("medicine_health", "x").name == "medicine"
+    assert classify.from_tagged_topic("engineering", PHYSICS) is None
+    assert classify.from_tagged_topic("other_general", "a volcano erupted and magma flowed").name == "earth_science"
+    assert classify.from_tagged_topic("other_general", "a football match") is None
+
+
+def test_assign_disciplines_counts_every_skip():
+    from cpt.synth.snippets import Snippet
+
+    snips = [Snippet("a#0", "a", PHYSICS, None), Snippet("b#0", "b", BIOLOGY, "biology"),
+             Snippet("c#0", "c", PHYSICS, "economics_business"), Snippet("d#0", "d", "Cats and dogs.", None)]
+    skipped = Counter()
+    got = tasks.assign_disciplines(snips, "auto", skipped)
+    assert [d and d.name for d in got] == ["physics", "biology", None, None]
+    assert skipped == {"topic_without_discipline": 1, "no_discipline_match": 1}
+    skipped = Counter()
+    tasks.assign_disciplines(snips, "topic", skipped)
+    assert skipped == {"no_topic": 2, "topic_without_discipline": 1}
+    assert {d.name for d in tasks.assign_disciplines(snips, "auto", Counter(), forced="chemistry")} == {"chemistry"}
+    with pytest.raises(ValueError, match="unknown discipline 'alchemy'"):
+        tasks.assign_disciplines(snips, "auto", Counter(), forced="alchemy")
+
+
+def test_shard_split_is_a_partition():
+    keys = [f"doc{i}#0|physics.v1|0" for i in range(200)]
+    parts = [[k for k in keys if tasks.in_shard(k, i, 3)] for i in range(3)]
+    assert sorted(sum(parts, [])) == sorted(keys) and all(parts)
+
+
+# ---------------------------------------------------------------- parsing and filters
+
+
+def test_parse_qa_formats_and_malformed():
+    text = ("Sure! Here are the pairs:\n**Question 1:** What is X?\n**Answer:** X is Y.\na. not a marker\n\n"
+            "Q2. Why?\nA2. Because.\nQ: short\nA: ok\nQuestion: dangling?\n")
+    got = parse.parse_qa(text)
+    assert [(p.question, p.answer, p.malformed) for p in got] == [
+        ("What is X?", "X is Y.\na. not a marker", False), ("Why?", "Because.", False),
+        ("short", "ok", False), ("dangling?", "", True)]
+    assert parse.parse_qa("1. A list of facts.\n2. Not pairs.") == []
+    assert parse.parse_code_answer("Just words, no code.") is None
+    assert parse.parse_code_answer("Solution: use a dict.\n```python\nx = 1\n```").answer.startswith("use a dict")
+
+
+def test_grounding_and_config_validation():
+    assert grounding("The net force equals the product of mass and acceleration.", PHYSICS) == 1.0
+    assert grounding("Quarks are bound by gluons inside protons.", PHYSICS) == 0.0
+    with pytest.raises(ValueError, match="min_answer_chars .* must be <= max_answer_chars"):
+        FilterConfig(min_answer_chars=50, max_answer_chars=10)
+
+
+def test_minhash_finds_near_duplicates_only():
+    lsh = MinHashLSH(threshold=0.7)
+    a = ("What does Newton's second law state about force? The net force on an object equals its mass "
+         "multiplied by its acceleration, so a larger force gives a larger acceleration for the same mass.")
+    assert not lsh.is_near_duplicate(a)
+    assert lsh.is_near_duplicate(a.replace("larger force", "bigger force"))
+    assert not lsh.is_near_duplicate("Where does photosynthesis happen? In the chloroplasts of plant cells, "
+                                     "which contain chlorophyll and capture light energy for the plant.")
+
+
+# ---------------------------------------------------------------- finalization: every rejection reason
+
+
+def _science_task_list(n_snippets: int = 2):
+    from cpt.synth.snippets import Snippet
+
+    snips = [Snippet(f"doc{i}#0", f"doc{i}", PHYSICS, None) for i in range(n_snippets)]
+    tpl = {d: prompts.load_template(d) for d in disciplines.discipline_names()}
+    return tasks.science_tasks(snips, [disciplines.get("physics")] * n_snippets, tpl, samples=1, n_pairs=3)
+
+
+def _journal(path: Path, work, texts):
+    with Journal(path) as j:
+        for t, text in zip(work, texts):
+            j.append({"key": t.key, "kind": t.kind, "snippet_id": t.snippet_id, "doc_id": t.doc_id,
+                      "discipline": t.discipline, "prompt_version": t.prompt.tag, "prompt_sha": t.prompt.sha,
+                      "sample_index": t.sample_index, "generator": "test:handwritten", "text": text,
+                      "n_tokens": 0, "attempts": 1, "context": t.context})
+
+
+def test_finalize_counts_every_rejection_reason(tmp_path):
+    work = _science_task_list(3)
+    good = "Question: What does Newton's second law state?\nAnswer: The net force equals mass times acceleration."
+    texts = [
+        good + "\nQuestion: What opposes relative motion of surfaces?\nAnswer: Friction is a force that opposes "
+        "the relative motion of two surfaces in contact.\nQuestion: Is this one dangling?",             # malformed pair
+        "Question: \nAnswer: Something.\nQuestion: Why?\nAnswer: Force.\n"                               # empty, too_short
+        "Question: What is a newton?\nAnswer: " + "force mass " * 2100 + "\n"                            # too_long
+        "Question: What binds quarks?\nAnswer: Gluons bind quarks together inside protons and neutrons.\n"  # ungrounded
+        + good.replace("law state", "law STATE") + "\n"                                                    # exact_duplicate
+        + good.replace("acceleration.", "acceleration, always."),                                           # near_duplicate
+        "I cannot write questions about this passage.",                                                   # malformed
+    ]
+    _journal(pipeline.journal_path(tmp_path / "qa.jsonl"), work, texts)
+    summary = pipeline.run(work, None, tmp_path / "qa.jsonl", SamplingParams(), FilterConfig())
+    rejected = summary["rejected"]
+    assert set(rejected) == set(REJECTION_REASONS)
+    assert {k: v for k, v in rejected.items() if v} == {
+        "malformed": 2, "empty": 1, "too_short": 1, "too_long": 1, "ungrounded": 1,
+        "exact_duplicate": 1, "near_duplicate": 1}
+    out = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
+    assert summary["pairs_kept"] == len(out) == 2
+    assert out[0]["text"] == "Question: What does Newton's second law state?\nAnswer: The net force equals mass times acceleration."
+    assert out[0]["id"] == "doc0#0|physics.v1|0|0" and out[0]["prompt_version"] == "physics.v1"
+    assert {r["lang"] for r in out} == {"synthetic"} and not any(r["corrupt"] for r in out)
+    on_disk = json.loads(pipeline.summary_path(tmp_path / "qa.jsonl").read_text())
+    assert on_disk["rejected"] == rejected and on_disk["missing"] == 0
+    # Relaxing a filter re-finalizes without generating: the ungrounded pair comes back.
+    again = pipeline.run(work, None, tmp_path / "qa.jsonl", SamplingParams(), FilterConfig(min_grounding=0))
+    assert again["rejected"]["ungrounded"] == 0 and again["pairs_kept"] == 3
+
+
+def test_changed_prompt_without_new_version_is_refused(tmp_path):
+    work = _science_task_list(1)
+    _journal(pipeline.journal_path(tmp_path / "qa.jsonl"), work, ["Question: a?\nAnswer: b."])
+    ours = (REPO / work[0].prompt.source).read_text()
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "physics.v1.txt").write_text(ours.replace("exam", "quiz"))
+    from cpt.synth.snippets import Snippet
+
+    tpl = {"physics": prompts.load_template("physics", tmp_path / "p")}
+    changed = tasks.science_tasks([Snippet("doc0#0", "doc0", PHYSICS)], [disciplines.get("physics")], tpl)
+    with pytest.raises(JournalError, match="physics.v1 .* changed since its records were journaled"):
+        pipeline.run(changed, None, tmp_path / "qa.jsonl", SamplingParams(), FilterConfig())
+
+
+# ---------------------------------------------------------------- error injection
+
+
+def _pairs(n_by_discipline: dict[str, int]) -> list[dict]:
+    return [{"id": f"{d}-{i}", "discipline": d, "question": f"{d} question {i}?", "answer": f"{d} answer {i}."}
+            for d, n in n_by_discipline.items() for i in range(n)]
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.3, 0.5, 1.0])
+def test_corrupt_rate_accounting(rate):
+    records = _pairs({"physics": 37, "biology": 21, "code": 12})
+    originals = {r["id"]: r["answer"] for r in records}
+    report = corrupt.corrupt(records, rate, seed=4)
+    bad = [r for r in records if r["corrupt"]]
+    assert len(bad) == report.corrupted == round(rate * 70) and report.impossible == 0
+    assert report.as_dict()["achieved_rate"] == pytest.approx(round(rate * 70) / 70)
+    assert sum(report.by_discipline.values()) == len(bad)
+    for r in bad:  # wrong answer, taken from another question of the same discipline
+        assert r["answer"] != r["original_answer"] == originals[r["id"]]
+        assert r["answer"] == originals[r["corrupt_source"]] and r["corrupt_source"].split("-")[0] == r["discipline"]
+        assert r["text"] == f"Question: {r['question']}\nAnswer: {r['answer']}"
+    assert all(r["answer"] == originals[r["id"]] for r in records if not r["corrupt"])
+    again = _pairs({"physics": 37, "biology": 21, "code": 12})
+    corrupt.corrupt(again, rate, seed=4)
+    assert [r["answer"] for r in again] == [r["answer"] for r in records]  # seeded: reproducible
+
+
+def test_corrupt_allocation_and_impossible_cases():
+    # 5.5 rounds to 6 (half to even); the two leftover units go to the largest remainders, ties by name
+    assert corrupt.allocate({"a": 5, "b": 5, "c": 1}, 0.5) == {"a": 3, "b": 3, "c": 0}
+    assert corrupt.allocate({"a": 7, "b": 3}, 0.3) == {"a": 2, "b": 1}
+    lonely = _pairs({"astronomy": 1})
+    report = corrupt.corrupt(lonely, 1.0)
+    assert report.targeted == 1 and report.impossible == 1 and report.corrupted == 0 and not lonely[0]["corrupt"]
+    with pytest.raises(ValueError, match="--corrupt-rate must be in"):
+        corrupt.corrupt(_pairs({"a": 2}), 1.5)
+
+
+# ---------------------------------------------------------------- journal
+
+
+def test_journal_cuts_a_torn_tail_and_refuses_duplicates(tmp_path):
+    path = tmp_path / "j.jsonl"
+    with Journal(path) as j:
+        j.append({"key": "a", "text": "1"})
+        with pytest.raises(JournalError, match="already journaled"):
+            j.append({"key": "a", "text": "2"})
+        with pytest.raises(JournalError, match="in use by another"):
+            Journal(path)
+    with open(path, "ab") as f:
+        f.write(b'{"key": "b", "te')  # what a SIGKILL mid-write leaves
+    with Journal(path) as j:
+        assert list(j.records) == ["a"] and j.torn_tail_bytes == 16
+        j.append({"key": "b", "text": "3"})
+    assert [json.loads(x)["key"] for x in path.read_text().splitlines()] == ["a", "b"]
+    path.write_text('{"key": "a"}\nnot json\n{"key": "c"}\n')
+    with pytest.raises(JournalError, match=r"j.jsonl:2: not a journal record"):
+        Journal(path)
+
+
+# ---------------------------------------------------------------- code problems
+
+
+def test_leetcode_problems_render_and_examples_are_picked():
+    from cpt.assets import leetcode_problems_dir
+
+    folder = leetcode_problems_dir()
+    assert len(list(folder.glob("*.json"))) == 1405
+    p = read_problem(folder / "two_sum.json")
+    assert p.problem_id == "leetcode/two_sum" and p.text.startswith("Two Sum\n\n")
+    assert "Example 1:" in p.text and "Constraints:" in p.text
+    seeds = read_seed_pairs(prompts.code_seed_path())
+    assert len(seeds) >= 4 and all("```python" in s.solution for s in seeds)
+    picked = pick_examples(p, seeds, k=3, seed=1)
+    assert len(picked) == 3 and "Two Sum" not in {s.title for s in picked}  # never its own solution
+    assert picked == pick_examples(p, seeds, k=3, seed=1)
+    work = tasks.code_tasks([p], prompts.load_template("code"), seeds, k=2, samples=2)
+    assert [t.key for t in work] == ["leetcode/two_sum|code.v1|0", "leetcode/two_sum|code.v1|1"]
+    roles = [m["role"] for m in work[0].messages]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert work[0].messages[-1]["content"].rstrip().endswith(p.text.splitlines()[-1])
+    with pytest.raises(ValueError, match="k=9 in-context examples requested"):
+        pick_examples(p, seeds, k=9)
+    assert len(read_problems(folder, limit=3)) == 3
+
+
+def test_bad_problem_and_seed_files_name_the_field(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps({"title": "T"}))
+    with pytest.raises(InputError, match=r"p.json: field 'readme_description' or 'description' is missing"):
+        read_problem(tmp_path / "p.json")
+    (tmp_path / "s.jsonl").write_text(json.dumps({"problem": "x", "solution": "y"}) + "\n" + json.dumps({"problem": "x"}))
+    with pytest.raises(InputError, match=r"s.jsonl:2: field 'solution' is missing"):
+        read_seed_pairs(tmp_path / "s.jsonl")
+
+
+# ---------------------------------------------------------------- settings and backends
+
+
+def test_sampling_from_recipe_then_overrides(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("synth:\n  sampling: {max_new_tokens: 64, temperature: 0.2}\n")
+    assert load_sampling(recipe, top_p=0.5) == SamplingParams(max_new_tokens=64, temperature=0.2, top_p=0.5)
+    assert load_sampling(recipe, temperature=0.9).temperature == 0.9
+    recipe.write_text("synth:\n  sampling: {max_tokens: 64}\n")
+    with pytest.raises(ValueError, match="synth.sampling.max_tokens is not a sampling setting"):
+        load_sampling(recipe)
+    with pytest.raises(ValueError, match="top_p must be in"):
+        load_sampling(None, top_p=0)
+
+
+def test_vllm_backend_is_detected_at_run_time(tmp_path):
+    from cpt.synth.generators import build_generator
+    from cpt.synth.generators.vllm_backend import is_available
+
+    assert not is_available()  # not installed on this CPU machine
+    with pytest.raises(GeneratorUnavailable, match="pip install vllm"):
+        build_generator("vllm", "some/model")
+    docs = tmp_path / "d.jsonl"
+    docs.write_text(json.dumps({"id": "p", "text": PHYSICS}) + "\n")
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "synthesize_qa.py"), "--input", str(docs),
+                           "--output", str(tmp_path / "qa.jsonl"), "--generator", "vllm", "--model", "m"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "vLLM, which is not installed" in proc.stderr
+    with pytest.raises(ValueError, match="needs --base-url"):
+        build_generator("openai", "m")
