@@ -23,15 +23,12 @@ import numpy as np
 
 from cpt.sampling.blending import MAX_STREAMS, advance_targets, blend_segment
 from cpt.sampling._native import kernel_version
+from cpt.sampling.errors import StreamExhausted
 
 STATE_VERSION = 1
 SNAPSHOT_EVERY = 1 << 20  # counts kept in memory every this many samples, to replay from nearby
 EXHAUSTION_POLICIES = ("raise", "drop")
 _REPLAY_CHUNK = 1 << 20
-
-
-class StreamExhausted(RuntimeError):
-    """The blend needs a sample that a finite stream does not have."""
 
 
 class SampleIds(NamedTuple):

@@ -1,0 +1,105 @@
+"""DocumentTable: what a Stream needs to know about documents — lengths and metadata columns.
+
+Kept apart from the shard format so that streams are testable from plain arrays; `from_shards`
+is the adapter from `cpt.shards` (issue 9). Each document remembers its source (shard prefix) and
+its index there, so a sample can be read back as (prefix, document, token range) pieces.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class DocumentTable:
+    """Documents of one or more sources, in source order."""
+
+    lengths: np.ndarray  # int64 tokens per document
+    columns: Mapping[str, np.ndarray]  # metadata columns, one value per document
+    sources: tuple[str, ...]  # source names (shard prefixes)
+    source_of: np.ndarray  # int32 index into `sources`, per document
+    local_index: np.ndarray  # int64 document index within its source
+    fingerprints: tuple[str, ...] = field(default=())  # one per source: what its content hashes to
+
+    def __post_init__(self) -> None:
+        n = len(self.lengths)
+        for name, col in self.columns.items():
+            if len(col) != n:
+                raise ValueError(f"metadata column {name!r} has {len(col)} values for {n} documents")
+        if len(self.source_of) != n or len(self.local_index) != n:
+            raise ValueError("source_of and local_index need one value per document")
+        if np.any(np.asarray(self.lengths) < 0):
+            raise ValueError("document lengths must be non-negative")
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the sources' fingerprints: changes when any source's tokens or metadata change."""
+        return hashlib.sha256("\n".join(self.fingerprints).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_columns(
+        cls, lengths: Sequence[int] | np.ndarray, columns: Mapping[str, Sequence] | None = None, source: str = "memory"
+    ) -> "DocumentTable":
+        """One in-memory source: `lengths` and metadata columns (lists or arrays)."""
+        lengths = np.asarray(lengths, dtype=np.int64)
+        cols = {k: _column(v) for k, v in (columns or {}).items()}
+        h = hashlib.sha256(lengths.tobytes())
+        for k in sorted(cols):
+            h.update(k.encode() + b"\0" + repr(cols[k].tolist()).encode())
+        n = len(lengths)
+        return cls(lengths, cols, (source,), np.zeros(n, np.int32), np.arange(n, dtype=np.int64), (h.hexdigest(),))
+
+    @classmethod
+    def concat(cls, tables: Sequence["DocumentTable"]) -> "DocumentTable":
+        """Documents of several tables, one after the other; a column must be in every table."""
+        if not tables:
+            raise ValueError("concat needs at least one table")
+        names = set(tables[0].columns)
+        for t in tables[1:]:
+            if set(t.columns) != names:
+                raise ValueError(f"tables have different metadata columns: {sorted(names)} vs {sorted(t.columns)}")
+        offsets = np.cumsum([0] + [len(t.sources) for t in tables[:-1]])
+        return cls(
+            np.concatenate([t.lengths for t in tables]),
+            {k: np.concatenate([t.columns[k] for t in tables]) for k in names},
+            tuple(s for t in tables for s in t.sources),
+            np.concatenate([t.source_of + off for t, off in zip(tables, offsets)]).astype(np.int32),
+            np.concatenate([t.local_index for t in tables]),
+            tuple(f for t in tables for f in t.fingerprints),
+        )
+
+    @classmethod
+    def from_shards(cls, prefixes: Sequence[str], columns: Sequence[str] | None = None) -> "DocumentTable":
+        """The documents of cpt shards: lengths from the index, metadata from the sidecar.
+
+        The fingerprint of each shard is the sha256 of its .bin and .meta.parquet from the manifest,
+        so re-tagging a shard (new metadata) changes it too.
+        """
+        from cpt import shards
+
+        tables = []
+        for prefix in prefixes:
+            shard = shards.open(prefix)
+            meta = shard.metadata(columns)
+            cols = {name: _column(meta.column(name).to_numpy(zero_copy_only=False)) for name in meta.column_names}
+            files = (shard.manifest or {}).get("files", {})
+            fp = "/".join(str(files.get(k, {}).get("sha256")) for k in ("bin", "meta"))
+            n = shard.n_documents
+            tables.append(
+                cls(np.asarray(shard.doc_lengths, np.int64), cols, (str(shard.prefix),), np.zeros(n, np.int32),
+                    np.arange(n, dtype=np.int64), (fp,))
+            )
+        return cls.concat(tables)
+
+
+def _column(values) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.dtype.kind in "USO":
+        arr = np.asarray(values, dtype=object)
+    return arr

@@ -1,0 +1,213 @@
+"""Stream: the documents selected by a metadata filter, in one order, packed into samples.
+
+Orders: `shuffle` (a seeded permutation, a new one each epoch), `ppl_asc` (easy to hard: the
+curriculum), `ppl_desc`. Ties in perplexity keep table order. Documents are packed as megatron's
+GPTDataset does (samples of seq_length + add_extra_token tokens across document boundaries,
+epochs back to back), in segments of SEGMENT samples so memory stays bounded: only the cursor at
+the start of each segment is kept, plus a few recently used segments.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from cpt.sampling.documents import DocumentTable
+from cpt.sampling.errors import StreamExhausted
+from cpt.sampling.filters import select
+from cpt.sampling.packing import pack_segment
+
+ORDERS = ("shuffle", "ppl_asc", "ppl_desc")
+ON_EXHAUSTED = ("next_epoch", "stop")
+SEGMENT = 1 << 16  # samples per packed segment
+_CACHED_SEGMENTS = 4
+_CACHED_EPOCHS = 2
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class StreamConfig:
+    """One stream of a recipe."""
+
+    name: str
+    """Stream name (the blender's weights refer to it)."""
+    seq_length: int
+    """Tokens per sample fed to the model; each sample reads seq_length + add_extra_token tokens."""
+    filter: str | None = None
+    """Metadata condition selecting documents, e.g. `lang == "zh" and topic == "math"`; None: all."""
+    order: str = "shuffle"
+    """`shuffle` (seeded, reshuffled per epoch), `ppl_asc` (curriculum, easy to hard) or `ppl_desc`."""
+    seed: int = 1234
+    """Seed of the `shuffle` order (0 <= seed < 2**32)."""
+    on_exhausted: str = "next_epoch"
+    """At the end of the documents: `next_epoch` (start over, reshuffled) or `stop` (StreamExhausted)."""
+    ppl_column: str = "ppl"
+    """Metadata column holding the perplexity used by the ppl orders."""
+    add_extra_token: int = 1
+    """Extra tokens per sample (1: the label of the last position), as megatron's add_extra_token_to_sequence."""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise ValueError("StreamConfig.name must be non-empty")
+        if self.seq_length < 1:
+            raise ValueError(f"StreamConfig.seq_length must be >= 1, got {self.seq_length}")
+        if self.order not in ORDERS:
+            raise ValueError(f"StreamConfig.order must be one of {ORDERS}, got {self.order!r}")
+        if self.on_exhausted not in ON_EXHAUSTED:
+            raise ValueError(f"StreamConfig.on_exhausted must be one of {ON_EXHAUSTED}, got {self.on_exhausted!r}")
+        if not 0 <= self.seed < 2**32:
+            raise ValueError(f"StreamConfig.seed must be in [0, 2**32), got {self.seed}")
+        if self.add_extra_token < 0:
+            raise ValueError(f"StreamConfig.add_extra_token must be >= 0, got {self.add_extra_token}")
+
+
+class DocPiece(NamedTuple):
+    """Tokens [start, stop) of document `document` of source (shard prefix) `source`."""
+
+    source: str
+    document: int
+    start: int
+    stop: int
+
+
+class Stream:
+    """Random access to the samples of one stream: `locate(i)` says which tokens make sample i."""
+
+    def __init__(self, table: DocumentTable, config: StreamConfig) -> None:
+        self.config = config
+        self.table = table
+        self.rows = np.flatnonzero(select(config.filter, table.columns, len(table)))
+        self._lengths = np.asarray(table.lengths[self.rows], dtype=np.int64)
+        if np.any(self._lengths >= 2**31):
+            raise ValueError(f"stream {config.name!r}: a document has 2**31 tokens or more")
+        self._fixed_order = self._ppl_order() if config.order != "shuffle" else None
+        self.tokens_per_epoch = int(self._lengths.sum())
+        self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._cursors: list[tuple[int, int]] = [(0, 0)]  # cursor at boundary k * SEGMENT
+        self._segments: OrderedDict[int, np.ndarray] = OrderedDict()
+
+    # ----------------------------------------------------------------------------------- properties
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def num_documents(self) -> int:
+        return len(self.rows)
+
+    @property
+    def capacity(self) -> int | None:
+        """Samples available: None (unlimited) for `next_epoch` with tokens, else a count."""
+        extra = self.config.add_extra_token
+        if self.config.on_exhausted == "next_epoch" and self.tokens_per_epoch > 0:
+            return None
+        return max(self.tokens_per_epoch - extra, 0) // self.config.seq_length
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the documents and the config: the key for anything cached from this stream."""
+        blob = json.dumps({"table": self.table.fingerprint, "config": asdict(self.config)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # -------------------------------------------------------------------------------------- orders
+    def epoch_rows(self, epoch: int) -> np.ndarray:
+        """Table rows of the stream's documents in the order of `epoch` (0-based)."""
+        return self.rows[self._order(epoch)]
+
+    def _ppl_order(self) -> np.ndarray:
+        col = self.config.ppl_column
+        if col not in self.table.columns:
+            raise ValueError(
+                f"stream {self.name!r}: order {self.config.order!r} needs metadata column {col!r}, "
+                f"which is missing (columns: {sorted(self.table.columns)}); score the shards first"
+            )
+        ppl = np.asarray(self.table.columns[col][self.rows], dtype=np.float64)
+        bad = int(np.count_nonzero(~np.isfinite(ppl)))
+        if bad:
+            raise ValueError(f"stream {self.name!r}: {bad} selected documents have no finite {col!r}")
+        key = ppl if self.config.order == "ppl_asc" else -ppl
+        return np.argsort(key, kind="stable")
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if self._fixed_order is not None:
+            return self._fixed_order
+        if epoch not in self._epochs:
+            # legacy RandomState: its streams are frozen by NumPy's policy, so orders never change
+            rng = np.random.RandomState([self.config.seed, epoch])
+            self._epochs[epoch] = rng.permutation(self.num_documents)
+            while len(self._epochs) > _CACHED_EPOCHS:
+                self._epochs.popitem(last=False)
+        return self._epochs[epoch]
+
+    def _flat_lengths(self, start: int, count: int) -> np.ndarray:
+        """Lengths of the documents at flat positions [start, start + count) (epochs back to back)."""
+        n = self.num_documents
+        out = []
+        while count > 0:
+            epoch, j = divmod(start, n)
+            if epoch > 0 and self.config.on_exhausted == "stop":
+                break
+            take = min(count, n - j)
+            out.append(self._lengths[self._order(epoch)[j : j + take]])
+            start, count = start + take, count - take
+        return np.concatenate(out).astype(np.int32) if out else np.zeros(0, np.int32)
+
+    # ------------------------------------------------------------------------------------ packing
+    def _segment(self, k: int) -> np.ndarray:
+        """Boundaries k*SEGMENT .. (k+1)*SEGMENT (inclusive) as (flat position, offset) rows."""
+        if k in self._segments:
+            self._segments.move_to_end(k)
+            return self._segments[k]
+        while len(self._cursors) <= k:
+            self._segment(len(self._cursors) - 1)
+        pos, offset = self._cursors[k]
+        parts = [np.array([[pos, offset]], dtype=np.int64)]
+        need, window = SEGMENT, 4096
+        while need > 0:
+            lengths = self._flat_lengths(pos, window)
+            got, p, offset = pack_segment(lengths, 0, offset, self.config.seq_length, need, base=pos,
+                                          add_extra_token=self.config.add_extra_token)
+            parts.append(got)
+            need -= len(got)
+            if need and len(lengths) < window:
+                break  # `stop` stream: no more documents
+            if len(got) == 0:
+                window *= 2  # a sample longer than the window: look further
+            pos = pos + p
+        seg = np.concatenate(parts)
+        if len(self._cursors) == k + 1 and len(seg) == SEGMENT + 1:
+            self._cursors.append((int(seg[-1, 0]), int(seg[-1, 1])))
+        self._segments[k] = seg
+        while len(self._segments) > _CACHED_SEGMENTS:
+            self._segments.popitem(last=False)
+        return seg
+
+    def boundaries(self, i: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(flat position, offset) where sample i starts and where sample i + 1 starts."""
+        cap = self.capacity
+        if i < 0 or (cap is not None and i >= cap):
+            raise StreamExhausted(
+                f"stream {self.name!r} has {cap} samples ({self.tokens_per_epoch} tokens, seq_length "
+                f"{self.config.seq_length}, on_exhausted='stop'); sample {i} does not exist"
+            )
+        k, r = divmod(i, SEGMENT)
+        seg = self._segment(k)
+        return (int(seg[r, 0]), int(seg[r, 1])), (int(seg[r + 1, 0]), int(seg[r + 1, 1]))
+
+    def locate(self, i: int) -> list[DocPiece]:
+        """The token ranges that make sample i, in order (seq_length + add_extra_token tokens in all)."""
+        (p0, o0), (p1, o1) = self.boundaries(i)
+        n, extra = self.num_documents, self.config.add_extra_token
+        pieces = []
+        for p in range(p0, p1 + 1):
+            epoch, j = divmod(p, n)
+            row = int(self.rows[self._order(epoch)[j]])
+            start = o0 if p == p0 else 0
+            stop = o1 + extra if p == p1 else int(self.table.lengths[row])
+            if stop > start:
+                src = self.table.sources[self.table.source_of[row]]
+                pieces.append(DocPiece(src, int(self.table.local_index[row]), start, stop))
+        return pieces
