@@ -9,15 +9,12 @@ Public surface:
 """
 from cpt.shards.format import ShardError, optimal_dtype
 from cpt.shards.metadata import doc_id, read_metadata, update_metadata
+from cpt.shards.merge import merge_shards
 from cpt.shards.reader import Shard, open_shard
 
 open = open_shard  # noqa: A001 - `cpt.shards.open(prefix)` is the documented entry point
-
-
-def merge(prefixes, output_prefix, **kwargs):
-    from cpt.shards.merge import merge_shards
-
-    return merge_shards(prefixes, output_prefix, **kwargs)
+# Assigned after the submodule import above, so the function (not the module) is `cpt.shards.merge`.
+merge = merge_shards
 
 
 def document_text(shard, i):
@@ -28,5 +25,5 @@ def document_text(shard, i):
 
 __all__ = [
     "Shard", "ShardError", "open", "open_shard", "optimal_dtype", "doc_id", "read_metadata",
-    "update_metadata", "merge", "document_text",
+    "update_metadata", "merge", "merge_shards", "document_text",
 ]
