@@ -232,3 +232,37 @@ def people_daily_documents(limit: int | None = None, min_chars: int = 400) -> li
     if current:
         docs.append("\n".join(current))
     return docs
+
+
+# ---------------------------------------------------------------- text readers (data layer tests, benchmark)
+
+
+def people_daily_sentences() -> "Iterator[str]":
+    """Sentences of People's Daily with the `/tag` POS marks removed, split after 。！？."""
+    import re
+
+    split = re.compile(r"(?<=[。！？])")
+    with open(people_daily_file(), encoding="utf-8") as f:
+        for line in f:
+            words = [w.rsplit("/", 1)[0] for w in line.split()]
+            text = "".join(words)
+            for sentence in split.split(text):
+                if sentence.strip():
+                    yield sentence
+
+
+def enwiki_articles() -> "Iterator[tuple[str, str]]":
+    """(title, wikitext) of the 206 articles in gensim's shortened English Wikipedia dump."""
+    import bz2
+    import xml.etree.ElementTree as ET
+
+    title = None
+    with bz2.open(gensim_test_data(ENWIKI_SAMPLE)) as f:
+        for _, elem in ET.iterparse(f):
+            tag = elem.tag.rsplit("}", 1)[-1]
+            if tag == "title":
+                title = elem.text
+            elif tag == "text" and elem.text:
+                yield title or "", elem.text
+            elif tag == "page":
+                elem.clear()
