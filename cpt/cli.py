@@ -20,6 +20,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "preprocess": ("cpt.commands.preprocess", "tokenize raw documents into Megatron .bin/.idx shards + metadata"),
     "merge": ("cpt.commands.merge", "merge shards (e.g. the outputs of --shard-index runs) into one"),
     "inspect": ("cpt.commands.inspect", "counts, tokens by lang/source/topic and sample documents of a shard"),
+    "tag-train": ("cpt.commands.tag_train", "fine-tune a topic classifier (labelled or bootstrapped data)"),
+    "tag": ("cpt.commands.tag", "write topic / topic_conf for documents of shards or raw jsonl"),
+    "score": ("cpt.commands.score", "write ppl (causal-LM perplexity) for documents of shards or raw jsonl"),
 }
 
 

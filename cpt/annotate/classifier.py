@@ -88,6 +88,8 @@ class TopicClassifier:
 
         self.model.eval()
         out = []
+        # cut very long texts before tokenizing: no token is longer than 16 characters in practice
+        texts = [t[:self.max_length * 16] for t in texts]
         for k in range(0, len(texts), batch_size):
             enc = self.tokenizer(list(texts[k:k + batch_size]), padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt").to(self.device)

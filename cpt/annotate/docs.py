@@ -54,10 +54,8 @@ def _open(path: Path) -> IO[str]:
     return path.open("r", encoding="utf-8")
 
 
-def read_jsonl(path: str | Path, text_key: str = "text", id_key: str | None = None,
-               lang_key: str = "lang") -> Iterator[Doc]:
-    """Documents of one jsonl file. A malformed line or a non-string text is an error (file:line)."""
-    path = Path(path)
+def _records(path: Path) -> Iterator[tuple[str, int, dict]]:
+    """(file:line, line number, record) of each non-blank line; malformed lines are errors."""
     with _open(path) as f:
         for line_no, line in enumerate(f, 1):
             if not line.strip():
@@ -69,12 +67,25 @@ def read_jsonl(path: str | Path, text_key: str = "text", id_key: str | None = No
                 raise CorpusError(f"{where}: malformed JSON: {e.msg}") from e
             if not isinstance(record, dict):
                 raise CorpusError(f"{where}: expected a JSON object")
-            text = record.get(text_key)
-            if not isinstance(text, str):
-                raise CorpusError(f"{where}: field {text_key!r} is missing or not a string")
-            doc_id = _record_id(record, id_key, where) or stable_id(path.name, line_no)
-            lang = record.get(lang_key) if isinstance(record.get(lang_key), str) else ""
-            yield Doc(doc_id=doc_id, text=text, lang=lang or detect_lang(text), source=where)
+            yield where, line_no, record
+
+
+def _text_of(record: dict, text_key: str, where: str) -> str:
+    text = record.get(text_key)
+    if not isinstance(text, str):
+        raise CorpusError(f"{where}: field {text_key!r} is missing or not a string")
+    return text
+
+
+def read_jsonl(path: str | Path, text_key: str = "text", id_key: str | None = None,
+               lang_key: str = "lang") -> Iterator[Doc]:
+    """Documents of one jsonl file. A malformed line or a non-string text is an error (file:line)."""
+    path = Path(path)
+    for where, line_no, record in _records(path):
+        text = _text_of(record, text_key, where)
+        doc_id = _record_id(record, id_key, where) or stable_id(path.name, line_no)
+        lang = record.get(lang_key) if isinstance(record.get(lang_key), str) else ""
+        yield Doc(doc_id=doc_id, text=text, lang=lang or detect_lang(text), source=where)
 
 
 def _record_id(record: dict, id_key: str | None, where: str) -> str | None:
@@ -105,3 +116,25 @@ def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:
     with Path(path).open("w", encoding="utf-8") as f:
         for r in records:
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
+
+
+@dataclass(frozen=True, slots=True)
+class Labeled:
+    text: str
+    label: str | None
+    """Topic id, or None when the file has no label for this text (bootstrapping needs none)."""
+    lang: str
+
+
+def read_labeled(path: str | Path, text_key: str = "text", label_key: str = "topic",
+                 require_labels: bool = True) -> list[Labeled]:
+    """(text, topic) examples of a jsonl file; a missing label is an error unless not required."""
+    out = []
+    for where, _, record in _records(Path(path)):
+        text = _text_of(record, text_key, where)
+        label = record.get(label_key)
+        if label is None and require_labels:
+            raise CorpusError(f"{where}: field {label_key!r} is missing (needed unless --bootstrap is used)")
+        lang = record.get("lang") if isinstance(record.get("lang"), str) else detect_lang(text)
+        out.append(Labeled(text, None if label is None else str(label), lang))
+    return out

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Callable, ClassVar, Protocol, Sequence
 
 import numpy as np
 
@@ -220,3 +220,46 @@ class PerplexityAnnotator:
             for i in sorted(set(owner)):
                 results[i] = Result(docs[i].doc_id, {"ppl": math.exp(nll[i] / n[i])})
         return [r for r in results if r is not None]
+
+
+class BackendUnavailable(RuntimeError):
+    """A scoring backend's library is not installed; the message says what to install."""
+
+
+@dataclass(frozen=True)
+class PerplexityAnnotatorFactory:
+    """Picklable recipe for the scoring annotator (built once per worker process).
+
+    `backend` is `hf` (transformers), `vllm` (prompt_logprobs; GPU machines with vLLM installed) or
+    `package.module:callable`, a function taking (model_dir, max_length, device) and returning a
+    `Scorer` - the seam for our megatron engine.
+    """
+
+    columns: ClassVar[tuple[str, ...]] = PerplexityAnnotator.columns
+    model_dir: str
+    backend: str = "hf"
+    device: str | None = None
+    dtype: str | None = None
+    max_length: int | None = None
+    stride: int | None = None
+    max_batch_tokens: int | None = None
+    max_doc_tokens: int | None = None
+
+    def build_scorer(self) -> Scorer:
+        if self.backend == "hf":
+            return HFScorer(self.model_dir, self.device, self.dtype, self.max_length, self.max_batch_tokens)
+        if self.backend == "vllm":
+            from cpt.annotate.vllm_backend import VLLMScorer
+
+            return VLLMScorer(self.model_dir, self.max_length, self.dtype)
+        if ":" in self.backend:
+            import importlib
+
+            module, _, name = self.backend.partition(":")
+            return getattr(importlib.import_module(module), name)(self.model_dir, self.max_length, self.device)
+        raise ValueError(f"unknown scoring backend {self.backend!r}: use hf, vllm or package.module:callable")
+
+    def __call__(self) -> PerplexityAnnotator:
+        check_model_dir(self.model_dir, "causal LM")
+        scorer = self.build_scorer()
+        return PerplexityAnnotator(scorer, hf_encoder(self.model_dir), self.stride, self.max_doc_tokens)

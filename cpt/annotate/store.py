@@ -13,7 +13,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +55,12 @@ class ResultStore:
         self.summary_path = self.out.with_name(self.out.name + ".summary.json")
         self.run_key = json.loads(json.dumps(run_key, sort_keys=True, default=str))
         self._file = None
+        self.done: dict[str, Result] = {}
 
     def open(self) -> dict[str, Result]:
-        """Load the results a previous run checkpointed (empty when starting fresh)."""
+        """Load the results a previous run checkpointed (empty when starting fresh); idempotent."""
+        if self._file is not None:
+            return self.done
         self.out.parent.mkdir(parents=True, exist_ok=True)
         done: dict[str, Result] = {}
         if self.partial.exists():
@@ -66,6 +69,7 @@ class ResultStore:
             with self.partial.open("w", encoding="utf-8") as f:
                 f.write(json.dumps({"run_key": self.run_key}, sort_keys=True) + "\n")
         self._file = self.partial.open("a", encoding="utf-8")
+        self.done = done
         return done
 
     def _load(self) -> dict[str, Result]:
@@ -106,12 +110,19 @@ class ResultStore:
     def finalize(self, rows: Sequence[dict[str, Any]], columns: Sequence[str],
                  summary: dict[str, Any]) -> None:
         """Write the final table (parquet or jsonl by suffix), then the summary, then drop the checkpoint."""
+        def write() -> None:
+            if self.out.suffix == ".jsonl":
+                data = "".join(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n" for r in rows)
+                atomic_write_bytes(self.out, data.encode())
+            else:
+                write_parquet_atomic(self.out, rows, columns)
+
+        self.finalize_with(write, summary)
+
+    def finalize_with(self, write: Callable[[], None], summary: dict[str, Any]) -> None:
+        """Run `write` (itself atomic, e.g. a sidecar rewrite), then the summary, then drop the checkpoint."""
         self.close()
-        if self.out.suffix == ".jsonl":
-            data = "".join(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n" for r in rows)
-            atomic_write_bytes(self.out, data.encode())
-        else:
-            write_parquet_atomic(self.out, rows, columns)
+        write()
         atomic_write_json(self.summary_path, summary)
         self.partial.unlink(missing_ok=True)
 

@@ -1,0 +1,140 @@
+"""Annotate a raw corpus into a table, or a shard into its metadata sidecar; then summarise.
+
+Raw corpora (jsonl): results go to OUT (.parquet or .jsonl) with doc_id, source, lang, the
+annotator's columns and `skip` (the reason a document got no value). Shards: the columns are added
+to `PREFIX.meta.parquet` through `cpt.shards.update_metadata` (an atomic rewrite), with null for
+skipped documents, reading each document's text back with `cpt.shards.document_text`. Either way
+the checkpoint lives beside the output (`OUT.partial.jsonl`, `PREFIX.<what>.partial.jsonl`) and a
+summary JSON (`... .summary.json`) is written last.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+
+from cpt.annotate.docs import Doc
+from cpt.annotate.runner import Annotator, Progress, run_annotator
+from cpt.annotate.store import Result, ResultStore
+
+Factory = Callable[[], Annotator]
+
+
+def annotate_corpus(docs: Iterable[Doc], factory: Factory, columns: tuple[str, ...], out: str | Path,
+                    run_key: dict[str, Any], chunk_size: int = 256, workers: int = 1,
+                    progress: bool = True) -> dict[str, Any]:
+    """Annotate documents into the table `out`; returns the summary (also written beside it)."""
+    store = ResultStore(out, run_key)
+    order, done, stats = run_annotator(docs, factory, store, chunk_size, workers,
+                                       Progress(Path(out).name) if progress else None)
+    rows = []
+    for d in order:
+        r = done[d.doc_id]
+        rows.append({"doc_id": d.doc_id, "source": d.source, "lang": d.lang, "skip": r.skip,
+                     **{c: (r.values or {}).get(c) for c in columns}})
+    summary = make_summary(str(out), rows, columns, stats.to_dict(), run_key)
+    store.finalize(rows, ("doc_id", "source", "lang", *columns, "skip"), summary)
+    return summary
+
+
+class _CachedShard:
+    """What `cpt.shards.document_text` reads of a shard, with the metadata read once, not per document."""
+
+    def __init__(self, shard):
+        self.prefix, self.manifest = shard.prefix, shard.manifest
+        self._table = shard.metadata()
+
+    def metadata(self, columns=None):
+        return self._table.select(list(columns)) if columns else self._table
+
+
+def annotate_shard(prefix: str | Path, factory: Factory, columns: tuple[str, ...], what: str,
+                   run_key: dict[str, Any], chunk_size: int = 256, workers: int = 1,
+                   progress: bool = True) -> dict[str, Any]:
+    """Annotate every document of a shard and add `columns` to its metadata sidecar."""
+    import pyarrow as pa
+
+    import cpt.shards as shards
+
+    shard = shards.open(prefix)
+    cached = _CachedShard(shard)
+    meta = cached.metadata(["doc_id", "lang"]).to_pydict()
+    store = ResultStore(Path(f"{shard.prefix}.{what}"), {**run_key, "shard": str(shard.prefix)})
+    done = store.open()
+
+    def docs() -> Iterator[Doc]:
+        for i, (doc_id, lang) in enumerate(zip(meta["doc_id"], meta["lang"])):
+            key = str(doc_id)
+            # checkpointed documents are not re-read: the runner only looks at their id
+            text = "" if key in done else shards.document_text(cached, i)
+            yield Doc(key, text, lang or "", f"{shard.prefix}#{i}")
+
+    order, done, stats = run_annotator(docs(), factory, store, chunk_size, workers,
+                                       Progress(f"{Path(shard.prefix).name} {what}") if progress else None)
+    rows = []
+    for d in order:
+        r = done[d.doc_id]
+        rows.append({"doc_id": d.doc_id, "lang": d.lang, "skip": r.skip,
+                     **{c: (r.values or {}).get(c) for c in columns}})
+    summary = make_summary(f"{shard.prefix}.meta.parquet", rows, columns, stats.to_dict(), run_key)
+
+    def write() -> None:
+        arrays = {}
+        for c in columns:
+            values = [row[c] for row in rows]
+            kind = pa.string() if c == "topic" else pa.float64()
+            arrays[c] = pa.array(values, type=kind)
+        shards.update_metadata(shard.prefix, arrays)
+
+    store.finalize_with(write, summary)
+    return summary
+
+
+def make_summary(output: str, rows: list[dict[str, Any]], columns: tuple[str, ...],
+                 stats: dict[str, Any], run_key: dict[str, Any]) -> dict[str, Any]:
+    """Counts, plus per-language distributions: topic histograms, ppl quantiles."""
+    summary: dict[str, Any] = {"output": output, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                               "stats": stats, "run_key": run_key}
+    if "topic" in columns:
+        hist: dict[str, Counter] = defaultdict(Counter)
+        for r in rows:
+            if r["topic"] is not None:
+                hist[r["lang"]][r["topic"]] += 1
+        summary["topic_histogram"] = {lang: dict(c.most_common()) for lang, c in sorted(hist.items())}
+    if "ppl" in columns:
+        by_lang: dict[str, list[float]] = defaultdict(list)
+        for r in rows:
+            if r["ppl"] is not None:
+                by_lang[r["lang"]].append(r["ppl"])
+        summary["ppl_distribution"] = {lang: ppl_stats(v) for lang, v in sorted(by_lang.items())}
+    return summary
+
+
+def ppl_stats(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=np.float64)
+    q = np.percentile(v, [10, 25, 50, 75, 90])
+    return {"n": int(len(v)), "p10": float(q[0]), "p25": float(q[1]), "median": float(q[2]),
+            "p75": float(q[3]), "p90": float(q[4]), "geo_mean": float(math.exp(np.log(v).mean()))}
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The human-readable end of a run: counts, skips by reason, histograms / distributions."""
+    s = summary["stats"]
+    lines = [f"{summary['output']}: read {s['read']}, annotated {s['annotated']} "
+             f"(resumed {s['resumed_from_checkpoint']}), skipped {s['skipped'] or 0} in {s['seconds']:.1f}s"]
+    for lang, hist in summary.get("topic_histogram", {}).items():
+        total = sum(hist.values())
+        lines.append(f"topic histogram [{lang}] ({total} docs)")
+        for topic, n in hist.items():
+            lines.append(f"  {topic:<20} {n:>7} {100 * n / total:5.1f}% " + "#" * round(40 * n / total))
+    for lang, d in summary.get("ppl_distribution", {}).items():
+        lines.append(f"ppl [{lang}] n={d['n']} p10={d['p10']:.1f} p25={d['p25']:.1f} median={d['median']:.1f} "
+                     f"p75={d['p75']:.1f} p90={d['p90']:.1f} geo_mean={d['geo_mean']:.1f}")
+    return "\n".join(lines)
+
+
+__all__ = ["annotate_corpus", "annotate_shard", "format_summary", "make_summary", "Result"]

@@ -1,0 +1,65 @@
+"""Batch topic tagging: the annotator that fills `topic` and `topic_conf` from a trained classifier.
+
+Texts are truncated to the classifier's `max_length` tokens (the head of a document decides its
+topic). Documents that are empty, or whose text tokenizes to nothing (only whitespace or characters
+the tokenizer drops), are skipped with a reason rather than given a confident guess.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
+
+from cpt.annotate.classifier import TopicClassifier
+from cpt.annotate.docs import Doc
+from cpt.annotate.store import Result
+
+
+class TopicAnnotator:
+    columns = ("topic", "topic_conf")
+
+    def __init__(self, classifier: TopicClassifier, batch_size: int = 64):
+        self.classifier, self.batch_size = classifier, batch_size
+
+    def __call__(self, docs: Sequence[Doc]) -> list[Result]:
+        results: list[Result | None] = [None] * len(docs)
+        nonempty = []
+        for i, doc in enumerate(docs):
+            if doc.text.strip():
+                nonempty.append(i)
+            else:
+                results[i] = Result(doc.doc_id, None, "empty")
+        special = set(self.classifier.tokenizer.all_special_ids)
+        # the first 2,000 characters are enough to know whether any token survives
+        encoded = self.classifier.tokenizer([docs[i].text.strip()[:2000] for i in nonempty],
+                                            add_special_tokens=False)["input_ids"] if nonempty else []
+        keep = []
+        for i, ids in zip(nonempty, encoded):
+            if any(t not in special for t in ids):
+                keep.append(i)
+            else:
+                results[i] = Result(docs[i].doc_id, None, "no_tokens")
+        if keep:
+            topics, conf = self.classifier.predict([docs[i].text for i in keep], [docs[i].lang for i in keep],
+                                                   batch_size=self.batch_size)
+            for i, topic, c in zip(keep, topics, conf):
+                results[i] = Result(docs[i].doc_id, {"topic": topic, "topic_conf": float(c)})
+        return [r for r in results if r is not None]
+
+
+@dataclass(frozen=True)
+class TopicAnnotatorFactory:
+    """Picklable recipe for building the annotator inside a worker process."""
+
+    columns: ClassVar[tuple[str, ...]] = TopicAnnotator.columns
+    model_dir: str
+    taxonomy_path: str | None = None
+    device: str | None = None
+    max_length: int = 128
+    batch_size: int = 64
+
+    def __call__(self) -> TopicAnnotator:
+        from cpt.annotate import taxonomy
+
+        tax = taxonomy.load(self.taxonomy_path) if self.taxonomy_path else None
+        clf = TopicClassifier.load(self.model_dir, tax, self.device, self.max_length)
+        return TopicAnnotator(clf, self.batch_size)

@@ -1,0 +1,25 @@
+"""`cpt tag`: write `topic` and `topic_conf` for every document with a trained topic classifier."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cpt.annotate.inputs import add_input_arguments
+
+    parser.add_argument("--model", required=True, help="classifier folder written by `cpt tag-train`")
+    parser.add_argument("--taxonomy", default=None,
+                        help="taxonomy file the classifier must match (default: the one stored in --model)")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens of each document the classifier reads")
+    parser.add_argument("--batch-size", type=int, default=64, help="documents per forward pass")
+    add_input_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cpt.annotate.inputs import run_inputs
+    from cpt.annotate.tagging import TopicAnnotatorFactory
+
+    factory = TopicAnnotatorFactory(args.model, args.taxonomy, args.device, args.max_length, args.batch_size)
+    factory()  # load once here: a bad folder or taxonomy fails before any work starts
+    run_key = {"annotator": "topic", "model": str(args.model), "max_length": args.max_length}
+    return run_inputs(args, factory, "topic", run_key)
