@@ -192,8 +192,9 @@ def newsgroup_documents() -> list[tuple[str, str]]:
     return out
 
 
-def enwiki_articles() -> list[tuple[str, str]]:
-    """gensim's 106 English Wikipedia articles as (title, plain text); redirect pages dropped."""
+def enwiki_plain_articles() -> list[tuple[str, str]]:
+    """gensim's 106 English Wikipedia articles as (title, plain text): redirect pages dropped,
+    markup removed by gensim's `filter_wiki` (`enwiki_articles` gives the raw wikitext of all 206 pages)."""
     import bz2
 
     from gensim.corpora.wikicorpus import extract_pages, filter_wiki
