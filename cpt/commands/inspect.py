@@ -65,3 +65,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"--- document {i} ({len(shard[i])} tokens, {table['source'][i].as_py()}:{table['line'][i].as_py()})")
             print(text[: args.chars] + ("…" if len(text) > args.chars else ""))
     return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="cpt inspect", description=__doc__)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
