@@ -131,8 +131,10 @@ def test_source_text_read_back_for_every_format(corpus, single):
     texts.update({("mixed/d.parquet", i): r["text"] for i, r in enumerate(_lines(30, 300))})
     texts.update({(f"mixed/sub/txt/t{i}.txt", 0): (corpus / "sub" / "txt" / f"t{i}.txt").read_text() for i in range(3)})
     assert len(expected) <= len(texts)
-    for i, row in enumerate(meta):
-        assert shards.document_text(shard, i) == texts[(row["source"], row["line"])]
+    expected_texts = [texts[(row["source"], row["line"])] for row in meta]
+    assert [shards.document_text(shard, i) for i in range(len(meta))] == expected_texts
+    assert list(shards.document_texts(shard)) == expected_texts
+    assert list(shards.document_texts(shard, 45, 60)) == expected_texts[45:60]
 
 
 def test_workers_give_identical_bytes(corpus, single, tmp_path):
