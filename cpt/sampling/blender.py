@@ -161,7 +161,7 @@ class Blender:
         if not 0 <= start <= stop:
             raise ValueError(f"sample_ids: need 0 <= start <= stop, got [{start}, {stop})")
         parts = []
-        if start < self._drawn:
+        if start < min(stop, self._drawn):
             parts.append(self._replay(start, min(stop, self._drawn)))
         if stop > self._drawn:
             ahead = copy.deepcopy(self)
