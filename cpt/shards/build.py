@@ -206,9 +206,11 @@ def _queue_report(nbytes: int, docs: int, tokens: int) -> None:
 
 
 def init_pool_worker(job: Job, queue) -> None:
+    """Pool initializer: keep the encoder inherited through fork, else load one."""
     global _REPORT_QUEUE
     _REPORT_QUEUE = queue
-    init_worker(job)
+    if _STATE.encoder is None:
+        init_worker(job)
 
 
 def build_chunk(job: Job, chunk: Chunk, report: Callable[[int, int, int], None] | None = None) -> dict[str, Any]:

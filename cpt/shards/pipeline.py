@@ -126,7 +126,12 @@ def _run_chunks(job: Job, todo: list[Chunk], workers: int, progress: Progress, e
     if workers == 1 or len(todo) <= 1:
         init_worker(job, encoder)
         return [build_chunk(job, c, progress.update) for c in todo]
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+    if "fork" in mp.get_all_start_methods():
+        # children inherit the loaded tokenizer and verified engine instead of loading them again
+        ctx = mp.get_context("fork")
+        init_worker(job, encoder)
+    else:
+        ctx = mp.get_context("spawn")
     reports = ctx.Queue()
     results: list[dict[str, Any]] = []
     with ctx.Pool(min(workers, len(todo)), initializer=init_pool_worker, initargs=(job, reports)) as pool:
