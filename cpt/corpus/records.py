@@ -58,15 +58,16 @@ class Fields:
     max_doc_bytes: int = 16 << 20
 
 
-def check_text(obj: dict, key: str) -> str:
-    if key not in obj or obj[key] is None:
+def check_text(obj: dict, key: str, surrogates: bool = False) -> str:
+    """The text of `key`, or _Bad. `surrogates`: the source may hold lone surrogates (JSON \\ud8xx escapes)."""
+    value = obj.get(key)
+    if value is None:
         raise _Bad("missing_text", f"no {key!r} field")
-    value = obj[key]
     if not isinstance(value, str):
         raise _Bad("non_string_text", f"field {key!r} is {type(value).__name__}, not a string")
-    if not value.strip():
+    if not value or value.isspace():
         raise _Bad("empty_text", f"field {key!r} is empty")
-    if not value.isascii():
+    if surrogates and not value.isascii():
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as e:
@@ -80,10 +81,10 @@ def _keep(value: Any) -> str | None:
     return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
 
 
-def _from_obj(obj: Any, f: Fields, rec: Record) -> Record:
+def _from_obj(obj: Any, f: Fields, rec: Record, surrogates: bool = False) -> Record:
     if not isinstance(obj, dict):
         raise _Bad("bad_json", f"a record must be a JSON object, got {type(obj).__name__}")
-    rec.texts = [check_text(obj, k) for k in f.keys]
+    rec.texts = [check_text(obj, k, surrogates) for k in f.keys]
     lang = obj.get(f.lang_field) if f.lang_field else None
     rec.lang = lang if isinstance(lang, str) and lang.strip() else None
     rec.fields = [_keep(obj.get(k)) for k in f.keep_fields]
@@ -99,7 +100,8 @@ def _parse_line(raw: bytes, f: Fields, rec: Record) -> Record:
         obj = json.loads(text)
     except ValueError as e:
         raise _Bad("bad_json", str(e)) from None
-    return _from_obj(obj, f, rec)
+    # a lone surrogate can only come from a \uD800-\uDFFF escape; check only lines that have one
+    return _from_obj(obj, f, rec, surrogates=b"\\ud" in raw or b"\\uD" in raw)
 
 
 def iter_records(seg: Segment, f: Fields, counters: dict[str, int] | None = None) -> Iterator[Record]:

@@ -86,7 +86,7 @@ def _gigatoken_for(tok: Tokenizer):
 class Encoder:
     """Encodes batches of texts to (flat ids, lengths) with the reference or a verified fast engine."""
 
-    def __init__(self, tokenizer: Tokenizer, engine: str = "auto", check_every: int = 64):
+    def __init__(self, tokenizer: Tokenizer, engine: str = "auto", check_every: int = 512):
         if engine not in ("auto", "reference", "gigatoken"):
             raise ValueError(f"engine must be auto, reference or gigatoken, got {engine!r}")
         self.tokenizer = tokenizer

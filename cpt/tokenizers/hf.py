@@ -56,17 +56,18 @@ class HFTokenizer(Tokenizer):
         super().__init__(TokenizerSpec("hf", str(path), options), files)
         self.add_special_tokens = bool(add_special_tokens)
         self.name = folder.name if path.is_dir() else file.name
-        vocab = self.backend.get_vocab(with_added_tokens=True)
-        self.vocab_size = max(vocab.values()) + 1
+        # ids are dense in tokenizer.json files; get_vocab_size avoids building the whole vocab dict
+        self.vocab_size = int(self.backend.get_vocab_size(with_added_tokens=True))
         eod_token = eod_token or _eos_from_config(folder) or next(
-            (t for t in _EOD_CANDIDATES if t in vocab), None
+            (t for t in _EOD_CANDIDATES if self.backend.token_to_id(t) is not None), None
         )
-        if eod_token is None or eod_token not in vocab:
+        eod = self.backend.token_to_id(eod_token) if eod_token else None
+        if eod is None:
             raise TokenizerError(
                 f"{file}: cannot find the EOD token ({eod_token!r} is not in the vocabulary); pass eod_token="
             )
         self.eod_token = eod_token
-        self.eod = int(vocab[eod_token])
+        self.eod = int(eod)
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
         encodings = self.backend.encode_batch_fast(list(texts), add_special_tokens=self.add_special_tokens)
