@@ -3,7 +3,8 @@
 For local testing of `--generator openai` and of any client of the OpenAI API, without vLLM or a
 GPU: `python -m cpt.synth.server --model DIR --port 8000`, then point the client at
 `http://127.0.0.1:8000/v1`. It serves `POST /v1/chat/completions` (non-streaming, n=1),
-`GET /v1/models` and `GET /health`. Concurrent requests are gathered into batches (up to
+`GET /v1/models` and `GET /health` (which also reports how many chat requests came and the most
+that were in flight at once, so a client's concurrency limit can be checked). Concurrent requests are gathered into batches (up to
 `--batch-size`, waiting at most `--batch-wait-ms` for company) and generated together.
 
 Two things exist for tests of clients: `--faults` makes the first requests fail (`503`) or stall
@@ -91,7 +92,19 @@ class _State:
         self.faults = faults
         self.lock = threading.Lock()
         self.n_chat = 0
+        self.in_flight = 0
+        self.max_in_flight = 0
         self.last_activity = time.monotonic()
+
+    def enter(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+            self.last_activity = time.monotonic()
 
     def next_fault(self) -> tuple[str, float] | None:
         with self.lock:
@@ -124,7 +137,8 @@ def _make_handler(state: _State):
         def do_GET(self) -> None:
             state.last_activity = time.monotonic()
             if self.path.rstrip("/") in ("/health", "/v1/health"):
-                self._send(200, {"status": "ok"})
+                self._send(200, {"status": "ok", "chat_requests": state.n_chat,
+                                 "max_in_flight": state.max_in_flight})
             elif self.path.rstrip("/") == "/v1/models":
                 self._send(200, {"object": "list", "data": [
                     {"id": state.model_name, "object": "model", "owned_by": "cpt"}]})
@@ -132,6 +146,13 @@ def _make_handler(state: _State):
                 self._error(404, f"no route {self.path}", "not_found")
 
         def do_POST(self) -> None:
+            state.enter()
+            try:
+                self._post()
+            finally:
+                state.leave()
+
+        def _post(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             raw = self.rfile.read(length)
             if self.path.rstrip("/") != "/v1/chat/completions":
@@ -204,7 +225,7 @@ def serve(generator, host: str = "127.0.0.1", port: int = 0, model_name: str = "
     httpd.daemon_threads = True
     if idle_timeout_s is not None:
         def watchdog() -> None:
-            while time.monotonic() - state.last_activity < idle_timeout_s:
+            while state.in_flight or time.monotonic() - state.last_activity < idle_timeout_s:
                 time.sleep(min(0.5, idle_timeout_s))
             httpd.shutdown()
         threading.Thread(target=watchdog, name="synth-idle", daemon=True).start()

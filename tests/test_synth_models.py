@@ -1,0 +1,168 @@
+"""cpt.synth with a real model: SmolLM2-135M-Instruct on CPU, in process and behind a real HTTP
+server on 127.0.0.1 (cpt.synth.server) reached through the `openai` client.
+
+Generation is kept tiny (greedy, 16-32 new tokens, one to four prompts). Servers run as
+subprocesses with an idle timeout, so they stop by themselves even if a test dies.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from cpt.assets import leetcode_problems_dir, smollm2_hf_dir
+from cpt.synth import disciplines, parse, pipeline, prompts, tasks
+from cpt.synth.code_tasks import read_problem, read_seed_pairs
+from cpt.synth.filters import FilterConfig
+from cpt.synth.generators import ChatRequest, SamplingParams
+from cpt.synth.generators.openai_backend import OpenAIGenerator
+from cpt.synth.generators.transformers_backend import TransformersGenerator
+from cpt.synth.journal import Journal
+from cpt.synth.snippets import Snippet
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[1]
+SNIPPET = ("Newton's second law states that the net force acting on an object equals the product of its mass "
+           "and its acceleration. A force of one newton gives a mass of one kilogram an acceleration of one "
+           "metre per second squared.")
+GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
+
+
+class Server:
+    """`python -m cpt.synth.server` in a subprocess; the port comes back through a file."""
+
+    def __init__(self, tmp: Path, faults: str = "", idle_timeout: float = 120.0) -> None:
+        self.port_file = tmp / "port"
+        self.log = open(tmp / "server.log", "w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "cpt.synth.server", "--model", str(smollm2_hf_dir()), "--served-name", "smol",
+             "--port", "0", "--port-file", str(self.port_file), "--faults", faults,
+             "--idle-timeout", str(idle_timeout), "--batch-size", "4"],
+            cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
+
+    def wait_ready(self, timeout: float = 240.0) -> str:
+        deadline = time.monotonic() + timeout
+        while not self.port_file.exists():
+            assert self.proc.poll() is None, f"server exited early: {self.port_file.with_name('server.log').read_text()}"
+            assert time.monotonic() < deadline, "server did not start in time"
+            time.sleep(0.2)
+        return f"http://127.0.0.1:{self.port_file.read_text()}/v1"
+
+    def health(self) -> dict:
+        with urllib.request.urlopen(self.wait_ready().replace("/v1", "/health"), timeout=10) as r:
+            return json.loads(r.read())
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=30)
+        self.log.close()
+
+
+@pytest.fixture(scope="module")
+def flaky_server(tmp_path_factory):
+    """A server whose first requests fail (503, 500) and stall (40 s); started with the module so
+    its model loads while the in-process tests run."""
+    server = Server(tmp_path_factory.mktemp("server_a"), faults="503,500,delay:40")
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def local():
+    return TransformersGenerator(str(smollm2_hf_dir()), batch_size=4)
+
+
+def _physics_tasks(n: int) -> list[tasks.Task]:
+    snips = [Snippet(f"doc{i}#0", f"doc{i}", SNIPPET) for i in range(n)]
+    tpl = {"physics": prompts.load_template("physics")}
+    return tasks.science_tasks(snips, [disciplines.get("physics")] * n, tpl, samples=1, n_pairs=1)
+
+
+def test_real_qa_from_a_real_snippet(local, tmp_path):
+    work = _physics_tasks(1)
+    params = SamplingParams(max_new_tokens=32, temperature=0.0)
+    summary = pipeline.run(work, local, tmp_path / "qa.jsonl", params, FilterConfig(min_grounding=0.3),
+                           progress_every_s=0)
+    raw = next(iter(Journal(pipeline.journal_path(tmp_path / "qa.jsonl")).records.values()))
+    assert raw["generator"].startswith("transformers:") and 0 < raw["n_tokens"] <= 32
+    pairs = parse.parse_qa(raw["text"])
+    assert pairs and pairs[0].question.endswith("?"), raw["text"]
+    rejected = sum(summary["rejected"].values())
+    assert summary["pairs_kept"] + rejected == len(pairs) and summary["missing"] == 0
+    for line in (tmp_path / "qa.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        assert rec["text"].startswith("Question: ") and rec["discipline"] == "physics"
+        assert rec["doc_id"] == "doc0" and rec["prompt_version"] == "physics.v1" and rec["corrupt"] is False
+
+
+def test_code_qa_by_in_context_learning(local, tmp_path):
+    problem = read_problem(leetcode_problems_dir() / "climbing_stairs.json")
+    work = tasks.code_tasks([problem], prompts.load_template("code"), read_seed_pairs(prompts.code_seed_path()), k=1)
+    assert len(work[0].messages) == 4  # system, one example exchange, the problem
+    summary = pipeline.run(work, local, tmp_path / "code.jsonl", SamplingParams(max_new_tokens=16, temperature=0.0),
+                           FilterConfig(), progress_every_s=0)
+    raw = next(iter(Journal(pipeline.journal_path(tmp_path / "code.jsonl")).records.values()))
+    assert raw["kind"] == "code" and raw["text"].strip() and raw["context"] == problem.text
+    assert summary["pairs_kept"] + sum(summary["rejected"].values()) == 1  # kept or rejected, never lost
+    out = [json.loads(x) for x in (tmp_path / "code.jsonl").read_text().splitlines()]
+    assert all(r["question"] == problem.text and r["discipline"] == "code" for r in out)
+
+
+def test_openai_backend_retries_errors_and_timeouts_against_a_real_server(flaky_server, local):
+    server = flaky_server
+    url = server.wait_ready()
+    req = ChatRequest("k", [{"role": "user", "content": "Name the planet closest to the Sun."}], seed=3)
+    gen = OpenAIGenerator("smol", url, concurrency=1, timeout_s=10.0, max_retries=3, backoff_s=0.05)
+    start = time.monotonic()
+    (got,) = list(gen.generate([req], GREEDY))
+    elapsed = time.monotonic() - start
+    assert got.error is None and got.attempts == 4 and gen.retries == 3  # 503, 500, timeout, then success
+    assert elapsed >= 10.0  # the stalled attempt was abandoned at the client's timeout, not waited out
+    (expected,) = local.generate_batch([req], GREEDY)  # the same model, in process: not canned text
+    assert got.text == expected.text and got.n_tokens == expected.n_tokens > 0
+    assert server.health()["chat_requests"] == 4
+
+
+def test_failed_requests_are_counted_then_generated_by_the_next_run(tmp_path):
+    server = Server(tmp_path, faults="503,503", idle_timeout=5.0)  # its first two requests fail
+    try:
+        _failures_then_resume(server, tmp_path)
+    finally:
+        server.stop()
+
+
+def _failures_then_resume(server: Server, tmp_path: Path) -> None:
+    url = server.wait_ready()
+    work = _physics_tasks(2)
+    out = tmp_path / "qa.jsonl"
+    no_retry = OpenAIGenerator("smol", url, concurrency=1, timeout_s=120.0, max_retries=0)
+    first = pipeline.run(work, no_retry, out, GREEDY, FilterConfig(), progress_every_s=0)
+    assert first["generation_failed"] == first["rejected"]["generation_failed"] == 2 and first["missing"] == 2
+    assert not out.read_text() and not Journal(pipeline.journal_path(out)).records
+    cli = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "synthesize_qa.py"), "--input", str(_docs(tmp_path, 2)),
+         "--output", str(out), "--discipline", "physics", "--pairs-per-snippet", "1", "--min-snippet-chars", "50",
+         "--generator", "openai", "--base-url", url, "--model", "smol", "--concurrency", "1",
+         "--max-new-tokens", "8", "--temperature", "0"],
+        capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    summary = json.loads(pipeline.summary_path(out).read_text())
+    assert summary["tasks"] == 2 and summary["generated_now"] == 2 and summary["missing"] == 0
+    assert summary["generator"] == "openai:smol"
+    health = server.health()
+    # Two requests were always waiting, yet never more than --concurrency 1 reached the server.
+    assert health["chat_requests"] == 4 and health["max_in_flight"] == 1
+    # Left alone, the server stops by itself after its idle timeout.
+    assert server.proc.wait(timeout=60) == 0
+
+
+def _docs(tmp: Path, n: int) -> Path:
+    path = tmp / "docs.jsonl"
+    path.write_text("".join(json.dumps({"id": f"doc{i}", "text": SNIPPET}) + "\n" for i in range(n)))
+    return path
