@@ -23,7 +23,7 @@ from cpt.sampling.packing import pack_segment
 
 ORDERS = ("shuffle", "ppl_asc", "ppl_desc")
 ON_EXHAUSTED = ("next_epoch", "stop")
-SEGMENT = 1 << 16  # samples per packed segment
+SEGMENT = 1 << 16  # samples per packed segment (fewer for a stream whose epoch has fewer samples)
 _CACHED_SEGMENTS = 4
 _CACHED_EPOCHS = 2
 
@@ -86,7 +86,9 @@ class Stream:
         self._fixed_order = self._ppl_order() if config.order != "shuffle" else None
         self.tokens_per_epoch = int(self._lengths.sum())
         self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._cursors: list[tuple[int, int]] = [(0, 0)]  # cursor at boundary k * SEGMENT
+        # about one epoch per segment for small streams, so asking for a sample never packs many epochs
+        self._seg_len = min(SEGMENT, max(64, self.tokens_per_epoch // config.seq_length))
+        self._cursors: list[tuple[int, int]] = [(0, 0)]  # cursor at boundary k * self._seg_len
         self._segments: OrderedDict[int, np.ndarray] = OrderedDict()
 
     # ----------------------------------------------------------------------------------- properties
@@ -157,7 +159,7 @@ class Stream:
 
     # ------------------------------------------------------------------------------------ packing
     def _segment(self, k: int) -> np.ndarray:
-        """Boundaries k*SEGMENT .. (k+1)*SEGMENT (inclusive) as (flat position, offset) rows."""
+        """Boundaries k*L .. (k+1)*L (inclusive; L = self._seg_len) as (flat position, offset) rows."""
         if k in self._segments:
             self._segments.move_to_end(k)
             return self._segments[k]
@@ -165,7 +167,9 @@ class Stream:
             self._segment(len(self._cursors) - 1)
         pos, offset = self._cursors[k]
         parts = [np.array([[pos, offset]], dtype=np.int64)]
-        need, window = SEGMENT, 4096
+        need = self._seg_len
+        mean_len = max(self.tokens_per_epoch / max(self.num_documents, 1), 1.0)
+        window = int(min(max(need * self.config.seq_length / mean_len * 1.1 + 2, 16), 1 << 20))
         while need > 0:
             lengths = self._flat_lengths(pos, window)
             got, p, offset = pack_segment(lengths, 0, offset, self.config.seq_length, need, base=pos,
@@ -178,7 +182,7 @@ class Stream:
                 window *= 2  # a sample longer than the window: look further
             pos = pos + p
         seg = np.concatenate(parts)
-        if len(self._cursors) == k + 1 and len(seg) == SEGMENT + 1:
+        if len(self._cursors) == k + 1 and len(seg) == self._seg_len + 1:
             self._cursors.append((int(seg[-1, 0]), int(seg[-1, 1])))
         self._segments[k] = seg
         while len(self._segments) > _CACHED_SEGMENTS:
@@ -193,7 +197,7 @@ class Stream:
                 f"stream {self.name!r} has {cap} samples ({self.tokens_per_epoch} tokens, seq_length "
                 f"{self.config.seq_length}, on_exhausted='stop'); sample {i} does not exist"
             )
-        k, r = divmod(i, SEGMENT)
+        k, r = divmod(i, self._seg_len)
         seg = self._segment(k)
         return (int(seg[r, 0]), int(seg[r, 1])), (int(seg[r + 1, 0]), int(seg[r + 1, 1]))
 

@@ -1,0 +1,186 @@
+"""Streams: metadata filters, orders (shuffle per epoch, ppl curriculum), megatron packing, exhaustion."""
+import numpy as np
+import pyarrow as pa
+import pytest
+from hypothesis import given, settings, strategies as st
+from megatron.core.datasets import helpers_cpp
+
+import cpt.sampling.stream as stream_mod
+from cpt.sampling import DocumentTable, FilterError, Stream, StreamConfig, StreamExhausted
+from cpt.sampling.filters import select
+
+
+def table(n=60, seed=0):
+    rng = np.random.default_rng(seed)
+    return DocumentTable.from_columns(
+        rng.integers(0, 40, n),
+        {
+            "lang": rng.choice(["zh", "en", "code"], n).tolist(),
+            "topic": rng.choice(["math", "law", "bio"], n).tolist(),
+            "ppl": np.round(rng.gamma(2.0, 10.0, n), 1),  # rounded: ties happen
+            "topic_conf": rng.random(n),
+        },
+    )
+
+
+def test_filter_selects_rows():
+    t = table()
+    c = t.columns
+    got = select('lang == "zh" and topic == "math"', c, len(t))
+    np.testing.assert_array_equal(got, (c["lang"] == "zh") & (c["topic"] == "math"))
+    got = select('not (lang in ["en", "code"]) or 0.5 < topic_conf <= 0.9', c, len(t))
+    want = ~np.isin(c["lang"], ["en", "code"]) | ((c["topic_conf"] > 0.5) & (c["topic_conf"] <= 0.9))
+    np.testing.assert_array_equal(got, want)
+    assert select(None, c, len(t)).all()
+
+
+@pytest.mark.parametrize(
+    "expr, message",
+    [
+        ('langg == "zh"', "unknown column 'langg'"),
+        ("__import__('os')", "Call is not allowed"),
+        ('lang == "zh" and', "not a valid expression"),
+        ("lang", "must be a condition"),
+        ('lang in "zh"', "needs a list"),
+    ],
+)
+def test_filter_refuses_with_a_clear_message(expr, message):
+    t = table()
+    with pytest.raises(FilterError, match=message):
+        select(expr, t.columns, len(t))
+
+
+@pytest.mark.parametrize("order", ["ppl_asc", "ppl_desc"])
+def test_ppl_orders_are_monotone_across_every_epoch(order):
+    t = table(200)
+    s = Stream(t, StreamConfig(name="zh", seq_length=16, filter='lang == "zh"', order=order))
+    sign = 1 if order == "ppl_asc" else -1
+    for epoch in range(3):
+        ppl = t.columns["ppl"][s.epoch_rows(epoch)]
+        assert np.all(sign * np.diff(ppl) >= 0)
+        assert sorted(s.epoch_rows(epoch)) == sorted(np.flatnonzero(t.columns["lang"] == "zh"))
+    # and the samples read the documents in that order: first piece of each sample, deduplicated
+    seen = []
+    for i in range(60):
+        for p in s.locate(i):
+            if not seen or seen[-1] != p.document:
+                seen.append(p.document)
+    ppl_seen = t.columns["ppl"][seen[: s.num_documents - 1]]
+    assert np.all(sign * np.diff(ppl_seen) >= 0)
+
+
+def test_ppl_order_needs_scores():
+    t = DocumentTable.from_columns([5, 6], {"ppl": [1.0, np.nan]})
+    with pytest.raises(ValueError, match="1 selected documents have no finite 'ppl'"):
+        Stream(t, StreamConfig(name="x", seq_length=4, order="ppl_asc"))
+    with pytest.raises(ValueError, match="needs metadata column 'ppl'"):
+        Stream(DocumentTable.from_columns([5]), StreamConfig(name="x", seq_length=4, order="ppl_asc"))
+
+
+def test_shuffle_is_seeded_and_reshuffled_per_epoch():
+    t = table(300)
+    cfg = StreamConfig(name="all", seq_length=8, seed=7)
+    a, b = Stream(t, cfg), Stream(t, cfg)
+    e0, e1 = a.epoch_rows(0), a.epoch_rows(1)
+    assert sorted(e0) == list(range(300)) and sorted(e1) == list(range(300))
+    assert not np.array_equal(e0, e1)
+    np.testing.assert_array_equal(b.epoch_rows(1), e1)
+    np.testing.assert_array_equal(b.epoch_rows(0), e0)
+    other = Stream(t, StreamConfig(name="all", seq_length=8, seed=8))
+    assert not np.array_equal(other.epoch_rows(0), e0)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(2, 40), st.sampled_from(["shuffle", "ppl_asc"]), st.integers(2, 9))
+def test_packing_equals_megatron_over_epochs_and_segments(seed, seq, order, segment):
+    """Boundaries of the first samples equal megatron's build_sample_idx over the same document order."""
+    t = table(int(seed % 40) + 3, seed=seed % 1000)
+    old = stream_mod.SEGMENT
+    stream_mod.SEGMENT = segment  # tiny segments: many segment and window boundaries
+    try:
+        s = Stream(t, StreamConfig(name="x", seq_length=seq, order=order, seed=int(seed)))
+        epochs = 3
+        doc_idx = np.concatenate([s._order(e) for e in range(epochs)]).astype(np.int32)
+        lengths = t.lengths[s.rows].astype(np.int32)
+        if lengths.sum() < 2:
+            return
+        want = helpers_cpp.build_sample_idx_int64(lengths, doc_idx, seq, epochs, int(lengths.sum()), True, 1)
+        got = [s.boundaries(i)[0] for i in range(len(want))]
+        n = s.num_documents
+        np.testing.assert_array_equal(np.array(got), want)
+        for i in range(len(want) - 1):
+            pieces = s.locate(i)
+            assert sum(p.stop - p.start for p in pieces) == seq + 1
+            (p0, o0), _ = s.boundaries(i)
+            assert pieces[0].document == s.rows[s._order(p0 // n)[p0 % n]] or o0 == lengths[s._order(p0 // n)[p0 % n]]
+    finally:
+        stream_mod.SEGMENT = old
+
+
+def test_locate_reads_the_right_tokens():
+    lengths = [3, 0, 5, 2, 7]
+    t = DocumentTable.from_columns(lengths, {"ppl": [5.0, 1.0, 4.0, 2.0, 3.0]}, source="mem")
+    s = Stream(t, StreamConfig(name="x", seq_length=4, order="ppl_asc", on_exhausted="stop"))
+    # order by ppl: docs 1 (0 tok), 3 (2), 4 (7), 2 (5), 0 (3) -> tokens "d3 d3 d4*7 d2*5 d0*3"
+    flat = [d for d in (1, 3, 4, 2, 0) for _ in range(lengths[d])]
+    assert s.capacity == (17 - 1) // 4
+    for i in range(s.capacity):
+        got = [p.document for p in s.locate(i) for _ in range(p.stop - p.start)]
+        assert got == flat[4 * i: 4 * i + 5]
+        assert all(p.source == "mem" for p in s.locate(i))
+    with pytest.raises(StreamExhausted, match="stream 'x' has 4 samples"):
+        s.locate(4)
+
+
+def test_next_epoch_runs_on_and_empty_stream_has_no_samples():
+    t = DocumentTable.from_columns([3, 4], {"lang": ["zh", "en"]})
+    s = Stream(t, StreamConfig(name="zh", seq_length=5, filter='lang == "zh"'))
+    assert s.capacity is None
+    assert sum(p.stop - p.start for p in s.locate(100)) == 6  # epoch 200 or so, one 3-token doc
+    empty = Stream(t, StreamConfig(name="none", seq_length=5, filter='lang == "fr"'))
+    assert empty.capacity == 0
+    with pytest.raises(StreamExhausted):
+        empty.locate(0)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match="StreamConfig.order"):
+        StreamConfig(name="x", seq_length=4, order="random")
+    with pytest.raises(ValueError, match="StreamConfig.on_exhausted"):
+        StreamConfig(name="x", seq_length=4, on_exhausted="loop")
+    with pytest.raises(ValueError, match="StreamConfig.seq_length"):
+        StreamConfig(name="x", seq_length=0)
+
+
+def test_stream_over_cpt_shards(tmp_path):
+    """The adapter from cpt.shards: lengths from the index, metadata from the sidecar, two prefixes."""
+    from cpt.shards.metadata import schema_for
+    from cpt.shards.writer import ShardWriter
+
+    rng = np.random.default_rng(3)
+    prefixes, all_docs = [], []
+    for p in range(2):
+        prefix = tmp_path / f"part{p}"
+        lengths = rng.integers(1, 30, 20)
+        tokens = rng.integers(0, 1000, int(lengths.sum()))
+        meta = pa.table({
+            "doc_id": pa.array(np.arange(20) + 100 * p, pa.uint64()), "source": ["x"] * 20,
+            "line": np.arange(20), "offset": np.full(20, -1), "lang": ["zh", "en"] * 10, "n_tokens": lengths,
+        })
+        w = ShardWriter(prefix, np.dtype(np.uint16), schema_for())
+        w.add(tokens, lengths, meta)
+        w.finish({})
+        prefixes.append(str(prefix))
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        all_docs += [(str(prefix), d, tokens[starts[d]: starts[d + 1]]) for d in range(20)]
+    t = DocumentTable.from_shards(prefixes)
+    assert len(t) == 40 and len(set(t.fingerprints)) == 2
+    s = Stream(t, StreamConfig(name="zh", seq_length=16, filter='lang == "zh"', seed=1))
+    from cpt import shards
+
+    opened = {p: shards.open(p) for p in prefixes}
+    flat = np.concatenate([opened[t.sources[t.source_of[r]]][int(t.local_index[r])] for r in s.epoch_rows(0)])
+    for i in range(5):
+        got = np.concatenate([opened[p.source][p.document][p.start:p.stop] for p in s.locate(i)])
+        np.testing.assert_array_equal(got, flat[16 * i: 16 * i + 17])
+    assert all(t.columns["lang"][r] == "zh" for r in s.epoch_rows(0))
