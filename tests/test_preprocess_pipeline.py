@@ -235,3 +235,18 @@ def test_update_metadata_adds_annotation_columns(single, tmp_path):
     with pytest.raises(ValueError, match="base column"):
         shards.update_metadata(prefix, {"n_tokens": np.zeros(n)})
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_more_shards_than_chunks_gives_empty_valid_parts(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(_jsonl(_lines(6)))
+    one = run([src], tmp_path / "one")
+    assert one["chunks"] == 1
+    parts = []
+    for i in range(4):
+        run([src], tmp_path / f"p{i}", shard_index=i, num_shards=4)
+        parts.append(tmp_path / f"p{i}")
+    sizes = [len(shards.open(p)) for p in parts]
+    assert sorted(sizes) == [0, 0, 0, 6]
+    merge_shards(parts, tmp_path / "merged")
+    assert files_of(tmp_path / "merged") == files_of(tmp_path / "one")

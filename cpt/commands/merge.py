@@ -24,16 +24,25 @@ def run(args: argparse.Namespace) -> int:
     import sys
     import time
 
-    from cpt.shards.format import ShardError
+    import os
+
+    from cpt.corpus.progress import Progress
+    from cpt.shards.format import ShardError, bin_path
     from cpt.shards.merge import merge_shards
 
     t0 = time.perf_counter()
     prefixes = input_prefixes(args.input)
+    total = sum(os.path.getsize(bin_path(p)) for p in prefixes if bin_path(p).is_file())
+    progress = Progress("merge", total)
     try:
-        manifest = merge_shards(prefixes, args.output_prefix)
+        manifest = merge_shards(
+            prefixes, args.output_prefix,
+            progress=lambda s: progress.update(bin_path(s.prefix).stat().st_size, len(s), s.n_tokens),
+        )
     except (ShardError, OSError) as e:
         print(f"cpt merge: error: {e}", file=sys.stderr)
         return 1
+    progress.close()
     stats = manifest["stats"]
     print(
         f"merge: {len(prefixes)} shards -> {args.output_prefix}: {manifest['n_documents']} documents, "
