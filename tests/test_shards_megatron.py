@@ -137,3 +137,20 @@ def test_write_idx_header_constants_match_megatron():
     assert shards.optimal_dtype(65499) == m.DType.optimal_dtype(65499)
     assert shards.optimal_dtype(65500) == m.DType.optimal_dtype(65500)
     assert write_idx  # the writer used above
+
+
+def test_megatron_tiktokenizer_json_ids_match_megatron(tmp_path):
+    """A Megatron TikTokenizer vocabulary (JSON list of rank/token_bytes/token_str) gives megatron's ids."""
+    from megatron.core.tokenizers.text.libraries.tiktoken_tokenizer import TikTokenTokenizer
+
+    from cpt.assets import mistral_tokenizer_dir
+    from cpt.tokenizers import load_tokenizer
+
+    vocab = json.loads((mistral_tokenizer_dir() / "tekken_240911.json").read_text())["vocab"][:20000]
+    path = tmp_path / "vocab.json"
+    path.write_text(json.dumps(vocab))
+    reference = TikTokenTokenizer(str(path), vocab_size=21000)
+    ours = load_tokenizer(path, kind="TikTokenizer", vocab_size=21000)
+    texts = ["Hello world, 你好世界!", "def f(x):\n    return x + 12345\n\n", "  spaces\tand\ttabs  ", "Ünïcödé ßtraße"]
+    assert ours.encode_batch(texts) == [reference.text_to_ids(t) for t in texts]
+    assert (ours.eod, ours.vocab_size) == (reference.eos_id, reference.vocab_size)

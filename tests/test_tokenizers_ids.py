@@ -148,3 +148,16 @@ def test_preprocess_ids_equal_the_tokenizers(which, tmp_path, texts):
     assert shard.dtype == expected_dtype
     for i, ids in enumerate(tok.encode_batch(docs)):
         assert shard[i].tolist() == ids + [tok.eod]
+
+
+def test_tekken_json_matches_mistral_common(texts):
+    """Megatron's TikTokenizer JSON format, as Mistral ships it (tekken.json): ids = rank + 1000."""
+    from mistral_common.tokens.tokenizers.tekken import Tekkenizer
+
+    path = mistral_tokenizer_dir() / "tekken_240911.json"
+    tok = load_tokenizer(path)
+    reference = Tekkenizer.from_file(str(path))
+    plain = [t for t in texts if "<" not in t]  # Tekkenizer parses special-token strings; we keep them text
+    assert tok.encode_batch(plain) == [reference.encode(t, bos=False, eos=False) for t in plain]
+    assert (tok.eod, tok.vocab_size) == (reference.eos_id, reference.n_words)
+    assert Encoder(tok).name == "reference (tiktoken)"

@@ -12,6 +12,12 @@ def add_tokenizer_arguments(p: argparse.ArgumentParser) -> None:
                         "SentencePieceTokenizer (detected from the file when omitted)")
     p.add_argument("--tiktoken-family", default=None, choices=["cl100k", "o200k", "llama3"],
                    help="pattern and special tokens for a tiktoken rank file (recognised when omitted)")
+    p.add_argument("--tiktoken-pattern", default=None, choices=["v1", "v2"],
+                   help="Megatron TikTokenizer JSON vocabularies: split pattern (default: the file's, else v2)")
+    p.add_argument("--tiktoken-num-special-tokens", type=int, default=None,
+                   help="Megatron TikTokenizer JSON vocabularies: ids reserved for special tokens (default 1000)")
+    p.add_argument("--vocab-size", type=int, default=None,
+                   help="Megatron TikTokenizer JSON vocabularies: vocabulary size incl. specials (default 131072)")
     p.add_argument("--add-special-tokens", action=argparse.BooleanOptionalAction, default=True,
                    help="HF: apply the tokenizer's post-processor (BOS etc.) as AutoTokenizer does (default on)")
     p.add_argument("--eod-token", default=None, help="HF: token to use as EOD instead of the folder's eos_token")
@@ -22,6 +28,10 @@ def tokenizer_options(args: argparse.Namespace) -> dict:
     kind = args.tokenizer_type
     if args.tiktoken_family:
         opts["family"] = args.tiktoken_family
+    for name in ("tiktoken_pattern", "tiktoken_num_special_tokens", "vocab_size"):
+        value = getattr(args, name, None)
+        if value is not None:
+            opts[name.replace("tiktoken_", "")] = value
     if kind in (None, "hf", "HuggingFaceTokenizer"):
         if not args.add_special_tokens:
             opts["add_special_tokens"] = False

@@ -76,7 +76,9 @@ def _gigatoken_for(tok: Tokenizer):
                 placeholder = top
         return gigatoken.Tokenizer.from_json(json.dumps(data)), placeholder
     if tok.kind == "tiktoken":
-        scheme = {"cl100k": "gpt4", "o200k": "o200k", "llama3": "gpt4"}[tok.family]
+        scheme = {"cl100k": "gpt4", "o200k": "o200k", "llama3": "gpt4"}.get(tok.family)
+        if scheme is None:
+            raise ValueError(f"no gigatoken scheme for the {tok.family} tiktoken family")
         return gigatoken.Tokenizer.from_tiktoken(tok.spec.path, pretokenizer=scheme, special_tokens={}), None
     if tok.kind == "sentencepiece":
         return gigatoken.Tokenizer.from_sentencepiece(tok.spec.path), None

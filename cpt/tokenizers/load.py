@@ -29,7 +29,9 @@ def detect_kind(path: Path) -> str:
             return "tiktoken" if looks_like_ranks(model) else "sentencepiece"
         raise TokenizerError(f"{path}: folder has neither tokenizer.json nor tokenizer.model")
     if path.suffix == ".json":
-        return "hf"
+        from cpt.tokenizers.tiktoken_bpe import looks_like_megatron_json
+
+        return "tiktoken" if looks_like_megatron_json(path) else "hf"
     if path.suffix == ".tiktoken" or looks_like_ranks(path):
         return "tiktoken"
     return "sentencepiece"
@@ -39,7 +41,8 @@ def load_tokenizer(path: str | Path, kind: str | None = None, **options: Any) ->
     """Load the tokenizer at a local `path`; `kind` is ours or a Megatron --tokenizer-type name.
 
     Options: hf: add_special_tokens (default True), eod_token; tiktoken: family
-    (cl100k / o200k / llama3; recognised from the file when omitted).
+    (cl100k / o200k / llama3; recognised from the file when omitted); Megatron's JSON vocabularies
+    (TikTokenizer): pattern (v1 / v2), num_special_tokens, vocab_size.
     """
     path = Path(path).expanduser()
     if not path.exists():
@@ -52,8 +55,16 @@ def load_tokenizer(path: str | Path, kind: str | None = None, **options: Any) ->
     if kind == "tiktoken":
         from cpt.tokenizers.tiktoken_bpe import TiktokenTokenizer
 
+        from cpt.tokenizers.tiktoken_bpe import MegatronTiktokenTokenizer
+
         if path.is_dir():
             path = path / "tokenizer.model"
+        if path.suffix == ".json" or options.get("family") == "megatron":
+            options.pop("family", None)
+            return MegatronTiktokenTokenizer(path, **options)
+        extra = sorted(set(options) - {"family"})
+        if extra:
+            raise TokenizerError(f"{path}: options {extra} apply only to Megatron TikTokenizer JSON vocabularies")
         return TiktokenTokenizer(path, **options)
     if kind == "sentencepiece":
         from cpt.tokenizers.sentencepiece import SentencePieceTokenizer

@@ -1,4 +1,6 @@
-"""tiktoken BPE rank files: cl100k_base, o200k_base and Llama-3's `tokenizer.model`.
+"""tiktoken BPE rank files: cl100k_base, o200k_base, Llama-3's `tokenizer.model`, and the JSON
+vocabularies Megatron's TikTokenizer reads (a list of {rank, token_bytes, token_str}, or Mistral's
+tekken.json with its `config`).
 
 A rank file holds mergeable ranks only; the split pattern and the special tokens belong to the model
 family, so they are chosen here by family (named, or recognised from the file name or rank count).
@@ -93,6 +95,72 @@ def detect_family(path: Path, n_ranks: int) -> str:
         f"{path}: cannot tell the tiktoken family of a {n_ranks}-rank file; "
         f"pass family= one of {sorted(FAMILIES)} (--tiktoken-family)"
     )
+
+
+# Megatron-core's TikTokenizer patterns (megatron/core/tokenizers/text/libraries/tiktoken_tokenizer.py)
+MEGATRON_PATTERNS = {
+    "v1": r"[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]++[\r\n]*|\s*[\r\n]|\s+(?!\S)|\s+",
+    "v2": (
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|"
+        r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|"
+        r"\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    ),
+}
+# Megatron's TikTokenizer: these names take ids 0..6, fillers <SPECIAL_i> the rest of num_special_tokens.
+MEGATRON_SPECIALS = ["<unk>", "<s>", "</s>", "<mask>", "<pad>", "<cls>", "<sep>"]
+
+
+def looks_like_megatron_json(path: Path) -> bool:
+    """A JSON vocabulary of {rank, token_bytes} entries (Megatron TikTokenizer / tekken)."""
+    try:
+        with open(path, "rb") as f:
+            return b'"token_bytes"' in f.read(1 << 16)
+    except OSError:
+        return False
+
+
+class MegatronTiktokenTokenizer(Tokenizer):
+    """Megatron-core's TikTokenizer: ids are rank + num_special_tokens; EOD is `</s>` (id 2)."""
+
+    kind = "tiktoken"
+
+    def __init__(self, path: Path, pattern: str | None = None, num_special_tokens: int | None = None,
+                 vocab_size: int | None = None):
+        import json
+
+        import tiktoken
+
+        path = Path(path).resolve()
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise TokenizerError(f"{path}: not a readable JSON vocabulary ({e})") from None
+        config = data.get("config", {}) if isinstance(data, dict) else {}
+        vocab = data["vocab"] if isinstance(data, dict) else data
+        pattern = pattern or ("v2" if not config.get("pattern") else None)
+        pat_str = MEGATRON_PATTERNS[pattern] if pattern else config["pattern"]
+        n_special = int(num_special_tokens if num_special_tokens is not None else config.get("default_num_special_tokens", 1000))
+        size = int(vocab_size or config.get("default_vocab_size", 2 ** 17))
+        ranks: dict[bytes, int] = {}
+        for i, entry in enumerate(vocab[: size - n_special]):
+            if entry.get("rank") != i:
+                raise TokenizerError(f"{path}: vocab entry {i} has rank {entry.get('rank')}, expected {i}")
+            ranks[base64.b64decode(entry["token_bytes"])] = i + n_special
+        specials = MEGATRON_SPECIALS + [f"<SPECIAL_{i}>" for i in range(len(MEGATRON_SPECIALS), n_special)]
+        options = {"family": "megatron", "pattern": pattern or "config", "num_special_tokens": n_special, "vocab_size": size}
+        super().__init__(TokenizerSpec("tiktoken", str(path), options), [path])
+        self.family = "megatron"
+        self.name = f"{path.name} (megatron tiktoken)"
+        self.encoding = tiktoken.Encoding(name="megatron", pat_str=pat_str, mergeable_ranks=ranks,
+                                          special_tokens={t: i for i, t in enumerate(specials)})
+        self.eod = MEGATRON_SPECIALS.index("</s>")
+        self.vocab_size = size
+
+    def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
+        return [self.encoding.encode_ordinary(t) for t in texts]
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoding.decode([int(i) for i in ids])
 
 
 class TiktokenTokenizer(Tokenizer):
