@@ -95,7 +95,7 @@ def test_skip_mode_counts_every_reason_and_logs_every_location(tmp_path):
     assert summary["skipped"] == sum(expected.values())
     assert summary["read"] == summary["written"] + summary["skipped"]
     assert summary["blank_lines"] == 2
-    assert summary["hidden_files_ignored"] == [str(tmp_path / "in" / ".DS_Store")]
+    assert summary["ignored_files"] == [str(tmp_path / "in" / ".DS_Store")]
     shard = shards.open(tmp_path / "out")
     assert len(shard) == summary["written"]
     cut = [r for r in shard.metadata().to_pylist() if r["source"] == "in/cut.jsonl.gz"]

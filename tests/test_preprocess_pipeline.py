@@ -250,3 +250,11 @@ def test_more_shards_than_chunks_gives_empty_valid_parts(tmp_path):
     assert sorted(sizes) == [0, 0, 0, 6]
     merge_shards(parts, tmp_path / "merged")
     assert files_of(tmp_path / "merged") == files_of(tmp_path / "one")
+
+
+def test_output_inside_the_input_folder_is_not_read_back(tmp_path):
+    (tmp_path / "in.jsonl").write_bytes(_jsonl(_lines(5)))
+    first = run([tmp_path], tmp_path / "out")
+    again = run([tmp_path], tmp_path / "out")
+    assert first["written"] == again["written"] == 5
+    assert any(p.endswith("out.meta.parquet") for p in again["ignored_files"])

@@ -161,6 +161,10 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
     engine = Encoder(tokenizer, cfg.engine)
     files, hidden = list_inputs(cfg.inputs)
+    # never read our own outputs (or work folder) back when the output lies inside an input folder
+    own = str(Path(cfg.output_prefix).absolute())
+    hidden += [f.path for f in files if f.path.startswith(own)]
+    files = [f for f in files if not f.path.startswith(own)]
     plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
     mine = shard_slice(plan, cfg.shard_index, cfg.num_shards) if cfg.num_shards > 1 else plan
     dtype = optimal_dtype(tokenizer.vocab_size)
@@ -214,7 +218,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
         "outputs": {k: cfg.output_for(k) for k in cfg.json_keys},
         "read": stats["read"], "written": stats["written"], "skipped": stats["skipped"],
         "skipped_by_reason": stats["skipped_by_reason"], "blank_lines": stats.get("blank_lines", 0),
-        "hidden_files_ignored": hidden,
+        "ignored_files": hidden,
         "tokens": {k: outputs[k]["n_tokens"] for k in cfg.json_keys},
         "chunks": len(mine), "chunks_resumed": len(mine) - len(todo),
         "engine": engines[0] if len(engines) == 1 else engines,
