@@ -3,7 +3,8 @@
 Each file gets a format from its name (jsonl, jsonl.gz, jsonl.zst, parquet, txt; `.json` files are
 read as JSON lines, as Megatron does) or `unsupported`, which the reader reports as a bad-input
 case. Hidden files and folders (a leading dot) are not read; the summary lists them
-(`ignored_files`), as it does the run's own outputs when they lie inside an input folder. `source` is the path relative to the input's parent folder, so it stays the same when the corpus
+(`ignored_files`), as it does the run's own outputs when they lie inside an input folder.
+`source` is the path relative to the input's parent folder, so it stays the same when the corpus
 moves, and is what `doc_id` hashes.
 """
 from __future__ import annotations
