@@ -1,9 +1,16 @@
-"""The topic classifier: fine-tune a small HF encoder on (text, topic) pairs, save, load, predict.
+"""The topic classifier: a small HF encoder plus a linear head over its mean-pooled, normalised
+sentence embedding; fine-tuned on (text, topic) pairs, saved, loaded, used for prediction.
 
-The saved folder is a plain transformers sequence-classification folder (loadable without cpt)
-plus the taxonomy it was trained on (`cpt_taxonomy.yaml`) and the held-out report. Loading checks
-that the model's labels are exactly the taxonomy's, in order, so a classifier can never write
-topic ids the rest of the pipeline does not know.
+Why this shape rather than `AutoModelForSequenceClassification`: sentence encoders such as
+all-MiniLM-L6-v2 are trained for mean pooling, and their [CLS] vector (what the stock head reads)
+is untrained for this. With mean pooling, the head can start from the embeddings of the topic
+descriptions (scaled like a softmax at temperature 0.05), so the untrained classifier already *is*
+the zero-shot labeller and a few fine-tuning steps only improve on it - which matters on CPUs.
+
+A saved folder holds the encoder as a plain transformers folder (`AutoModel` loads it), the head
+(`cpt_head.safetensors`), its label list (`cpt_classifier.json`), the taxonomy it was trained on
+(`cpt_taxonomy.yaml`) and the held-out report. Loading checks that the labels are exactly the
+taxonomy's, in order, so a classifier can never write topic ids the pipeline does not know.
 """
 from __future__ import annotations
 
@@ -15,11 +22,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from cpt.annotate import taxonomy as taxonomy_mod
+from cpt.annotate.encoder import mean_pool
 from cpt.annotate.metrics import Report, evaluate
-from cpt.annotate.modelfiles import check_model_dir, pick_device
+from cpt.annotate.modelfiles import ModelFolderError, check_model_dir, pick_device
 from cpt.annotate.taxonomy import Taxonomy, TaxonomyError
 
 REPORT_FILE = "cpt_train_report.json"
+HEAD_FILE = "cpt_head.safetensors"
+META_FILE = "cpt_classifier.json"
+INIT_TEMPERATURE = 0.05
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,16 +44,18 @@ class TrainConfig:
     max_length: int = 128
     """Tokens per example; longer texts are truncated."""
     weight_decay: float = 0.01
-    """AdamW weight decay."""
+    """AdamW weight decay (not applied to the head)."""
     seed: int = 0
-    """Seeds the head's initialisation, dropout and the example order."""
+    """Seeds dropout and the example order."""
     train_layers: int | None = None
-    """Fine-tune only the top N encoder layers (+ pooler and head); None fine-tunes all. Frozen
-    lower layers need no backward pass, which roughly halves a CPU step for N = 2 of 6."""
+    """Fine-tune only the top N encoder layers (+ head); None fine-tunes all. Frozen lower layers
+    need no backward pass, which roughly halves a CPU step for N = 2 of 6."""
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.lr <= 0 or self.batch_size < 1 or self.max_length < 2:
             raise ValueError(f"TrainConfig needs epochs > 0, lr > 0, batch_size >= 1, max_length >= 2: {self}")
+        if self.train_layers is not None and self.train_layers < 0:
+            raise ValueError(f"train_layers must be >= 0 or None, got {self.train_layers}")
 
 
 def check_labels(labels: Sequence[str], taxonomy: Taxonomy, where: str = "training data") -> None:
@@ -53,48 +66,117 @@ def check_labels(labels: Sequence[str], taxonomy: Taxonomy, where: str = "traini
 
 
 class TopicClassifier:
-    """A sequence-classification model whose labels are a taxonomy's topic ids."""
+    """Encoder + mean pooling + linear head whose outputs are a taxonomy's topic ids."""
 
-    def __init__(self, model, tokenizer, taxonomy: Taxonomy, device: str, max_length: int = 128):
-        self.model, self.tokenizer, self.taxonomy = model, tokenizer, taxonomy
-        self.device, self.max_length = device, max_length
-        id2label = [model.config.id2label[i] for i in range(model.config.num_labels)]
-        if tuple(id2label) != taxonomy.labels:
-            raise TaxonomyError(f"classifier labels {id2label} do not match taxonomy {taxonomy.name!r} "
+    def __init__(self, encoder, tokenizer, head, labels: Sequence[str], taxonomy: Taxonomy, device: str,
+                 max_length: int = 128):
+        if tuple(labels) != taxonomy.labels:
+            raise TaxonomyError(f"classifier labels {list(labels)} do not match taxonomy {taxonomy.name!r} "
                                 f"labels {list(taxonomy.labels)}")
+        if head.out_features != len(labels):
+            raise ModelFolderError(f"classifier head has {head.out_features} outputs for {len(labels)} labels")
+        self.encoder, self.tokenizer, self.head = encoder, tokenizer, head
+        self.taxonomy, self.device, self.max_length = taxonomy, device, max_length
+
+    # ------------------------------------------------------------------ building
+
+    @classmethod
+    def from_encoder(cls, encoder_dir: str | Path, taxonomy: Taxonomy, device: str | None = None,
+                     max_length: int = 128) -> "TopicClassifier":
+        """An untrained classifier whose head is the zero-shot one (topic-description embeddings)."""
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        check_model_dir(encoder_dir, "encoder")
+        device = pick_device(device)
+        tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
+        encoder = AutoModel.from_pretrained(encoder_dir, local_files_only=True).to(device).eval()
+        head = torch.nn.Linear(encoder.config.hidden_size, len(taxonomy.labels)).to(device)
+        self = cls(encoder, tokenizer, head, taxonomy.labels, taxonomy, device, max_length)
+        with torch.no_grad():
+            head.weight.copy_(torch.from_numpy(self._description_vectors()) / INIT_TEMPERATURE)
+            head.bias.zero_()
+        return self
+
+    def _description_vectors(self) -> np.ndarray:
+        """Per label: the normalised mean of its topics' "name: description" embeddings (all languages)."""
+        vectors = self.embed([f"{t.name}: {t.description}" for t in self.taxonomy.topics])
+        out = np.zeros((len(self.taxonomy.labels), vectors.shape[1]), dtype=np.float32)
+        for t, v in zip(self.taxonomy.topics, vectors):
+            out[self.taxonomy.labels.index(t.id)] += v
+        return out / np.linalg.norm(out, axis=1, keepdims=True)
 
     @classmethod
     def load(cls, model_dir: str | Path, taxonomy: Taxonomy | None = None, device: str | None = None,
              max_length: int = 128) -> "TopicClassifier":
         """Load a trained folder; `taxonomy`, when given, must be the one the folder was trained on."""
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        import torch
+        from safetensors.torch import load_file
+        from transformers import AutoModel, AutoTokenizer
 
         model_dir = check_model_dir(model_dir, "topic classifier")
-        if not (model_dir / taxonomy_mod.FILE_NAME).is_file():
-            raise TaxonomyError(f"{model_dir} has no {taxonomy_mod.FILE_NAME}: not a folder written by `cpt tag-train`")
+        for name in (taxonomy_mod.FILE_NAME, HEAD_FILE, META_FILE):
+            if not (model_dir / name).is_file():
+                raise ModelFolderError(f"{model_dir} has no {name}: not a complete folder written by `cpt tag-train`")
         stored = taxonomy_mod.load(model_dir / taxonomy_mod.FILE_NAME)
         if taxonomy is not None and taxonomy.labels != stored.labels:
             raise TaxonomyError(f"taxonomy {taxonomy.name!r} labels {list(taxonomy.labels)} differ from those "
                                 f"{model_dir} was trained on {list(stored.labels)}")
+        meta = json.loads((model_dir / META_FILE).read_text())
         device = pick_device(device)
         tokenizer = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-        model = AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True)
-        return cls(model.to(device).eval(), tokenizer, taxonomy or stored, device, max_length)
+        encoder = AutoModel.from_pretrained(model_dir, local_files_only=True).to(device).eval()
+        weights = load_file(str(model_dir / HEAD_FILE))
+        head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
+        head.load_state_dict(weights)
+        return cls(encoder, tokenizer, head.to(device), meta["labels"], taxonomy or stored, device, max_length)
+
+    def save(self, out: str | Path, report: dict | None = None) -> Path:
+        from safetensors.torch import save_file
+
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.encoder.save_pretrained(out, safe_serialization=True)
+        self.tokenizer.save_pretrained(out)
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}, str(out / HEAD_FILE))
+        self.taxonomy.save(out / taxonomy_mod.FILE_NAME)
+        (out / META_FILE).write_text(json.dumps({"labels": list(self.taxonomy.labels), "pooling": "mean",
+                                                 "normalize": True, "max_length": self.max_length}, indent=2) + "\n")
+        if report is not None:
+            (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
+        return out
+
+    # ------------------------------------------------------------------ inference
+
+    def _encode(self, texts: Sequence[str]):
+        # cut very long texts before tokenizing: no token is longer than 16 characters in practice
+        return self.tokenizer([t[:self.max_length * 16] for t in texts], padding=True, truncation=True,
+                              max_length=self.max_length, return_tensors="pt").to(self.device)
+
+    def logits(self, texts: Sequence[str]):
+        enc = self._encode(texts)
+        return self.head(mean_pool(self.encoder(**enc).last_hidden_state, enc["attention_mask"]))
+
+    def embed(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        import torch
+
+        out = []
+        for k in range(0, len(texts), batch_size):
+            enc = self._encode(texts[k:k + batch_size])
+            with torch.inference_mode():
+                out.append(mean_pool(self.encoder(**enc).last_hidden_state, enc["attention_mask"]).cpu().numpy())
+        return np.concatenate(out)
 
     def predict_proba(self, texts: Sequence[str], langs: Sequence[str] | None = None,
                       batch_size: int = 64) -> np.ndarray:
         """[len(texts), n_labels] probabilities; topics not defined for a text's lang get 0."""
         import torch
 
-        self.model.eval()
+        self.encoder.eval()
         out = []
-        # cut very long texts before tokenizing: no token is longer than 16 characters in practice
-        texts = [t[:self.max_length * 16] for t in texts]
         for k in range(0, len(texts), batch_size):
-            enc = self.tokenizer(list(texts[k:k + batch_size]), padding=True, truncation=True,
-                                 max_length=self.max_length, return_tensors="pt").to(self.device)
             with torch.inference_mode():
-                logits = self.model(**enc).logits.float()
+                logits = self.logits(texts[k:k + batch_size]).float()
             if langs is not None:
                 logits = logits + torch.from_numpy(self._lang_mask(langs[k:k + batch_size])).to(logits.device)
             out.append(torch.softmax(logits, dim=-1).cpu().numpy())
@@ -119,77 +201,55 @@ class TopicClassifier:
         predicted, _ = self.predict(texts, langs)
         return evaluate(labels, predicted, self.taxonomy.labels)
 
-    def save(self, out: str | Path, report: dict | None = None) -> Path:
-        out = Path(out)
-        out.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(out, safe_serialization=True)
-        self.tokenizer.save_pretrained(out)
-        self.taxonomy.save(out / taxonomy_mod.FILE_NAME)
-        if report is not None:
-            (out / REPORT_FILE).write_text(json.dumps(report, indent=2) + "\n")
-        return out
-
 
 def train(encoder_dir: str | Path, taxonomy: Taxonomy, texts: Sequence[str], labels: Sequence[str],
           config: TrainConfig = TrainConfig(), device: str | None = None,
           log: Callable[[str], None] = print) -> TopicClassifier:
-    """Fine-tune the encoder (all weights, plus a new classification head) on the examples."""
+    """Fine-tune encoder (all or top layers) and head, starting from the zero-shot head."""
     import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    check_model_dir(encoder_dir, "encoder")
     check_labels(labels, taxonomy)
-    if config.train_layers is not None and config.train_layers < 0:
-        raise ValueError(f"train_layers must be >= 0 or None, got {config.train_layers}")
     if len(texts) != len(labels) or not texts:
         raise ValueError(f"need as many labels as texts and at least one example ({len(texts)} texts, {len(labels)} labels)")
-    device = pick_device(device)
     torch.manual_seed(config.seed)
-    tokenizer = AutoTokenizer.from_pretrained(encoder_dir, local_files_only=True)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        encoder_dir, local_files_only=True, num_labels=len(taxonomy.labels),
-        id2label=dict(enumerate(taxonomy.labels)), label2id={label: i for i, label in enumerate(taxonomy.labels)},
-    ).to(device)
+    model = TopicClassifier.from_encoder(encoder_dir, taxonomy, device, config.max_length)
     if config.train_layers is not None:
-        freeze_lower_layers(model, config.train_layers)
-    index = {label: i for i, label in enumerate(taxonomy.labels)}
-    y = np.array([index[label] for label in labels])
+        freeze_lower_layers(model.encoder, config.train_layers)
+    y = np.array([taxonomy.labels.index(label) for label in labels])
     rng = np.random.default_rng(config.seed)
-    steps_per_epoch = -(-len(texts) // config.batch_size)
-    total = max(1, round(config.epochs * steps_per_epoch))
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay)
+    total = max(1, round(config.epochs * -(-len(texts) // config.batch_size)))
+    params = [p for p in model.encoder.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW([{"params": params, "weight_decay": config.weight_decay},
+                                   {"params": model.head.parameters(), "weight_decay": 0.0}], lr=config.lr)
     warmup = max(1, total // 10)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min((s + 1) / warmup, max(0.0, (total - s) / max(1, total - warmup))))
-    model.train()
+    model.encoder.train()
     order: list[int] = []
     for step in range(total):
         if len(order) < config.batch_size:
             order += rng.permutation(len(texts)).tolist()
         batch, order = order[:config.batch_size], order[config.batch_size:]
-        enc = tokenizer([texts[i] for i in batch], padding=True, truncation=True,
-                        max_length=config.max_length, return_tensors="pt").to(device)
-        loss = model(**enc, labels=torch.from_numpy(y[batch]).to(device)).loss
+        logits = model.logits([texts[i] for i in batch])
+        loss = torch.nn.functional.cross_entropy(logits, torch.from_numpy(y[batch]).to(model.device))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_([*params, *model.head.parameters()], 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad(set_to_none=True)
         if step % max(1, total // 10) == 0 or step == total - 1:
             log(f"step {step + 1}/{total} loss {loss.item():.4f}")
-    model.eval()
-    return TopicClassifier(model, tokenizer, taxonomy, device, config.max_length)
+    model.encoder.eval()
+    return model
 
 
-def freeze_lower_layers(model, train_layers: int) -> None:
+def freeze_lower_layers(encoder, train_layers: int) -> None:
     """Freeze the embeddings and all but the top `train_layers` layers of a BERT-style encoder."""
-    encoder = getattr(model.base_model, "encoder", None)
-    layers = getattr(encoder, "layer", None)
+    layers = getattr(getattr(encoder, "encoder", None), "layer", None)
     if layers is None:
-        raise ValueError(f"train_layers needs a BERT-style encoder (base_model.encoder.layer); "
-                         f"{type(model).__name__} has none: leave train_layers unset")
-    frozen = [model.base_model.embeddings, *layers[:max(0, len(layers) - train_layers)]]
-    for module in frozen:
+        raise ValueError(f"train_layers needs a BERT-style encoder (.encoder.layer); "
+                         f"{type(encoder).__name__} has none: leave train_layers unset")
+    for module in [encoder.embeddings, *layers[:max(0, len(layers) - train_layers)]]:
         for p in module.parameters():
             p.requires_grad_(False)
 

@@ -13,6 +13,15 @@ import numpy as np
 from cpt.annotate.modelfiles import check_model_dir, pick_device
 
 
+def mean_pool(hidden, attention_mask):
+    """Mean of the token vectors under the attention mask, L2-normalised, as float32."""
+    import torch
+
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+
 class Encoder:
     def __init__(self, model_dir: str, device: str | None = None, max_length: int = 128):
         import torch
@@ -33,9 +42,7 @@ class Encoder:
             enc = self.tokenizer(list(texts[k:k + batch_size]), padding=True, truncation=True,
                                  max_length=self.max_length, return_tensors="pt").to(self.device)
             with torch.inference_mode():
-                hidden = self.model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out.append(torch.nn.functional.normalize(pooled.float(), dim=-1).cpu().numpy())
+                pooled = mean_pool(self.model(**enc).last_hidden_state, enc["attention_mask"])
+            out.append(pooled.cpu().numpy())
         hidden_size = self.model.config.hidden_size
         return np.concatenate(out) if out else np.zeros((0, hidden_size), dtype=np.float32)
