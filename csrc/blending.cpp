@@ -68,6 +68,26 @@ void blend_loop_generic(const double* w, const double* target, double* c, int64_
 // and max round exactly as their scalar forms, and nothing is fused), so its output is bit-identical
 // to the portable path. Weights, targets, counts and errors stay in registers and the pick is
 // branch-free; lanes past K are padding that can never win (target -inf, weight 0).
+// Maximum of V vectors as a balanced tree (independent maxes, short dependency chain).
+template <int V>
+__attribute__((target("avx2"), always_inline)) inline __m256d max_tree(const __m256d* x) {
+  if constexpr (V == 1) {
+    return x[0];
+  } else {
+    return _mm256_max_pd(max_tree<V / 2>(x), max_tree<V - V / 2>(x + V / 2));
+  }
+}
+
+// OR of V masks as a balanced tree.
+template <int V>
+__attribute__((always_inline)) inline uint32_t or_tree(const uint32_t* x) {
+  if constexpr (V == 1) {
+    return x[0];
+  } else {
+    return or_tree<V / 2>(x) | or_tree<V - V / 2>(x + V / 2);
+  }
+}
+
 template <int V, bool kAnyZero>
 __attribute__((target("avx2"))) void blend_loop_avx2(const double* w, const double* target, double* c,
                                                      int64_t K, int64_t segment_start, int64_t global_start,
@@ -101,18 +121,14 @@ __attribute__((target("avx2"))) void blend_loop_avx2(const double* w, const doub
         E[v] = _mm256_blendv_pd(neg_inf, E[v], ok);
       }
     }
-    __m256d M[V];
-    for (int v = 0; v < V; ++v) M[v] = E[v];
-    for (int width = 1; width < V; width *= 2) {
-      for (int v = 0; v + width < V; v += 2 * width) M[v] = _mm256_max_pd(M[v], M[v + width]);
-    }
-    __m256d m = _mm256_max_pd(M[0], _mm256_permute2f128_pd(M[0], M[0], 1));
+    const __m256d mt = max_tree<V>(E);
+    __m256d m = _mm256_max_pd(mt, _mm256_permute2f128_pd(mt, mt, 1));
     m = _mm256_max_pd(m, _mm256_permute_pd(m, 0x5));
-    uint32_t mask = 0;
+    uint32_t bits[V];
     for (int v = 0; v < V; ++v) {
-      mask |= static_cast<uint32_t>(_mm256_movemask_pd(_mm256_cmp_pd(E[v], m, _CMP_EQ_OQ))) << (4 * v);
+      bits[v] = static_cast<uint32_t>(_mm256_movemask_pd(_mm256_cmp_pd(E[v], m, _CMP_EQ_OQ))) << (4 * v);
     }
-    const int64_t best = __builtin_ctz(mask);
+    const int64_t best = __builtin_ctz(or_tree<V>(bits));
     const __m256i vb = _mm256_set1_epi64x(best);
     for (int v = 0; v < V; ++v) {
       C[v] = _mm256_add_pd(C[v], _mm256_and_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(I[v], vb)), one));

@@ -21,7 +21,7 @@ from typing import Any, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
-from cpt.sampling.blending import MAX_STREAMS, advance_targets, blend_segment
+from cpt.sampling.blending import MAX_STREAMS, advance_targets, blend_into, blend_segment
 from cpt.sampling._native import kernel_version
 from cpt.sampling.errors import StreamExhausted
 
@@ -259,35 +259,28 @@ class Blender:
 
     def _draw(self, n: int) -> SampleIds:
         first = self._drawn
-        out_s, out_i = [], []
-        remaining = n
-        while remaining > 0:
+        stream, index = np.empty(n, np.int16), np.empty(n, np.int64)
+        done = 0
+        while done < n:
             g = self._drawn
             k = self._segment_of(g)
             while len(self._active) <= k:
                 self._activate(len(self._active))
             entry = self._history[k]
-            end = self._history[k + 1].start if k + 1 < len(self._history) else g + remaining
-            m = min(remaining, end - g)
-            s_ids, idx, counts = blend_segment(
-                entry.weights, self._active[k][0], self._counts, entry.start, g, m, backend=self._backend
-            )
+            end = self._history[k + 1].start if k + 1 < len(self._history) else g + n - done
+            # pieces end at snapshot marks too, so the counts there come straight from the kernel
+            end = min(end, g + n - done, (g // SNAPSHOT_EVERY + 1) * SNAPSHOT_EVERY)
+            s_ids, idx = stream[done: done + end - g], index[done: done + end - g]
+            counts = self._counts.copy()
+            blend_into(entry.weights, self._active[k][0], counts, entry.start, g, s_ids, idx, backend=self._backend)
             m = self._cut_at_exhaustion(s_ids, idx, counts, g)
-            self._commit(s_ids[:m], idx[:m], g)
-            out_s.append(s_ids[:m])
-            out_i.append(idx[:m])
-            remaining -= m
-        stream = np.concatenate(out_s) if out_s else np.empty(0, np.int16)
-        index = np.concatenate(out_i) if out_i else np.empty(0, np.int64)
+            if m < len(s_ids):
+                counts = self._counts + np.bincount(s_ids[:m], minlength=self.num_streams)
+            self._counts, self._drawn = counts, g + m
+            if self._drawn % SNAPSHOT_EVERY == 0:
+                self._snapshots[self._drawn] = counts.copy()
+            done += m
         return SampleIds(first, stream, index)
-
-    def _commit(self, s_ids: np.ndarray, idx: np.ndarray, g: int) -> None:
-        m = len(s_ids)
-        for mark in range(-(-g // SNAPSHOT_EVERY) * SNAPSHOT_EVERY, g + m, SNAPSHOT_EVERY):
-            if mark > g:
-                self._snapshots[mark] = self._counts + np.bincount(s_ids[: mark - g], minlength=self.num_streams)
-        self._counts = self._counts + np.bincount(s_ids, minlength=self.num_streams)
-        self._drawn = g + m
 
     def _cut_at_exhaustion(self, s_ids: np.ndarray, idx: np.ndarray, counts: np.ndarray, g: int) -> int:
         """Samples of this piece that the streams can serve; on a shortfall apply the policy."""

@@ -56,14 +56,31 @@ def blend_segment(
     Returns (stream ids int16, index within stream int64, counts after) — the inputs are not modified.
     `targets` are the target counts at `segment_start`; see the module docstring for the rule.
     """
-    w, t, c = _check_inputs(weights, targets, counts, segment_start, global_start, n)
-    c = c.copy()
-    if not use_cpp(backend):
-        return (*blend_segment_reference(w, t, c, segment_start, global_start, n), c)
-    out_stream = np.empty(n, dtype=np.int16)
-    out_index = np.empty(n, dtype=np.int64)
-    native().blend_segment(w, t, c, int(segment_start), int(global_start), out_stream, out_index)
+    out_stream = np.empty(n if n >= 0 else 0, dtype=np.int16)
+    out_index = np.empty(n if n >= 0 else 0, dtype=np.int64)
+    c = np.array(counts, dtype=np.int64)
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    blend_into(weights, targets, c, segment_start, global_start, out_stream, out_index, backend=backend)
     return out_stream, out_index, c
+
+
+def blend_into(
+    weights, targets, counts: np.ndarray, segment_start: int, global_start: int,
+    out_stream: np.ndarray, out_index: np.ndarray, *, backend: str = "auto",
+) -> None:
+    """Like blend_segment, filling caller-allocated int16/int64 arrays; `counts` (int64) is updated in place."""
+    n = len(out_stream)
+    w, t, c = _check_inputs(weights, targets, counts, segment_start, global_start, n)
+    if c is not counts or not isinstance(counts, np.ndarray):
+        raise ValueError("counts must be a C-contiguous int64 numpy array (it is updated in place)")
+    for name, arr, dtype in (("out_stream", out_stream, np.int16), ("out_index", out_index, np.int64)):
+        if arr.dtype != dtype or arr.ndim != 1 or not arr.flags.c_contiguous or len(arr) != n:
+            raise ValueError(f"{name} must be a C-contiguous 1-D {np.dtype(dtype).name} array of length {n}")
+    if use_cpp(backend):
+        native().blend_segment(w, t, counts, int(segment_start), int(global_start), out_stream, out_index)
+    else:
+        out_stream[:], out_index[:] = blend_segment_reference(w, t, counts, segment_start, global_start, n)
 
 
 def blend_segment_reference(weights, targets, counts, segment_start: int, global_start: int, n: int):
