@@ -224,6 +224,23 @@ def test_all_streams_dry_is_a_clear_error():
     assert b.drawn == 0
 
 
+def test_resume_over_changed_streams_is_refused():
+    from cpt.sampling import DocumentTable, Stream, StreamConfig
+
+    def streams(lengths):
+        t = DocumentTable.from_columns(lengths, {"lang": ["zh", "en"] * (len(lengths) // 2)})
+        return [Stream(t, StreamConfig(name=n, seq_length=8, filter=f'lang == "{n}"')) for n in ("zh", "en")]
+
+    b = Blender.from_streams(streams([5, 9, 30, 12]), [1, 1])
+    b.next_samples(10)
+    same = Blender.from_streams(streams([5, 9, 30, 12]), [1, 1])
+    same.load_state_dict(b.state_dict())
+    assert same.drawn == 10
+    changed = Blender.from_streams(streams([5, 9, 31, 12]), [1, 1])
+    with pytest.raises(ValueError, match="field 'fingerprints'.*documents, metadata or stream configs changed"):
+        changed.load_state_dict(b.state_dict())
+
+
 def test_state_is_plain_python():
     import json
 

@@ -62,6 +62,8 @@ class Blender:
     capacities: samples each stream has (None or -1: unlimited, e.g. a stream that starts a new epoch).
     on_exhausted: "raise" (StreamExhausted naming the stream) or "drop" (the stream's weight becomes 0
         from that sample on, the others are renormalised, and this is recorded in the history).
+    fingerprints: per stream, a hash of its documents and config (Stream.fingerprint); kept in the
+        state so that resuming over changed data is refused instead of silently reading other tokens.
     """
 
     def __init__(
@@ -71,9 +73,13 @@ class Blender:
         *,
         capacities: Sequence[int | None] | None = None,
         on_exhausted: str = "raise",
+        fingerprints: Sequence[str] | None = None,
         backend: str = "auto",
     ) -> None:
         self._names = tuple(str(s) for s in streams)
+        self._fingerprints = None if fingerprints is None else [str(f) for f in fingerprints]
+        if self._fingerprints is not None and len(self._fingerprints) != len(self._names):
+            raise ValueError(f"fingerprints: need one per stream ({len(self._names)}), got {len(self._fingerprints)}")
         if not 1 <= len(self._names) <= MAX_STREAMS:
             raise ValueError(f"streams: need 1..{MAX_STREAMS} streams, got {len(self._names)}")
         if len(set(self._names)) != len(self._names):
@@ -88,6 +94,17 @@ class Blender:
         self._drawn = 0
         self._counts = np.zeros(self.num_streams, dtype=np.int64)
         self._snapshots: dict[int, np.ndarray] = {}
+
+    @classmethod
+    def from_streams(
+        cls, streams: Sequence[Any], weights: Sequence[float] | Mapping[str, float], *, on_exhausted: str = "raise",
+        backend: str = "auto",
+    ) -> "Blender":
+        """A Blender over Stream objects: their names, capacities and fingerprints."""
+        return cls(
+            [s.name for s in streams], weights, capacities=[s.capacity for s in streams],
+            fingerprints=[s.fingerprint for s in streams], on_exhausted=on_exhausted, backend=backend,
+        )
 
     # ----------------------------------------------------------------------------------------- views
     @property
@@ -180,6 +197,7 @@ class Blender:
             "kernel_version": kernel_version(),
             "streams": list(self._names),
             "capacities": [None if c < 0 else int(c) for c in self._capacity],
+            "fingerprints": self._fingerprints,
             "on_exhausted": self._policy,
             "drawn": self._drawn,
             "counts": self._counts.tolist(),

@@ -39,6 +39,11 @@ def _check_header(blender: "Blender", state: Mapping[str, Any]) -> None:
     mine = blender.state_dict()
     if list(state["capacities"]) != mine["capacities"]:
         _refuse(f"field 'capacities' is {list(state['capacities'])} but the streams now have {mine['capacities']}")
+    if state.get("fingerprints") != mine["fingerprints"]:
+        _refuse(
+            f"field 'fingerprints' is {state.get('fingerprints')} but the streams now hash to {mine['fingerprints']}: "
+            "their documents, metadata or stream configs changed since the checkpoint"
+        )
     if state["on_exhausted"] != mine["on_exhausted"]:
         _refuse(f"field 'on_exhausted' is {state['on_exhausted']!r} but this blender uses {mine['on_exhausted']!r}")
 
