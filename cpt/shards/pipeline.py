@@ -34,6 +34,8 @@ from cpt.shards.metadata import RESERVED, schema_for
 from cpt.shards.writer import ShardWriter
 
 WORK_VERSION = 1
+# What a run writes beside PREFIX (temporary names start the same way).
+_OUR_SUFFIXES = ("bin", "idx", "meta.parquet", "manifest.json", "skipped.jsonl", "summary.json", "cpt-work")
 
 
 @dataclass(kw_only=True)
@@ -160,31 +162,16 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
     engine = Encoder(tokenizer, cfg.engine)
-    files, hidden = list_inputs(cfg.inputs)
-    # never read our own outputs (or work folder) back when the output lies inside an input folder
-    own = str(Path(cfg.output_prefix).absolute())
-    hidden += [f.path for f in files if f.path.startswith(own)]
-    files = [f for f in files if not f.path.startswith(own)]
+    files, ignored = _select_files(cfg)
     plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
     mine = shard_slice(plan, cfg.shard_index, cfg.num_shards) if cfg.num_shards > 1 else plan
     dtype = optimal_dtype(tokenizer.vocab_size)
-    bases = sorted({str(Path(*Path(f.path).parts[: -len(Path(f.source).parts)])) for f in files})
-    manifest = {
-        key: {
-            "tokenizer": tokenizer.identity(),
-            "options": {
-                "json_key": key, "append_eod": cfg.append_eod, "lang_field": cfg.lang_field,
-                "keep_fields": list(cfg.keep_fields), "max_doc_bytes": cfg.max_doc_bytes,
-            },
-            "inputs": bases,
-        }
-        for key in cfg.json_keys
-    }
     job = Job(
         work_dir=f"{cfg.output_prefix}.cpt-work",
         fields=Fields(cfg.json_keys, cfg.lang_field, cfg.keep_fields, cfg.max_doc_bytes),
         tokenizer=tokenizer.spec, engine="reference" if engine.fast is None else cfg.engine,
-        dtype=dtype.name, append_eod=cfg.append_eod, on_error=cfg.on_error, manifest=manifest,
+        dtype=dtype.name, append_eod=cfg.append_eod, on_error=cfg.on_error,
+        manifest=_manifest_base(cfg, tokenizer, files),
     )
     work = Path(job.work_dir)
     _prepare_work_dir(work, _fingerprint(cfg, files, tokenizer.sha256))
@@ -201,43 +188,81 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
     results = _run_chunks(job, todo, cfg.workers, progress, engine)
     progress.close()
     t_tokenize = time.perf_counter() - t0
+    outputs = _assemble(cfg, job, work, mine, dtype)
+    shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.perf_counter() - t0
+    summary = _summary(cfg, outputs, results, engine.name, ignored, len(mine), len(mine) - len(todo))
+    summary.update(seconds=round(elapsed, 3), seconds_tokenize=round(t_tokenize, 3),
+                   docs_per_s=round(summary["written"] / elapsed, 1),
+                   tokens_per_s=round(sum(summary["tokens"].values()) / elapsed, 1))
+    write_json_atomic(Path(f"{cfg.output_prefix}.summary.json"), summary)
+    reasons = ", ".join(f"{r} {n}" for r, n in summary["skipped_by_reason"].items())
+    print(
+        f"preprocess: read {summary['read']} documents, wrote {summary['written']}, skipped {summary['skipped']}"
+        + (f" ({reasons}; see {cfg.output_for(cfg.json_keys[0])}.skipped.jsonl)" if reasons else "")
+        + f"; {summary['tokens'][cfg.json_keys[0]]} tokens in {elapsed:.1f} s"
+        + f" ({summary['docs_per_s']} docs/s, {summary['tokens_per_s']:.0f} tokens/s); engine {summary['engine']}",
+        file=sys.stderr, flush=True,
+    )
+    return summary
+
+
+def _select_files(cfg: PreprocessConfig):
+    """Input files, and the paths left out: hidden ones, and our own outputs inside an input folder."""
+    files, ignored = list_inputs(cfg.inputs)
+    prefixes = {str(Path(p).absolute()) for p in [cfg.output_prefix, *map(cfg.output_for, cfg.json_keys)]}
+
+    def ours(path: str) -> bool:
+        return any(path.startswith(p + ".") and path[len(p) + 1:].startswith(_OUR_SUFFIXES) for p in prefixes)
+
+    ignored += [f.path for f in files if ours(f.path)]
+    return [f for f in files if not ours(f.path)], ignored
+
+
+def _manifest_base(cfg: PreprocessConfig, tokenizer, files) -> dict[str, dict[str, Any]]:
+    """Per key: what every chunk's (and so the final) manifest records besides counts and files."""
+    bases = sorted({str(Path(*Path(f.path).parts[: -len(Path(f.source).parts)])) for f in files})
+    return {
+        key: {
+            "tokenizer": tokenizer.identity(),
+            "options": {
+                "json_key": key, "append_eod": cfg.append_eod, "lang_field": cfg.lang_field,
+                "keep_fields": list(cfg.keep_fields), "max_doc_bytes": cfg.max_doc_bytes,
+            },
+            "inputs": bases,
+        }
+        for key in cfg.json_keys
+    }
+
+
+def _assemble(cfg: PreprocessConfig, job: Job, work: Path, mine: list[Chunk], dtype: np.dtype) -> dict[str, dict]:
+    """Merge this run's chunks, per key, into the final shards; return their manifests."""
+    extra = {"part": {"shard_index": cfg.shard_index, "num_shards": cfg.num_shards}} if cfg.num_shards > 1 else {}
     outputs = {}
     for key in cfg.json_keys:
         prefix = cfg.output_for(key)
-        extra = {"part": {"shard_index": cfg.shard_index, "num_shards": cfg.num_shards}} if cfg.num_shards > 1 else {}
         parts = [chunk_dir(work, c.index) / key for c in mine]
         if parts:
             outputs[key] = merge_shards(parts, prefix, extra=extra)
         else:
-            outputs[key] = _write_empty(prefix, dtype, cfg, manifest[key], extra)
-    shutil.rmtree(work, ignore_errors=True)
-    elapsed = time.perf_counter() - t0
+            outputs[key] = _write_empty(prefix, dtype, cfg, job.manifest[key], extra)
+    return outputs
+
+
+def _summary(cfg, outputs, results, engine_name, ignored, chunks, resumed) -> dict[str, Any]:
     stats = outputs[cfg.json_keys[0]]["stats"]
-    engines = sorted({r["engine"] for r in results}) or [engine.name]
-    summary = {
+    engines = sorted({r["engine"] for r in results}) or [engine_name]
+    return {
         "outputs": {k: cfg.output_for(k) for k in cfg.json_keys},
         "read": stats["read"], "written": stats["written"], "skipped": stats["skipped"],
         "skipped_by_reason": stats["skipped_by_reason"], "blank_lines": stats.get("blank_lines", 0),
-        "ignored_files": hidden,
+        "ignored_files": ignored,
         "tokens": {k: outputs[k]["n_tokens"] for k in cfg.json_keys},
-        "chunks": len(mine), "chunks_resumed": len(mine) - len(todo),
+        "chunks": chunks, "chunks_resumed": resumed,
         "engine": engines[0] if len(engines) == 1 else engines,
         "engine_fallbacks": sum(r["fallbacks"] for r in results),
-        "workers": cfg.workers, "seconds": round(elapsed, 3), "seconds_tokenize": round(t_tokenize, 3),
-        "docs_per_s": round(stats["written"] / elapsed, 1) if elapsed else None,
-        "tokens_per_s": round(sum(outputs[k]["n_tokens"] for k in cfg.json_keys) / elapsed, 1) if elapsed else None,
+        "workers": cfg.workers,
     }
-    write_json_atomic(Path(f"{cfg.output_prefix}.summary.json"), summary)
-    reasons = ", ".join(f"{r} {n}" for r, n in stats["skipped_by_reason"].items())
-    print(
-        f"preprocess: read {stats['read']} documents, wrote {stats['written']}, skipped {stats['skipped']}"
-        + (f" ({reasons}; see {cfg.output_for(cfg.json_keys[0])}.skipped.jsonl)" if reasons else "")
-        + f"; {summary['tokens'][cfg.json_keys[0]]} tokens in {elapsed:.1f} s"
-        + f" ({summary['docs_per_s']} docs/s, {summary['tokens_per_s']:.0f} tokens/s); engine {summary['engine']}",
-        file=sys.stderr,
-        flush=True,
-    )
-    return summary
 
 
 def _write_empty(prefix: str, dtype: np.dtype, cfg: PreprocessConfig, base: dict, extra: dict) -> dict[str, Any]:
