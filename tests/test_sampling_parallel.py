@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from cpt.sampling import Blender, DataParallelLayout, DocumentTable, Stream, StreamConfig
+from cpt.sampling import Blender, DataParallelLayout, DocumentTable, Stream, StreamConfig, StreamExhausted
 
 
 @settings(max_examples=30, deadline=None)
@@ -74,3 +74,18 @@ def test_ranks_agree_on_tokens_end_to_end():
             for p, piece in zip(layout.positions(r), pieces(layout.rank_slice(batch, r))):
                 merged[p] = piece
         assert merged == whole
+
+
+def test_finite_stream_in_a_blend_is_dropped_at_its_last_sample():
+    """A `stop` stream's capacity goes into the Blender; with on_exhausted='drop' it is never overdrawn."""
+    table = DocumentTable.from_columns([40, 25, 60, 33] * 5, {"lang": ["zh", "en"] * 10})
+    small = Stream(table, StreamConfig(name="zh", seq_length=16, filter='lang == "zh"', on_exhausted="stop"))
+    big = Stream(table, StreamConfig(name="en", seq_length=16, filter='lang == "en"'))
+    blender = Blender.from_streams([small, big], [3, 1], on_exhausted="drop")
+    ids = blender.next_samples(200)
+    assert np.count_nonzero(ids.stream == 0) == small.capacity == (500 - 1) // 16
+    for s, i in zip(ids.stream, ids.index):
+        [small, big][s].locate(int(i))  # every id exists
+    strict = Blender.from_streams([small, big], [3, 1])
+    with pytest.raises(StreamExhausted, match="stream 'zh' has 31 samples"):
+        strict.next_samples(200)
