@@ -258,3 +258,20 @@ def test_output_inside_the_input_folder_is_not_read_back(tmp_path):
     again = run([tmp_path], tmp_path / "out")
     assert first["written"] == again["written"] == 5
     assert any(p.endswith("out.meta.parquet") for p in again["ignored_files"])
+
+
+def test_concurrent_metadata_updates_keep_both_columns(single, tmp_path):
+    """A tagger and a scorer updating one shard at once: the lock keeps both columns."""
+    import shutil
+    from concurrent.futures import ProcessPoolExecutor
+
+    for s in SUFFIXES:
+        shutil.copy(f"{single}{s}", f"{tmp_path / 'c'}{s}")
+    prefix = str(tmp_path / "c")
+    n = len(shards.open(prefix))
+    with ProcessPoolExecutor(2) as pool:
+        jobs = [pool.submit(shards.update_metadata, prefix, {name: np.full(n, k, np.float32)})
+                for k, name in enumerate(["ppl", "topic_conf", "ppl_2", "score_2"])]
+        [j.result() for j in jobs]
+    names = shards.open(prefix, verify_checksums=True).metadata().column_names
+    assert {"ppl", "topic_conf", "ppl_2", "score_2"} <= set(names)

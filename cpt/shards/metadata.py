@@ -102,8 +102,18 @@ def update_metadata(prefix: str | Path, columns: Mapping[str, Sequence | np.ndar
     Each array must have one value per document, in shard order. The shard is validated first; the
     new parquet is written under a temporary name and renamed over the old one, then the manifest is
     rewritten (also atomically) with the new checksum and column list, so a crash leaves either the
-    old or the new sidecar, never a torn one. Base columns (doc_id, source, ...) cannot be replaced.
+    old or the new sidecar, never a torn one. The read-modify-write holds an exclusive lock on
+    `PREFIX.meta.lock`, so a tagger and a scorer updating the same shard at once both keep their
+    columns. Base columns (doc_id, source, ...) cannot be replaced.
     """
+    import fcntl
+
+    with open(f"{prefix}.meta.lock", "a") as lock:
+        fcntl.flock(lock.fileno(), fcntl.LOCK_EX)
+        _update_locked(prefix, columns)
+
+
+def _update_locked(prefix: str | Path, columns: Mapping[str, Sequence | np.ndarray | pa.Array]) -> None:
     from cpt.shards.manifest import file_entry, read_manifest, write_manifest
     from cpt.shards.reader import open_shard
 
