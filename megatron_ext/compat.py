@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import functools
 
+import torch
+
 
 def _fix_torch_adam_step_on_reshardable_load() -> None:
     # DistributedOptimizer.load_parameter_state_from_fully_reshardable (0.16) hands
@@ -32,6 +34,23 @@ def _fix_torch_adam_step_on_reshardable_load() -> None:
 
     set_states._cpt_fixed = True
     DistributedOptimizer._set_main_param_and_optimizer_states = set_states
+
+
+def unshare_adam_steps(optimizer) -> None:
+    """Give every parameter its own AdamW `step` tensor after a checkpoint load.
+
+    DistributedOptimizer.load_state_dict (0.16) restores torch AdamW's per-parameter `step` from the
+    common value in param_groups by assigning ONE tensor to every parameter; the foreach AdamW then
+    increments that shared tensor once per parameter per step, and the bias correction after a
+    resume goes wrong (the resumed run drifts from the uninterrupted one at the second step)."""
+    for opt in getattr(optimizer, "chained_optimizers", [optimizer]):
+        inner = getattr(opt, "optimizer", None)
+        if inner is None:
+            continue
+        for state in inner.state.values():
+            step = state.get("step")
+            if isinstance(step, torch.Tensor):
+                state["step"] = step.detach().clone()
 
 
 def apply() -> None:

@@ -223,8 +223,12 @@ class MegatronEngine:
         loss = loss_sum / max(tokens, 1)
         if not np.isfinite(loss) or not self._grads_finite():
             return StepResult(loss=loss, grad_norm=float("nan"), tokens=tokens, skipped=True)
+        # megatron's own OptimizerParamScheduler sets both per group: norms and biases sit in a
+        # group with wd_mult 0, and lr_mult lets a recipe scale parts of the model.
+        wd = self.recipe.optimizer.weight_decay
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_mult", 1.0)
+            group["weight_decay"] = wd * group.get("wd_mult", 1.0)
         ok, grad_norm, _ = self.optimizer.step()
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         return StepResult(loss=loss, grad_norm=grad_norm, tokens=tokens, skipped=not ok)
@@ -339,6 +343,7 @@ class MegatronEngine:
             self._load_model(loaded["model"])
             if load_optimizer:
                 self.optimizer.load_state_dict(loaded["optimizer"])
+                compat.unshare_adam_steps(self.optimizer)
         if "rng_state" in loaded:
             rng = loaded["rng_state"]
             torch.set_rng_state(rng["torch"])

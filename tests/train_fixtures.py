@@ -13,7 +13,9 @@ import numpy as np
 import yaml
 
 EOD = 256
-VOCAB = 257
+# 257 real ids, declared as 264 so the TP-padded vocabulary (multiple of 4 x TP) is the same for
+# TP=1 and TP=2: megatron's softmax includes padded rows, so a different padding changes the loss.
+VOCAB = 264
 
 
 def byte_documents(limit: int | None = None) -> list[np.ndarray]:

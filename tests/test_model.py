@@ -1,0 +1,78 @@
+"""Model provider pieces: SDPA core attention equals megatron's own DotProductAttention (causal, GQA,
+explicit masks); vocabulary padding; the tensor-parallel split table."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cpt.config import ModelConfig
+
+
+@pytest.fixture(scope="module")
+def world():
+    from megatron.core import parallel_state
+
+    from megatron_ext.engine import init_distributed
+
+    init_distributed()
+    parallel_state.initialize_model_parallel(1, 1)
+    yield
+    parallel_state.destroy_model_parallel()
+
+
+def _tconf(heads: int, groups: int):
+    from megatron.core.transformer import TransformerConfig
+
+    return TransformerConfig(num_layers=1, hidden_size=heads * 16, num_attention_heads=heads,
+                             num_query_groups=groups, attention_dropout=0.0, hidden_dropout=0.0,
+                             masked_softmax_fusion=False)
+
+
+@pytest.mark.parametrize("heads, groups", [(4, 4), (4, 2), (8, 1)])
+def test_sdpa_matches_megatron_dot_product_attention(world, heads, groups):
+    from megatron.core.transformer.dot_product_attention import DotProductAttention
+    from megatron.core.transformer.enums import AttnMaskType
+
+    from megatron_ext.model import SDPAttention
+
+    conf = _tconf(heads, groups)
+    torch.manual_seed(0)
+    sq, b, hn = 24, 3, 16
+    q = torch.randn(sq, b, heads, hn)
+    k = torch.randn(sq, b, groups, hn)
+    v = torch.randn(sq, b, groups, hn)
+    ref_attn = DotProductAttention(conf, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self")
+    ours = SDPAttention(conf, layer_number=1, attn_mask_type=AttnMaskType.causal, attention_type="self")
+    causal = torch.triu(torch.ones(sq, sq, dtype=torch.bool), diagonal=1)[None, None]
+    ref = ref_attn(q, k, v, causal.expand(b, 1, sq, sq))
+    got = ours(q, k, v, None)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # an explicit mask (e.g. reset_attention_mask at document boundaries) is honoured too
+    doc_mask = causal.clone().expand(b, 1, sq, sq).clone()
+    doc_mask[..., 12:, :12] = True
+    torch.testing.assert_close(ours(q, k, v, doc_mask), ref_attn(q, k, v, doc_mask), rtol=1e-5, atol=1e-5)
+
+
+def test_padded_vocab_size():
+    from megatron_ext.model import padded_vocab_size
+
+    cfg = ModelConfig(num_layers=1, hidden_size=8, ffn_hidden_size=8, num_attention_heads=1,
+                      vocab_size=49152, make_vocab_size_divisible_by=128)
+    assert padded_vocab_size(cfg, 1) == 49152
+    assert padded_vocab_size(cfg, 8) == 49152
+    cfg2 = ModelConfig(num_layers=1, hidden_size=8, ffn_hidden_size=8, num_attention_heads=1,
+                       vocab_size=49153, make_vocab_size_divisible_by=128)
+    assert padded_vocab_size(cfg2, 1) == 49280 and padded_vocab_size(cfg2, 2) == 49408
+
+
+@pytest.mark.parametrize(
+    "name, dim",
+    [("embedding.word_embeddings.weight", 0), ("output_layer.weight", 0),
+     ("decoder.layers.3.self_attention.linear_qkv.weight", 0), ("decoder.layers.0.mlp.linear_fc2.weight", 1),
+     ("decoder.layers.0.self_attention.linear_proj.weight", 1), ("decoder.layers.0.input_layernorm.weight", None),
+     ("decoder.final_layernorm.weight", None)],
+)
+def test_tp_split_table(name, dim):
+    from megatron_ext.model import tp_split_dim
+
+    assert tp_split_dim(name) == dim

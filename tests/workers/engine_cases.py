@@ -1,0 +1,166 @@
+"""Engine cases run in one process lifetime (importing megatron costs ~9 s per process), under
+`torchrun --nproc_per_node=2` for the parallel layouts or plain `python` for single-process ones.
+
+Writes `<out>/<case>/result.json` (rank 0) with the per-step losses read back from the run's
+metrics.jsonl, plus whatever the case measures. The pytest module compares the results.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from train_fixtures import tiny_recipe  # noqa: E402
+
+from cpt.config import recipe_from_dict  # noqa: E402
+from cpt.train.loop import Trainer, TrainingStopped  # noqa: E402
+
+# megatron is imported inside functions: dist_checkpointing's save spawns a helper process that
+# re-imports this __main__ module, and a top-level megatron import would cost it ~9 s.
+
+LOGIT_TOKENS = np.arange(2 * 32, dtype=np.int64).reshape(2, 32) % 250 + 3
+
+LAYOUTS = {
+    "ref": {},
+    "tp2": {"tensor_model_parallel_size": 2},
+    "pp2": {"pipeline_model_parallel_size": 2},
+    "dp2": {"use_distributed_optimizer": True},
+    "tp2sp": {"tensor_model_parallel_size": 2, "sequence_parallel": True},
+}
+
+
+def make(recipe_dict):
+    from megatron_ext.datasets import build_dataset
+    from megatron_ext.engine import MegatronEngine
+
+    recipe = recipe_from_dict(recipe_dict)
+    engine = MegatronEngine(recipe)
+    t, d = recipe.training, recipe.data
+    cache = str(Path(t.output_dir) / "data_cache")
+    steps = -(-t.train_tokens // (t.global_batch_size * t.seq_length))
+    train = build_dataset(d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache, recipe.model.vocab_size)
+    valid = build_dataset(d.valid_blend, d, t.eval_batches * t.global_batch_size, t.seq_length, t.seed, cache,
+                          recipe.model.vocab_size) if d.valid_blend else None
+    return recipe, engine, train, valid
+
+
+def losses(run_dir: Path, kind: str = "train") -> list[float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def write(out: Path, case: str, engine, result: dict) -> None:
+    if engine.layout.rank == 0:
+        (out / case).mkdir(parents=True, exist_ok=True)
+        (out / case / "result.json").write_text(json.dumps(result))
+
+
+def run_layout(case: str, args) -> None:
+    run_dir = args.out / case / "run"
+    rd = tiny_recipe(args.train, args.valid, run_dir, parallel=LAYOUTS[case])
+    recipe, engine, train, valid = make(rd)
+    trainer = Trainer(recipe, engine, train, valid)
+    trainer.train()
+    trainer.logger.close()
+    result = {"losses": losses(run_dir) if engine.layout.rank == 0 else None,
+              "eval": losses(run_dir, "eval") if engine.layout.rank == 0 else None}
+    if recipe.parallel.pipeline_model_parallel_size == 1:
+        logits = engine.logits(LOGIT_TOKENS)
+        if engine.layout.rank == 0:
+            np.save(args.out / case / "logits.npy", logits.numpy())
+    write(args.out, case, engine, result)
+
+
+def run_reshard_load(case: str, args) -> None:
+    """Load the TP=2 checkpoint with TP=1 (optimizer included) and take logits."""
+    run_dir = args.out / case / "run"
+    rd = tiny_recipe(args.train, args.valid, run_dir)
+    recipe, engine, _, _ = make(rd)
+    state = engine.load(args.out / "tp2" / "run" / "checkpoints" / "step_00000008")
+    np.save(args.out / case / "logits.npy", engine.logits(LOGIT_TOKENS).numpy()) if engine.layout.rank == 0 else None
+    write(args.out, case, engine, {"step": state["step"]})
+
+
+def run_resume(case: str, args) -> None:
+    """4 steps, stop, resume in a new Trainer/engine, 4 more; against the uninterrupted 'ref' run."""
+    run_dir = args.out / case / "run"
+    half = tiny_recipe(args.train, args.valid, run_dir, training={"train_tokens": 64 * 8 * 4})
+    recipe, engine, train, valid = make(half)
+    Trainer(recipe, engine, train, valid).train()
+    full = tiny_recipe(args.train, args.valid, run_dir)
+    recipe, engine, train, valid = make(full)
+    trainer = Trainer(recipe, engine, train, valid)
+    resumed = trainer.resume()
+    trainer.train()
+    trainer.logger.close()
+    write(args.out, case, engine, {"resumed": resumed, "losses": losses(run_dir)})
+
+
+class PoisonedSamples:
+    """Real samples, except one whose loss mask is NaN: a data fault the loop must survive or stop on."""
+
+    def __init__(self, inner, bad_index: int) -> None:
+        self.inner, self.bad_index = inner, bad_index
+
+    def __getitem__(self, index: int):
+        sample = dict(self.inner[index])
+        if index == self.bad_index:
+            sample["loss_mask"] = np.full_like(sample["loss_mask"], np.nan, dtype=np.float32)
+        return sample
+
+
+def _param_checksum(engine) -> float:
+    return float(sum(p.double().sum() for p in engine.model.parameters()))
+
+
+def run_nan(case: str, args) -> None:
+    result = {}
+    for policy in ("skip", "stop"):
+        run_dir = args.out / case / policy
+        rd = tiny_recipe(args.train, None, run_dir, training={"nan_policy": policy, "save_every": 2})
+        recipe, engine, train, _ = make(rd)
+        trainer = Trainer(recipe, engine, PoisonedSamples(train, bad_index=2 * 8 + 3), None)
+        original_step = engine.train_step
+        sums = []
+
+        def step_and_checksum(*a, **k):
+            before = _param_checksum(engine)
+            out = original_step(*a, **k)
+            sums.append((before, _param_checksum(engine), out.skipped))
+            return out
+
+        engine.train_step = step_and_checksum
+        try:
+            trainer.train()
+            outcome = "finished"
+        except TrainingStopped as exc:
+            outcome = f"stopped: {exc}"
+        trainer.logger.close()
+        ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+        result[policy] = {"outcome": outcome, "steps": sums, "checkpoints": ckpts,
+                          "skipped_steps": trainer.state.skipped_steps}
+    write(args.out, case, engine, result)
+
+
+CASES = {"ref": run_layout, "tp2": run_layout, "pp2": run_layout, "dp2": run_layout, "tp2sp": run_layout,
+         "tp2_to_tp1": run_reshard_load, "resume": run_resume, "nan": run_nan}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--train", required=True)
+    parser.add_argument("--valid", required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("cases", nargs="+", choices=sorted(CASES))
+    args = parser.parse_args()
+    for case in args.cases:
+        CASES[case](case, args)
+
+
+if __name__ == "__main__":
+    main()
