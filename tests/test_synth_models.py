@@ -6,9 +6,11 @@ subprocesses with an idle timeout, so they stop by themselves even if a test die
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -42,7 +44,7 @@ class Server:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cpt.synth.server", "--model", str(smollm2_hf_dir()), "--served-name", "smol",
              "--port", "0", "--port-file", str(self.port_file), "--faults", faults,
-             "--idle-timeout", str(idle_timeout), "--batch-size", "4"],
+             "--idle-timeout", str(idle_timeout), "--batch-size", "4", "--threads", "1"],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 240.0) -> str:
@@ -56,6 +58,23 @@ class Server:
     def health(self) -> dict:
         with urllib.request.urlopen(self.wait_ready().replace("/v1", "/health"), timeout=10) as r:
             return json.loads(r.read())
+
+    @contextlib.contextmanager
+    def kept_alive(self):
+        """Ping /health every second, so a slow client start never meets an idle-stopped server."""
+        stop = threading.Event()
+
+        def ping() -> None:
+            while not stop.wait(1.0):
+                self.health()
+
+        thread = threading.Thread(target=ping, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=15)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -75,7 +94,7 @@ def flaky_server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local():
-    return TransformersGenerator(str(smollm2_hf_dir()), batch_size=4)
+    return TransformersGenerator(str(smollm2_hf_dir()), batch_size=4, num_threads=1)
 
 
 def _physics_tasks(n: int) -> list[tasks.Task]:
@@ -130,9 +149,13 @@ def test_openai_backend_retries_errors_and_timeouts_against_a_real_server(flaky_
 
 
 def test_failed_requests_are_counted_then_generated_by_the_next_run(tmp_path):
-    server = Server(tmp_path, faults="503,503", idle_timeout=5.0)  # its first two requests fail
+    server = Server(tmp_path, faults="503,503", idle_timeout=3.0)  # its first two requests fail
     try:
-        _failures_then_resume(server, tmp_path)
+        server.wait_ready()
+        with server.kept_alive():
+            _failures_then_resume(server, tmp_path)
+        # Left alone, the server stops by itself after its idle timeout.
+        assert server.proc.wait(timeout=60) == 0
     finally:
         server.stop()
 
@@ -144,6 +167,7 @@ def _failures_then_resume(server: Server, tmp_path: Path) -> None:
     no_retry = OpenAIGenerator("smol", url, concurrency=1, timeout_s=120.0, max_retries=0)
     first = pipeline.run(work, no_retry, out, GREEDY, FilterConfig(), progress_every_s=0)
     assert first["generation_failed"] == first["rejected"]["generation_failed"] == 2 and first["missing"] == 2
+    assert server.health()["chat_requests"] == 2  # both reached the server and were refused there
     assert not out.read_text() and not Journal(pipeline.journal_path(out)).records
     cli = subprocess.run(
         [sys.executable, str(REPO / "tools" / "synthesize_qa.py"), "--input", str(_docs(tmp_path, 2)),
@@ -158,8 +182,6 @@ def _failures_then_resume(server: Server, tmp_path: Path) -> None:
     health = server.health()
     # Two requests were always waiting, yet never more than --concurrency 1 reached the server.
     assert health["chat_requests"] == 4 and health["max_in_flight"] == 1
-    # Left alone, the server stops by itself after its idle timeout.
-    assert server.proc.wait(timeout=60) == 0
 
 
 def _docs(tmp: Path, n: int) -> Path:

@@ -46,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--base-url", default=None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
     g.add_argument("--api-key", default=None, help="openai: key (default $OPENAI_API_KEY, else EMPTY)")
     g.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call")
+    g.add_argument("--threads", type=int, default=None, help="transformers on CPU: torch intra-op threads")
     g.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     g.add_argument("--timeout", type=float, default=120.0, help="openai: seconds per request")
     g.add_argument("--max-retries", type=int, default=4, help="openai: retries of a failed request")
@@ -153,11 +154,14 @@ def run(args: argparse.Namespace) -> int:
                 model = str(smollm2_hf_dir())
             if model is None:
                 raise ValueError(f"--generator {args.generator} needs --model")
-            generator = build_generator(
-                args.generator, model, batch_size=args.batch_size, base_url=args.base_url,
-                api_key=args.api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
-                concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
-                backoff_s=args.backoff, tensor_parallel_size=args.tensor_parallel_size)
+
+            def generator():  # built only if the journal lacks work (a rerun loads no model)
+                return build_generator(
+                    args.generator, model, batch_size=args.batch_size, base_url=args.base_url,
+                    api_key=args.api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
+                    concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
+                    backoff_s=args.backoff, tensor_parallel_size=args.tensor_parallel_size,
+                    num_threads=args.threads)
         summary = pipeline.run(work, generator, args.output, params, filters, args.corrupt_rate, args.seed,
                                dict(skipped), args.progress_every)
     except (GeneratorUnavailable, InputError, JournalError, FileNotFoundError, ValueError) as e:

@@ -191,11 +191,15 @@ def write_json_atomic(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def run(tasks: Sequence[Task], generator: Generator | None, output: Path, params: SamplingParams,
-        filter_config: FilterConfig, corrupt_rate: float = 0.0, corrupt_seed: int = 0,
+def run(tasks: Sequence[Task], generator: Generator | Callable[[], Generator] | None, output: Path,
+        params: SamplingParams, filter_config: FilterConfig, corrupt_rate: float = 0.0, corrupt_seed: int = 0,
         selection: dict | None = None, progress_every_s: float = 10.0,
         log: Callable[[str], None] | None = None) -> dict:
-    """Generate (unless `generator` is None: finalize only), finalize, write output and summary."""
+    """Generate (unless `generator` is None: finalize only), finalize, write output and summary.
+
+    `generator` may be a factory, called only when the journal lacks some work: a rerun of a
+    finished run then loads no model at all.
+    """
     output = Path(output)
     start = time.monotonic()
     summary_path(output).unlink(missing_ok=True)  # the summary marks a complete output: not yet
@@ -203,8 +207,12 @@ def run(tasks: Sequence[Task], generator: Generator | None, output: Path, params
         check_prompts(tasks, journal)
         resumed = sum(t.key in journal for t in tasks)
         prog = None
-        if generator is not None:
+        if generator is not None and resumed < len(tasks):
+            if not hasattr(generator, "generate"):
+                generator = generator()
             prog = generate(tasks, generator, journal, params, filter_config, progress_every_s, log=log)
+        elif generator is not None and not hasattr(generator, "generate"):
+            generator = None
         records, counts = finalize(tasks, journal, filter_config, corrupt_rate, corrupt_seed)
         counts["rejected"]["generation_failed"] = prog.failed if prog else 0
         torn = journal.torn_tail_bytes

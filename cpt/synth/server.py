@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000, help="0 picks a free port (see --port-file)")
     parser.add_argument("--port-file", type=Path, help="write the bound port here once listening")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads on CPU")
     parser.add_argument("--batch-wait-ms", type=float, default=20.0)
     parser.add_argument("--faults", default="", help="e.g. 503,503,delay:3 for the first three chat requests")
     parser.add_argument("--idle-timeout", type=float, default=None, help="stop after this many idle seconds")
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         from cpt.assets import smollm2_hf_dir
 
         model = str(smollm2_hf_dir())
-    generator = TransformersGenerator(model, batch_size=args.batch_size)
+    generator = TransformersGenerator(model, batch_size=args.batch_size, num_threads=args.threads)
     name = args.served_name or Path(model).name
 
     def ready(port: int) -> None:

@@ -10,12 +10,12 @@ BACKENDS = ("transformers", "vllm", "openai")
 def build_generator(backend: str, model: str, *, batch_size: int = 8, base_url: str | None = None,
                     api_key: str = "EMPTY", concurrency: int = 8, timeout_s: float = 120.0,
                     max_retries: int = 4, backoff_s: float = 1.0,
-                    tensor_parallel_size: int = 1) -> Generator:
+                    tensor_parallel_size: int = 1, num_threads: int | None = None) -> Generator:
     """The backend called `backend`; heavy libraries are imported only for the one chosen."""
     if backend == "transformers":
         from cpt.synth.generators.transformers_backend import TransformersGenerator
 
-        return TransformersGenerator(model, batch_size=batch_size)
+        return TransformersGenerator(model, batch_size=batch_size, num_threads=num_threads)
     if backend == "vllm":
         from cpt.synth.generators.vllm_backend import VLLMGenerator
 
