@@ -349,3 +349,48 @@ def test_vllm_backend_is_detected_at_run_time(tmp_path):
     assert proc.returncode == 1 and "vLLM, which is not installed" in proc.stderr
     with pytest.raises(ValueError, match="needs --base-url"):
         build_generator("openai", "m")
+
+
+def test_cpt_preprocess_turns_the_output_into_shards(tmp_path):
+    """The data layer's `cpt preprocess` reads our output as is; lang and kept fields reach the metadata."""
+    from cpt import shards
+    from cpt.assets import mistral_tokenizer_dir
+    from cpt.corpus.lang import normalize_lang
+
+    work = _science_task_list(4)
+    texts = [f"Question: What does law number {i} of Newton state about force?\nAnswer: The net force on an "
+             f"object equals the product of its mass and its acceleration (case {i})." for i in range(4)]
+    out = tmp_path / "qa.jsonl"
+    _journal(pipeline.journal_path(out), work, texts)
+    summary = pipeline.run(work, None, out, SamplingParams(), FilterConfig(near_duplicate_threshold=1.0),
+                           corrupt_rate=0.5)
+    assert summary["pairs_kept"] == 4 and summary["corruption"]["corrupted"] == 2
+    proc = subprocess.run(
+        [sys.executable, "-m", "cpt.commands.preprocess", "--input", str(out), "--output-prefix",
+         str(tmp_path / "synthetic"), "--tokenizer", str(mistral_tokenizer_dir() / "tokenizer.model.v1"),
+         "--keep-fields", "discipline,corrupt,prompt_version", "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    shard = shards.open(tmp_path / "synthetic")
+    meta = shard.metadata().to_pylist()
+    assert len(shard) == 4 and all(len(shard[i]) > 10 for i in range(4))
+    assert {m["discipline"] for m in meta} == {"physics"} and {m["prompt_version"] for m in meta} == {"physics.v1"}
+    assert sorted(m["corrupt"] for m in meta) == ["false", "false", "true", "true"]
+    # Our records say lang "synthetic"; the data layer maps labels onto its own set (see report).
+    assert {m["lang"] for m in meta} == {normalize_lang("synthetic")}
+
+
+def test_embedding_filter_with_minilm():
+    """The embedding fallback (MiniLM from cpt.assets) picks the nearest discipline description."""
+    from cpt.synth.snippets import Snippet
+
+    emb = classify.EmbeddingFilter(min_similarity=0.2)
+    astro = ("The Andromeda galaxy is the nearest large spiral galaxy to the Milky Way; astronomers observe its "
+             "stars and nebulae with telescopes.")
+    medicine = "The patient was diagnosed with pneumonia and treated with antibiotics in hospital for a week."
+    got = emb.classify([PHYSICS, BIOLOGY, astro, medicine])
+    assert [d.name for d in got] == ["physics", "biology", "astronomy", "medicine"]
+    emb.min_similarity = 0.99  # nothing is that close to a one-line description
+    skipped = Counter()
+    assert tasks.assign_disciplines([Snippet("x#0", "x", astro)], "embedding", skipped, emb) == [None]
+    assert skipped == {"no_discipline_match": 1}
