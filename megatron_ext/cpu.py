@@ -184,6 +184,16 @@ def _check_version() -> None:
         )
 
 
+def _quiet_expected_warnings() -> None:
+    # Without CUDA, TE and Apex are absent by design; megatron warns about each fallback at import.
+    for pattern in (
+        "Transformer Engine and Apex are not installed",
+        "Apex is not installed",
+        "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def enable() -> bool:
     """Redirect megatron-core's CUDA assumptions to the CPU when CUDA is absent. Idempotent.
 
@@ -195,6 +205,7 @@ def enable() -> bool:
     if not cuda_absent():
         return False
     _check_version()
+    _quiet_expected_warnings()
     _patch_torch_cuda()
     _patch_tensor_cuda()
     _patch_rng_tracker()

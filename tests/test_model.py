@@ -14,8 +14,11 @@ def world():
 
     from megatron_ext.engine import init_distributed
 
+    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
     init_distributed()
     parallel_state.initialize_model_parallel(1, 1)
+    model_parallel_cuda_manual_seed(0)
     yield
     parallel_state.destroy_model_parallel()
 
