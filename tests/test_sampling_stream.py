@@ -184,3 +184,19 @@ def test_stream_over_cpt_shards(tmp_path):
         got = np.concatenate([opened[p.source][p.document][p.start:p.stop] for p in s.locate(i)])
         np.testing.assert_array_equal(got, flat[16 * i: 16 * i + 17])
     assert all(t.columns["lang"][r] == "zh" for r in s.epoch_rows(0))
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(0, 1000), st.integers(2, 24), st.lists(st.integers(0, 300), min_size=1, max_size=40))
+def test_pieces_of_a_batch_read_the_flat_token_stream(seed, seq, indices):
+    """Any batch of indices (unsorted, repeated, across epochs): each sample is flat[seq*i : seq*i + seq + 1]."""
+    t = table(25, seed=seed)
+    s = Stream(t, StreamConfig(name="x", seq_length=seq, seed=seed))
+    epochs = max(indices) * seq // max(int(t.lengths.sum()), 1) + 2
+    # document d holds tokens equal to d * 1000 + position, so tokens identify where they came from
+    flat = np.concatenate([d * 1000 + np.arange(t.lengths[d]) for e in range(epochs) for d in s.epoch_rows(e)])
+    got = s.pieces(indices)
+    assert len(got.sample_offsets) == len(indices) + 1
+    for k, i in enumerate(indices):
+        toks = np.concatenate([p.document * 1000 + np.arange(p.start, p.stop) for p in got.for_sample(k)])
+        np.testing.assert_array_equal(toks, flat[seq * i: seq * i + seq + 1])

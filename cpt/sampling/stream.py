@@ -73,6 +73,29 @@ class DocPiece(NamedTuple):
     stop: int
 
 
+@dataclass(frozen=True)
+class Pieces:
+    """The token ranges of a batch of samples, as flat arrays (what a loader worker reads).
+
+    Sample k is made of pieces sample_offsets[k]:sample_offsets[k + 1], each tokens [start, stop) of
+    document `document` of shard `sources[source]`.
+    """
+
+    sources: tuple[str, ...]
+    sample_offsets: np.ndarray  # int64, len = samples + 1
+    source: np.ndarray  # int32 index into `sources`
+    document: np.ndarray  # int64 document index within its source
+    start: np.ndarray  # int64
+    stop: np.ndarray  # int64
+
+    def for_sample(self, k: int) -> list[DocPiece]:
+        lo, hi = self.sample_offsets[k], self.sample_offsets[k + 1]
+        return [
+            DocPiece(self.sources[self.source[j]], int(self.document[j]), int(self.start[j]), int(self.stop[j]))
+            for j in range(lo, hi)
+        ]
+
+
 class Stream:
     """Random access to the samples of one stream: `locate(i)` says which tokens make sample i."""
 
@@ -189,29 +212,55 @@ class Stream:
             self._segments.popitem(last=False)
         return seg
 
-    def boundaries(self, i: int) -> tuple[tuple[int, int], tuple[int, int]]:
-        """(flat position, offset) where sample i starts and where sample i + 1 starts."""
+    def _check_indices(self, idx: np.ndarray) -> None:
         cap = self.capacity
-        if i < 0 or (cap is not None and i >= cap):
+        bad = idx[(idx < 0) | (idx >= cap)] if cap is not None else idx[idx < 0]
+        if bad.size:
             raise StreamExhausted(
                 f"stream {self.name!r} has {cap} samples ({self.tokens_per_epoch} tokens, seq_length "
-                f"{self.config.seq_length}, on_exhausted='stop'); sample {i} does not exist"
+                f"{self.config.seq_length}, on_exhausted={self.config.on_exhausted!r}); sample {int(bad[0])} does not exist"
             )
-        k, r = divmod(i, self._seg_len)
-        seg = self._segment(k)
-        return (int(seg[r, 0]), int(seg[r, 1])), (int(seg[r + 1, 0]), int(seg[r + 1, 1]))
+
+    def boundaries_many(self, indices) -> tuple[np.ndarray, np.ndarray]:
+        """(flat position, offset) rows where each sample starts and where the next one starts."""
+        idx = np.asarray(indices, dtype=np.int64).ravel()
+        self._check_indices(idx)
+        seg, r = np.divmod(idx, self._seg_len)
+        first, after = np.empty((len(idx), 2), np.int64), np.empty((len(idx), 2), np.int64)
+        for k in np.unique(seg):
+            m = seg == k
+            rows = self._segment(int(k))
+            first[m], after[m] = rows[r[m]], rows[r[m] + 1]
+        return first, after
+
+    def boundaries(self, i: int) -> tuple[tuple[int, int], tuple[int, int]]:
+        """(flat position, offset) where sample i starts and where sample i + 1 starts."""
+        first, after = self.boundaries_many([i])
+        return (int(first[0, 0]), int(first[0, 1])), (int(after[0, 0]), int(after[0, 1]))
+
+    def pieces(self, indices) -> Pieces:
+        """The token ranges of samples `indices` (seq_length + add_extra_token tokens each), vectorised."""
+        first, after = self.boundaries_many(indices)
+        p0, o0, p1, o1 = first[:, 0], first[:, 1], after[:, 0], after[:, 1]
+        n_samples = len(p0)
+        per = p1 - p0 + 1
+        total = int(per.sum())
+        owner = np.repeat(np.arange(n_samples), per)
+        pos = np.repeat(p0, per) + (np.arange(total) - np.repeat(np.cumsum(per) - per, per))
+        epoch, j = np.divmod(pos, max(self.num_documents, 1))
+        rows = np.empty(total, np.int64)
+        for e in np.unique(epoch):
+            m = epoch == e
+            rows[m] = self.rows[self._order(int(e))[j[m]]]
+        start = np.where(pos == p0[owner], o0[owner], 0)
+        stop = np.where(pos == p1[owner], o1[owner] + self.config.add_extra_token, self.table.lengths[rows])
+        keep = stop > start
+        offsets = np.zeros(n_samples + 1, np.int64)
+        np.cumsum(np.bincount(owner[keep], minlength=n_samples), out=offsets[1:])
+        rows = rows[keep]
+        return Pieces(self.table.sources, offsets, self.table.source_of[rows], self.table.local_index[rows],
+                      start[keep], stop[keep])
 
     def locate(self, i: int) -> list[DocPiece]:
         """The token ranges that make sample i, in order (seq_length + add_extra_token tokens in all)."""
-        (p0, o0), (p1, o1) = self.boundaries(i)
-        n, extra = self.num_documents, self.config.add_extra_token
-        pieces = []
-        for p in range(p0, p1 + 1):
-            epoch, j = divmod(p, n)
-            row = int(self.rows[self._order(epoch)[j]])
-            start = o0 if p == p0 else 0
-            stop = o1 + extra if p == p1 else int(self.table.lengths[row])
-            if stop > start:
-                src = self.table.sources[self.table.source_of[row]]
-                pieces.append(DocPiece(src, int(self.table.local_index[row]), start, stop))
-        return pieces
+        return self.pieces([i]).for_sample(0)
