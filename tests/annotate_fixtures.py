@@ -48,6 +48,12 @@ WIKI_TOPICS: dict[str, str] = {
 }
 
 
+@lru_cache(maxsize=None)
+def enwiki() -> dict[str, str]:
+    """Title -> plain text of the 106 articles (parsing the dump takes seconds: done once)."""
+    return dict(assets.enwiki_plain_articles())
+
+
 def _passages(text: str, per_article: int, min_chars: int = 250) -> list[str]:
     """The first prose paragraphs of an article (lists, tables and headings skipped)."""
     out = []
@@ -64,7 +70,7 @@ def _passages(text: str, per_article: int, min_chars: int = 250) -> list[str]:
 @lru_cache(maxsize=None)
 def wiki_split(per_article: int = 4) -> tuple[list[Labeled], list[Labeled]]:
     """(train, held-out) passages; the held-out articles never contribute to training."""
-    articles = dict(assets.enwiki_plain_articles())
+    articles = enwiki()
     missing = set(WIKI_TOPICS) - set(articles)
     assert not missing, f"articles not in the gensim sample: {missing}"
     train, held = [], []
@@ -79,10 +85,20 @@ def wiki_split(per_article: int = 4) -> tuple[list[Labeled], list[Labeled]]:
 NEWSGROUP_TOPICS = {"alt.atheism": "religion", "sci.space": "space"}
 
 
+def _own_words(body: str) -> str:
+    """A post without quoted lines (`>`, `|`) and attribution lines (`... writes:`), as scikit-learn's
+    `remove=("quotes",)` does: what is left is the poster's own text."""
+    keep = [line for line in body.splitlines()
+            if line.strip() and not line.lstrip().startswith((">", "|", ":"))
+            and not line.rstrip().endswith(("writes:", "wrote:"))]
+    return "\n".join(keep)
+
+
 @lru_cache(maxsize=None)
 def newsgroup_split(n_train: int = 120) -> tuple[list[Labeled], list[Labeled]]:
-    """Post bodies (headers dropped) shuffled with a fixed seed: n_train to train, the rest held out."""
-    posts = [Labeled(body[:1500], NEWSGROUP_TOPICS[group], "en") for group, body in assets.newsgroup_documents()]
+    """Post bodies (headers, quotes dropped) shuffled with a fixed seed: n_train to train, the rest held out."""
+    posts = [Labeled(_own_words(body)[:1500], NEWSGROUP_TOPICS[group], "en")
+             for group, body in assets.newsgroup_documents()]
     random.Random(0).shuffle(posts)
     return posts[:n_train], posts[n_train:]
 
@@ -98,7 +114,7 @@ topics:
 def mixed_corpus(n_zh: int = 12, n_en: int = 12) -> list[dict]:
     """A real Chinese + English corpus: People's Daily documents and Wikipedia passages."""
     zh = [{"text": t, "lang": "zh"} for t in assets.people_daily_documents(limit=n_zh)]
-    en_articles = [t for _, t in assets.enwiki_plain_articles()]
+    en_articles = list(enwiki().values())
     en = []
     for text in en_articles:
         en += [{"text": p, "lang": "en"} for p in _passages(text, 1, min_chars=400)]

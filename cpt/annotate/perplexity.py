@@ -261,5 +261,7 @@ class PerplexityAnnotatorFactory:
 
     def __call__(self) -> PerplexityAnnotator:
         check_model_dir(self.model_dir, "causal LM")
+        if self.max_length and self.stride:  # fail before loading a model
+            make_windows([0, 0], self.max_length, self.stride)
         scorer = self.build_scorer()
         return PerplexityAnnotator(scorer, hf_encoder(self.model_dir), self.stride, self.max_doc_tokens)

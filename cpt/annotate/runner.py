@@ -29,6 +29,16 @@ class Annotator(Protocol):
         ...
 
 
+class Ready:
+    """A factory returning an annotator built already (one process: the model is loaded once)."""
+
+    def __init__(self, annotator: Annotator):
+        self.annotator, self.columns = annotator, annotator.columns
+
+    def __call__(self) -> Annotator:
+        return self.annotator
+
+
 class DuplicateDocError(ValueError):
     """Two documents share a doc_id, so their results could not be told apart."""
 

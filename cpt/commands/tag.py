@@ -17,9 +17,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from cpt.annotate.inputs import run_inputs
+    from cpt.annotate.runner import Ready
     from cpt.annotate.tagging import TopicAnnotatorFactory
 
     factory = TopicAnnotatorFactory(args.model, args.taxonomy, args.device, args.max_length, args.batch_size)
-    factory()  # load once here: a bad folder or taxonomy fails before any work starts
+    annotator = factory()  # load here: a bad folder or taxonomy fails before any work starts
+    if args.workers == 1:
+        factory = Ready(annotator)
     run_key = {"annotator": "topic", "model": str(args.model), "max_length": args.max_length}
     return run_inputs(args, factory, "topic", run_key)
