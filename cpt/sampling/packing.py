@@ -16,11 +16,12 @@ from cpt.sampling._native import native, use_cpp
 
 
 def _check(lengths, pos: int, offset: int, seq_length: int, max_samples: int, add_extra_token: int):
-    lengths = np.ascontiguousarray(lengths, dtype=np.int32)
+    raw = np.asarray(lengths)
+    if raw.size and (raw.max() >= 2**31 or raw.min() < 0):
+        raise ValueError("document lengths must be in [0, 2**31)")
+    lengths = np.ascontiguousarray(raw, dtype=np.int32)
     if lengths.ndim != 1:
         raise ValueError(f"lengths must be 1-D, got shape {lengths.shape}")
-    if np.any(lengths < 0):
-        raise ValueError("document lengths must be non-negative")
     if seq_length < 1:
         raise ValueError(f"seq_length must be >= 1, got {seq_length}")
     if add_extra_token < 0:
