@@ -79,18 +79,25 @@ def _load_texts(path: Path, part: int, parts: int) -> list[str]:
     return texts[part * n // parts: (part + 1) * n // parts]
 
 
-def _reference_worker(args) -> tuple[float, int, str, int]:
-    """Encode one half with the library itself (single thread), then digest the token stream."""
+def _reference_worker(args) -> tuple[float, int, str, int, float]:
+    """Encode one half with the library itself (single thread), timing only the encode calls.
+
+    Batches of 1,000 documents; the token stream (with EOD after each document, in the shard's
+    dtype) is hashed between batches, outside the timed part, to compare with our shard.
+    """
     kind, tok_path, corpus, part, dtype = args
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     texts = _load_texts(corpus, part, 2)
+    from cpt.tokenizers import load_tokenizer
+
+    eod = load_tokenizer(tok_path).eod
     if kind == "hf":
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(Path(tok_path) / "tokenizer.json"))
-        t0 = time.perf_counter()
-        ids = [e.ids for e in tok.encode_batch_fast(texts)]
-        elapsed = time.perf_counter() - t0
+
+        def encode(batch):
+            return [e.ids for e in tok.encode_batch_fast(batch)]
     else:
         import tiktoken
 
@@ -99,16 +106,19 @@ def _reference_worker(args) -> tuple[float, int, str, int]:
         pattern, specials, _, _ = FAMILIES["cl100k"]
         enc = tiktoken.Encoding("cl100k", pat_str=pattern, mergeable_ranks=read_ranks(Path(tok_path)),
                                 special_tokens=specials(0))
-        t0 = time.perf_counter()
-        ids = enc.encode_ordinary_batch(texts, num_threads=1)
-        elapsed = time.perf_counter() - t0
-    from cpt.tokenizers import load_tokenizer
 
-    eod = load_tokenizer(tok_path).eod
-    h = hashlib.sha256()
-    for x in ids:
-        h.update(np.asarray(x + [eod], dtype=dtype).tobytes())
-    return elapsed, sum(map(len, ids)), h.hexdigest(), len(texts)
+        def encode(batch):
+            return enc.encode_ordinary_batch(batch, num_threads=1)
+    h, elapsed, cpu, n_tokens = hashlib.sha256(), 0.0, 0.0, 0
+    for i in range(0, len(texts), 1000):
+        t0, c0 = time.perf_counter(), time.process_time()
+        ids = encode(texts[i: i + 1000])
+        elapsed += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        for x in ids:
+            n_tokens += len(x)
+            h.update(np.asarray(x + [eod], dtype=dtype).tobytes())
+    return elapsed, n_tokens, h.hexdigest(), len(texts), cpu
 
 
 def reference(kind: str, tok_path: str, corpus: Path, dtype: str) -> dict:
@@ -117,7 +127,7 @@ def reference(kind: str, tok_path: str, corpus: Path, dtype: str) -> dict:
         parts = pool.map(_reference_worker, [(kind, tok_path, corpus, i, dtype) for i in range(2)])
     seconds = max(p[0] for p in parts)  # the two halves run concurrently
     return {"seconds": seconds, "tokens": sum(p[1] for p in parts), "digests": [p[2] for p in parts],
-            "half_docs": [p[3] for p in parts]}
+            "half_docs": [p[3] for p in parts], "cpu_s": sum(p[4] for p in parts)}
 
 
 def gigatoken_run(tokenizer, corpus: Path) -> dict:
@@ -126,23 +136,28 @@ def gigatoken_run(tokenizer, corpus: Path) -> dict:
 
     texts = _load_texts(corpus, 0, 1)
     fast, placeholder = _gigatoken_for(tokenizer)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = fast.encode_batch(texts, parallel=True)
-    seconds = time.perf_counter() - t0
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     n_tokens = int(np.asarray(out.layout.offsets.data)[-1])
-    return {"seconds": seconds, "tokens": n_tokens, "placeholders": placeholder is not None}
+    return {"seconds": seconds, "tokens": n_tokens, "placeholders": placeholder is not None, "cpu_s": cpu}
 
 
 def ours(tok_path: str, corpus: Path, out: Path, engine: str) -> dict:
     cmd = [sys.executable, "-m", "cpt.commands.preprocess", "--input", str(corpus), "--output-prefix", str(out),
            "--tokenizer", tok_path, "--workers", "2", "--no-progress", "--engine", engine]
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"cpt preprocess failed:\n{proc.stderr}")
     summary = json.loads(Path(f"{out}.summary.json").read_text())
-    return {"seconds": seconds, "summary": summary, "log": proc.stderr.strip().splitlines()}
+    return {"seconds": seconds, "summary": summary, "log": proc.stderr.strip().splitlines(), "cpu_s": cpu}
 
 
 def _bin_digests(prefix: Path, half_docs: int) -> list[str]:
@@ -170,6 +185,8 @@ def bench_one(name: str, kind: str, tok_path: str, corpus: Path, work: Path, doc
         "reference_s": round(ref["seconds"], 2), "reference_docs_per_s": round(docs / ref["seconds"], 1),
         "gigatoken_s": round(giga["seconds"], 2), "gigatoken_docs_per_s": round(docs / giga["seconds"], 1),
         "gigatoken_placeholders": giga["placeholders"],
+        "ours_cpu_s": round(mine["cpu_s"], 2), "reference_cpu_s": round(ref["cpu_s"], 2),
+        "gigatoken_cpu_s": round(giga["cpu_s"], 2),
         "tokens": ref["tokens"], "ids_identical_to_reference": identical,
         "ratio": round(ref["seconds"] / mine["seconds"], 3),
     }
@@ -179,6 +196,8 @@ def bench_one(name: str, kind: str, tok_path: str, corpus: Path, work: Path, doc
           f"no I/O): {row['reference_s']} s, {row['reference_docs_per_s']:,} docs/s")
     print(f"[{name}] gigatoken (in memory, 2 threads): {row['gigatoken_s']} s, {row['gigatoken_docs_per_s']:,} docs/s"
           + (" (placeholder ids for missing bytes)" if giga["placeholders"] else ""))
+    print(f"[{name}] CPU seconds (user+sys, all processes/threads): ours {row['ours_cpu_s']} (whole process), "
+          f"reference {row['reference_cpu_s']} (encode calls only), gigatoken {row['gigatoken_cpu_s']}")
     print(f"[{name}] our ids identical to the reference on every document: {identical}; "
           f"ours/reference speed ratio {row['ratio']}")
     for line in mine["log"]:
@@ -199,6 +218,7 @@ def main() -> None:
     corpus = work / "corpus.jsonl"
     t0 = time.perf_counter()
     info = make_corpus(corpus, args.mb)
+    print(f"load average before: {os.getloadavg()[0]:.1f} (wall-clock figures depend on other work on this machine)")
     print(f"corpus: {info['bytes'] / 1e6:.1f} MB, {info['docs']:,} documents (none repeated), from "
           f"{info['zh_sentences']:,} People's Daily and {info['en_sentences']:,} Wikipedia sentences, "
           f"made in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} CPUs")
@@ -214,6 +234,8 @@ def main() -> None:
         "engine": main_row["engine"],
         "ratio": main_row["ratio"],
         "ids_identical": all(r["ids_identical_to_reference"] for r in rows.values()),
+        "ours_cpu_s": main_row["ours_cpu_s"], "gigatoken_cpu_s": main_row["gigatoken_cpu_s"],
+        "load_average_end": round(os.getloadavg()[0], 1),
         "by_tokenizer": rows,
     }
     if not args.keep:

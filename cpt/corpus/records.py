@@ -91,17 +91,33 @@ def _from_obj(obj: Any, f: Fields, rec: Record, surrogates: bool = False) -> Rec
     return rec
 
 
+_DECODER = json.JSONDecoder()
+_WHITESPACE = json.decoder.WHITESPACE.match
+
+
 def _parse_line(raw: bytes, f: Fields, rec: Record) -> Record:
+    """One jsonl line -> record. Same acceptance as `json.loads` on the strictly decoded line."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise _Bad("invalid_utf8", f"byte {e.start} of the line: {e.reason}") from None
-    try:
-        obj = json.loads(text)
+    try:  # json.loads without its wrappers: this runs once per document
+        obj, end = _DECODER.raw_decode(text, _WHITESPACE(text, 0).end())
+        if _WHITESPACE(text, end).end() != len(text):
+            raise json.JSONDecodeError("Extra data", text, end)
     except ValueError as e:
         raise _Bad("bad_json", str(e)) from None
     # a lone surrogate can only come from a \uD800-\uDFFF escape; check only lines that have one
-    return _from_obj(obj, f, rec, surrogates=b"\\ud" in raw or b"\\uD" in raw)
+    surrogates = b"\\ud" in raw or b"\\uD" in raw
+    if type(obj) is dict and len(f.keys) == 1 and not f.keep_fields and not surrogates:
+        value = obj.get(f.keys[0])
+        if type(value) is str and value and not value.isspace():  # the common case, checked inline
+            rec.texts = [value]
+            lang = obj.get(f.lang_field) if f.lang_field else None
+            rec.lang = lang if type(lang) is str and lang.strip() else None
+            rec.fields = []
+            return rec
+    return _from_obj(obj, f, rec, surrogates)
 
 
 def iter_records(seg: Segment, f: Fields, counters: dict[str, int] | None = None) -> Iterator[Record]:
