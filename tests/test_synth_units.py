@@ -394,3 +394,33 @@ def test_embedding_filter_with_minilm():
     skipped = Counter()
     assert tasks.assign_disciplines([Snippet("x#0", "x", astro)], "embedding", skipped, emb) == [None]
     assert skipped == {"no_discipline_match": 1}
+
+
+def test_snippets_from_shards_with_tagged_topics(tmp_path):
+    """Shards made by `cpt preprocess` feed synthesis: text re-read from the source, doc_id and the
+    tagger's `topic` from the metadata."""
+    import argparse
+
+    from cpt import shards
+    from cpt.assets import mistral_tokenizer_dir
+    from cpt.commands import synth as synth_command
+
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"text": t}) + "\n" for t in (PHYSICS, BIOLOGY, "Shares fell sharply today. " * 12)))
+    proc = subprocess.run(
+        [sys.executable, "-m", "cpt.commands.preprocess", "--input", str(docs), "--output-prefix",
+         str(tmp_path / "web"), "--tokenizer", str(mistral_tokenizer_dir() / "tokenizer.model.v1"), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    shards.update_metadata(tmp_path / "web", {"topic": ["physics", "biology", "economics_business"]})
+    parser = argparse.ArgumentParser()
+    synth_command.add_arguments(parser)
+    args = parser.parse_args(["--shards", str(tmp_path / "web"), "--output", str(tmp_path / "qa.jsonl"),
+                              "--discipline-by", "topic", "--min-snippet-chars", "100"])
+    work, skipped = synth_command.build_tasks(args)
+    ids = [str(i) for i in shards.open(tmp_path / "web").metadata(["doc_id"]).column("doc_id").to_pylist()]
+    assert [(t.doc_id, t.discipline) for t in work] == [(ids[0], "physics"), (ids[1], "biology")]
+    assert work[0].context == PHYSICS and skipped == {"topic_without_discipline": 1}
+    args.disciplines = "biology"
+    work, skipped = synth_command.build_tasks(args)
+    assert [t.discipline for t in work] == ["biology"] and skipped["discipline_not_selected"] == 1
