@@ -424,3 +424,23 @@ def test_snippets_from_shards_with_tagged_topics(tmp_path):
     args.disciplines = "biology"
     work, skipped = synth_command.build_tasks(args)
     assert [t.discipline for t in work] == ["biology"] and skipped["discipline_not_selected"] == 1
+
+
+def test_code_work_list_from_the_command_line(tmp_path):
+    import argparse
+
+    from cpt.commands import synth as synth_command
+
+    parser = argparse.ArgumentParser()
+    synth_command.add_arguments(parser)
+    args = parser.parse_args(["--task", "code", "--max-problems", "3", "--k-shot", "2", "--samples", "2",
+                              "--output", str(tmp_path / "code.jsonl")])
+    work, skipped = synth_command.build_tasks(args)
+    assert len(work) == 6 and not skipped
+    assert {t.kind for t in work} == {"code"} and all(len(t.messages) == 6 for t in work)
+    assert len({t.key for t in work}) == 6 and work[0].key.endswith("|code.v1|0")
+    args.num_shards, args.shard_index = 2, 1
+    part, _ = synth_command.build_tasks(args)
+    args.shard_index = 0
+    other, _ = synth_command.build_tasks(args)
+    assert sorted(t.key for t in part + other) == sorted(t.key for t in work)
