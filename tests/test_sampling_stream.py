@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 from megatron.core.datasets import helpers_cpp
 
 import cpt.sampling.stream as stream_mod
-from cpt.sampling import DocumentTable, FilterError, Stream, StreamConfig, StreamExhausted
+from cpt.sampling import DocumentTable, FilterError, Stream, StreamConfig, StreamExhausted, read_samples
 from cpt.sampling.filters import select
 
 
@@ -183,6 +183,9 @@ def test_stream_over_cpt_shards(tmp_path):
     for i in range(5):
         got = np.concatenate([opened[p.source][p.document][p.start:p.stop] for p in s.locate(i)])
         np.testing.assert_array_equal(got, flat[16 * i: 16 * i + 17])
+    batch = [4, 2, 2, 5, 0]
+    tokens = read_samples(s.pieces(batch), opened.__getitem__, 17)
+    np.testing.assert_array_equal(tokens, np.stack([flat[16 * i: 16 * i + 17] for i in batch]))
     assert all(t.columns["lang"][r] == "zh" for r in s.epoch_rows(0))
 
 

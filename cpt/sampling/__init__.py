@@ -15,10 +15,11 @@ from cpt.sampling.errors import StreamExhausted
 from cpt.sampling.filters import FilterError
 from cpt.sampling.packing import pack_segment, pack_segment_reference
 from cpt.sampling.parallel import DataParallelLayout
+from cpt.sampling.reading import read_samples
 from cpt.sampling.stream import DocPiece, Pieces, Stream, StreamConfig
 
 __all__ = [
     "Blender", "SampleIds", "WeightChange", "StreamExhausted", "FilterError",
     "blend_segment", "blend_segment_reference", "pack_segment", "pack_segment_reference",
-    "DocumentTable", "Stream", "StreamConfig", "DocPiece", "Pieces", "DataParallelLayout",
+    "DocumentTable", "Stream", "StreamConfig", "DocPiece", "Pieces", "DataParallelLayout", "read_samples",
 ]
