@@ -14,7 +14,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpt.synth.snippets import InputError
+from cpt.synth.snippets import InputError, iter_json_objects
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,19 +78,12 @@ def read_problems(folder: Path, limit: int | None = None) -> list[Problem]:
 def read_seed_pairs(path: Path) -> list[SeedPair]:
     """The in-context examples; errors name file, line and field."""
     pairs = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            for key in ("problem", "solution"):
-                if not isinstance(row.get(key), str) or not row[key].strip():
-                    raise InputError(f"{path}:{lineno}: field {key!r} is missing or empty")
-            title = row.get("title") or row["problem"].splitlines()[0]
-            pairs.append(SeedPair(str(title).strip(), row["problem"].strip(), row["solution"].strip()))
+    for lineno, row in iter_json_objects(path):
+        for key in ("problem", "solution"):
+            if not isinstance(row.get(key), str) or not row[key].strip():
+                raise InputError(f"{path}:{lineno}: field {key!r} is missing or empty")
+        title = row.get("title") or row["problem"].splitlines()[0]
+        pairs.append(SeedPair(str(title).strip(), row["problem"].strip(), row["solution"].strip()))
     if not pairs:
         raise InputError(f"{path}: no seed pairs")
     return pairs

@@ -45,11 +45,11 @@ def stable_doc_id(source: str, position: int) -> str:
     return hashlib.sha1(f"{Path(source).name}:{position}".encode()).hexdigest()[:16]
 
 
-def read_jsonl(path: Path, text_key: str = "text", id_key: str = "id") -> Iterator[Document]:
-    """Documents of a jsonl file; `id`/`doc_id` and `topic` are used when present.
+def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, object) of each non-blank line of a jsonl file.
 
-    A line that is not a JSON object, or lacks a string text field, raises `InputError` naming
-    file, line and field: silently dropping input would make counts lie.
+    A line that is not a JSON object raises `InputError` naming file and line: silently dropping
+    input would make counts lie.
     """
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
@@ -61,13 +61,19 @@ def read_jsonl(path: Path, text_key: str = "text", id_key: str = "id") -> Iterat
                 raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
             if not isinstance(row, dict):
                 raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            text = row.get(text_key)
-            if not isinstance(text, str):
-                raise InputError(f"{path}:{lineno}: field {text_key!r} is missing or not a string")
-            raw_id = row.get(id_key, row.get("doc_id"))
-            doc_id = str(raw_id) if raw_id is not None else stable_doc_id(str(path), lineno)
-            topic = row.get("topic")
-            yield Document(doc_id, text, str(path), topic if isinstance(topic, str) else None)
+            yield lineno, row
+
+
+def read_jsonl(path: Path, text_key: str = "text", id_key: str = "id") -> Iterator[Document]:
+    """Documents of a jsonl file; `id`/`doc_id` and `topic` are used when present."""
+    for lineno, row in iter_json_objects(path):
+        text = row.get(text_key)
+        if not isinstance(text, str):
+            raise InputError(f"{path}:{lineno}: field {text_key!r} is missing or not a string")
+        raw_id = row.get(id_key, row.get("doc_id"))
+        doc_id = str(raw_id) if raw_id is not None else stable_doc_id(str(path), lineno)
+        topic = row.get("topic")
+        yield Document(doc_id, text, str(path), topic if isinstance(topic, str) else None)
 
 
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+")
