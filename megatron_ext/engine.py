@@ -147,7 +147,7 @@ class MegatronEngine:
         config.grad_sync_func = None
         config.finalize_model_grads_func = finalize_model_grads
         local = sum(p.numel() for p in model.parameters())
-        total = torch.tensor([local], dtype=torch.int64)
+        total = torch.tensor([local], dtype=torch.int64, device=self.device)  # nccl needs device tensors
         dist.all_reduce(total, group=parallel_state.get_model_parallel_group())
         self.num_parameters = int(total.item())
         self.features = features.summary()
@@ -208,12 +208,13 @@ class MegatronEngine:
         return float(totals[0]), int(totals[1])
 
     def _grads_finite(self) -> bool:
-        ok = torch.ones(1, device=self.device)
+        # One reduction pass per grad buffer: a NaN or Inf anywhere makes the sum non-finite
+        # (isfinite().all() would take four passes over every gradient).
+        total = torch.zeros(1, dtype=torch.float64, device=self.device)
         for buffer in getattr(self.model, "buffers", []):
-            if not torch.isfinite(buffer.grad_data).all():
-                ok.zero_()
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-        return bool(ok.item())
+            total += buffer.grad_data.sum(dtype=torch.float64)
+        dist.all_reduce(total)
+        return bool(torch.isfinite(total).item())
 
     def train_step(self, micro_batches: Iterator[Batch], num_micro_batches: int, lr: float) -> StepResult:
         self.model.zero_grad_buffer()
@@ -246,8 +247,8 @@ class MegatronEngine:
 
     @torch.no_grad()
     def logits(self, tokens: np.ndarray) -> torch.Tensor | None:
-        """Full-vocabulary logits [b, s, vocab] for a token batch (single stage only; tests and
-        conversion checks). Gathers the TP vocabulary shards."""
+        """Full-vocabulary logits [b, s, vocab] on the CPU for a token batch (single stage only; tests
+        and conversion checks). Gathers the TP vocabulary shards and drops the vocabulary padding."""
         if not (self.pre_process and self.post_process):
             raise RuntimeError("logits() needs the whole model on one pipeline stage")
         from megatron.core.tensor_parallel.mappings import gather_from_tensor_model_parallel_region
@@ -261,7 +262,7 @@ class MegatronEngine:
         finally:
             module.train()
         out = gather_from_tensor_model_parallel_region(out)
-        return out[..., : self.recipe.model.vocab_size].float()
+        return out[..., : self.recipe.model.vocab_size].float().cpu()
 
     def parameters_finite(self) -> bool:
         ok = torch.ones(1, device=self.device)

@@ -19,21 +19,30 @@ def train_recipe(recipe: Recipe) -> int:
     t, d = recipe.training, recipe.data
     try:
         if not d.blend:
-            raise SystemExit("recipe error: data.blend: no training shards given")
+            print("recipe error: data.blend: no training shards given", file=sys.stderr)
+            return 2
         cache = d.cache_dir or str(Path(t.output_dir) / "data_cache")
         tokens_per_step = t.global_batch_size * t.seq_length
         steps = -(-t.train_tokens // tokens_per_step)
-        train = build_dataset(
-            d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache, recipe.model.vocab_size
-        )
-        valid = None
-        if d.valid_blend:
-            valid = build_dataset(
-                d.valid_blend, d, t.eval_batches * t.global_batch_size, t.seq_length, t.seed, cache,
-                recipe.model.vocab_size,
+        try:
+            train = build_dataset(
+                d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache, recipe.model.vocab_size
             )
+            valid = None
+            if d.valid_blend:
+                valid = build_dataset(
+                    d.valid_blend, d, t.eval_batches * t.global_batch_size, t.seq_length, t.seed, cache,
+                    recipe.model.vocab_size,
+                )
+        except FileNotFoundError as exc:
+            print(f"data error: {exc}", file=sys.stderr)
+            return 2
         trainer = Trainer(recipe, engine, train, valid)
-        trainer.resume()
+        try:
+            trainer.resume()
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"checkpoint error: {exc}", file=sys.stderr)
+            return 2
         try:
             trainer.train()
         except TrainingStopped as exc:
