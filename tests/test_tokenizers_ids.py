@@ -90,9 +90,15 @@ def test_unknown_rank_file_needs_a_family(tmp_path):
     assert load_tokenizer(path, family="cl100k").family == "cl100k"
 
 
-@pytest.mark.parametrize("name", ["smol", "cl100k"])
+@pytest.fixture(scope="module")
+def sp_v3():
+    return load_tokenizer(mistral_tokenizer_dir() / "mistral_instruct_tokenizer_240323.model.v3")
+
+
+@pytest.mark.parametrize("name", ["smol", "cl100k", "sp_v3"])
 def test_fast_engine_is_exact_or_not_used(name, request, texts):
     tok = request.getfixturevalue(name)
+    texts = texts + ["control pieces as text: <s> </s> [INST] [control_12] <unk>"]
     enc = Encoder(tok, "auto", check_every=1)
     assert enc.name == "gigatoken (verified)", enc.fallback_reason
     flat, lengths = enc.encode(texts + ["control \x04\x06 bytes SmolLM2 lacks"])
@@ -102,7 +108,11 @@ def test_fast_engine_is_exact_or_not_used(name, request, texts):
     assert enc.fallbacks == 0
 
 
-def test_fast_engine_falls_back_where_it_differs(texts):
+def test_fast_engine_falls_back_where_it_differs(monkeypatch):
+    # without its guard for control pieces, gigatoken really differs from sentencepiece on "</s>" in text
+    import cpt.tokenizers.engine as engine
+
+    monkeypatch.setattr(engine, "_guard_strings", lambda tok: ())
     enc = Encoder(load_tokenizer(SP_MODEL), "auto")
     assert enc.fast is None and "differs from the reference on the probe set" in enc.fallback_reason
     assert enc.name == "reference (sentencepiece)"

@@ -10,11 +10,14 @@ the engine only changes the speed. `name` says which engine ran.
 gigatoken refuses byte-level vocabularies that lack a token for some single bytes (SmolLM2 lacks 21,
 all control or never-valid UTF-8 bytes). For those we give the missing bytes placeholder ids past
 the vocabulary; a document whose encoding contains a placeholder is re-encoded by the reference,
-and every other document is unaffected (no merge rule involves a missing byte).
+and every other document is unaffected (no merge rule involves a missing byte). Likewise gigatoken
+splits a SentencePiece model's control pieces (`<s>`, `</s>`, `<unk>`) out of the text where the
+sentencepiece library keeps them as text: documents containing one are re-encoded by the reference.
 """
 from __future__ import annotations
 
 import json
+import re
 from typing import Sequence
 
 import numpy as np
@@ -56,7 +59,9 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 def _gigatoken_for(tok: Tokenizer):
-    """(gigatoken tokenizer, first placeholder id or None); raises if gigatoken cannot load it."""
+    """(gigatoken tokenizer, first placeholder id or None); raises if gigatoken cannot load it.
+
+    The tokenizer's `guards` (see `_guard_strings`) are set separately by the Encoder."""
     import gigatoken
 
     if tok.kind == "hf":
@@ -85,6 +90,41 @@ def _gigatoken_for(tok: Tokenizer):
     raise ValueError(f"no fast engine for {tok.kind}")
 
 
+def _guard_strings(tok: Tokenizer) -> tuple[str, ...]:
+    """Strings whose presence sends a document to the reference (SentencePiece control pieces)."""
+    if tok.kind != "sentencepiece":
+        return ()
+    sp = tok.processor
+    return tuple(
+        sp.id_to_piece(i) for i in range(sp.get_piece_size())
+        if sp.is_control(i) or sp.is_unknown(i) or sp.is_unused(i)
+    )
+
+
+class _GuardSet:
+    """Finds any of many literal strings fast: a regex over their 2-character prefixes proposes
+    positions, a set lookup per candidate length confirms (SentencePiece v3 has 771 control pieces)."""
+
+    def __init__(self, guards: Sequence[str]):
+        self.strings = frozenset(g for g in guards if g)
+        self.lengths: dict[str, list[int]] = {}
+        for g in self.strings:
+            self.lengths.setdefault(g[:2], [])
+            if len(g) not in self.lengths[g[:2]]:
+                self.lengths[g[:2]].append(len(g))
+        self.regex = re.compile("|".join(re.escape(p) for p in sorted(self.lengths))) if self.strings else None
+
+    def __bool__(self) -> bool:
+        return self.regex is not None
+
+    def found_in(self, text: str) -> bool:
+        for m in self.regex.finditer(text):
+            p = m.start()
+            if any(text[p: p + n] in self.strings for n in self.lengths[m.group()]):
+                return True
+        return False
+
+
 class Encoder:
     """Encodes batches of texts to (flat ids, lengths) with the reference or a verified fast engine."""
 
@@ -95,6 +135,7 @@ class Encoder:
         self.check_every = max(1, check_every)
         self.fast = None
         self.placeholder: int | None = None
+        self.guards = _GuardSet(())
         self.fallback_reason = "engine=reference requested" if engine == "reference" else None
         self.fallbacks = 0
         self.redone = 0
@@ -116,6 +157,7 @@ class Encoder:
             self.fallback_reason = f"gigatoken unavailable: {str(e).splitlines()[0]}"
             return
         self.fast, self.placeholder = fast, placeholder
+        self.guards = _GuardSet(_guard_strings(self.tokenizer))
         ref_flat, ref_len = _flat(self.tokenizer.encode_batch(PROBE))
         flat, lengths = self._encode_fast(PROBE)
         if not (np.array_equal(ref_len, lengths) and np.array_equal(ref_flat, flat)):
@@ -130,13 +172,18 @@ class Encoder:
         offsets = np.asarray(out.layout.offsets.data, dtype=np.int64)
         flat = np.asarray(out.layout.content.data)[offsets[0]: offsets[-1]].astype(np.int64)
         lengths = np.diff(offsets)
+        starts = np.concatenate([[0], np.cumsum(lengths)])
+        bad = []
         if self.placeholder is not None and len(flat) and flat.max() >= self.placeholder:
-            flat, lengths = self._redo_placeholders(texts, flat, lengths)
+            bad = [i for i in range(len(texts)) if flat[starts[i]: starts[i + 1]].max(initial=0) >= self.placeholder]
+        if self.guards:
+            bad = sorted(set(bad) | {i for i, t in enumerate(texts) if self.guards.found_in(t)})
+        if bad:
+            flat, lengths = self._redo(texts, flat, starts, bad)
         return flat, lengths
 
-    def _redo_placeholders(self, texts, flat, lengths):
-        starts = np.concatenate([[0], np.cumsum(lengths)])
-        bad = [i for i in range(len(texts)) if flat[starts[i]: starts[i + 1]].max(initial=0) >= self.placeholder]
+    def _redo(self, texts, flat, starts, bad):
+        """Re-encode the documents `bad` with the reference and splice them in."""
         redo = dict(zip(bad, self.tokenizer.encode_batch([texts[i] for i in bad])))
         self.redone += len(bad)
         parts = [np.asarray(redo[i], np.int64) if i in redo else flat[starts[i]: starts[i + 1]] for i in range(len(texts))]
