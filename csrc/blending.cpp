@@ -124,14 +124,22 @@ __attribute__((target("avx2"))) void blend_loop_avx2(const double* w, const doub
     const __m256d mt = max_tree<V>(E);
     __m256d m = _mm256_max_pd(mt, _mm256_permute2f128_pd(mt, mt, 1));
     m = _mm256_max_pd(m, _mm256_permute_pd(m, 0x5));
+    __m256d EQ[V];
     uint32_t bits[V];
     for (int v = 0; v < V; ++v) {
-      bits[v] = static_cast<uint32_t>(_mm256_movemask_pd(_mm256_cmp_pd(E[v], m, _CMP_EQ_OQ))) << (4 * v);
+      EQ[v] = _mm256_cmp_pd(E[v], m, _CMP_EQ_OQ);
+      bits[v] = static_cast<uint32_t>(_mm256_movemask_pd(EQ[v])) << (4 * v);
     }
-    const int64_t best = __builtin_ctz(or_tree<V>(bits));
-    const __m256i vb = _mm256_set1_epi64x(best);
-    for (int v = 0; v < V; ++v) {
-      C[v] = _mm256_add_pd(C[v], _mm256_and_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(I[v], vb)), one));
+    const uint32_t all = or_tree<V>(bits);
+    const int64_t best = __builtin_ctz(all);
+    if (__builtin_expect((all & (all - 1)) == 0, 1)) {
+      // one stream holds the maximum: its equality mask is the one-hot update (no index round trip)
+      for (int v = 0; v < V; ++v) C[v] = _mm256_add_pd(C[v], _mm256_and_pd(EQ[v], one));
+    } else {
+      const __m256i vb = _mm256_set1_epi64x(best);
+      for (int v = 0; v < V; ++v) {
+        C[v] = _mm256_add_pd(C[v], _mm256_and_pd(_mm256_castsi256_pd(_mm256_cmpeq_epi64(I[v], vb)), one));
+      }
     }
     out_stream[j] = static_cast<int16_t>(best);
     out_index[j] = count[best]++;

@@ -163,3 +163,17 @@ def test_pack_in_windows_equals_megatron_build_sample_idx(lengths, seq, extra, w
         if len(b) == 0:
             window *= 2
     np.testing.assert_array_equal(np.concatenate(got), want)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 8, 22, 32, 33])
+def test_blend_equals_megatron_when_ties_are_everywhere(k):
+    """Equal weights tie on most samples: the lowest stream id must win every one, on both C++ paths."""
+    n = 5000
+    w = np.full(k, 1.0 / k)
+    di, si = np.zeros(n, np.int16), np.zeros(n, np.int64)
+    helpers_cpp.build_blending_indices(di, si, w, k, n, False)
+    for simd in (True, False):
+        s, i, c = np.empty(n, np.int16), np.empty(n, np.int64), np.zeros(k, np.int64)
+        _C.blend_segment(w, np.zeros(k), c, 0, 0, s, i, simd)
+        np.testing.assert_array_equal(s, di)
+        np.testing.assert_array_equal(i, si)
