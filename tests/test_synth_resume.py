@@ -21,8 +21,6 @@ FACTS = [
     "Friction opposes the relative motion of two surfaces in contact.",
     "Kinetic energy is one half of the mass times the square of the speed.",
     "Momentum is the product of mass and velocity and is conserved in collisions.",
-    "Light travels through vacuum at about three hundred thousand kilometres per second.",
-    "Gravity accelerates falling bodies near the Earth at about 9.8 metres per second squared.",
 ]
 
 
@@ -55,7 +53,7 @@ def test_sigkill_then_resume_without_duplicates(tmp_path):
     assert 1 <= len(done_before) < len(FACTS), "the kill must land mid-run"
     assert not pipeline.summary_path(tmp_path / "qa.jsonl").exists()  # no summary: not complete
     with open(journal, "ab") as f:
-        f.write(b'{"key": "doc5#0|phys')  # and a torn write, as a kill inside write() leaves
+        f.write(b'{"key": "doc3#0|phys')  # and a torn write, as a kill inside write() leaves
 
     resumed = _synth(tmp_path)
     out, err = resumed.communicate(timeout=600)
@@ -65,7 +63,7 @@ def test_sigkill_then_resume_without_duplicates(tmp_path):
     assert len(keys) == len(set(keys)) == len(FACTS) and keys[:len(done_before)] == done_before
     assert summary["resumed_from_journal"] == len(done_before)
     assert summary["generated_now"] == len(FACTS) - len(done_before) and summary["missing"] == 0
-    assert summary["journal_torn_tail_bytes"] == len(b'{"key": "doc5#0|phys')
+    assert summary["journal_torn_tail_bytes"] == len(b'{"key": "doc3#0|phys')
     ids = [json.loads(x)["id"] for x in (tmp_path / "qa.jsonl").read_text().splitlines()]
     assert len(ids) == len(set(ids))
 
