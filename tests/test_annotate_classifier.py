@@ -75,7 +75,8 @@ def test_bootstrapped_labels_embedding_path(encoder_dir, news_taxonomy):
     are measured against the real labels of the held-out posts."""
     train, held = newsgroup_split()
     unlabelled = [type(e)(e.text, None, e.lang) for e in train]
-    report = fit(encoder_dir, news_taxonomy, unlabelled, held, FitConfig(bootstrap="embedding"), FAST,
+    report = fit(encoder_dir, news_taxonomy, unlabelled, held, FitConfig(bootstrap="embedding"),
+                 TrainConfig(epochs=0.5, lr=1e-4, batch_size=16, max_length=64, train_layers=2),
                  labeller_factory=lambda: EmbeddingLabeler(Encoder(encoder_dir, max_length=64), news_taxonomy))
     zero_shot, trained = report["labeller_eval"], report["eval"]
     print(f"\nbootstrap (embedding) on newsgroups: zero-shot labeller accuracy {zero_shot['accuracy']:.3f}, "
@@ -90,8 +91,8 @@ def test_bootstrapped_labels_llm_path(news_taxonomy):
     from cpt.synth.generators.transformers_backend import TransformersGenerator
 
     _, held = newsgroup_split()
-    sample = held[:6]
-    labeller = LLMLabeler(TransformersGenerator(str(assets.smollm2_hf_dir()), batch_size=6, device="cpu"),
+    sample = held[:4]
+    labeller = LLMLabeler(TransformersGenerator(str(assets.smollm2_hf_dir()), batch_size=4, device="cpu"),
                           news_taxonomy, max_chars=300)
     labels = labeller.label([e.text for e in sample])
     assert len(labels) == len(sample) and set(labels) <= {"religion", "space", None}
@@ -132,7 +133,7 @@ def test_tag_a_chinese_english_corpus_raw_and_shard(wiki_model, tmp_path, capsys
     docs = mixed_corpus(n_zh=12, n_en=12) + [{"text": "   "}, {"text": "\u200b\u200b"}]
     (tmp_path / "in").mkdir()
     write_jsonl(tmp_path / "in" / "corpus.jsonl", docs)
-    assert main(["tag", "--model", str(out), "--device", "cpu", "--max-length", "64", "--no-progress",
+    assert main(["tag", "--model", str(out), "--device", "cpu", "--no-progress",
                  str(tmp_path / "in"), "--out", str(tmp_path / "topics.parquet")]) == 0
     printed = capsys.readouterr().out
     print(printed)  # the topic histograms, per language
@@ -144,19 +145,22 @@ def test_tag_a_chinese_english_corpus_raw_and_shard(wiki_model, tmp_path, capsys
     prefix = tmp_path / "shard"
     run_preprocess(PreprocessConfig(inputs=[str(tmp_path / "in")], output_prefix=str(prefix),
                                     tokenizer=str(assets.smollm2_hf_dir()), progress=False, on_error="skip"))
-    assert main(["tag", "--model", str(out), "--device", "cpu", "--max-length", "64", "--no-progress",
-                 str(prefix)]) == 0
+    assert main(["tag", "--model", str(out), "--device", "cpu", "--no-progress", "--workers", "2",
+                 "--chunk-size", "8", str(prefix)]) == 0  # two worker processes: same results as one
     meta = shards.open(prefix).metadata().to_pylist()
     by_text = {d["text"]: r for d, r in zip(docs, rows)}
     kept = [d for d in docs if d["text"].strip()]
-    assert len(meta) >= 24
-    for d, m in zip(kept, meta):
-        assert m["topic"] == by_text[d["text"]]["topic"]
-        assert m["topic_conf"] == pytest.approx(by_text[d["text"]]["topic_conf"], rel=1e-4)
+    for d, m in zip(kept, meta, strict=True):
+        raw = by_text[d["text"]]
+        assert m["topic"] == raw["topic"]
+        if raw["skip"]:
+            assert m["topic_conf"] is None  # skipped documents get null, never a guess
+        else:
+            assert m["topic_conf"] == pytest.approx(raw["topic_conf"], rel=1e-4)
 
 
 def test_annotator_counts_bad_documents(wiki_model):
-    annotator = TopicAnnotator(TopicClassifier.load(wiki_model[0], max_length=64))
+    annotator = TopicAnnotator(TopicClassifier.load(wiki_model[0]))
     out = annotator([Doc("a", ""), Doc("b", "\n\n"), Doc("c", "\u200b"), Doc("d", "Acids and bases react.")])
     assert [r.skip for r in out] == ["empty", "empty", "no_tokens", None]
     assert evaluate(["chemistry"], [out[3].values["topic"]], taxonomy.load().labels).n == 1

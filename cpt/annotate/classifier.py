@@ -108,8 +108,10 @@ class TopicClassifier:
 
     @classmethod
     def load(cls, model_dir: str | Path, taxonomy: Taxonomy | None = None, device: str | None = None,
-             max_length: int = 128) -> "TopicClassifier":
-        """Load a trained folder; `taxonomy`, when given, must be the one the folder was trained on."""
+             max_length: int | None = None) -> "TopicClassifier":
+        """Load a trained folder; `taxonomy`, when given, must be the one the folder was trained on.
+
+        `max_length` defaults to the length the classifier was trained with."""
         import torch
         from safetensors.torch import load_file
         from transformers import AutoModel, AutoTokenizer
@@ -129,7 +131,8 @@ class TopicClassifier:
         weights = load_file(str(model_dir / HEAD_FILE))
         head = torch.nn.Linear(weights["weight"].shape[1], weights["weight"].shape[0])
         head.load_state_dict(weights)
-        return cls(encoder, tokenizer, head.to(device), meta["labels"], taxonomy or stored, device, max_length)
+        return cls(encoder, tokenizer, head.to(device), meta["labels"], taxonomy or stored, device,
+                   max_length or int(meta["max_length"]))
 
     def save(self, out: str | Path, report: dict | None = None) -> Path:
         from safetensors.torch import save_file

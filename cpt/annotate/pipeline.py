@@ -3,7 +3,7 @@
 Raw corpora (jsonl): results go to OUT (.parquet or .jsonl) with doc_id, source, lang, the
 annotator's columns and `skip` (the reason a document got no value). Shards: the columns are added
 to `PREFIX.meta.parquet` through `cpt.shards.update_metadata` (an atomic rewrite), with null for
-skipped documents, reading each document's text back with `cpt.shards.document_text`. Either way
+skipped documents, reading the documents' text back with `cpt.shards.document_texts`. Either way
 the checkpoint lives beside the output (`OUT.partial.jsonl`, `PREFIX.<what>.partial.jsonl`) and a
 summary JSON (`... .summary.json`) is written last.
 """
@@ -41,17 +41,6 @@ def annotate_corpus(docs: Iterable[Doc], factory: Factory, columns: tuple[str, .
     return summary
 
 
-class _CachedShard:
-    """What `cpt.shards.document_text` reads of a shard, with the metadata read once, not per document."""
-
-    def __init__(self, shard):
-        self.prefix, self.manifest = shard.prefix, shard.manifest
-        self._table = shard.metadata()
-
-    def metadata(self, columns=None):
-        return self._table.select(list(columns)) if columns else self._table
-
-
 def annotate_shard(prefix: str | Path, factory: Factory, columns: tuple[str, ...], what: str,
                    run_key: dict[str, Any], chunk_size: int = 256, workers: int = 1,
                    progress: bool = True) -> dict[str, Any]:
@@ -61,17 +50,13 @@ def annotate_shard(prefix: str | Path, factory: Factory, columns: tuple[str, ...
     import cpt.shards as shards
 
     shard = shards.open(prefix)
-    cached = _CachedShard(shard)
-    meta = cached.metadata(["doc_id", "lang"]).to_pydict()
+    meta = shard.metadata(["doc_id", "lang"]).to_pydict()
     store = ResultStore(Path(f"{shard.prefix}.{what}"), {**run_key, "shard": str(shard.prefix)})
-    done = store.open()
 
     def docs() -> Iterator[Doc]:
-        for i, (doc_id, lang) in enumerate(zip(meta["doc_id"], meta["lang"])):
-            key = str(doc_id)
-            # checkpointed documents are not re-read: the runner only looks at their id
-            text = "" if key in done else shards.document_text(cached, i)
-            yield Doc(key, text, lang or "", f"{shard.prefix}#{i}")
+        texts = shards.document_texts(shard)  # streams the sources, each file opened once
+        for i, (doc_id, lang, text) in enumerate(zip(meta["doc_id"], meta["lang"], texts, strict=True)):
+            yield Doc(str(doc_id), text, lang or "", f"{shard.prefix}#{i}")
 
     order, done, stats = run_annotator(docs(), factory, store, chunk_size, workers,
                                        Progress(f"{Path(shard.prefix).name} {what}") if progress else None)

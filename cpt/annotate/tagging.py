@@ -54,7 +54,7 @@ class TopicAnnotatorFactory:
     model_dir: str
     taxonomy_path: str | None = None
     device: str | None = None
-    max_length: int = 128
+    max_length: int | None = None
     batch_size: int = 64
 
     def __call__(self) -> TopicAnnotator:

@@ -10,7 +10,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="classifier folder written by `cpt tag-train`")
     parser.add_argument("--taxonomy", default=None,
                         help="taxonomy file the classifier must match (default: the one stored in --model)")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens of each document the classifier reads")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="tokens of each document the classifier reads (default: its training length)")
     parser.add_argument("--batch-size", type=int, default=64, help="documents per forward pass")
     add_input_arguments(parser)
 
