@@ -85,8 +85,7 @@ class Server:
 
 @pytest.fixture(scope="module")
 def flaky_server(tmp_path_factory):
-    """A server whose first requests fail (503, 500) and stall (40 s); started with the module so
-    its model loads while the in-process tests run."""
+    """A server whose first requests fail (503, 500), then stall (40 s)."""
     server = Server(tmp_path_factory.mktemp("server_a"), faults="503,500,delay:40")
     yield server
     server.stop()
