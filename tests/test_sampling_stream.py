@@ -202,3 +202,27 @@ def test_pieces_of_a_batch_read_the_flat_token_stream(seed, seq, indices):
     for k, i in enumerate(indices):
         toks = np.concatenate([p.document * 1000 + np.arange(p.start, p.stop) for p in got.for_sample(k)])
         np.testing.assert_array_equal(toks, flat[seq * i: seq * i + seq + 1])
+
+
+def test_holdout_split_is_disjoint_deterministic_and_about_the_share():
+    n = 4000
+    rng = np.random.default_rng(5)
+    t = DocumentTable.from_columns(rng.integers(1, 50, n), {
+        "doc_id": rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64), "lang": ["zh", "en"] * (n // 2)})
+
+    def rows(split, **kw):
+        cfg = StreamConfig(name=split, seq_length=8, filter='lang == "zh"', split=split, holdout=0.1, **kw)
+        return set(Stream(t, cfg).rows.tolist())
+
+    train, valid = rows("train"), rows("valid")
+    assert not train & valid and train | valid == set(np.flatnonzero(t.columns["lang"] == "zh").tolist())
+    assert 0.07 < len(valid) / (n // 2) < 0.13
+    assert rows("valid") == valid and rows("valid", holdout_seed=1) != valid
+    # a document's side depends on its doc_id only, not on the other documents
+    half = DocumentTable.from_columns(t.lengths[:1000], {k: v[:1000] for k, v in t.columns.items()})
+    sub = Stream(half, StreamConfig(name="v", seq_length=8, filter='lang == "zh"', split="valid", holdout=0.1))
+    assert set(sub.rows.tolist()) == {r for r in valid if r < 1000}
+    with pytest.raises(ValueError, match="StreamConfig.holdout needs split"):
+        StreamConfig(name="x", seq_length=8, holdout=0.1)
+    with pytest.raises(ValueError, match="needs a 'doc_id' metadata column"):
+        Stream(DocumentTable.from_columns([5]), StreamConfig(name="x", seq_length=4, split="train", holdout=0.5))

@@ -19,6 +19,7 @@ import numpy as np
 from cpt.sampling.documents import DocumentTable
 from cpt.sampling.errors import StreamExhausted
 from cpt.sampling.filters import select
+from cpt.sampling.holdout import held_out
 from cpt.sampling.packing import pack_segment
 
 ORDERS = ("shuffle", "ppl_asc", "ppl_desc")
@@ -48,6 +49,12 @@ class StreamConfig:
     """Metadata column holding the perplexity used by the ppl orders."""
     add_extra_token: int = 1
     """Extra tokens per sample (1: the label of the last position), as megatron's add_extra_token_to_sequence."""
+    split: str = "all"
+    """`all`, or `train` / `valid`: the documents outside / inside the held-out share (by doc_id hash)."""
+    holdout: float = 0.0
+    """Held-out share of documents for `split` train/valid (0..1); the same seed and share give disjoint sides."""
+    holdout_seed: int = 0
+    """Seed of the held-out hash (independent of the shuffle seed)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -60,6 +67,12 @@ class StreamConfig:
             raise ValueError(f"StreamConfig.on_exhausted must be one of {ON_EXHAUSTED}, got {self.on_exhausted!r}")
         if not 0 <= self.seed < 2**32:
             raise ValueError(f"StreamConfig.seed must be in [0, 2**32), got {self.seed}")
+        if self.split not in ("all", "train", "valid"):
+            raise ValueError(f"StreamConfig.split must be 'all', 'train' or 'valid', got {self.split!r}")
+        if not 0.0 <= self.holdout <= 1.0:
+            raise ValueError(f"StreamConfig.holdout must be in [0, 1], got {self.holdout}")
+        if self.split == "all" and self.holdout:
+            raise ValueError("StreamConfig.holdout needs split='train' or split='valid' (split is 'all')")
         if self.add_extra_token < 0:
             raise ValueError(f"StreamConfig.add_extra_token must be >= 0, got {self.add_extra_token}")
 
@@ -102,7 +115,13 @@ class Stream:
     def __init__(self, table: DocumentTable, config: StreamConfig) -> None:
         self.config = config
         self.table = table
-        self.rows = np.flatnonzero(select(config.filter, table.columns, len(table)))
+        mask = select(config.filter, table.columns, len(table))
+        if config.split != "all":
+            if "doc_id" not in table.columns:
+                raise ValueError(f"stream {config.name!r}: split={config.split!r} needs a 'doc_id' metadata column")
+            valid = held_out(table.columns["doc_id"], config.holdout, config.holdout_seed)
+            mask &= valid if config.split == "valid" else ~valid
+        self.rows = np.flatnonzero(mask)
         self._lengths = np.asarray(table.lengths[self.rows], dtype=np.int64)
         if np.any(self._lengths >= 2**31):
             raise ValueError(f"stream {config.name!r}: a document has 2**31 tokens or more")
