@@ -38,13 +38,14 @@ GREEDY = SamplingParams(max_new_tokens=8, temperature=0.0)
 class Server:
     """`python -m cpt.synth.server` in a subprocess; the port comes back through a file."""
 
-    def __init__(self, tmp: Path, faults: str = "", idle_timeout: float = 120.0) -> None:
+    def __init__(self, tmp: Path, faults: str = "", idle_timeout: float = 120.0, batch_wait_ms: int = 20) -> None:
         self.port_file = tmp / "port"
         self.log = open(tmp / "server.log", "w")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cpt.synth.server", "--model", str(smollm2_hf_dir()), "--served-name", "smol",
              "--port", "0", "--port-file", str(self.port_file), "--faults", faults,
-             "--idle-timeout", str(idle_timeout), "--batch-size", "4", "--threads", "1"],
+             "--idle-timeout", str(idle_timeout), "--batch-size", "4", "--threads", "1",
+             "--batch-wait-ms", str(batch_wait_ms)],
             cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 240.0) -> str:
@@ -86,7 +87,7 @@ class Server:
 @pytest.fixture(scope="module")
 def flaky_server(tmp_path_factory):
     """A server whose first requests fail (503, 500), then stall (40 s)."""
-    server = Server(tmp_path_factory.mktemp("server_a"), faults="503,500,delay:40")
+    server = Server(tmp_path_factory.mktemp("server_a"), faults="503,500,delay:40", batch_wait_ms=1000)
     yield server
     server.stop()
 
@@ -145,6 +146,12 @@ def test_openai_backend_retries_errors_and_timeouts_against_a_real_server(flaky_
     (expected,) = local.generate_batch([req], GREEDY)  # the same model, in process: not canned text
     assert got.text == expected.text and got.n_tokens == expected.n_tokens > 0
     assert server.health()["chat_requests"] == 4
+    # Concurrent requests are gathered into one batch by the server (it waits up to 1 s for company).
+    many = [ChatRequest(str(i), [{"role": "user", "content": f"Count to {i + 2}."}], seed=i) for i in range(3)]
+    done = list(OpenAIGenerator("smol", url, concurrency=3, timeout_s=120.0, max_retries=0).generate(many, GREEDY))
+    assert sorted(c.key for c in done if c.error is None and c.n_tokens > 0) == ["0", "1", "2"]
+    health = server.health()
+    assert health["chat_requests"] == 7 and health["max_in_flight"] >= 2 and health["max_batch"] >= 2
 
 
 def test_failed_requests_are_counted_then_generated_by_the_next_run(tmp_path):

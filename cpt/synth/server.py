@@ -3,8 +3,8 @@
 For local testing of `--generator openai` and of any client of the OpenAI API, without vLLM or a
 GPU: `python -m cpt.synth.server --model DIR --port 8000`, then point the client at
 `http://127.0.0.1:8000/v1`. It serves `POST /v1/chat/completions` (non-streaming, n=1),
-`GET /v1/models` and `GET /health` (which also reports how many chat requests came and the most
-that were in flight at once, so a client's concurrency limit can be checked). Concurrent requests are gathered into batches (up to
+`GET /v1/models` and `GET /health` (which also reports how many chat requests came, the most that
+were in flight at once and the largest batch generated, so a client's concurrency can be checked). Concurrent requests are gathered into batches (up to
 `--batch-size`, waiting at most `--batch-wait-ms` for company) and generated together.
 
 Two things exist for tests of clients: `--faults` makes the first requests fail (`503`) or stall
@@ -50,6 +50,8 @@ class Batcher:
         self.wait_s = wait_s
         self.queue: queue.Queue = queue.Queue()
         self.stopped = threading.Event()
+        self.batches = 0
+        self.max_batch = 0
         self.thread = threading.Thread(target=self._loop, name="synth-batcher", daemon=True)
         self.thread.start()
 
@@ -75,6 +77,8 @@ class Batcher:
             for item in items:
                 groups.setdefault(item[1], []).append(item)
             for params, group in groups.items():
+                self.batches += 1
+                self.max_batch = max(self.max_batch, len(group))
                 try:
                     done = self.generator.generate_batch([g[0] for g in group], params)
                 except Exception as exc:  # the error goes back to each waiting client as a 500
@@ -138,7 +142,8 @@ def _make_handler(state: _State):
             state.last_activity = time.monotonic()
             if self.path.rstrip("/") in ("/health", "/v1/health"):
                 self._send(200, {"status": "ok", "chat_requests": state.n_chat,
-                                 "max_in_flight": state.max_in_flight})
+                                 "max_in_flight": state.max_in_flight, "batches": state.batcher.batches,
+                                 "max_batch": state.batcher.max_batch})
             elif self.path.rstrip("/") == "/v1/models":
                 self._send(200, {"object": "list", "data": [
                     {"id": state.model_name, "object": "model", "owned_by": "cpt"}]})
