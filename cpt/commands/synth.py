@@ -2,7 +2,9 @@
 
 Writes OUTPUT (jsonl, one QA pair per line with `text` = "Question: ...\\nAnswer: ..."),
 OUTPUT.journal.jsonl (raw generations; makes the run resumable) and OUTPUT.summary.json (counts,
-written last). Run it again with the same arguments to continue a killed run.
+written last). Run it again with the same arguments to continue a killed run. Exit status: 0 when
+every generation is in the journal, 3 when some failed (counted; a rerun retries them), 1 on bad
+input or settings.
 """
 from __future__ import annotations
 
