@@ -210,6 +210,12 @@ def test_finalize_counts_every_rejection_reason(tmp_path):
     assert again["rejected"]["ungrounded"] == 0 and again["pairs_kept"] == 3
 
 
+def test_duplicate_document_ids_are_refused(tmp_path):
+    work = _science_task_list(2)
+    with pytest.raises(ValueError, match="two documents with doc id 'doc0'"):
+        pipeline.run(work + work[:1], None, tmp_path / "qa.jsonl", SamplingParams(), FilterConfig())
+
+
 def test_changed_prompt_without_new_version_is_refused(tmp_path):
     work = _science_task_list(1)
     _journal(pipeline.journal_path(tmp_path / "qa.jsonl"), work, ["Question: a?\nAnswer: b."])

@@ -87,6 +87,16 @@ def judge_completion(task_kind: str, text: str, context: str, judge: PairFilter,
     return kept
 
 
+def _check_unique(tasks: Sequence[Task]) -> None:
+    """Two tasks with one key would overwrite each other's records: refuse before generating."""
+    seen: set[str] = set()
+    for t in tasks:
+        if t.key in seen:
+            raise ValueError(f"two work items share the key {t.key!r}: the inputs hold two documents with "
+                             f"doc id {t.doc_id!r}; give them distinct ids")
+        seen.add(t.key)
+
+
 def check_prompts(tasks: Sequence[Task], journal: Journal) -> None:
     """Refuse to mix outputs of two different templates that carry the same version."""
     for t in tasks:
@@ -202,6 +212,7 @@ def run(tasks: Sequence[Task], generator: Generator | Callable[[], Generator] | 
     """
     output = Path(output)
     start = time.monotonic()
+    _check_unique(tasks)
     summary_path(output).unlink(missing_ok=True)  # the summary marks a complete output: not yet
     with Journal(journal_path(output)) as journal:
         check_prompts(tasks, journal)
