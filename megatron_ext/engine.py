@@ -17,6 +17,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from megatron_ext import cpu
 
@@ -98,6 +99,7 @@ class MegatronEngine:
             dp_size=dp,
             is_logging_rank=dist.get_rank() == 0,
         )
+        self.vocab_split = par.tensor_model_parallel_size > 1
         self.pre_process = parallel_state.is_pipeline_first_stage()
         self.post_process = parallel_state.is_pipeline_last_stage()
         self._build()
@@ -170,7 +172,17 @@ class MegatronEngine:
         if position_ids is None:
             position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
         attention_mask = batch.get("attention_mask")
-        output = model(tokens, position_ids.long(), attention_mask, labels=labels)
+        if self.vocab_split or not self.post_process:
+            # megatron's vocab-parallel cross entropy over the TP shards of the logits (on earlier
+            # pipeline stages the output is the hidden state sent to the next stage)
+            output = model(tokens, position_ids.long(), attention_mask, labels=labels)
+        else:
+            # whole vocabulary on this rank: torch's fused log-softmax cross entropy is the same
+            # math (padded vocabulary rows included, as megatron's) in fewer passes over the logits
+            logits = model(tokens, position_ids.long(), attention_mask)
+            output = F.cross_entropy(
+                logits.float().flatten(0, 1), labels.flatten(), reduction="none"
+            ).view_as(labels)
         return output, partial(self._loss, loss_mask)
 
     @staticmethod
@@ -294,8 +306,10 @@ class MegatronEngine:
             replica_id=0,
         )
 
-    def _sharded_state_dict(self, is_loading: bool) -> dict:
+    def _sharded_state_dict(self, is_loading: bool, with_optimizer: bool = True) -> dict:
         model_sd = self.model.module.sharded_state_dict()
+        if not with_optimizer:
+            return {"model": model_sd}
         if is_loading:
             self._ensure_optimizer_state()
         return {
@@ -315,12 +329,16 @@ class MegatronEngine:
                 init()
 
     def save(self, directory: Path, trainer_state: dict[str, Any]) -> None:
+        """Write a dist checkpoint. `trainer_state["weights_only"]` (imports from HF) leaves out the
+        optimizer and RNG: a run started from it begins at step 0 with a fresh optimizer."""
         directory = Path(directory)
         if self.layout.rank == 0:
             directory.mkdir(parents=True, exist_ok=True)
         self.barrier()
-        sd = self._sharded_state_dict(is_loading=False)
-        sd["rng_state"] = self._rng_state()
+        weights_only = bool(trainer_state.get("weights_only"))
+        sd = self._sharded_state_dict(is_loading=False, with_optimizer=not weights_only)
+        if not weights_only:
+            sd["rng_state"] = self._rng_state()
         dist_checkpointing.save(sd, str(directory))
         if self.layout.rank == 0:
             (directory / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
@@ -332,11 +350,10 @@ class MegatronEngine:
         if not state_file.is_file():
             raise FileNotFoundError(f"{directory}: not a complete checkpoint (no {TRAINER_STATE_FILE})")
         trainer_state = json.loads(state_file.read_text())
-        saved_layout = trainer_state.get("layout", {})
-        same_layout = saved_layout == self._layout_key()
-        sd = self._sharded_state_dict(is_loading=True)
-        if not load_optimizer:
-            sd.pop("optimizer")
+        if trainer_state.get("weights_only"):
+            load_optimizer = load_rng = False
+        same_layout = trainer_state.get("layout", {}) == self._layout_key()
+        sd = self._sharded_state_dict(is_loading=True, with_optimizer=load_optimizer)
         if load_rng and same_layout:
             sd["rng_state"] = self._rng_state()
         loaded = dist_checkpointing.load(sd, str(directory))

@@ -60,7 +60,7 @@ def results(tmp_path_factory):
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     port = f"--master_port={_free_port()}"  # (--master_port=0 hangs in the static rendezvous)
     _launch([torchrun, "--nproc_per_node=2", port, str(WORKER), *common, "tp2", "pp2", "dp2", "tp2sp"])
-    _launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan"])
+    _launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan", "weights_only"])
 
     def read(case):
         return json.loads((out / case / "result.json").read_text())
@@ -122,3 +122,12 @@ def test_nan_stop_stops_without_checkpoint_of_bad_state(results):
     assert "training.nan_policy=stop" in stop["outcome"]
     assert len(stop["steps"]) == 3
     assert stop["checkpoints"] == ["step_00000002"]
+
+
+def test_weights_only_checkpoint_starts_a_fresh_run_with_its_weights(results):
+    _, read = results
+    got = read("weights_only")
+    assert got["state_before"]["step"] == 0 and got["state_before"]["consumed_tokens"] == 0
+    assert len(got["losses"]) == 1
+    # same first batch as the source run's first step, but with the trained weights
+    assert got["losses"][0] < got["src_losses"][0] - 0.05

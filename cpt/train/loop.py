@@ -130,6 +130,9 @@ class Trainer:
             if folder is None:
                 return False
         saved = self.engine.load(folder)
+        if saved.get("weights_only"):  # e.g. imported from HF: weights only, the run starts at step 0
+            self.logger.event(0, f"initialised weights from {folder} ({saved.get('source', 'import')})")
+            return True
         self.state = TrainerState.from_dict(saved, str(folder))
         self.logger.event(self.state.step, f"resumed from {folder} at {trainer_state_summary(saved)}")
         return True

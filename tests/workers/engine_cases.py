@@ -29,7 +29,7 @@ LAYOUTS = {
     "ref": {},
     "tp2": {"tensor_model_parallel_size": 2},
     "pp2": {"pipeline_model_parallel_size": 2},
-    "dp2": {"use_distributed_optimizer": True},
+    "dp2": {"use_distributed_optimizer": True, "recompute": "full"},
     "tp2sp": {"tensor_model_parallel_size": 2, "sequence_parallel": True},
 }
 
@@ -74,6 +74,26 @@ def run_layout(case: str, args) -> None:
         if engine.layout.rank == 0:
             np.save(args.out / case / "logits.npy", logits.numpy())
     write(args.out, case, engine, result)
+
+
+def run_weights_only(case: str, args) -> None:
+    """A weights-only checkpoint (what an HF import writes) starts a run at step 0 with those
+    weights and a fresh optimizer: its first loss equals the source model's loss on that batch."""
+    src_dir = args.out / case / "src"
+    recipe, engine, train, valid = make(tiny_recipe(args.train, args.valid, src_dir, training={"train_tokens": 64 * 8 * 2}))
+    Trainer(recipe, engine, train, valid).train()
+    engine.save(args.out / case / "weights", {"weights_only": True, "source": "test", "layout": engine.layout_key()})
+    (args.out / case / "weights" / "COMPLETE").write_text("0\n")
+    run_dir = args.out / case / "run"
+    recipe, engine, train, valid = make(tiny_recipe(args.train, args.valid, run_dir, training={
+        "train_tokens": 64 * 8 * 1, "load": str(args.out / case / "weights")}))
+    trainer = Trainer(recipe, engine, train, valid)
+    trainer.resume()
+    state_before = trainer.state.to_dict()
+    trainer.train()
+    trainer.logger.close()
+    src_losses = losses(src_dir)
+    write(args.out, case, engine, {"state_before": state_before, "losses": losses(run_dir), "src_losses": src_losses})
 
 
 def run_reshard_load(case: str, args) -> None:
@@ -148,7 +168,7 @@ def run_nan(case: str, args) -> None:
 
 
 CASES = {"ref": run_layout, "tp2": run_layout, "pp2": run_layout, "dp2": run_layout, "tp2sp": run_layout,
-         "tp2_to_tp1": run_reshard_load, "resume": run_resume, "nan": run_nan}
+         "tp2_to_tp1": run_reshard_load, "weights_only": run_weights_only, "resume": run_resume, "nan": run_nan}
 
 
 def main() -> None:
