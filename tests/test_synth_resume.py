@@ -74,3 +74,9 @@ def test_sigkill_then_resume_without_duplicates(tmp_path):
     summary = json.loads(pipeline.summary_path(tmp_path / "qa.jsonl").read_text())
     assert summary["generated_now"] == 0 and summary["resumed_from_journal"] == len(FACTS)
     assert (tmp_path / "qa.jsonl").read_bytes() == output and _keys(journal) == keys  # idempotent
+    # --finalize-only re-filters the journal with other settings and never builds a generator.
+    refilter = _synth(tmp_path, "--finalize-only", "--min-grounding", "0", "--generator", "vllm")
+    _, err = refilter.communicate(timeout=600)
+    assert refilter.returncode == 0, err
+    summary = json.loads(pipeline.summary_path(tmp_path / "qa.jsonl").read_text())
+    assert summary["generator"] is None and summary["generated_now"] == 0 and summary["missing"] == 0
