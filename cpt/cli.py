@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("cpt.commands.inspect", "counts, tokens by lang/source/topic and sample documents of a shard"),
     "tag-train": ("cpt.commands.tag_train", "fine-tune a topic classifier (labelled or bootstrapped data)"),
     "tag": ("cpt.commands.tag", "write topic / topic_conf for documents of shards or raw jsonl"),
+    "convert": ("cpt.commands.convert", "convert checkpoints: HF Llama-family <-> megatron-core (TP/PP, vocab padding)"),
     "score": ("cpt.commands.score", "write ppl (causal-LM perplexity) for documents of shards or raw jsonl"),
 }
 

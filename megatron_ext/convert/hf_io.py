@@ -75,6 +75,17 @@ class HFWeights:
     def has(self, name: str) -> bool:
         return name in self.weight_map
 
+    def check(self, name: str, shape: tuple[int, ...]) -> None:
+        """Presence and shape of a tensor from the file header only (no data read)."""
+        file = self.weight_map.get(name)
+        if file is None:
+            raise ConversionError(f"{self.folder}: tensor {name!r} is missing from the checkpoint")
+        handle = self._open(file)
+        got = tuple(handle.get_slice(name).get_shape() if file.endswith(".safetensors") else handle[name].shape)
+        if got != tuple(shape):
+            raise ConversionError(f"{self.folder / file}: tensor {name!r} has shape {got}, "
+                                  f"expected {tuple(shape)} from config.json")
+
     def get(self, name: str, shape: tuple[int, ...]) -> torch.Tensor:
         file = self.weight_map.get(name)
         if file is None:

@@ -14,6 +14,7 @@ begins at step 0 with a fresh optimizer), `model.yaml` (the recipe's `model:` se
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,14 @@ from megatron_ext.convert.errors import ConversionError
 from megatron_ext.convert.hf_config import model_config_from_hf, model_config_to_dict, read_hf_config
 from megatron_ext.convert.hf_io import HFWeights
 from megatron_ext.convert.mapping import EXTRA_STATE_KEYS, TensorSpec, tensor_specs
-from megatron_ext.model import padded_vocab_size
 
 HF_SUBDIR, TRAINER_STATE_FILE = files.HF_SUBDIR, files.TRAINER_STATE_FILE
+
+
+def _padded_vocab_size(cfg: ModelConfig, tp: int) -> int:
+    from megatron_ext.model import padded_vocab_size  # imports megatron: only once the input is known good
+
+    return padded_vocab_size(cfg, tp)
 
 
 def check_layout(cfg: ModelConfig, tp: int, pp: int) -> None:
@@ -60,16 +66,29 @@ def _extra_states(layer: int, num_layers: int) -> dict[str, Any]:
             for key in EXTRA_STATE_KEYS}
 
 
+def preflight(weights: HFWeights, cfg: ModelConfig, padded_vocab: int) -> None:
+    """Every HF tensor the model needs is present with its shape, and none is left over; read from
+    the file headers, so bad input is refused before megatron is imported or anything is written."""
+    used: set[str] = set()
+    for spec in tensor_specs(cfg, padded_vocab):
+        for layer in (range(cfg.num_layers) if spec.per_layer else [None]):
+            for name, shape in zip(spec.names(layer), spec.hf_shapes):
+                weights.check(name, shape)
+                used.add(name)
+    unused = sorted(weights.names() - used - _ignorable(cfg))
+    if unused:
+        raise ConversionError(f"{weights.folder}: tensors not understood by the converter: {unused[:5]}"
+                              f"{' ...' if len(unused) > 5 else ''}")
+
+
 def build_state(weights: HFWeights, cfg: ModelConfig, padded_vocab: int, dtype: torch.dtype | None) -> dict[str, Any]:
     """megatron ShardedTensors of every model tensor, converted one group of HF tensors at a time."""
     state: dict[str, Any] = {}
-    used: set[str] = set()
     for spec in tensor_specs(cfg, padded_vocab):
         layers = range(cfg.num_layers) if spec.per_layer else [None]
         for layer in layers:
             names = spec.names(layer)
             parts = [weights.get(n, s) for n, s in zip(names, spec.hf_shapes)]
-            used.update(names)
             tensor = spec.fuse(*parts)
             if dtype is not None:
                 tensor = tensor.to(dtype)
@@ -78,10 +97,6 @@ def build_state(weights: HFWeights, cfg: ModelConfig, padded_vocab: int, dtype: 
         if spec.key == "decoder.final_layernorm.weight":
             for layer in range(cfg.num_layers):
                 state.update(_extra_states(layer, cfg.num_layers))
-    unused = sorted(weights.names() - used - _ignorable(cfg))
-    if unused:
-        raise ConversionError(f"{weights.folder}: tensors not understood by the converter: {unused[:5]}"
-                              f"{' ...' if len(unused) > 5 else ''}")
     return state
 
 
@@ -94,10 +109,6 @@ def _ignorable(cfg: ModelConfig) -> set[str]:
 def hf_to_mcore(hf_dir: str | Path, out_dir: str | Path, tp: int = 1, pp: int = 1, dtype: torch.dtype | None = None,
                 make_vocab_size_divisible_by: int = 128, overwrite: bool = False) -> dict[str, Any]:
     """Convert; returns the summary written to `convert_summary.json`."""
-    from megatron.core import dist_checkpointing
-
-    from megatron_ext.convert.world import ensure_world
-
     start = time.perf_counter()
     hf_dir, out_dir = Path(hf_dir), Path(out_dir)
     cfg = model_config_from_hf(read_hf_config(hf_dir), str(hf_dir / "config.json"), make_vocab_size_divisible_by)
@@ -105,9 +116,26 @@ def hf_to_mcore(hf_dir: str | Path, out_dir: str | Path, tp: int = 1, pp: int = 
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir}: already exists (pass --overwrite to replace it)")
     weights = HFWeights(hf_dir)
-    padded = padded_vocab_size(cfg, tp)
-    ensure_world()
+    preflight(weights, cfg, cfg.vocab_size)  # HF shapes are unpadded
+    padded = _padded_vocab_size(cfg, tp)
     tmp = files.partial_dir(out_dir)
+    try:
+        summary = _write(weights, cfg, padded, dtype, hf_dir, out_dir, tmp, tp, pp, start)
+        files.commit_dir(tmp, out_dir, overwrite)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    (out_dir / COMPLETE).write_text("0\n")
+    return summary
+
+
+def _write(weights: HFWeights, cfg: ModelConfig, padded: int, dtype: torch.dtype | None, hf_dir: Path, out_dir: Path,
+           tmp: Path, tp: int, pp: int, start: float) -> dict[str, Any]:
+    from megatron.core import dist_checkpointing
+
+    from megatron_ext.convert.world import ensure_world
+
+    ensure_world()
     state = build_state(weights, cfg, padded, dtype)
     weights.close()
     dist_checkpointing.save({"model": state}, str(tmp))
@@ -129,6 +157,4 @@ def hf_to_mcore(hf_dir: str | Path, out_dir: str | Path, tp: int = 1, pp: int = 
         "copied_files": copied, "seconds": round(time.perf_counter() - start, 3),
     }
     (tmp / "convert_summary.json").write_text(json.dumps(summary, indent=1))
-    files.commit_dir(tmp, out_dir, overwrite)
-    (out_dir / COMPLETE).write_text("0\n")
     return summary
