@@ -12,7 +12,7 @@ import pytest
 
 from cpt.synth import classify, corrupt, disciplines, parse, pipeline, prompts, tasks
 from cpt.synth.code_tasks import pick_examples, read_problem, read_problems, read_seed_pairs
-from cpt.synth.filters import REJECTION_REASONS, FilterConfig, PairFilter, grounding
+from cpt.synth.filters import REJECTION_REASONS, FilterConfig, grounding
 from cpt.synth.generators import GeneratorUnavailable, SamplingParams
 from cpt.synth.journal import Journal, JournalError
 from cpt.synth.minhash import MinHashLSH
