@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence
 import numpy as np
 
 from cpt.config import Recipe, recipe_to_dict
+from cpt.sampling.parallel import DataParallelLayout
 from cpt.train.checkpoint import CheckpointManager, resolve_load_path, trainer_state_summary
 from cpt.train.engine import Batch, Engine, StepResult
 from cpt.train.metrics import MetricsLogger
@@ -98,6 +99,9 @@ class Trainer:
         self.layout = engine.layout
         self.samples_per_rank = t.global_batch_size // self.layout.dp_size
         self.num_micro_batches = self.samples_per_rank // t.micro_batch_size
+        self.dp_layout = DataParallelLayout(
+            global_batch_size=t.global_batch_size, micro_batch_size=t.micro_batch_size, dp_size=self.layout.dp_size
+        )
         self.tokens_per_step = t.global_batch_size * t.seq_length
         self.total_steps = math.ceil(t.train_tokens / self.tokens_per_step)
         self.output_dir = Path(t.output_dir)
@@ -111,12 +115,12 @@ class Trainer:
     # ------------------------------------------------------------------ batches
 
     def _micro_batches(self, source: SampleSource, first_global_sample: int) -> Iterator[Batch]:
-        """This rank's micro-batches of the global batch that starts at `first_global_sample`."""
+        """This rank's micro-batches of the global batch that starts at `first_global_sample`, in
+        megatron's pretraining-sampler order (see cpt.sampling.parallel)."""
         mbs = self.recipe.training.micro_batch_size
-        start = first_global_sample + self.layout.dp_rank * self.samples_per_rank
+        mine = self.dp_layout.global_indices(first_global_sample, self.layout.dp_rank)
         for m in range(self.num_micro_batches):
-            base = start + m * mbs
-            yield collate([source[base + i] for i in range(mbs)])
+            yield collate([source[int(i)] for i in mine[m * mbs:(m + 1) * mbs]])
 
     # ------------------------------------------------------------------ resume
 
