@@ -1,0 +1,165 @@
+"""HF ⇄ megatron-core conversion on real and tiny models, end to end.
+
+SmolLM2-135M-Instruct (the cached HF folder converted from its GGUF) is imported, loaded by the
+megatron engine with TP=1 and TP=3 (under torchrun; SmolLM2's 9 heads / 3 KV heads cannot be split
+in two), and its logits on real English text are compared with transformers'. A tiny random Llama
+(GQA, untied head, Llama-3 RoPE scaling, vocabulary 1000 padded to 1024) is loaded with TP=2 and
+PP=2, a tiny Qwen2 (q/k/v biases, tied) with TP=1. Every model is exported back and compared
+byte for byte with its source; the SmolLM2 export is loaded by transformers and generates the same
+tokens as the source.
+
+Three launches in all (one plain process, torchrun x3, torchrun x2): importing megatron costs ~9 s
+per process. The worker is tests/workers/convert_cases.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+pytestmark = pytest.mark.slow
+WORKER = Path(__file__).parent / "workers" / "convert_cases.py"
+REPO = Path(__file__).resolve().parents[1]
+# fp32 on CPU; the issue's bound. Measured here: 0 at TP=1 (same kernels, same order), ~5e-5 at TP=3
+# (the row-parallel output projections sum partial products across ranks).
+LOGIT_ATOL = 1e-4
+
+
+def _launch(cmd: list[str], timeout: int = 600) -> None:
+    """Run a launch in its own process group, so a hang kills torchrun's workers too."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise AssertionError(f"{' '.join(cmd[:4])} did not finish in {timeout} s") from None
+    if proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd[:4])} failed ({proc.returncode}):\n{out[-3000:]}\n{err[-6000:]}")
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def out(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("convert")
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
+    _launch([sys.executable, str(WORKER), "--out", str(root), "prepare"])
+    for n, cases in ((3, ["smol_tp3"]), (2, ["llama_tp2", "llama_pp2"])):
+        port = f"--master_port={_free_port()}"  # (--master_port=0 hangs in the static rendezvous)
+        _launch([torchrun, f"--nproc_per_node={n}", port, str(WORKER), "--out", str(root), *cases])
+    return root
+
+
+def _max_diff(out: Path, ref: str, got: str) -> float:
+    a, b = np.load(out / ref), np.load(out / got)
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max())
+
+
+@pytest.mark.parametrize("name,got", [("smol", "smol_tp1"), ("smol", "smol_tp3"), ("llama", "llama_tp2"),
+                                      ("qwen2", "qwen2_tp1")])
+def test_megatron_logits_equal_transformers(out, name, got):
+    ref = np.load(out / f"{name}_hf_logits.npy")
+    assert np.abs(ref).max() > 1.0  # real logits, not a degenerate model
+    diff = _max_diff(out, f"{name}_hf_logits.npy", f"{got}_logits.npy")
+    print(f"{got}: max |dlogit| = {diff:.3g}")
+    assert diff <= LOGIT_ATOL
+
+
+def test_smollm2_logits_are_on_real_text(out):
+    tokens = np.load(out / "smol_tokens.npy")
+    assert tokens.shape == (1, 48) and len(np.unique(tokens)) > 20
+    # the model predicts this text well: most next tokens are in its top 10
+    logits = np.load(out / "smol_hf_logits.npy")[0, :-1]
+    top10 = np.argsort(-logits, axis=-1)[:, :10]
+    hits = np.mean([t in row for t, row in zip(tokens[0, 1:], top10)])
+    assert hits > 0.5, hits
+
+
+def test_pipeline_parallel_loss_equals_transformers(out):
+    """PP=2: the summed token loss of the two-stage model equals transformers' (the softmax runs over
+    megatron's padded vocabulary, 1000 real + 24 zero rows, so the reference pads its logits too)."""
+    got = json.loads((out / "llama_pp2.json").read_text())
+    tokens = torch.from_numpy(np.load(out / "tiny_tokens.npy")[:1])
+    logits = torch.from_numpy(np.load(out / "llama_hf_logits.npy")[:1, :-1])
+    logits = torch.cat([logits, torch.zeros(*logits.shape[:2], 24)], dim=-1)
+    ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="sum").item()
+    assert got["tokens"] == 47
+    assert got["loss_sum"] == pytest.approx(ref, rel=1e-5)
+
+
+def _tensors(folder: Path) -> dict[str, tuple[str, bytes]]:
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.is_file() else ["model.safetensors"]
+    out = {}
+    for file in files:
+        with safe_open(str(folder / file), framework="pt") as f:
+            for name in f.keys():
+                t = f.get_tensor(name)
+                out[name] = (str(t.dtype), tuple(t.shape), t.contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return out
+
+
+@pytest.mark.parametrize("name", ["smol", "llama", "qwen2"])
+def test_round_trip_is_byte_identical(out, name):
+    from cpt.assets import smollm2_hf_dir
+
+    source = smollm2_hf_dir() if name == "smol" else out / f"hf_{name}"
+    src, exp = _tensors(source), _tensors(out / f"{name}_export")
+    assert sorted(src) == sorted(exp)
+    different = [n for n in src if src[n] != exp[n]]
+    assert not different, different[:5]
+
+
+def test_exports_are_sharded_with_index_and_carry_tokenizer(out):
+    summary = json.loads((out / "prepare.json").read_text())
+    smol = out / "smol_export"
+    assert len(summary["smol_export"]["weight_files"]) == 3  # 538 MB at 200 MiB per shard
+    index = json.loads((smol / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(summary["smol_export"]["weight_files"])
+    for file in ("tokenizer.json", "tokenizer_config.json", "generation_config.json", "chat_template.jinja"):
+        assert (smol / file).read_bytes() == (out / "smol_mcore" / "hf" / file).read_bytes()
+    assert json.loads((smol / "config.json").read_text())["tie_word_embeddings"] is True
+    assert len(summary["llama_export"]["weight_files"]) > 1
+
+
+def test_export_loads_in_transformers_and_generates_like_the_source(out):
+    gen = json.loads((out / "prepare.json").read_text())["smol_generate"]
+    assert len(gen["export"]) == 12
+    assert gen["export"] == gen["source"]
+
+
+def test_vocab_padding_added_on_import_and_removed_on_export(out):
+    summary = json.loads((out / "prepare.json").read_text())
+    assert summary["llama_import"]["padded_vocab_size"] == 1024  # 1000 -> multiple of 128 x TP=2
+    assert summary["llama_export"]["padded_vocab_size_removed"] == 24
+    assert summary["smol_import"]["padded_vocab_size"] == 49152  # already a multiple of 128
+
+
+def test_import_is_a_complete_weights_only_checkpoint(out):
+    from cpt.train.checkpoint import resolve_load_path
+
+    ckpt = out / "llama_mcore"
+    assert resolve_load_path(ckpt) == ckpt
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["weights_only"] is True and state["step"] == 0
+    assert state["model"]["num_query_groups"] == 2 and state["model"]["rope_scaling"]["factor"] == 8.0
+    assert not list(out.glob(".*.partial"))

@@ -1,0 +1,140 @@
+"""Conversion cases run in one process lifetime each (importing megatron costs ~9 s per process):
+`prepare` in plain python (build tiny HF models, reference logits from transformers, imports,
+TP=1 logits, exports, generation), then the parallel cases under torchrun (`smol_tp3` with 3
+processes, `llama_tp2` / `llama_pp2` with 2). Rank 0 writes `<out>/<case>.json` / `.npy` files; the
+pytest module compares them.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+# megatron is imported inside functions: dist_checkpointing's save spawns a helper process that
+# re-imports this __main__ module, and a top-level megatron import would cost it ~9 s.
+
+SEQ = 48
+
+
+def real_text() -> str:
+    from pydoc_data.topics import topics
+
+    return topics["assignment"][:1200]
+
+
+def recipe_for(ckpt: Path, run_dir: Path, parallel: dict, seq: int = SEQ):
+    from cpt.config import recipe_from_dict
+
+    model = json.loads((ckpt / "trainer_state.json").read_text())["model"]
+    return recipe_from_dict({
+        "model": model, "parallel": parallel,
+        "training": dict(output_dir=str(run_dir), seq_length=seq, micro_batch_size=1, global_batch_size=1,
+                         train_tokens=seq, precision="fp32", tensorboard=False),
+    })
+
+
+def megatron_logits(ckpt: Path, out: Path, parallel: dict, tokens: np.ndarray):
+    from megatron_ext.engine import MegatronEngine
+
+    engine = MegatronEngine(recipe_for(ckpt, out / "run", parallel, tokens.shape[1]))
+    engine.load(ckpt)
+    return engine, engine.logits(tokens)
+
+
+def hf_logits(hf_dir: Path, tokens: np.ndarray) -> np.ndarray:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    with torch.no_grad():
+        return model(torch.from_numpy(tokens)).logits.numpy()
+
+
+def greedy(hf_dir: Path, tokens: np.ndarray, n: int = 12) -> list[int]:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
+    out = model.generate(torch.from_numpy(tokens[:, :16]), max_new_tokens=n, do_sample=False)
+    return out[0, 16:].tolist()
+
+
+def prepare(out: Path) -> None:
+    from transformers import AutoTokenizer
+
+    from convert_fixtures import tiny_llama_dir, tiny_qwen2_dir
+    from cpt.assets import smollm2_hf_dir
+    from megatron_ext.convert import hf_to_mcore, mcore_to_hf
+
+    smol = smollm2_hf_dir()
+    tok = AutoTokenizer.from_pretrained(smol)
+    smol_tokens = np.asarray([tok(real_text())["input_ids"][:SEQ]], dtype=np.int64)
+    tiny_tokens = np.random.default_rng(0).integers(0, 1000, size=(2, SEQ), dtype=np.int64)
+    np.save(out / "smol_tokens.npy", smol_tokens)
+    np.save(out / "tiny_tokens.npy", tiny_tokens)
+    models = {"smol": (smol, smol_tokens, 1), "llama": (tiny_llama_dir(out / "hf_llama"), tiny_tokens, 2),
+              "qwen2": (tiny_qwen2_dir(out / "hf_qwen2"), tiny_tokens, 1)}
+    result = {}
+    for name, (hf, tokens, tp) in models.items():
+        np.save(out / f"{name}_hf_logits.npy", hf_logits(hf, tokens))
+        result[f"{name}_import"] = hf_to_mcore(hf, out / f"{name}_mcore", tp=tp)
+    for name in ("smol", "qwen2"):  # TP=1 logits in this process
+        _, logits = megatron_logits(out / f"{name}_mcore", out / f"{name}_tp1", {}, models[name][1])
+        np.save(out / f"{name}_tp1_logits.npy", logits.numpy())
+    shard = {"smol": 200 * 2**20, "llama": 64 * 2**10, "qwen2": 5 * 2**30}
+    for name in models:
+        result[f"{name}_export"] = mcore_to_hf(out / f"{name}_mcore", out / f"{name}_export", max_shard_bytes=shard[name])
+    result["smol_generate"] = {"source": greedy(smol, smol_tokens), "export": greedy(out / "smol_export", smol_tokens)}
+    (out / "prepare.json").write_text(json.dumps(result))
+
+
+def smol_tp3(out: Path) -> None:
+    engine, logits = megatron_logits(out / "smol_mcore", out / "smol_tp3", {"tensor_model_parallel_size": 3},
+                                     np.load(out / "smol_tokens.npy"))
+    if engine.layout.rank == 0:
+        np.save(out / "smol_tp3_logits.npy", logits.numpy())
+
+
+def llama_tp2(out: Path) -> None:
+    engine, logits = megatron_logits(out / "llama_mcore", out / "llama_tp2", {"tensor_model_parallel_size": 2},
+                                     np.load(out / "tiny_tokens.npy"))
+    if engine.layout.rank == 0:
+        np.save(out / "llama_tp2_logits.npy", logits.numpy())
+
+
+def llama_pp2(out: Path) -> None:
+    """PP=2 has no single-stage logits: compare the summed token loss of the two-stage model."""
+    from megatron_ext.engine import MegatronEngine
+
+    tokens = np.load(out / "tiny_tokens.npy")[:1]
+    ckpt = out / "llama_mcore"
+    engine = MegatronEngine(recipe_for(ckpt, out / "llama_pp2", {"pipeline_model_parallel_size": 2}, SEQ - 1))
+    engine.load(ckpt)
+    batch = {"tokens": tokens[:, :-1], "labels": tokens[:, 1:],
+             "loss_mask": np.ones((1, SEQ - 1), dtype=np.float32)}
+    loss_sum, n = engine.evaluate(iter([batch]), 1)
+    if engine.layout.rank == 0:
+        (out / "llama_pp2.json").write_text(json.dumps({"loss_sum": loss_sum, "tokens": n}))
+
+
+CASES = {"prepare": prepare, "smol_tp3": smol_tp3, "llama_tp2": llama_tp2, "llama_pp2": llama_pp2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("cases", nargs="+", choices=sorted(CASES))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    for case in args.cases:
+        CASES[case](args.out)
+
+
+if __name__ == "__main__":
+    main()
