@@ -173,7 +173,7 @@ def test_kill_and_resume_is_byte_identical(corpus, single, tmp_path):
             "--chunk-mb", "0.002", "--keep-fields", "url,score", "--no-progress"]
     proc = _cli(*args, env_extra={"CPT_PREPROCESS_BATCH_DELAY": "0.4"})
     work = Path(f"{out}.cpt-work")
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while time.time() < deadline and len([p for p in work.glob("chunk-*") if ".tmp-" not in p.name]) < 3:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)  # the run and its workers, mid-chunk
