@@ -163,3 +163,63 @@ def test_import_is_a_complete_weights_only_checkpoint(out):
     assert state["weights_only"] is True and state["step"] == 0
     assert state["model"]["num_query_groups"] == 2 and state["model"]["rope_scaling"]["factor"] == 8.0
     assert not list(out.glob(".*.partial"))
+
+
+def _copy_ckpt(out: Path, name: str, dst: Path) -> Path:
+    shutil.copytree(out / f"{name}_mcore", dst)
+    return dst
+
+
+def test_export_of_a_training_checkpoint_via_tools_script(out, tmp_path, capsys):
+    """A trainer checkpoint has `recipe.model` and no `hf/` copy: --hf-reference supplies config and
+    tokenizer files, and the export is still byte-identical; the tools script is the same command."""
+    sys.path.insert(0, str(REPO / "tools"))
+    from convert_checkpoint import main
+
+    ckpt = _copy_ckpt(out, "qwen2", tmp_path / "run" / "checkpoints" / "step_00000005")
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    (ckpt / "trainer_state.json").write_text(json.dumps({"step": 5, "recipe": {"model": state["model"]}}))
+    shutil.rmtree(ckpt / "hf")
+    dst = tmp_path / "export"
+    assert main(["--direction", "mcore-to-hf", "--load-dir", str(tmp_path / "run"), "--save-dir", str(dst),
+                 "--hf-reference", str(out / "hf_qwen2")]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["source"].endswith("step_00000005") and summary["warnings"] == []
+    assert _tensors(dst) == _tensors(out / "hf_qwen2")
+    assert json.loads((dst / "config.json").read_text())["model_type"] == "qwen2"
+
+
+def test_export_without_reference_builds_config_with_transformers(out, tmp_path):
+    from transformers import AutoConfig
+
+    from megatron_ext.convert import mcore_to_hf
+
+    ckpt = _copy_ckpt(out, "llama", tmp_path / "ckpt")
+    shutil.rmtree(ckpt / "hf")
+    summary = mcore_to_hf(ckpt, tmp_path / "export")
+    assert "no tokenizer" in summary["warnings"][0]
+    cfg = AutoConfig.from_pretrained(tmp_path / "export")
+    assert (cfg.model_type, cfg.num_key_value_heads, cfg.vocab_size, cfg.tie_word_embeddings) == ("llama", 2, 1000, False)
+    assert cfg.rope_parameters["rope_type"] == "llama3" and cfg.rope_parameters["factor"] == 8.0
+
+
+def test_export_errors_name_the_tensor_or_file(out, tmp_path):
+    from megatron_ext.convert import ConversionError, mcore_to_hf
+
+    ckpt = _copy_ckpt(out, "llama", tmp_path / "ckpt")
+    state_file = ckpt / "trainer_state.json"
+    state = json.loads(state_file.read_text())
+    state["model"]["ffn_hidden_size"] = 128  # a config that does not describe these weights
+    state_file.write_text(json.dumps(state))
+    with pytest.raises(ConversionError, match=r"tensor 'decoder\.layers\.mlp\.linear_fc1\.weight' has shape "
+                                              r"\(4, 192, 64\), expected \(4, 256, 64\)"):
+        mcore_to_hf(ckpt, tmp_path / "a")
+    state["model"]["ffn_hidden_size"] = 96
+    state_file.write_text(json.dumps(state))
+    data = sorted(ckpt.glob("*.distcp"))[0]
+    data.unlink()
+    with pytest.raises(ConversionError, match=rf"checkpoint file missing \(.*{data.name}\)"):
+        mcore_to_hf(ckpt, tmp_path / "b")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        mcore_to_hf(out / "llama_mcore", out / "llama_export")
