@@ -90,7 +90,7 @@ class LLMLabeler:
         langs = list(langs) if langs is not None else [self.taxonomy.langs[0]] * len(texts)
         requests = [ChatRequest(str(i), [{"role": "user", "content": self.prompt(t, lang)}])
                     for i, (t, lang) in enumerate(zip(texts, langs))]
-        params = SamplingParams(max_new_tokens=12, temperature=0.0)
+        params = SamplingParams(max_new_tokens=8, temperature=0.0)  # a topic id is a few tokens
         out: list[str | None] = [None] * len(texts)
         for completion in self.generator.generate(requests, params):
             i = int(completion.key)
