@@ -159,16 +159,18 @@ class _ChunkBuilder:
             "lang": pa.array(langs, pa.string()),
         }
         kept = {name: pa.array([r.fields[j] for r in batch], pa.string()) for j, name in enumerate(self.job.fields.keep_fields)}
+        n_tokens = 0
         for key, (flat, lengths) in zip(self.keys, encoded):
             if self.job.append_eod:
                 flat = np.insert(flat, np.cumsum(lengths), _STATE.eod)
                 lengths = lengths + 1
             meta = pa.table({**base, "n_tokens": pa.array(lengths, pa.int64()), **kept})
             self.writers[key].add(flat, lengths, meta)
+            n_tokens += len(flat)
         self.stats.written += len(batch)
-        self.stats.tokens += int(sum(len(flat) for flat, _ in encoded)) + (len(batch) * len(self.keys) if self.job.append_eod else 0)
+        self.stats.tokens += n_tokens
         if self.report is not None:
-            self.report(0, 0, int(sum(len(flat) for flat, _ in encoded)))
+            self.report(0, 0, n_tokens)
 
     def finish(self) -> dict[str, Any]:
         self.skip_log.close()
