@@ -151,10 +151,26 @@ class ScheduleConfig:
 
 
 @dataclass(kw_only=True, slots=True)
+class StreamSpec:
+    """One training stream: documents of cpt shards chosen by a metadata filter, in an order
+    (field names as in cpt.sampling.StreamConfig)."""
+
+    name: str = _f(doc="stream name; mixture weights and hooks refer to it")
+    prefixes: list[str] = _f(doc="cpt shard prefixes the documents come from")
+    weight: float = _f(doc="initial mixture weight (normalised over streams)")
+    filter: Optional[str] = _f(None, 'metadata condition, e.g. lang == "zh" and topic == "math"; null = all')
+    order: Literal["shuffle", "ppl_asc", "ppl_desc"] = _f("shuffle", "document order: seeded shuffle or by perplexity")
+    seed: int = _f(1234, "seed of the shuffle order")
+    on_exhausted: Literal["next_epoch", "stop"] = _f("next_epoch", "at the end of the documents")
+
+
+@dataclass(kw_only=True, slots=True)
 class DataConfig:
-    """Token shards (Megatron .bin/.idx prefixes) blended with fixed weights."""
+    """Training data: Megatron shard prefixes blended with fixed weights (`blend`), or streams of cpt
+    shards drawn by the dynamic Blender (`streams`, whose weights may change during the run)."""
 
     blend: list[list[Any]] = _f([], "[[prefix, weight], ...]: training shards and their weights")
+    streams: list[StreamSpec] = _f([], "training streams (instead of blend): see StreamSpec")
     valid_blend: list[list[Any]] = _f([], "[[prefix, weight], ...]: validation shards; empty = none")
     reset_position_ids: bool = _f(False, "restart position ids at every end-of-document token")
     reset_attention_mask: bool = _f(False, "block attention across end-of-document tokens")
@@ -171,6 +187,22 @@ class DataConfig:
                     and isinstance(entry[0], str) and isinstance(entry[1], (int, float)) and entry[1] >= 0
                 )
                 _require(ok, f"data.{key}[{i}]", f"expected [prefix, weight >= 0], got {entry!r}")
+        _require(
+            not (self.blend and self.streams),
+            "data.streams",
+            "and data.blend are alternatives; give one of them",
+        )
+        names = [st.name for st in self.streams]
+        _require(len(set(names)) == len(names), "data.streams", f"stream names must be unique, got {names}")
+        for i, st in enumerate(self.streams):
+            _require(bool(st.name), f"data.streams[{i}].name", "must be non-empty")
+            _require(bool(st.prefixes), f"data.streams[{i}].prefixes", "needs at least one shard prefix")
+            _require(st.weight >= 0, f"data.streams[{i}].weight", "must be >= 0")
+        _require(
+            not self.streams or sum(st.weight for st in self.streams) > 0,
+            "data.streams",
+            "weights must not all be zero",
+        )
         needs_eod = self.reset_position_ids or self.reset_attention_mask or self.eod_mask_loss
         _require(
             not needs_eod or self.eod_token_id is not None,

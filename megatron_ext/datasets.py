@@ -54,6 +54,11 @@ class SampleDataset:
         item = self._dataset[index]
         return {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in item.items()}
 
+    def fetch(self, indices: np.ndarray) -> Mapping[str, np.ndarray]:
+        """The samples at these global indices, stacked into one micro-batch."""
+        samples = [self[int(i)] for i in indices]
+        return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+
 
 def build_dataset(
     blend: Sequence[Sequence], data: DataConfig, num_samples: int, seq_length: int, seed: int,

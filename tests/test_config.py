@@ -46,6 +46,11 @@ def test_valid_recipe_loads_with_defaults():
         ({"schedule__lr_min": 1.0}, "schedule.lr_min"),
         ({"optimizer__adam_beta2": 1.5}, "optimizer.adam_beta2"),
         ({"data__blend": [["only-a-prefix"]]}, "data.blend[0]"),
+        ({"data__streams": [{"name": "a", "prefixes": ["p"], "weight": 1, "order": "random"}]},
+         "data.streams[0].order: expected one of"),
+        ({"data__streams": [{"name": "a", "prefixes": [], "weight": 1}]}, "data.streams[0].prefixes"),
+        ({"data__streams": [{"name": "a", "prefixes": ["p"], "weight": 1}], "data__blend": [["p", 1.0]]},
+         "data.streams: and data.blend are alternatives"),
         ({"training__seq_length": 4096}, "exceeds model.max_position_embeddings"),
     ],
 )
@@ -116,7 +121,8 @@ parallel.use_distributed_optimizer parallel.overlap_grad_reduce parallel.recompu
 optimizer.weight_decay optimizer.adam_beta1 optimizer.adam_beta2 optimizer.adam_eps optimizer.clip_grad
 schedule.lr_init schedule.lr_max schedule.lr_min schedule.warmup_tokens schedule.stable_tokens
 schedule.decay_tokens schedule.decay_style
-data.blend data.valid_blend data.reset_position_ids data.reset_attention_mask data.eod_mask_loss
+data.blend data.streams.name data.streams.prefixes data.streams.weight data.streams.filter
+data.streams.order data.streams.seed data.streams.on_exhausted data.valid_blend data.reset_position_ids data.reset_attention_mask data.eod_mask_loss
 data.eod_token_id data.num_workers data.cache_dir
 training.output_dir training.seed training.seq_length training.micro_batch_size training.global_batch_size
 training.train_tokens training.precision training.nan_policy training.max_skipped_steps training.log_every

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from train_fixtures import write_byte_shards
+from train_fixtures import write_byte_shards, write_lang_shards
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).parent / "workers" / "engine_cases.py"
@@ -55,21 +55,24 @@ def _free_port() -> int:
 def results(tmp_path_factory):
     root = tmp_path_factory.mktemp("engine")
     train, valid = write_byte_shards(root / "shards")
+    streams = write_lang_shards(root / "lang")
     out = root / "out"
-    common = ["--train", train, "--valid", valid, "--out", str(out)]
+    common = ["--train", train, "--valid", valid, "--streams", streams, "--out", str(out)]
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     port = f"--master_port={_free_port()}"  # (--master_port=0 hangs in the static rendezvous)
-    _launch([torchrun, "--nproc_per_node=2", port, str(WORKER), *common, "tp2", "pp2", "dp2", "tp2sp"])
-    _launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan", "weights_only"])
+    _launch([torchrun, "--nproc_per_node=2", port, str(WORKER), *common, "tp2", "pp2", "dp2", "tp2sp",
+             "streams_dp"])
+    _launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan", "weights_only",
+             "streams", "streams_resume"])
 
     def read(case):
         return json.loads((out / case / "result.json").read_text())
 
-    return out, read
+    return out, read, streams
 
 
 def test_single_process_loss_decreases(results):
-    _, read = results
+    _, read, _ = results
     losses = read("ref")["losses"]
     assert len(losses) == 8
     assert losses[-1] < losses[0] - 0.5, losses
@@ -79,7 +82,7 @@ def test_single_process_loss_decreases(results):
 
 @pytest.mark.parametrize("case", ["tp2", "pp2", "dp2", "tp2sp"])
 def test_parallel_layouts_match_single_process(results, case):
-    _, read = results
+    _, read, _ = results
     ref, got = read("ref")["losses"], read(case)["losses"]
     assert got[-1] < got[0] - 0.5
     np.testing.assert_allclose(got, ref, rtol=LOSS_RTOL)
@@ -87,7 +90,7 @@ def test_parallel_layouts_match_single_process(results, case):
 
 
 def test_tp2_checkpoint_loads_with_tp1_same_logits(results):
-    out, read = results
+    out, read, _ = results
     assert read("tp2_to_tp1")["step"] == 8
     tp2 = np.load(out / "tp2" / "logits.npy")
     tp1 = np.load(out / "tp2_to_tp1" / "logits.npy")
@@ -98,14 +101,14 @@ def test_tp2_checkpoint_loads_with_tp1_same_logits(results):
 
 
 def test_resume_is_bitwise_identical(results):
-    _, read = results
+    _, read, _ = results
     resumed = read("resume")
     assert resumed["resumed"] is True
     assert resumed["losses"] == read("ref")["losses"]  # exact float equality, step by step
 
 
 def test_nan_skip_leaves_parameters_and_continues(results):
-    _, read = results
+    _, read, _ = results
     skip = read("nan")["skip"]
     assert skip["outcome"] == "finished"
     assert skip["skipped_steps"] == 1
@@ -116,7 +119,7 @@ def test_nan_skip_leaves_parameters_and_continues(results):
 
 
 def test_nan_stop_stops_without_checkpoint_of_bad_state(results):
-    _, read = results
+    _, read, _ = results
     stop = read("nan")["stop"]
     assert stop["outcome"].startswith("stopped: step 3: non-finite loss")
     assert "training.nan_policy=stop" in stop["outcome"]
@@ -125,9 +128,60 @@ def test_nan_stop_stops_without_checkpoint_of_bad_state(results):
 
 
 def test_weights_only_checkpoint_starts_a_fresh_run_with_its_weights(results):
-    _, read = results
+    _, read, _ = results
     got = read("weights_only")
     assert got["state_before"]["step"] == 0 and got["state_before"]["consumed_tokens"] == 0
     assert len(got["losses"]) == 1
     # same first batch as the source run's first step, but with the trained weights
     assert got["losses"][0] < got["src_losses"][0] - 0.05
+
+
+# ------------------------------------------------------------------ training on Blender streams
+
+
+def _reference_ids(prefix: str, stop: int, change_at: int | None):
+    """The ids a fresh Blender over the same streams gives, with the weight change (if any)."""
+    from cpt.config import recipe_from_dict
+    from cpt.sampling import Blender
+    from cpt.train.stream_data import build_streams
+    from train_fixtures import stream_recipe
+    from workers.engine_cases import NEW_WEIGHTS
+
+    recipe = recipe_from_dict(stream_recipe(prefix, Path("unused")))
+    streams = build_streams(recipe.data.streams, recipe.training.seq_length)
+    blender = Blender.from_streams(streams, {s.name: s.weight for s in recipe.data.streams})
+    if change_at is not None:
+        blender.set_weights(NEW_WEIGHTS, effective_at=change_at)
+    blender.next_samples(stop)
+    ids = blender.sample_ids(0, stop)
+    return [(g, int(s), int(i)) for g, (s, i) in enumerate(zip(ids.stream, ids.index))]
+
+
+def test_stream_weight_change_applies_from_the_next_step(results):
+    _, read, prefix = results
+    got = read("streams")
+    assert sorted(got["ids"]) == got["ids"]  # one process: fetched in global order
+    assert [tuple(x) for x in got["ids"]] == _reference_ids(prefix, 48, change_at=24)
+    zh = lambda lo, hi: sum(1 for g, s, _ in got["ids"] if lo <= g < hi and s == 1)  # noqa: E731
+    assert 6 <= zh(0, 24) <= 8 and 18 <= zh(24, 48) <= 20  # 0.3 then 0.8 of 24 samples, within a sample
+    assert got["losses"][-1] < got["losses"][0]
+
+
+def test_stream_resume_with_workers_equals_uninterrupted(results):
+    _, read, _ = results
+    resumed, straight = read("streams_resume"), read("streams")
+    assert resumed["ids"] == [x for x in straight["ids"] if x[0] >= 24]  # after the resume at step 3
+    assert resumed["losses"] == straight["losses"]
+
+
+def test_stream_dp2_ranks_union_is_the_dp1_batch(results):
+    _, read, prefix = results
+    got = read("streams_dp")
+    ranks = [[tuple(x) for x in r] for r in got["ids_per_rank"]]
+    assert len(ranks) == 2 and not set(ranks[0]) & set(ranks[1])
+    assert sorted(ranks[0] + ranks[1]) == _reference_ids(prefix, 32, change_at=None)
+    # each step's global batch is split between the ranks, none ahead of the other
+    for step in range(4):
+        for r in ranks:
+            assert sorted(g for g, _, _ in r if step * 8 <= g < step * 8 + 8) == [g for g, _, _ in r if step * 8 <= g < step * 8 + 8]
+            assert len([g for g, _, _ in r if step * 8 <= g < step * 8 + 8]) == 4

@@ -79,3 +79,27 @@ def test_tp_split_table(name, dim):
     from megatron_ext.model import tp_split_dim
 
     assert tp_split_dim(name) == dim
+
+
+@pytest.mark.parametrize("reset_pos, reset_attn, eod_loss", [(True, True, True), (False, True, False), (True, False, True)])
+def test_ltor_masks_match_megatron_gpt_dataset(reset_pos, reset_attn, eod_loss):
+    import numpy as np
+    from megatron.core.datasets.gpt_dataset import _get_ltor_masks_and_position_ids
+
+    from cpt.train.stream_data import ltor_masks
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(3, 50, size=(3, 40))
+    tokens[0, [5, 6, 20]] = 2
+    tokens[1, 39] = 2
+    tokens[2, 0] = 2
+    ours = ltor_masks(tokens, 2, reset_pos, reset_attn, eod_loss)
+    for row in range(3):
+        attn, loss_mask, pos = _get_ltor_masks_and_position_ids(
+            torch.from_numpy(tokens[row]), 2, reset_pos, reset_attn, eod_loss, create_attention_mask=reset_attn)
+        np.testing.assert_array_equal(ours["loss_mask"][row], loss_mask.numpy())
+        np.testing.assert_array_equal(ours["position_ids"][row], pos.numpy())
+        if reset_attn:
+            np.testing.assert_array_equal(ours["attention_mask"][row], attn.numpy())
+        else:
+            assert "attention_mask" not in ours

@@ -72,3 +72,47 @@ def tiny_recipe(train_prefix: str, valid_prefix: str | None, output_dir: Path, *
 def write_recipe(path: Path, recipe: dict) -> Path:
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+# ---------------------------------------------------------------- cpt shards for stream training
+
+SP_EOD = 2  # </s> of Mistral's SentencePiece v1 model
+SP_VOCAB = 32000
+
+
+def write_lang_shards(folder: Path) -> str:
+    """One cpt shard (via `cpt preprocess`) of real English (Python help topics, lang en) and Chinese
+    (People's Daily, lang zh) documents, tokenized with Mistral's SentencePiece model."""
+    import json
+
+    from cpt import assets
+    from cpt.shards.pipeline import PreprocessConfig, run_preprocess
+
+    from pydoc_data.topics import topics
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = [{"text": topics[k], "lang": "en"} for k in sorted(topics)[:60]]
+    rows += [{"text": t, "lang": "zh"} for t in assets.people_daily_documents(limit=60)]
+    corpus = folder / "corpus.jsonl"
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    prefix = str(folder / "bilingual")
+    run_preprocess(PreprocessConfig(
+        inputs=[str(corpus)], output_prefix=prefix,
+        tokenizer=str(assets.mistral_tokenizer_dir() / "tokenizer.model.v1"),
+    ))
+    return prefix
+
+
+def stream_recipe(prefix: str, output_dir: Path, **sections) -> dict:
+    """tiny_recipe on two language streams of a cpt shard instead of a megatron blend."""
+    recipe = tiny_recipe(prefix, None, output_dir, **sections)
+    recipe["model"]["vocab_size"] = SP_VOCAB
+    recipe["data"] = {
+        "streams": [
+            {"name": "en", "prefixes": [prefix], "filter": 'lang == "en"', "weight": 0.7, "seed": 1},
+            {"name": "zh", "prefixes": [prefix], "filter": 'lang == "zh"', "weight": 0.3, "seed": 2},
+        ],
+        "eod_token_id": SP_EOD,
+        **sections.get("data", {}),
+    }
+    return recipe

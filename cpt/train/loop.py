@@ -26,16 +26,14 @@ TRAINER_STATE_VERSION = 1
 
 
 class SampleSource(Protocol):
-    def __getitem__(self, index: int) -> Mapping[str, np.ndarray]: ...
+    """Training or validation samples by global index (the data position is the index)."""
+
+    def fetch(self, indices: np.ndarray) -> Batch:
+        """One micro-batch: the samples at these global indices, stacked."""
 
 
 class TrainingStopped(RuntimeError):
     """The run stopped on purpose (non-finite loss under nan_policy=stop, too many skips)."""
-
-
-def collate(samples: Sequence[Mapping[str, np.ndarray]]) -> Batch:
-    keys = samples[0].keys()
-    return {k: np.stack([s[k] for s in samples]) for k in keys}
 
 
 def model_flops_per_token(num_parameters: int, num_layers: int, hidden: int, seq_length: int) -> float:
@@ -120,7 +118,7 @@ class Trainer:
         mbs = self.recipe.training.micro_batch_size
         mine = self.dp_layout.global_indices(first_global_sample, self.layout.dp_rank)
         for m in range(self.num_micro_batches):
-            yield collate([source[int(i)] for i in mine[m * mbs:(m + 1) * mbs]])
+            yield source.fetch(mine[m * mbs:(m + 1) * mbs])
 
     # ------------------------------------------------------------------ resume
 
@@ -138,6 +136,9 @@ class Trainer:
             self.logger.event(0, f"initialised weights from {folder} ({saved.get('source', 'import')})")
             return True
         self.state = TrainerState.from_dict(saved, str(folder))
+        data_state = self.state.extra.get("data")
+        if data_state is not None and hasattr(self.train_data, "load_state_dict"):
+            self.train_data.load_state_dict(data_state)
         self.logger.event(self.state.step, f"resumed from {folder} at {trainer_state_summary(saved)}")
         return True
 
@@ -241,6 +242,8 @@ class Trainer:
             raise TrainingStopped(
                 f"step {self.state.step}: parameters hold non-finite values; refusing to write a checkpoint"
             )
+        if hasattr(self.train_data, "state_dict"):
+            self.state.extra["data"] = self.train_data.state_dict()
         state = self.state.to_dict()
         state["layout"] = self.engine.layout_key()
         state["recipe"] = recipe_to_dict(self.recipe)

@@ -18,16 +18,23 @@ def train_recipe(recipe: Recipe) -> int:
     engine = MegatronEngine(recipe)
     t, d = recipe.training, recipe.data
     try:
-        if not d.blend:
-            print("recipe error: data.blend: no training shards given", file=sys.stderr)
+        if not d.blend and not d.streams:
+            print("recipe error: data.blend: no training data given (data.blend or data.streams)", file=sys.stderr)
             return 2
         cache = d.cache_dir or str(Path(t.output_dir) / "data_cache")
         tokens_per_step = t.global_batch_size * t.seq_length
         steps = -(-t.train_tokens // tokens_per_step)
         try:
-            train = build_dataset(
-                d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache, recipe.model.vocab_size
-            )
+            if d.streams:
+                from cpt.train.stream_data import BlendedSamples, build_streams
+
+                train = BlendedSamples(
+                    build_streams(d.streams, t.seq_length), {s.name: s.weight for s in d.streams}, t.seq_length, d
+                )
+            else:
+                train = build_dataset(
+                    d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache, recipe.model.vocab_size
+                )
             valid = None
             if d.valid_blend:
                 valid = build_dataset(

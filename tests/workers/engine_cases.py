@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_fixtures import tiny_recipe  # noqa: E402
+from train_fixtures import stream_recipe, tiny_recipe  # noqa: E402
 
 from cpt.config import recipe_from_dict  # noqa: E402
 from cpt.train.loop import Trainer, TrainingStopped  # noqa: E402
@@ -34,16 +34,23 @@ LAYOUTS = {
 }
 
 
-def make(recipe_dict):
+def make(recipe_dict, engine=None):
     from megatron_ext.datasets import build_dataset
     from megatron_ext.engine import MegatronEngine
 
     recipe = recipe_from_dict(recipe_dict)
-    engine = MegatronEngine(recipe)
+    engine = engine or MegatronEngine(recipe)
     t, d = recipe.training, recipe.data
     cache = str(Path(t.output_dir) / "data_cache")
     steps = -(-t.train_tokens // (t.global_batch_size * t.seq_length))
-    train = build_dataset(d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache, recipe.model.vocab_size)
+    if d.streams:
+        from cpt.train.stream_data import BlendedSamples, build_streams
+
+        train = BlendedSamples(build_streams(d.streams, t.seq_length), {x.name: x.weight for x in d.streams},
+                               t.seq_length, d)
+    else:
+        train = build_dataset(d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache,
+                              recipe.model.vocab_size)
     valid = build_dataset(d.valid_blend, d, t.eval_batches * t.global_batch_size, t.seq_length, t.seed, cache,
                           recipe.model.vocab_size) if d.valid_blend else None
     return recipe, engine, train, valid
@@ -127,11 +134,13 @@ class PoisonedSamples:
     def __init__(self, inner, bad_index: int) -> None:
         self.inner, self.bad_index = inner, bad_index
 
-    def __getitem__(self, index: int):
-        sample = dict(self.inner[index])
-        if index == self.bad_index:
-            sample["loss_mask"] = np.full_like(sample["loss_mask"], np.nan, dtype=np.float32)
-        return sample
+    def fetch(self, indices):
+        batch = dict(self.inner.fetch(indices))
+        bad = np.asarray(indices) == self.bad_index
+        if bad.any():
+            batch["loss_mask"] = batch["loss_mask"].astype(np.float32).copy()
+            batch["loss_mask"][bad] = np.nan
+        return batch
 
 
 def _param_checksum(engine) -> float:
@@ -167,8 +176,81 @@ def run_nan(case: str, args) -> None:
     write(args.out, case, engine, result)
 
 
+class RecordingSamples:
+    """A BlendedSamples whose fetches are recorded as (global index, stream, index within stream)."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.seen = inner, []
+
+    def fetch(self, indices):
+        stream, within = self.inner.sample_ids(np.asarray(indices, dtype=np.int64))
+        self.seen.extend(zip(map(int, indices), map(int, stream), map(int, within)))
+        return self.inner.fetch(indices)
+
+    def __getattr__(self, name):  # state_dict, load_state_dict, set_weights
+        return getattr(self.inner, name)
+
+
+STEPS_BEFORE_CHANGE, NEW_WEIGHTS = 3, {"en": 0.2, "zh": 0.8}
+
+
+def _stream_trainer(args, run_dir, steps, data=None):
+    rd = stream_recipe(args.streams, run_dir, training={"train_tokens": 64 * 8 * steps, "eval_every": 0},
+                       data=data or {})
+    recipe, engine, train, _ = make(rd)
+    rec = RecordingSamples(train)
+    return Trainer(recipe, engine, rec, None), rec
+
+
+def run_streams(case: str, args) -> None:
+    """Uninterrupted: 3 steps, weights change for step 4 on, 6 steps in all (one process, no reload)."""
+    import dataclasses
+
+    run_dir = args.out / case / "run"
+    first, rec = _stream_trainer(args, run_dir, STEPS_BEFORE_CHANGE)
+    first.train()
+    rec.set_weights(NEW_WEIGHTS, effective_at=STEPS_BEFORE_CHANGE * 8)
+    longer = dataclasses.replace(
+        first.recipe, training=dataclasses.replace(first.recipe.training, train_tokens=64 * 8 * 6)
+    )
+    second = Trainer(longer, first.engine, rec, None, logger=first.logger)
+    second.state = first.state
+    second.train()
+    second.logger.close()
+    write(args.out, case, first.engine, {"losses": losses(run_dir), "ids": rec.seen})
+
+
+def run_streams_resume(case: str, args) -> None:
+    """Interrupted at step 3 (checkpoint), weights changed after the reload, resumed with 2 loader
+    workers in a fresh engine: the ids and losses must equal run_streams'."""
+    run_dir = args.out / case / "run"
+    first, _ = _stream_trainer(args, run_dir, STEPS_BEFORE_CHANGE)
+    first.train()
+    resumed, rec = _stream_trainer(args, run_dir, 6, data={"num_workers": 2})
+    assert resumed.resume()
+    rec.set_weights(NEW_WEIGHTS, effective_at=STEPS_BEFORE_CHANGE * 8)
+    resumed.train()
+    resumed.logger.close()
+    rec.inner.close()
+    write(args.out, case, resumed.engine, {"losses": losses(run_dir), "ids": rec.seen})
+
+
+def run_streams_dp(case: str, args) -> None:
+    """DP=2: every rank's fetched ids, gathered per rank."""
+    import torch.distributed as dist
+
+    run_dir = args.out / case / "run"
+    trainer, rec = _stream_trainer(args, run_dir, 4)
+    trainer.train()
+    trainer.logger.close()
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, rec.seen)
+    write(args.out, case, trainer.engine, {"ids_per_rank": gathered, "losses": losses(run_dir) if trainer.engine.layout.rank == 0 else None})
+
+
 CASES = {"ref": run_layout, "tp2": run_layout, "pp2": run_layout, "dp2": run_layout, "tp2sp": run_layout,
-         "tp2_to_tp1": run_reshard_load, "weights_only": run_weights_only, "resume": run_resume, "nan": run_nan}
+         "tp2_to_tp1": run_reshard_load, "weights_only": run_weights_only,
+         "streams": run_streams, "streams_resume": run_streams_resume, "streams_dp": run_streams_dp, "resume": run_resume, "nan": run_nan}
 
 
 def main() -> None:
@@ -176,6 +258,7 @@ def main() -> None:
     parser.add_argument("--train", required=True)
     parser.add_argument("--valid", required=True)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--streams", help="cpt shard prefix with lang en/zh documents")
     parser.add_argument("cases", nargs="+", choices=sorted(CASES))
     args = parser.parse_args()
     for case in args.cases:
