@@ -146,12 +146,15 @@ def test_identity_names_files_and_options(smol, cl100k):
 
 @pytest.mark.parametrize("which", ["smol", "cl100k", "sp"])
 def test_preprocess_ids_equal_the_tokenizers(which, tmp_path, texts):
+    """Through the whole pipeline with the fast engine: every document's ids are the reference's."""
     path = {"smol": smollm2_hf_dir(), "cl100k": cl100k_file(), "sp": SP_MODEL}[which]
     tok = load_tokenizer(path)
     docs = [t for t in texts if t.strip()]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
     summary = run_preprocess(PreprocessConfig(inputs=[str(tmp_path / "in.jsonl")], output_prefix=str(tmp_path / "o"),
-                                              tokenizer=str(path), workers=2, chunk_mb=0.05, progress=False))
+                                              tokenizer=str(path), workers=2, chunk_mb=0.05, progress=False,
+                                              engine="gigatoken"))
+    assert summary["engine"] == "gigatoken (verified)"
     shard = shards.open(tmp_path / "o", expect_tokenizer=tok)
     assert len(shard) == len(docs) == summary["written"]
     expected_dtype = np.int32 if which == "cl100k" else np.uint16

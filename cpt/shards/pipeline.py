@@ -33,6 +33,8 @@ from cpt.shards.metadata import RESERVED, schema_for
 from cpt.shards.writer import ShardWriter
 
 WORK_VERSION = 1
+# engine=auto: below this much input, loading and probing gigatoken costs more than it saves.
+AUTO_FAST_MIN_BYTES = 4 << 20
 # What a run writes beside PREFIX (temporary names start the same way).
 _OUR_SUFFIXES = ("bin", "idx", "meta.parquet", "manifest.json", "skipped.jsonl", "summary.json", "cpt-work")
 
@@ -72,7 +74,7 @@ class PreprocessConfig:
     keep_fields: list[str] = field(default_factory=list)
     """Input fields copied (as strings) into the metadata."""
     engine: str = "auto"
-    """auto: gigatoken where verified exact, else the reference; reference; gigatoken (required)."""
+    """auto: gigatoken where verified exact (inputs over 4 MB), else the reference; reference; gigatoken."""
     progress: bool = True
     """Print a progress line on stderr."""
 
@@ -160,8 +162,11 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
-    engine = Encoder(tokenizer, cfg.engine)
     files, ignored = _select_files(cfg)
+    small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
+    engine = Encoder(tokenizer, "reference" if small else cfg.engine)
+    if small:
+        engine.fallback_reason = f"input under {AUTO_FAST_MIN_BYTES >> 20} MB: the reference is faster than loading gigatoken"
     plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
     mine = shard_slice(plan, cfg.shard_index, cfg.num_shards) if cfg.num_shards > 1 else plan
     dtype = optimal_dtype(tokenizer.vocab_size)
