@@ -28,6 +28,7 @@ from megatron_ext.convert import files
 from megatron_ext.convert.errors import ConversionError
 from megatron_ext.convert.hf_config import model_config_from_hf, model_config_to_dict, read_hf_config
 from megatron_ext.convert.hf_io import HFWeights
+from megatron_ext.convert.scratch import ScratchStore
 from megatron_ext.convert.mapping import EXTRA_STATE_KEYS, TensorSpec, tensor_specs
 
 HF_SUBDIR, TRAINER_STATE_FILE = files.HF_SUBDIR, files.TRAINER_STATE_FILE
@@ -81,8 +82,10 @@ def preflight(weights: HFWeights, cfg: ModelConfig, padded_vocab: int) -> None:
                               f"{' ...' if len(unused) > 5 else ''}")
 
 
-def build_state(weights: HFWeights, cfg: ModelConfig, padded_vocab: int, dtype: torch.dtype | None) -> dict[str, Any]:
-    """megatron ShardedTensors of every model tensor, converted one group of HF tensors at a time."""
+def build_state(weights: HFWeights, cfg: ModelConfig, padded_vocab: int, dtype: torch.dtype | None,
+                scratch: ScratchStore | None = None) -> dict[str, Any]:
+    """megatron ShardedTensors of every model tensor, converted one group of HF tensors at a time
+    (each moved to a file-backed `scratch` copy when given, so memory holds about one group)."""
     state: dict[str, Any] = {}
     for spec in tensor_specs(cfg, padded_vocab):
         layers = range(cfg.num_layers) if spec.per_layer else [None]
@@ -92,6 +95,8 @@ def build_state(weights: HFWeights, cfg: ModelConfig, padded_vocab: int, dtype: 
             tensor = spec.fuse(*parts)
             if dtype is not None:
                 tensor = tensor.to(dtype)
+            if scratch is not None:
+                tensor = scratch.put(tensor)
             state[spec.key if layer is None else f"{spec.key}.{layer}"] = _sharded(spec, tensor, layer, cfg.num_layers)
             del parts
         if spec.key == "decoder.final_layernorm.weight":
@@ -136,9 +141,13 @@ def _write(weights: HFWeights, cfg: ModelConfig, padded: int, dtype: torch.dtype
     from megatron_ext.convert.world import ensure_world
 
     ensure_world()
-    state = build_state(weights, cfg, padded, dtype)
-    weights.close()
-    dist_checkpointing.save({"model": state}, str(tmp))
+    scratch = ScratchStore(tmp.parent / f".{out_dir.name}.scratch")
+    try:
+        state = build_state(weights, cfg, padded, dtype, scratch)
+        weights.close()
+        dist_checkpointing.save({"model": state}, str(tmp))
+    finally:
+        scratch.remove()
     first = next(v for v in state.values() if hasattr(v, "data") and isinstance(v.data, torch.Tensor))
     ckpt_dtype = str(first.data.dtype).removeprefix("torch.")
     n_params = sum(v.data.numel() for v in state.values() if isinstance(getattr(v, "data", None), torch.Tensor))
