@@ -63,7 +63,7 @@ def results(tmp_path_factory):
     _launch([torchrun, "--nproc_per_node=2", port, str(WORKER), *common, "tp2", "pp2", "dp2", "tp2sp",
              "streams_dp"])
     _launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan", "weights_only",
-             "streams", "streams_resume"])
+             "streams", "streams_resume_w0", "streams_resume_w2"])
 
     def read(case):
         return json.loads((out / case / "result.json").read_text())
@@ -167,11 +167,13 @@ def test_stream_weight_change_applies_from_the_next_step(results):
     assert got["losses"][-1] < got["losses"][0]
 
 
-def test_stream_resume_with_workers_equals_uninterrupted(results):
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stream_resume_after_weight_change_equals_uninterrupted(results, workers):
     _, read, _ = results
-    resumed, straight = read("streams_resume"), read("streams")
-    assert resumed["ids"] == [x for x in straight["ids"] if x[0] >= 24]  # after the resume at step 3
-    assert resumed["losses"] == straight["losses"]
+    resumed, straight = read(f"streams_resume_w{workers}"), read("streams")
+    # the checkpoint at step 4 holds the weight history (changed at step 4's first sample, 24)
+    assert resumed["ids"] == [x for x in straight["ids"] if x[0] >= 32]
+    assert resumed["losses"] == straight["losses"]  # steps 1-4 from the first run, 5-6 after resume
 
 
 def test_stream_dp2_ranks_union_is_the_dp1_batch(results):

@@ -191,7 +191,7 @@ class RecordingSamples:
         return getattr(self.inner, name)
 
 
-STEPS_BEFORE_CHANGE, NEW_WEIGHTS = 3, {"en": 0.2, "zh": 0.8}
+STEPS_BEFORE_CHANGE, NEW_WEIGHTS, STEPS_BEFORE_KILL, STEPS = 3, {"en": 0.2, "zh": 0.8}, 4, 6
 
 
 def _stream_trainer(args, run_dir, steps, data=None):
@@ -203,32 +203,25 @@ def _stream_trainer(args, run_dir, steps, data=None):
 
 
 def run_streams(case: str, args) -> None:
-    """Uninterrupted: 3 steps, weights change for step 4 on, 6 steps in all (one process, no reload)."""
-    import dataclasses
-
+    """Uninterrupted: weights change from step 4 on (global sample 24), 6 steps."""
     run_dir = args.out / case / "run"
-    first, rec = _stream_trainer(args, run_dir, STEPS_BEFORE_CHANGE)
-    first.train()
+    trainer, rec = _stream_trainer(args, run_dir, STEPS)
     rec.set_weights(NEW_WEIGHTS, effective_at=STEPS_BEFORE_CHANGE * 8)
-    longer = dataclasses.replace(
-        first.recipe, training=dataclasses.replace(first.recipe.training, train_tokens=64 * 8 * 6)
-    )
-    second = Trainer(longer, first.engine, rec, None, logger=first.logger)
-    second.state = first.state
-    second.train()
-    second.logger.close()
-    write(args.out, case, first.engine, {"losses": losses(run_dir), "ids": rec.seen})
+    trainer.train()
+    trainer.logger.close()
+    write(args.out, case, trainer.engine, {"losses": losses(run_dir), "ids": rec.seen})
 
 
 def run_streams_resume(case: str, args) -> None:
-    """Interrupted at step 3 (checkpoint), weights changed after the reload, resumed with 2 loader
-    workers in a fresh engine: the ids and losses must equal run_streams'."""
+    """The same run killed after step 4 (its checkpoint holds the weight change), resumed in a new
+    engine and loader with 0 or 2 worker processes: ids and losses must equal run_streams'."""
+    workers = int(case.rsplit("_w", 1)[1])
     run_dir = args.out / case / "run"
-    first, _ = _stream_trainer(args, run_dir, STEPS_BEFORE_CHANGE)
-    first.train()
-    resumed, rec = _stream_trainer(args, run_dir, 6, data={"num_workers": 2})
-    assert resumed.resume()
+    first, rec = _stream_trainer(args, run_dir, STEPS_BEFORE_KILL)
     rec.set_weights(NEW_WEIGHTS, effective_at=STEPS_BEFORE_CHANGE * 8)
+    first.train()
+    resumed, rec = _stream_trainer(args, run_dir, STEPS, data={"num_workers": workers})
+    assert resumed.resume()
     resumed.train()
     resumed.logger.close()
     rec.inner.close()
@@ -250,7 +243,8 @@ def run_streams_dp(case: str, args) -> None:
 
 CASES = {"ref": run_layout, "tp2": run_layout, "pp2": run_layout, "dp2": run_layout, "tp2sp": run_layout,
          "tp2_to_tp1": run_reshard_load, "weights_only": run_weights_only,
-         "streams": run_streams, "streams_resume": run_streams_resume, "streams_dp": run_streams_dp, "resume": run_resume, "nan": run_nan}
+         "streams": run_streams, "streams_resume_w0": run_streams_resume,
+         "streams_resume_w2": run_streams_resume, "streams_dp": run_streams_dp, "resume": run_resume, "nan": run_nan}
 
 
 def main() -> None:
