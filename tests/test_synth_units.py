@@ -382,8 +382,9 @@ def test_cpt_preprocess_turns_the_output_into_shards(tmp_path):
     assert len(shard) == 4 and all(len(shard[i]) > 10 for i in range(4))
     assert {m["discipline"] for m in meta} == {"physics"} and {m["prompt_version"] for m in meta} == {"physics.v1"}
     assert sorted(m["corrupt"] for m in meta) == ["false", "false", "true", "true"]
-    # Our records say lang "synthetic"; the data layer maps labels onto its own set (see report).
-    assert {m["lang"] for m in meta} == {normalize_lang("synthetic")}
+    # Our records say lang "synthetic", and the shards keep it (stage 2 blends it as its own stream).
+    assert normalize_lang("synthetic") == "synthetic"
+    assert {m["lang"] for m in meta} == {"synthetic"}
 
 
 def test_embedding_filter_with_minilm():

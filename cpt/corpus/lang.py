@@ -1,4 +1,4 @@
-"""A quick language/kind tag per document: zh, en, code or other.
+"""A quick language/kind tag per document: zh, en, code, synthetic or other.
 
 Taken from the input's own field when it has one (normalised), else detected from the first 300
 characters: share of CJK characters for zh, symbol density and line shapes for code, share of Latin
@@ -38,11 +38,14 @@ _ALIASES = {
     "en": "en", "english": "en", "eng": "en",
     "code": "code", "python": "code", "java": "code", "c": "code", "cpp": "code", "c++": "code",
     "javascript": "code", "js": "code", "typescript": "code", "go": "code", "rust": "code", "sql": "code",
+    # QA written by `cpt synth` keeps its own stream (stage 2 blends ZH:EN:synthetic = 1:7:2)
+    "synthetic": "synthetic",
 }
 
 
 def normalize_lang(value: str) -> str:
-    """Map an input's language label (zh-CN, English, python, ...) to zh / en / code / other."""
+    """Map an input's language label (zh-CN, English, python, synthetic, ...) to zh / en / code /
+    synthetic / other."""
     v = value.strip().lower()
     if v in _ALIASES:
         return _ALIASES[v]
