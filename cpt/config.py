@@ -271,21 +271,13 @@ class Recipe:
             "parallel.tensor_model_parallel_size",
             f"TP={tp} x parallel.pipeline_model_parallel_size={pp} does not divide the world size {world_size}",
         )
-        _require(
-            m.num_attention_heads % tp == 0,
-            "parallel.tensor_model_parallel_size",
-            f"TP={tp} does not divide model.num_attention_heads={m.num_attention_heads}",
-        )
-        _require(
-            m.query_groups % tp == 0,
-            "parallel.tensor_model_parallel_size",
-            f"TP={tp} does not divide model.num_query_groups={m.query_groups}",
-        )
-        _require(
-            m.ffn_hidden_size % tp == 0,
-            "parallel.tensor_model_parallel_size",
-            f"TP={tp} does not divide model.ffn_hidden_size={m.ffn_hidden_size}",
-        )
+        for key, value in (("num_attention_heads", m.num_attention_heads), ("num_query_groups", m.query_groups),
+                           ("ffn_hidden_size", m.ffn_hidden_size)):
+            _require(
+                value % tp == 0,
+                "parallel.tensor_model_parallel_size",
+                f"TP={tp} does not divide model.{key}={value}",
+            )
         _require(
             m.num_layers % pp == 0,
             "parallel.pipeline_model_parallel_size",
