@@ -10,12 +10,14 @@ caller-owned buffers. No process group is needed and megatron is not imported.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
 import torch
 from torch.distributed.checkpoint import FileSystemReader
 from torch.distributed.checkpoint import load as dcp_load
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.default_planner import DefaultLoadPlanner
 from torch.distributed.checkpoint.metadata import ChunkStorageMetadata, TensorStorageMetadata
 from torch.distributed.checkpoint.planner import LoadPlan, ReadItem
@@ -79,4 +81,9 @@ class CheckpointTensors:
                          planner=_SlicePlanner(requests), no_dist=True)
         except FileNotFoundError as exc:
             raise ConversionError(f"{self.folder}: checkpoint file missing ({exc.filename})") from None
+        except CheckpointException as exc:  # DCP wraps the reader's errors, per rank
+            missing = re.search(r"No such file or directory: '([^']+)'", str(exc))
+            if missing:
+                raise ConversionError(f"{self.folder}: checkpoint file missing ({missing.group(1)})") from None
+            raise ConversionError(f"{self.folder}: cannot read {sorted(requests)}: {str(exc).splitlines()[0]}") from None
         return {k: (b if layer is None else b[0]) for k, (b, _) in requests.items()}
