@@ -54,6 +54,9 @@ class SampleDataset:
         item = self._dataset[index]
         return {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in item.items()}
 
+    def prepare_step(self, start: int, stop: int) -> None:
+        """Nothing to decide: megatron's index covers the whole run (built at start-up)."""
+
     def fetch(self, indices: np.ndarray) -> Mapping[str, np.ndarray]:
         """The samples at these global indices, stacked into one micro-batch."""
         samples = [self[int(i)] for i in indices]

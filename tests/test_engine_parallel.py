@@ -63,7 +63,7 @@ def results(tmp_path_factory):
     _launch([torchrun, "--nproc_per_node=2", port, str(WORKER), *common, "tp2", "pp2", "dp2", "tp2sp",
              "streams_dp"])
     _launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan", "weights_only",
-             "streams", "streams_resume_w0", "streams_resume_w2"])
+             "streams", "streams_resume_w0", "streams_resume_w2", "streams_exhausted"])
 
     def read(case):
         return json.loads((out / case / "result.json").read_text())
@@ -187,3 +187,12 @@ def test_stream_dp2_ranks_union_is_the_dp1_batch(results):
         for r in ranks:
             assert sorted(g for g, _, _ in r if step * 8 <= g < step * 8 + 8) == [g for g, _, _ in r if step * 8 <= g < step * 8 + 8]
             assert len([g for g, _, _ in r if step * 8 <= g < step * 8 + 8]) == 4
+
+
+def test_stream_running_dry_stops_cleanly_with_a_checkpoint(results):
+    _, read, _ = results
+    got = read("streams_exhausted")
+    # 19 samples at 4 per step: steps 1-4 run, step 5 would need sample 20 of the stream
+    assert got["steps"] == 4 and got["checkpoints"] == ["step_00000004"]
+    assert got["outcome"].startswith("stream 'short_en' has 19 samples")
+    assert got["outcome"].endswith("step_00000004")

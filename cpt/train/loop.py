@@ -16,6 +16,7 @@ from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence
 import numpy as np
 
 from cpt.config import Recipe, recipe_to_dict
+from cpt.sampling.errors import StreamExhausted
 from cpt.sampling.parallel import DataParallelLayout
 from cpt.train.checkpoint import CheckpointManager, resolve_load_path, trainer_state_summary
 from cpt.train.engine import Batch, Engine, StepResult
@@ -30,6 +31,10 @@ class SampleSource(Protocol):
 
     def fetch(self, indices: np.ndarray) -> Batch:
         """One micro-batch: the samples at these global indices, stacked."""
+
+    def prepare_step(self, start: int, stop: int) -> None:
+        """Decide the ids of global samples [start, stop) before the step runs, on every rank alike,
+        so a data error (a stream running dry) stops all ranks together instead of one mid-step."""
 
 
 class TrainingStopped(RuntimeError):
@@ -155,7 +160,13 @@ class Trainer:
         window_tokens, window_start = 0, time.perf_counter()
         while self.state.step < self.total_steps:
             lr = wsd_lr(self.recipe.schedule, self.state.consumed_tokens)
-            batches = self._micro_batches(self.train_data, self.state.consumed_samples)
+            first = self.state.consumed_samples
+            try:
+                self.train_data.prepare_step(first, first + t.global_batch_size)
+            except StreamExhausted as exc:
+                folder = self.save()
+                raise TrainingStopped(f"{exc}; the last complete step is saved in {folder}") from exc
+            batches = self._micro_batches(self.train_data, first)
             result = self.engine.train_step(batches, self.num_micro_batches, lr)
             self._account(result)
             window_tokens += result.tokens

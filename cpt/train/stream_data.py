@@ -101,6 +101,9 @@ class BlendedSamples:
         ids = self.blender.sample_ids(lo, stop)
         return ids.stream[indices - lo], ids.index[indices - lo]
 
+    def prepare_step(self, start: int, stop: int) -> None:
+        self.sample_ids(np.arange(start, stop, dtype=np.int64))
+
     def _tokens(self, stream_ids: np.ndarray, within: np.ndarray) -> np.ndarray:
         out = np.empty((len(stream_ids), self.seq_length + 1), dtype=np.int64)
         jobs, rows = [], []

@@ -134,6 +134,9 @@ class PoisonedSamples:
     def __init__(self, inner, bad_index: int) -> None:
         self.inner, self.bad_index = inner, bad_index
 
+    def prepare_step(self, start, stop):
+        self.inner.prepare_step(start, stop)
+
     def fetch(self, indices):
         batch = dict(self.inner.fetch(indices))
         bad = np.asarray(indices) == self.bad_index
@@ -228,6 +231,28 @@ def run_streams_resume(case: str, args) -> None:
     write(args.out, case, resumed.engine, {"losses": losses(run_dir), "ids": rec.seen})
 
 
+def run_streams_exhausted(case: str, args) -> None:
+    """A `stop` stream (19 samples) running dry: all ranks stop before the step, the last complete
+    step is checkpointed, and the message names the stream."""
+    run_dir = args.out / case / "run"
+    rd = stream_recipe(args.streams, run_dir, training={"train_tokens": 64 * 8 * 8, "eval_every": 0})
+    rd["data"]["streams"] = [
+        {"name": "short_en", "prefixes": [args.streams], "filter": 'lang == "en" and n_tokens < 150',
+         "weight": 0.5, "on_exhausted": "stop"},
+        {"name": "zh", "prefixes": [args.streams], "filter": 'lang == "zh"', "weight": 0.5},
+    ]
+    recipe, engine, train, _ = make(rd)
+    trainer = Trainer(recipe, engine, train, None)
+    try:
+        trainer.train()
+        outcome = "finished"
+    except TrainingStopped as exc:
+        outcome = str(exc)
+    trainer.logger.close()
+    ckpts = sorted(p.name for p in (run_dir / "checkpoints").glob("step_*"))
+    write(args.out, case, engine, {"outcome": outcome, "checkpoints": ckpts, "steps": trainer.state.step})
+
+
 def run_streams_dp(case: str, args) -> None:
     """DP=2: every rank's fetched ids, gathered per rank."""
     import torch.distributed as dist
@@ -244,7 +269,7 @@ def run_streams_dp(case: str, args) -> None:
 CASES = {"ref": run_layout, "tp2": run_layout, "pp2": run_layout, "dp2": run_layout, "tp2sp": run_layout,
          "tp2_to_tp1": run_reshard_load, "weights_only": run_weights_only,
          "streams": run_streams, "streams_resume_w0": run_streams_resume,
-         "streams_resume_w2": run_streams_resume, "streams_dp": run_streams_dp, "resume": run_resume, "nan": run_nan}
+         "streams_resume_w2": run_streams_resume, "streams_exhausted": run_streams_exhausted, "streams_dp": run_streams_dp, "resume": run_resume, "nan": run_nan}
 
 
 def main() -> None:
