@@ -4,7 +4,7 @@ SmolLM2-135M-Instruct (the cached HF folder converted from its GGUF) is imported
 megatron engine with TP=1 and TP=3 (under torchrun; SmolLM2's 9 heads / 3 KV heads cannot be split
 in two), and its logits on real English text are compared with transformers'. A tiny random Llama
 (GQA, untied head, Llama-3 RoPE scaling, vocabulary 1000 padded to 1024) is loaded with TP=2 and
-PP=2, a tiny Qwen2 (q/k/v biases, tied) with TP=1. Every model is exported back and compared
+PP=2, a tiny Qwen2 (q/k/v biases, tied) with TP=1 and PP=2. Every model is exported back and compared
 byte for byte with its source; the SmolLM2 export is loaded by transformers and generates the same
 tokens as the source.
 
@@ -62,7 +62,7 @@ def out(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("convert")
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
     _launch([sys.executable, str(WORKER), "--out", str(root), "prepare"])
-    for n, cases in ((3, ["smol_tp3"]), (2, ["llama_tp2", "llama_pp2"])):
+    for n, cases in ((3, ["smol_tp3"]), (2, ["llama_tp2", "llama_pp2", "qwen2_pp2"])):
         port = f"--master_port={_free_port()}"  # (--master_port=0 hangs in the static rendezvous)
         _launch([torchrun, f"--nproc_per_node={n}", port, str(WORKER), "--out", str(root), *cases])
     return root
@@ -94,12 +94,14 @@ def test_smollm2_logits_are_on_real_text(out):
     assert hits > 0.5, hits
 
 
-def test_pipeline_parallel_loss_equals_transformers(out):
-    """PP=2: the summed token loss of the two-stage model equals transformers' (the softmax runs over
-    megatron's padded vocabulary, 1000 real + 24 zero rows, so the reference pads its logits too)."""
-    got = json.loads((out / "llama_pp2.json").read_text())
+@pytest.mark.parametrize("name", ["llama", "qwen2"])
+def test_pipeline_parallel_loss_equals_transformers(out, name):
+    """PP=2 (untied Llama; tied Qwen2, whose last stage holds a copy of the embedding): the summed
+    token loss of the two-stage model equals transformers' (the softmax runs over megatron's padded
+    vocabulary, 1000 real + 24 zero rows, so the reference pads its logits the same way)."""
+    got = json.loads((out / f"{name}_pp2.json").read_text())
     tokens = torch.from_numpy(np.load(out / "tiny_tokens.npy")[:1])
-    logits = torch.from_numpy(np.load(out / "llama_hf_logits.npy")[:1, :-1])
+    logits = torch.from_numpy(np.load(out / f"{name}_hf_logits.npy")[:1, :-1])
     logits = torch.cat([logits, torch.zeros(*logits.shape[:2], 24)], dim=-1)
     ref = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten(), reduction="sum").item()
     assert got["tokens"] == 47

@@ -39,6 +39,10 @@ EXTRA_STATE_KEYS = tuple(
     for m in ("self_attention.linear_qkv", "self_attention.linear_proj", "mlp.linear_fc1", "mlp.linear_fc2")
 )
 
+# non-layer modules whose TE version may carry extra state (TE's RMSNorm); written as an empty
+# object of megatron's non-layer shape (1,) so a TE-spec load finds it, and ignored by the local spec
+EXTRA_STATE_SINGLE_KEYS = ("decoder.final_layernorm._extra_state",)
+
 ALTERNATE_KEYS = {
     "decoder.layers.self_attention.linear_qkv.layer_norm_weight": "decoder.layers.input_layernorm.weight",
     "decoder.layers.mlp.linear_fc1.layer_norm_weight": "decoder.layers.pre_mlp_layernorm.weight",

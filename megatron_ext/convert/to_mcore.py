@@ -29,7 +29,7 @@ from megatron_ext.convert.errors import ConversionError
 from megatron_ext.convert.hf_config import model_config_from_hf, model_config_to_dict, read_hf_config
 from megatron_ext.convert.hf_io import HFWeights
 from megatron_ext.convert.scratch import ScratchStore
-from megatron_ext.convert.mapping import EXTRA_STATE_KEYS, TensorSpec, tensor_specs
+from megatron_ext.convert.mapping import EXTRA_STATE_KEYS, EXTRA_STATE_SINGLE_KEYS, TensorSpec, tensor_specs
 
 HF_SUBDIR, TRAINER_STATE_FILE = files.HF_SUBDIR, files.TRAINER_STATE_FILE
 
@@ -63,8 +63,11 @@ def _sharded(spec: TensorSpec, tensor: torch.Tensor, layer: int | None, num_laye
 def _extra_states(layer: int, num_layers: int) -> dict[str, Any]:
     from megatron.core.dist_checkpointing import ShardedObject
 
-    return {f"{key}.{layer}": ShardedObject(key, None, (num_layers,), (layer,), replica_id=0)
-            for key in EXTRA_STATE_KEYS}
+    out = {f"{key}.{layer}": ShardedObject(key, None, (num_layers,), (layer,), replica_id=0)
+           for key in EXTRA_STATE_KEYS}
+    if layer == 0:
+        out.update({key: ShardedObject(key, None, (1,), (0,), replica_id=0) for key in EXTRA_STATE_SINGLE_KEYS})
+    return out
 
 
 def preflight(weights: HFWeights, cfg: ModelConfig, padded_vocab: int) -> None:

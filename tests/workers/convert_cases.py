@@ -1,7 +1,7 @@
 """Conversion cases run in one process lifetime each (importing megatron costs ~9 s per process):
 `prepare` in plain python (build tiny HF models, reference logits from transformers, imports,
 TP=1 logits, exports, generation), then the parallel cases under torchrun (`smol_tp3` with 3
-processes, `llama_tp2` / `llama_pp2` with 2). Rank 0 writes `<out>/<case>.json` / `.npy` files; the
+processes, `llama_tp2` / `llama_pp2` / `qwen2_pp2` with 2). Rank 0 writes `<out>/<case>.json` / `.npy` files; the
 pytest module compares them.
 """
 from __future__ import annotations
@@ -108,22 +108,24 @@ def llama_tp2(out: Path) -> None:
         np.save(out / "llama_tp2_logits.npy", logits.numpy())
 
 
-def llama_pp2(out: Path) -> None:
+def pp2_loss(out: Path, name: str) -> None:
     """PP=2 has no single-stage logits: compare the summed token loss of the two-stage model."""
     from megatron_ext.engine import MegatronEngine
 
     tokens = np.load(out / "tiny_tokens.npy")[:1]
-    ckpt = out / "llama_mcore"
-    engine = MegatronEngine(recipe_for(ckpt, out / "llama_pp2", {"pipeline_model_parallel_size": 2}, SEQ - 1))
+    ckpt = out / f"{name}_mcore"
+    engine = MegatronEngine(recipe_for(ckpt, out / f"{name}_pp2", {"pipeline_model_parallel_size": 2}, SEQ - 1))
     engine.load(ckpt)
     batch = {"tokens": tokens[:, :-1], "labels": tokens[:, 1:],
              "loss_mask": np.ones((1, SEQ - 1), dtype=np.float32)}
     loss_sum, n = engine.evaluate(iter([batch]), 1)
     if engine.layout.rank == 0:
-        (out / "llama_pp2.json").write_text(json.dumps({"loss_sum": loss_sum, "tokens": n}))
+        (out / f"{name}_pp2.json").write_text(json.dumps({"loss_sum": loss_sum, "tokens": n}))
 
 
-CASES = {"prepare": prepare, "smol_tp3": smol_tp3, "llama_tp2": llama_tp2, "llama_pp2": llama_pp2}
+CASES = {"prepare": prepare, "smol_tp3": smol_tp3, "llama_tp2": llama_tp2,
+         "llama_pp2": lambda out: pp2_loss(out, "llama"),  # untied head on the last stage
+         "qwen2_pp2": lambda out: pp2_loss(out, "qwen2")}  # tied: the last stage's copy of the embedding
 
 
 def main() -> None:
