@@ -190,3 +190,44 @@ def test_shard_writer_names_shards_and_writes_index(tmp_path):
     assert index["weight_map"] == {"t0": files[0], "t1": files[0], "t2": files[1], "big": files[2]}
     assert index["metadata"]["total_size"] == 520
     assert not list(tmp_path.glob(".*tmp"))
+
+
+# ------------------------------------------------------------------ .bin input (weights_only)
+
+
+class NotATensor:
+    """An arbitrary class: unpickling it would run code from the checkpoint."""
+
+
+def _bin_folder(src: Path, dst: Path, extra: dict | None = None) -> Path:
+    from safetensors.torch import load_file
+
+    dst.mkdir()
+    shutil.copy(src / "config.json", dst / "config.json")
+    tensors = {}
+    for shard in sorted(src.glob("*.safetensors")):
+        tensors.update(load_file(str(shard)))
+    torch.save({**tensors, **(extra or {})}, dst / "pytorch_model.bin")
+    return dst
+
+
+def test_bin_checkpoint_is_read_with_weights_only(llama_src, tmp_path):
+    from megatron_ext.convert.hf_config import read_hf_config
+    from megatron_ext.convert.hf_io import HFWeights
+    from megatron_ext.convert.to_mcore import preflight
+
+    folder = _bin_folder(llama_src, tmp_path / "bin")
+    weights = HFWeights(folder)
+    cfg = model_config_from_hf(read_hf_config(folder), "config.json")
+    preflight(weights, cfg, cfg.vocab_size)  # every tensor found with its shape
+    name = "model.layers.0.mlp.up_proj.weight"
+    expected = load_file(str(_shard_of(llama_src, name)))[name]
+    assert torch.equal(weights.get(name, tuple(expected.shape)), expected)
+
+
+def test_bin_checkpoint_with_pickled_objects_is_refused(llama_src, tmp_path):
+    from megatron_ext.convert.hf_io import HFWeights
+
+    folder = _bin_folder(llama_src, tmp_path / "evil", extra={"payload": NotATensor()})
+    with pytest.raises(ConversionError, match=r"pytorch_model\.bin: cannot be read \(UnpicklingError"):
+        HFWeights(folder)

@@ -31,8 +31,8 @@ class HFWeights:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self.weight_map = self._weight_map()
         self._handles: dict[str, Any] = {}
+        self.weight_map = self._weight_map()
         missing = sorted({f for f in self.weight_map.values() if not (self.folder / f).is_file()})
         if missing:
             needed = next(n for n, f in self.weight_map.items() if f == missing[0])
