@@ -231,3 +231,12 @@ def test_bin_checkpoint_with_pickled_objects_is_refused(llama_src, tmp_path):
     folder = _bin_folder(llama_src, tmp_path / "evil", extra={"payload": NotATensor()})
     with pytest.raises(ConversionError, match=r"pytorch_model\.bin: cannot be read \(UnpicklingError"):
         HFWeights(folder)
+
+
+def test_export_reference_config_must_describe_the_checkpoint_model():
+    from megatron_ext.convert.hf_config import hf_config_from_model
+
+    cfg = model_config_from_hf(LLAMA3_8B, "config.json")
+    assert hf_config_from_model(cfg, "bfloat16", dict(LLAMA3_8B))["dtype"] == "bfloat16"
+    with pytest.raises(ConversionError, match=r"num_layers: 16 vs 32"):
+        hf_config_from_model(cfg, "bfloat16", dict(LLAMA3_8B, num_hidden_layers=16))

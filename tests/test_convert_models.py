@@ -131,6 +131,19 @@ def test_round_trip_is_byte_identical(out, name):
     assert not different, different[:5]
 
 
+def test_bf16_import_exports_the_bf16_cast_of_the_source(out):
+    src, exp = _tensors(out / "hf_llama"), _tensors(out / "llama_bf16_export")
+    assert sorted(src) == sorted(exp)
+    for name, (dtype, shape, _) in exp.items():
+        assert dtype == "torch.bfloat16" and shape == src[name][1]
+    name = "model.layers.2.self_attn.k_proj.weight"
+    with safe_open(str(out / "hf_llama" / json.loads((out / "hf_llama" / "model.safetensors.index.json").read_text())
+                       ["weight_map"][name]), framework="pt") as f:
+        want = f.get_tensor(name).to(torch.bfloat16)
+    assert exp[name][2] == want.view(-1).view(torch.uint8).numpy().tobytes()
+    assert json.loads((out / "llama_bf16_export" / "config.json").read_text())["dtype"] == "bfloat16"
+
+
 def test_exports_are_sharded_with_index_and_carry_tokenizer(out):
     summary = json.loads((out / "prepare.json").read_text())
     smol = out / "smol_export"
@@ -154,6 +167,12 @@ def test_vocab_padding_added_on_import_and_removed_on_export(out):
     assert summary["llama_import"]["padded_vocab_size"] == 1024  # 1000 -> multiple of 128 x TP=2
     assert summary["llama_export"]["padded_vocab_size_removed"] == 24
     assert summary["smol_import"]["padded_vocab_size"] == 49152  # already a multiple of 128
+
+
+def test_training_starts_from_the_import_at_step_0_with_its_weights(out):
+    got = json.loads((out / "prepare.json").read_text())["train_from_import"]
+    assert got["loaded"] is True and got["step_before"] == 0
+    assert got["loss"] == pytest.approx(got["reference_loss"], rel=1e-5)
 
 
 def test_import_is_a_complete_weights_only_checkpoint(out):

@@ -123,8 +123,10 @@ def hf_config_from_model(cfg: ModelConfig, dtype: str, base: dict[str, Any] | No
         again = model_config_from_hf(base, "reference config.json", cfg.make_vocab_size_divisible_by)
         mine = dataclasses.replace(again, init_method_std=cfg.init_method_std, attention_backend=cfg.attention_backend)
         if mine != cfg:
-            raise ConversionError(f"reference config.json describes a different model than the checkpoint: "
-                                  f"{mine} != {cfg}")
+            diff = [f"{f.name}: {getattr(mine, f.name)!r} vs {getattr(cfg, f.name)!r}"
+                    for f in dataclasses.fields(cfg) if getattr(mine, f.name) != getattr(cfg, f.name)]
+            raise ConversionError(f"reference config.json describes another model than the checkpoint "
+                                  f"(reference vs checkpoint: {'; '.join(diff)})")
         out = dict(base)
     else:
         out = _transformers_config(cfg)

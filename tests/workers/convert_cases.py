@@ -90,8 +90,52 @@ def prepare(out: Path) -> None:
     shard = {"smol": 200 * 2**20, "llama": 64 * 2**10, "qwen2": 5 * 2**30}
     for name in models:
         result[f"{name}_export"] = mcore_to_hf(out / f"{name}_mcore", out / f"{name}_export", max_shard_bytes=shard[name])
+    import torch
+
+    result["llama_bf16_import"] = hf_to_mcore(out / "hf_llama", out / "llama_bf16_mcore", dtype=torch.bfloat16)
+    result["llama_bf16_export"] = mcore_to_hf(out / "llama_bf16_mcore", out / "llama_bf16_export")
     result["smol_generate"] = {"source": greedy(smol, smol_tokens), "export": greedy(out / "smol_export", smol_tokens)}
+    result["train_from_import"] = train_from_import(out, out / "llama_mcore", out / "hf_llama")
     (out / "prepare.json").write_text(json.dumps(result))
+
+
+def train_from_import(out: Path, ckpt: Path, hf: Path) -> dict:
+    """`training.load: <import>` starts a run at step 0 from the HF weights: its first loss equals
+    transformers' loss on the same batch (softmax over the padded vocabulary, as megatron's)."""
+    import torch
+
+    from cpt.config import recipe_from_dict
+    from cpt.train.loop import Trainer
+    from megatron_ext.datasets import build_dataset
+    from megatron_ext.engine import MegatronEngine
+    from train_fixtures import EOD, write_byte_shards
+
+    train_prefix, _ = write_byte_shards(out / "shards")
+    model = json.loads((ckpt / "trainer_state.json").read_text())["model"]
+    run = out / "train_run"
+    recipe = recipe_from_dict({
+        "model": model, "data": {"blend": [[train_prefix, 1.0]], "eod_token_id": EOD},
+        "training": dict(output_dir=str(run), seq_length=32, micro_batch_size=2, global_batch_size=2,
+                         train_tokens=64, precision="fp32", tensorboard=False, load=str(ckpt)),
+    })
+    engine = MegatronEngine(recipe)
+    t = recipe.training
+    train = build_dataset(recipe.data.blend, recipe.data, 2, t.seq_length, t.seed, str(run / "cache"), model["vocab_size"])
+    trainer = Trainer(recipe, engine, train, None)
+    loaded = trainer.resume()
+    step_before = trainer.state.step
+    trainer.train()
+    trainer.logger.close()
+    first = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"][0]
+    batch = train.fetch(np.arange(2))
+    logits = torch.from_numpy(hf_logits(hf, batch["tokens"].astype(np.int64)))
+    padded = engine.model.module.embedding.word_embeddings.weight.shape[0]
+    logits = torch.cat([logits, torch.zeros(*logits.shape[:2], padded - logits.shape[-1])], dim=-1)
+    nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(batch["labels"]).long().flatten(),
+                                            reduction="none")
+    mask = torch.from_numpy(batch["loss_mask"]).float().flatten()
+    return {"loaded": loaded, "step_before": step_before, "loss": first["loss"],
+            "reference_loss": float((nll * mask).sum() / mask.sum())}
 
 
 def smol_tp3(out: Path) -> None:
