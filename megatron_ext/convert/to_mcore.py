@@ -4,7 +4,13 @@ The checkpoint is written by megatron's own `dist_checkpointing.save` from Shard
 one HF tensor group at a time, with exactly the keys, global shapes and layer offsets that
 `GPTModel.sharded_state_dict()` produces, so the trainer loads it with any TP/PP (the format is
 layout-independent; only the vocabulary padding depends on the target TP, and `--tp/--pp` are also
-checked against the model's heads/groups/FFN/layers here, before anything is written).
+checked against the model's heads/groups/FFN/layers here, before anything is written). Each tensor
+is written whole (replica 0) from this one process; megatron's loader reads every rank's slice of it.
+
+Memory: every HF tensor's presence and shape is checked from the file headers first (`preflight`);
+then each converted tensor is parked in a file-backed scratch map (`scratch.ScratchStore`), so the
+anonymous memory held is about one tensor group, not the model (measured: +9 MB for SmolLM2's 513 MB).
+The scratch files take the model's size on disk beside the output until the save returns.
 
 The folder holds: the dist checkpoint, `trainer_state.json` (`weights_only`: a run started from it
 begins at step 0 with a fresh optimizer), `model.yaml` (the recipe's `model:` section to train it),
@@ -102,9 +108,8 @@ def build_state(weights: HFWeights, cfg: ModelConfig, padded_vocab: int, dtype: 
                 tensor = scratch.put(tensor)
             state[spec.key if layer is None else f"{spec.key}.{layer}"] = _sharded(spec, tensor, layer, cfg.num_layers)
             del parts
-        if spec.key == "decoder.final_layernorm.weight":
-            for layer in range(cfg.num_layers):
-                state.update(_extra_states(layer, cfg.num_layers))
+    for layer in range(cfg.num_layers):
+        state.update(_extra_states(layer, cfg.num_layers))
     return state
 
 
