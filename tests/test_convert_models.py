@@ -14,15 +14,14 @@ per process. The worker is tests/workers/convert_cases.py.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from launch import launch, torchrun
 import torch
 from safetensors import safe_open
 
@@ -34,37 +33,12 @@ REPO = Path(__file__).resolve().parents[1]
 LOGIT_ATOL = 1e-4
 
 
-def _launch(cmd: list[str], timeout: int = 600) -> None:
-    """Run a launch in its own process group, so a hang kills torchrun's workers too."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise AssertionError(f"{' '.join(cmd[:4])} did not finish in {timeout} s") from None
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd[:4])} failed ({proc.returncode}):\n{out[-3000:]}\n{err[-6000:]}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def out(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("convert")
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    _launch([sys.executable, str(WORKER), "--out", str(root), "prepare"])
+    launch([sys.executable, str(WORKER), "--out", str(root), "prepare"])
     for n, cases in ((3, ["smol_tp3"]), (2, ["llama_tp2", "llama_pp2", "qwen2_pp2"])):
-        port = f"--master_port={_free_port()}"  # (--master_port=0 hangs in the static rendezvous)
-        _launch([torchrun, f"--nproc_per_node={n}", port, str(WORKER), "--out", str(root), *cases])
+        launch([*torchrun(n), str(WORKER), "--out", str(root), *cases])
     return root
 
 

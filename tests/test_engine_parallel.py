@@ -8,47 +8,21 @@ costs ~9 s per process.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from launch import launch, torchrun
+
 from train_fixtures import write_byte_shards, write_lang_shards
 
 pytestmark = pytest.mark.slow
 WORKER = Path(__file__).parent / "workers" / "engine_cases.py"
-REPO = Path(__file__).resolve().parents[1]
 # TP splits matmuls and DP splits the batch, so sums are ordered differently: equal to float32
 # rounding, not bitwise. Measured here: < 2e-6 relative over 8 steps.
 LOSS_RTOL = 1e-5
-
-
-def _launch(cmd: list[str], timeout: int = 900) -> None:
-    """Run a launch in its own process group, so a hang kills torchrun's workers too."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        raise AssertionError(f"{' '.join(cmd[:4])} did not finish in {timeout} s") from None
-    if proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd[:4])} failed ({proc.returncode}):\n{out[-3000:]}\n{err[-6000:]}")
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +32,9 @@ def results(tmp_path_factory):
     streams = write_lang_shards(root / "lang")
     out = root / "out"
     common = ["--train", train, "--valid", valid, "--streams", streams, "--out", str(out)]
-    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent)) or "torchrun"
-    port = f"--master_port={_free_port()}"  # (--master_port=0 hangs in the static rendezvous)
-    _launch([torchrun, "--nproc_per_node=2", port, str(WORKER), *common, "tp2", "pp2", "dp2", "tp2sp",
+    launch([*torchrun(2), str(WORKER), *common, "tp2", "pp2", "dp2", "tp2sp",
              "streams_dp"])
-    _launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan", "weights_only",
+    launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan", "weights_only",
              "streams", "streams_resume_w0", "streams_resume_w2", "streams_exhausted"])
 
     def read(case):
