@@ -17,7 +17,6 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from megatron_ext import cpu
 
@@ -99,7 +98,6 @@ class MegatronEngine:
             dp_size=dp,
             is_logging_rank=dist.get_rank() == 0,
         )
-        self.vocab_split = par.tensor_model_parallel_size > 1
         self.pre_process = parallel_state.is_pipeline_first_stage()
         self.post_process = parallel_state.is_pipeline_last_stage()
         self._build()
@@ -172,17 +170,7 @@ class MegatronEngine:
         if position_ids is None:
             position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
         attention_mask = batch.get("attention_mask")
-        if self.vocab_split or not self.post_process:
-            # megatron's vocab-parallel cross entropy over the TP shards of the logits (on earlier
-            # pipeline stages the output is the hidden state sent to the next stage)
-            output = model(tokens, position_ids.long(), attention_mask, labels=labels)
-        else:
-            # whole vocabulary on this rank: torch's fused log-softmax cross entropy is the same
-            # math (padded vocabulary rows included, as megatron's) in fewer passes over the logits
-            logits = model(tokens, position_ids.long(), attention_mask)
-            output = F.cross_entropy(
-                logits.float().flatten(0, 1), labels.flatten(), reduction="none"
-            ).view_as(labels)
+        output = model(tokens, position_ids.long(), attention_mask, labels=labels)
         return output, partial(self._loss, loss_mask)
 
     @staticmethod

@@ -152,6 +152,22 @@ class SDPAttention(MegatronModule):
         return out.permute(2, 0, 1, 3).reshape(sq, b, heads * dim)
 
 
+class LlamaGPTModel(GPTModel):
+    """megatron's GPTModel; when the vocabulary is not split across TP ranks (and no fused TE loss
+    is configured), the loss is torch's fused cross entropy computed straight on the [s, b, V]
+    logits: the same math as megatron's vocab-parallel version (padded vocabulary rows included),
+    without its extra passes over the logits."""
+
+    def compute_language_model_loss(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if self.config.tensor_model_parallel_size > 1 or self.config.cross_entropy_loss_fusion:
+            return super().compute_language_model_loss(labels, logits)
+        s, b, v = logits.shape
+        loss = F.cross_entropy(
+            logits.float().view(s * b, v), labels.transpose(0, 1).reshape(s * b), reduction="none"
+        )
+        return loss.view(s, b).transpose(0, 1).contiguous()  # [b, s], as megatron returns it
+
+
 def layer_spec(cfg: ModelConfig) -> tuple[ModuleSpec, type]:
     """The transformer layer spec and the final-norm class for this machine."""
     use_te = cfg.attention_backend == "te" or (cfg.attention_backend == "auto" and features.has_transformer_engine())
@@ -189,7 +205,7 @@ def build_model(
     rope = {}
     if cfg.rope_scaling is not None:
         rope = {"rope_scaling": True, "rope_scaling_factor": cfg.rope_scaling.factor}
-    model = GPTModel(
+    model = LlamaGPTModel(
         config=tconf,
         transformer_layer_spec=block,
         vocab_size=padded_vocab_size(cfg, par.tensor_model_parallel_size),
