@@ -340,7 +340,7 @@ class MegatronEngine:
         trainer_state = json.loads(state_file.read_text())
         if trainer_state.get("weights_only"):
             load_optimizer = load_rng = False
-        same_layout = trainer_state.get("layout", {}) == self._layout_key()
+        same_layout = trainer_state.get("layout", {}) == self.layout_key()
         sd = self._sharded_state_dict(is_loading=True, with_optimizer=load_optimizer)
         if load_rng and same_layout:
             sd["rng_state"] = self._rng_state()
@@ -364,17 +364,14 @@ class MegatronEngine:
     def _load_model(self, state: dict) -> None:
         self.model.module.load_state_dict(state, strict=True)
 
-    def _layout_key(self) -> dict[str, int]:
+    def layout_key(self) -> dict[str, int]:
+        """The parallel layout recorded in checkpoints (RNG state is restored only on a match)."""
         r = self.recipe.parallel
         return {
             "tp": r.tensor_model_parallel_size,
             "pp": r.pipeline_model_parallel_size,
             "dp": self.layout.dp_size,
         }
-
-    def layout_key(self) -> dict[str, int]:
-        """The parallel layout recorded in checkpoints (RNG state is restored only on a match)."""
-        return self._layout_key()
 
     # ------------------------------------------------------------------ collectives
 
