@@ -89,25 +89,28 @@ class _CpuTorch(types.ModuleType):
 
 
 class _NoStream:
-    """torch.cuda.Stream/Event stand-in: DDP's communication stream and the p2p events."""
+    """torch.cuda.Stream/Event stand-in: DDP's communication stream and the p2p events.
+
+    On the CPU every operation runs in issue order on one "stream", so there is nothing to wait
+    for or record: each method is deliberately a no-op that returns what callers expect."""
 
     def __init__(self, *args, **kwargs) -> None:
-        pass
+        """Accepts CUDA stream/event arguments (device, priority, flags) and ignores them."""
 
     def wait_stream(self, *args, **kwargs) -> None:
-        pass
+        """Ordering between streams holds already: there is one."""
 
     def wait_event(self, *args, **kwargs) -> None:
-        pass
+        """Events complete when recorded on the CPU."""
 
     def record_event(self, *args, **kwargs) -> "_NoStream":
         return _NoStream()
 
     def record(self, *args, **kwargs) -> None:
-        pass
+        """Nothing pending to mark."""
 
     def synchronize(self) -> None:
-        pass
+        """Work issued on the CPU has finished when the call returns."""
 
     def query(self) -> bool:
         return True
