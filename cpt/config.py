@@ -177,6 +177,8 @@ class DataConfig:
     eod_mask_loss: bool = _f(False, "no loss on the end-of-document token")
     eod_token_id: Optional[int] = _f(None, "end-of-document token id (needed by the three options above)")
     num_workers: int = _f(0, "data loader worker processes")
+    valid_holdout: float = _f(0.0, "share of each stream's documents held out for per-stream validation; 0 = none")
+    valid_holdout_seed: int = _f(0, "seed of the held-out split (by doc_id hash: the same documents every run)")
     cache_dir: Optional[str] = _f(None, "where sample index caches go; null = <output_dir>/data_cache")
 
     def __post_init__(self) -> None:
@@ -210,6 +212,12 @@ class DataConfig:
             "is required by data.reset_position_ids / reset_attention_mask / eod_mask_loss",
         )
         _require(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        _require(0.0 <= self.valid_holdout < 1.0, "data.valid_holdout", "must be in [0, 1)")
+        _require(
+            self.valid_holdout == 0.0 or bool(self.streams),
+            "data.valid_holdout",
+            "needs data.streams (per-stream validation splits the streams' documents)",
+        )
 
 
 @dataclass(kw_only=True, slots=True)
@@ -217,6 +225,7 @@ class TrainingConfig:
     """Batch geometry, budget, precision, logging, evaluation and checkpoint cadence."""
 
     output_dir: str = _f("runs/run", "run folder: checkpoints/, tensorboard/, metrics.jsonl")
+    stage: str = _f("main", "stage name; loading another stage's checkpoint starts this stage from it")
     seed: int = _f(1234, "seed for init, dropout and data order")
     seq_length: int = _f(8192, "tokens per sample")
     micro_batch_size: int = _f(1, "samples per forward pass per data-parallel rank")
@@ -228,12 +237,15 @@ class TrainingConfig:
     log_every: int = _f(1, "steps between log lines")
     eval_every: int = _f(0, "steps between validation runs; 0 = only at the end when valid data exists")
     eval_batches: int = _f(4, "global batches per validation run")
+    eval_batches_per_stream: int = _f(1, "global batches per stream per validation run (data.valid_holdout > 0)")
     save_every: int = _f(0, "steps between checkpoints; 0 = only at the end")
     load: Optional[str] = _f(None, "checkpoint folder to start from; null = resume from output_dir if it holds one")
     tensorboard: bool = _f(True, "write TensorBoard events under output_dir/tensorboard")
 
     def __post_init__(self) -> None:
-        for name in ("seq_length", "micro_batch_size", "global_batch_size", "train_tokens", "log_every", "eval_batches"):
+        _require(bool(self.stage), "training.stage", "must be non-empty")
+        for name in ("seq_length", "micro_batch_size", "global_batch_size", "train_tokens", "log_every", "eval_batches",
+                     "eval_batches_per_stream"):
             _require(getattr(self, name) > 0, f"training.{name}", "must be > 0")
         for name in ("eval_every", "save_every", "max_skipped_steps"):
             _require(getattr(self, name) >= 0, f"training.{name}", "must be >= 0")
@@ -242,6 +254,15 @@ class TrainingConfig:
             "training.global_batch_size",
             f"{self.global_batch_size} is not a multiple of training.micro_batch_size={self.micro_batch_size}",
         )
+
+
+@dataclass(kw_only=True, slots=True)
+class HookSpec:
+    """A data hook (see cpt.train.hooks): a plugin called during training that may change the mixture."""
+
+    use: str = _f(doc="'package.module:Class', or the name of a 'cpt.data_hooks' entry point")
+    options: dict[str, Any] = _f({}, "keyword arguments for the hook's constructor")
+    name: Optional[str] = _f(None, "name in logs and checkpoints; null = derived from `use`")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -254,8 +275,16 @@ class Recipe:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig, metadata={"doc": "WSD learning rate in tokens"})
     data: DataConfig = field(default_factory=DataConfig, metadata={"doc": "training and validation shards"})
     training: TrainingConfig = _f(doc="batch, budget, precision, cadence")
+    hooks: list[HookSpec] = _f([], "data hooks, called in this order (e.g. the topic-PPL mixture controller)")
 
     def __post_init__(self) -> None:
+        names = [h.name or h.use for h in self.hooks]
+        _require(len(set(names)) == len(names), "hooks", f"hook names must be unique (set hooks[i].name), got {names}")
+        _require(
+            not self.hooks or bool(self.data.streams),
+            "hooks",
+            "data hooks change stream weights: they need data.streams",
+        )
         _require(
             self.training.seq_length <= self.model.max_position_embeddings,
             "training.seq_length",
@@ -312,6 +341,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
     if origin is Literal:
         _require(value in args, key, f"expected one of {list(args)}, got {value!r}")
         return value
+    if origin is dict or tp is dict:
+        _require(isinstance(value, dict), key, f"expected a mapping, got {value!r}")
+        return dict(value)
     if origin is list:
         _require(isinstance(value, list), key, f"expected a list, got {value!r}")
         return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)] if args else value
