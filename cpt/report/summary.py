@@ -1,0 +1,169 @@
+"""The run's numbers: stages, throughput, loss, per-stream validation PPL, mixture and tokens per stream.
+
+Everything here is computed from `RunData` alone and returned as plain JSON-ready dicts, so
+`summary.json`, `summary.md` and the plots show the same figures.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from cpt.report.runs import Record, RunData, Stage, finite
+
+SUMMARY_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class StreamTokens:
+    """Per-stream consumption after each `data` record, cumulative over stages.
+
+    `unit` is "tokens" (samples x the stage's seq_length) or "samples" when a folder has no
+    recipe.yaml to read seq_length from.
+    """
+
+    unit: str
+    points: list[tuple[int, dict[str, int]]]
+    """(consumed tokens of the run, {stream: cumulative amount}) per data record"""
+    as_of_step: Optional[int]
+
+
+def stream_tokens(run: RunData) -> StreamTokens:
+    """Tokens (or samples) drawn per stream, from the `data` records' cumulative sample counts.
+
+    Counts are taken relative to the `data` record a stage writes at train start (at the stage's
+    first consumed token), so a stage that restarts its blender at zero and one that inherits the
+    previous stage's counts are both counted once. A stage without that record counts from zero.
+    """
+    in_tokens = run.seq_lengths_known
+    unit = "tokens" if in_tokens else "samples"
+    carried: dict[str, int] = {}
+    points: list[tuple[int, dict[str, int]]] = []
+    as_of: Optional[int] = None
+    for stage in run.stages:
+        records = [r for r in run.kind("data") if r.stage == stage.name and r.fields.get("samples")]
+        if not records:
+            continue
+        baseline = records[0].fields["samples"] if records[0].tokens == stage.start_tokens else {}
+        delta: dict[str, int] = {}
+        for r in records:
+            scale = run.folders[r.folder].seq_length if in_tokens else 1
+            delta = {s: (n - baseline.get(s, 0)) * scale for s, n in r.fields["samples"].items()}
+            streams = set(carried) | set(delta)
+            points.append((r.tokens, {s: carried.get(s, 0) + delta.get(s, 0) for s in sorted(streams)}))
+            as_of = r.step
+        for s, n in delta.items():
+            carried[s] = carried.get(s, 0) + n
+    return StreamTokens(unit, points, as_of)
+
+
+def _point(r: Record, ppl: float) -> dict[str, Any]:
+    return {"ppl": ppl, "step": r.step, "tokens": r.tokens, "stage": r.stage}
+
+
+def _change(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
+    pct = 100.0 * (last["ppl"] - first["ppl"]) / first["ppl"] if first["ppl"] else None
+    return {"first": first, "last": last, "change_pct": pct}
+
+
+def validation(run: RunData) -> dict[str, Any]:
+    """PPL at the first and last eval that measured it, per stream and overall ("what improved")."""
+    firsts: dict[str, dict[str, Any]] = {}
+    lasts: dict[str, dict[str, Any]] = {}
+    for r in run.kind("eval"):
+        figures = {name: finite(v.get("ppl")) for name, v in r.fields.get("streams", {}).items()}
+        figures["overall"] = finite(r.fields.get("ppl"))
+        for name, ppl in figures.items():
+            if ppl is None:
+                continue
+            firsts.setdefault(name, _point(r, ppl))
+            lasts[name] = _point(r, ppl)
+    streams = {name: _change(firsts[name], lasts[name]) for name in sorted(firsts) if name != "overall"}
+    overall = _change(firsts["overall"], lasts["overall"]) if "overall" in firsts else None
+    return {"evals": len(run.kind("eval")), "overall": overall, "streams": streams}
+
+
+def _stage_summary(run: RunData, stage: Stage) -> dict[str, Any]:
+    train = [r for r in run.kind("train") if r.stage == stage.name]
+    speeds = [v for v in (finite(r.fields.get("tokens_per_s")) for r in train) if v is not None]
+    wall = stage.end_time - stage.start_time
+    tokens = stage.end_tokens - stage.start_tokens
+    return {
+        "name": stage.name,
+        "folders": [str(run.folders[i].path) for i in stage.folders],
+        "first_step": stage.first_step,
+        "last_step": stage.last_step,
+        "steps": stage.last_step - stage.first_step,
+        "train_records": len(train),
+        "start_tokens": stage.start_tokens,
+        "end_tokens": stage.end_tokens,
+        "tokens": tokens,
+        "wall_time_s": wall,
+        "tokens_per_s_mean": sum(speeds) / len(speeds) if speeds else None,
+        "tokens_per_wall_s": tokens / wall if wall > 0 else None,
+    }
+
+
+def _train(run: RunData) -> dict[str, Any]:
+    records = run.kind("train")
+    losses = [(r, finite(r.fields.get("loss"))) for r in records]
+    losses = [(r, v) for r, v in losses if v is not None]
+    first = {"loss": losses[0][1], "step": losses[0][0].step, "tokens": losses[0][0].tokens} if losses else None
+    last = {"loss": losses[-1][1], "step": losses[-1][0].step, "tokens": losses[-1][0].tokens} if losses else None
+    return {
+        "records": len(records),
+        "skipped_steps": sum(1 for r in records if r.fields.get("skipped") is True),
+        "first": first,
+        "last": last,
+    }
+
+
+def _mixture(run: RunData) -> dict[str, Any]:
+    weights_records = [r for r in run.kind("data") if r.fields.get("weights")]
+    updates = run.kind("mixture")
+    final, as_of = None, None
+    if weights_records:
+        final, as_of = dict(weights_records[-1].fields["weights"]), weights_records[-1].step
+    elif updates:
+        final, as_of = dict(updates[-1].fields.get("weights_after", {})) or None, updates[-1].step
+    per_hook: dict[str, dict[str, Any]] = {}
+    for r in updates:
+        entry = per_hook.setdefault(r.fields["hook"], {"updates": 0, "first_step": r.step, "last_step": r.step})
+        entry["updates"] += 1
+        entry["last_step"] = r.step
+    return {"final_weights": final, "as_of_step": as_of, "updates": len(updates), "per_hook": per_hook}
+
+
+def summarize(run: RunData) -> dict[str, Any]:
+    """Every number of the report, JSON-ready (None where the run did not log what it needs)."""
+    stages = [_stage_summary(run, s) for s in run.stages]
+    speeds = [v for v in (finite(r.fields.get("tokens_per_s")) for r in run.kind("train")) if v is not None]
+    wall = sum(s["wall_time_s"] for s in stages)
+    tokens = sum(s["tokens"] for s in stages)
+    st = stream_tokens(run)
+    return {
+        "version": SUMMARY_VERSION,
+        "folders": [
+            {"path": str(f.path), "seq_length": f.seq_length, "records": f.records,
+             "torn_last_line": f.torn_last_line, "records_without_tokens": f.without_tokens}
+            for f in run.folders
+        ],
+        "duplicates_replaced": run.duplicates_replaced,
+        "stages": stages,
+        "totals": {
+            "steps": sum(s["steps"] for s in stages),
+            "tokens": tokens,
+            "final_step": run.stages[-1].last_step,
+            "final_tokens": run.stages[-1].end_tokens,
+            "wall_time_s": wall,
+            "tokens_per_s_mean": sum(speeds) / len(speeds) if speeds else None,
+            "tokens_per_wall_s": tokens / wall if wall > 0 else None,
+        },
+        "train": _train(run),
+        "validation": validation(run),
+        "mixture": _mixture(run),
+        "stream_tokens": {
+            "unit": st.unit,
+            "as_of_step": st.as_of_step,
+            "values": st.points[-1][1] if st.points else {},
+        },
+    }
