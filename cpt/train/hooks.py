@@ -81,10 +81,16 @@ class HookContext:
         self.total_steps = total_steps
         self.tokens_per_step = tokens_per_step
         self.is_logging_rank = is_logging_rank
+        self._pending: Callable[[], Optional[dict[str, float]]] = lambda: None
+
+    def show_pending(self, pending: Callable[[], Optional[dict[str, float]]]) -> None:
+        """Let `weights()` report shares decided earlier in this step (set by the hook runner)."""
+        self._pending = pending
 
     def weights(self) -> dict[str, float]:
         """Shares in force from the next step (updates returned earlier in this step included)."""
-        return self._weights()
+        pending = self._pending()
+        return dict(pending) if pending is not None else self._weights()
 
     def samples(self) -> dict[str, int]:
         """Samples drawn from each stream so far."""

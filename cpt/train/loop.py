@@ -4,6 +4,17 @@ It drives any `cpt.train.engine.Engine` and reads samples by global index from a
 dataset, so the data position is the consumed-sample count and every rank derives its slice of a
 global batch without talking to the others. Resume restores model, optimizer, RNG and counters and
 continues with the very batches an uninterrupted run would have seen.
+
+Stages: `training.stage` names the stage a recipe runs. Loading a checkpoint of another stage (the
+previous stage's output via `training.load`) starts this stage from it: weights, optimizer, step
+and consumed tokens (so the WSD schedule goes on), and the streams that exist in both stages carry
+on where they stopped; `training.train_tokens` is this stage's budget. The run's own latest
+checkpoint, when there is one, always wins over `training.load` (a restarted stage resumes itself).
+
+Data hooks (cpt.train.hooks) are called at train start, after every step and after every
+validation; a mixture change they return after step t applies from the first sample of step t+1.
+Validation covers `data.valid_blend` and, with `data.valid_holdout`, every stream's held-out
+documents (per-stream loss and PPL: what the topic-mixture controller reads).
 """
 from __future__ import annotations
 
@@ -14,12 +25,15 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence
 
 import numpy as np
+import yaml
 
 from cpt.config import Recipe, recipe_to_dict
 from cpt.sampling.errors import StreamExhausted
 from cpt.sampling.parallel import DataParallelLayout
 from cpt.train.checkpoint import CheckpointManager, resolve_load_path, trainer_state_summary
 from cpt.train.engine import Batch, Engine, StepResult
+from cpt.train.hook_runner import HookRunner
+from cpt.train.hooks import EvalMetrics, HookContext
 from cpt.train.metrics import MetricsLogger
 from cpt.train.schedule import phase, wsd_lr
 
@@ -93,11 +107,13 @@ class Trainer:
         train_data: SampleSource,
         valid_data: Optional[SampleSource] = None,
         logger: Optional[MetricsLogger] = None,
+        valid_streams: Optional[Mapping[str, SampleSource]] = None,
     ) -> None:
         self.recipe = recipe
         self.engine = engine
         self.train_data = train_data
         self.valid_data = valid_data
+        self.valid_streams = dict(valid_streams or {})
         t = recipe.training
         self.layout = engine.layout
         self.samples_per_rank = t.global_batch_size // self.layout.dp_size
@@ -106,14 +122,72 @@ class Trainer:
             global_batch_size=t.global_batch_size, micro_batch_size=t.micro_batch_size, dp_size=self.layout.dp_size
         )
         self.tokens_per_step = t.global_batch_size * t.seq_length
-        self.total_steps = math.ceil(t.train_tokens / self.tokens_per_step)
+        self.stage_steps = math.ceil(t.train_tokens / self.tokens_per_step)
         self.output_dir = Path(t.output_dir)
         self.ckpt = CheckpointManager(self.output_dir / "checkpoints", self.layout.is_logging_rank, engine.barrier)
         self.logger = logger or MetricsLogger(self.output_dir, self.layout.is_logging_rank, t.tensorboard)
         self.state = TrainerState()
+        self.state.extra["stage"] = self._stage_record(0, 0, 0)
         self.flops_per_token = model_flops_per_token(
             engine.num_parameters, recipe.model.num_layers, recipe.model.hidden_size, t.seq_length
         )
+        self.hooks = HookRunner.from_specs(recipe.hooks, self._hook_context(), engine.broadcast_object)
+        self._context()
+
+    # ------------------------------------------------------------------ stage and data position
+
+    def _stage_record(self, step: int, samples: int, tokens: int) -> dict[str, Any]:
+        return {"name": self.recipe.training.stage, "start_step": step, "start_samples": samples,
+                "start_tokens": tokens}
+
+    @property
+    def stage(self) -> dict[str, Any]:
+        return self.state.extra["stage"]
+
+    @property
+    def total_steps(self) -> int:
+        """The step this stage ends at (steps count on across stages)."""
+        return self.stage["start_step"] + self.stage_steps
+
+    @property
+    def data_position(self) -> int:
+        """Index of the next training sample in this stage's sample sequence."""
+        return self.state.consumed_samples - self.stage["start_samples"]
+
+    def _context(self) -> None:
+        """Fields every metrics record carries."""
+        self.logger.context = {"stage": self.recipe.training.stage, "consumed_tokens": self.state.consumed_tokens}
+
+    def _hook_context(self) -> HookContext:
+        data = self.train_data
+        names = tuple(getattr(data, "stream_names", ()))
+
+        return HookContext(
+            stream_names=names,
+            weights=lambda: data.weights_at(self.data_position),
+            samples=lambda: data.samples(),
+            exhausted=lambda: data.exhausted(),
+            progress=lambda: (self.state.step, self.state.consumed_tokens),
+            log=lambda kind, figures, line=None: self.logger.log(kind, self.state.step, figures, line),
+            total_steps=self.stage_steps,
+            tokens_per_step=self.tokens_per_step,
+            is_logging_rank=self.layout.is_logging_rank,
+        )
+
+    def _apply_weights(self, weights: Optional[dict[str, float]]) -> None:
+        """Schedule hook-decided shares from the first sample of the next step, then log them."""
+        if weights is None:
+            return
+        self.train_data.set_weights(weights, effective_at=self.data_position)
+        self._log_data()
+
+    def _log_data(self) -> None:
+        if not hasattr(self.train_data, "samples"):
+            return
+        self.logger.log("data", self.state.step, {
+            "weights": self.train_data.weights_at(self.data_position),
+            "samples": self.train_data.samples(),
+        })
 
     # ------------------------------------------------------------------ batches
 
@@ -128,39 +202,63 @@ class Trainer:
     # ------------------------------------------------------------------ resume
 
     def resume(self) -> bool:
-        """Load `training.load`, or the latest checkpoint in the output folder. True if loaded."""
+        """Load the latest checkpoint in the output folder, else `training.load`. True if loaded.
+
+        A checkpoint of another stage starts this stage from it (see the module docstring)."""
         t = self.recipe.training
-        if t.load is not None:
-            folder = resolve_load_path(t.load)
-        else:
-            folder = self.ckpt.latest()
-            if folder is None:
+        folder = self.ckpt.latest()
+        if folder is None:
+            if t.load is None:
                 return False
+            folder = resolve_load_path(t.load)
         saved = self.engine.load(folder)
         if saved.get("weights_only"):  # e.g. imported from HF: weights only, the run starts at step 0
             self.logger.event(0, f"initialised weights from {folder} ({saved.get('source', 'import')})")
             return True
-        self.state = TrainerState.from_dict(saved, str(folder))
-        data_state = self.state.extra.get("data")
-        if data_state is not None and hasattr(self.train_data, "load_state_dict"):
-            self.train_data.load_state_dict(data_state)
-        self.logger.event(self.state.step, f"resumed from {folder} at {trainer_state_summary(saved)}")
+        state = TrainerState.from_dict(saved, str(folder))
+        previous = state.extra.get("stage") or {"name": "main", "start_step": 0, "start_samples": 0, "start_tokens": 0}
+        data_state = state.extra.get("data")
+        self.state = state
+        if previous["name"] == t.stage:
+            if data_state is not None and hasattr(self.train_data, "load_state_dict"):
+                self.train_data.load_state_dict(data_state)
+            if "hooks" in state.extra:
+                self.hooks.load_state_dict(state.extra["hooks"], str(folder))
+            self._context()
+            self.logger.event(self.state.step, f"resumed from {folder} at {trainer_state_summary(saved)}")
+            return True
+        # a new stage: counters and optimizer carry on, data and hooks start this stage's way
+        state.extra = {"stage": self._stage_record(state.step, state.consumed_samples, state.consumed_tokens),
+                       "previous_stage": previous["name"]}
+        carried = {}
+        if data_state is not None and hasattr(self.train_data, "continue_from"):
+            carried = self.train_data.continue_from(data_state)
+        self._context()
+        self.logger.event(
+            self.state.step,
+            f"stage {t.stage!r} starts from stage {previous['name']!r} ({folder}) at {trainer_state_summary(saved)}; "
+            f"streams carried on: {carried or 'none'}",
+            previous_stage=previous["name"], carried_streams=carried,
+        )
         return True
 
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> TrainerState:
         t = self.recipe.training
+        self.logger.write_file("recipe.yaml", yaml.safe_dump(recipe_to_dict(self.recipe), sort_keys=False))
         self.logger.event(
             self.state.step,
-            f"training {self.total_steps} steps of {self.tokens_per_step} tokens "
+            f"stage {t.stage!r}: steps {self.state.step}..{self.total_steps} of {self.tokens_per_step} tokens "
             f"({self.engine.num_parameters / 1e6:.2f}M parameters, world {self.layout.world_size}, "
             f"dp {self.layout.dp_size})",
         )
+        self._log_data()
+        self._apply_weights(self.hooks.train_start())
         window_tokens, window_start = 0, time.perf_counter()
         while self.state.step < self.total_steps:
             lr = wsd_lr(self.recipe.schedule, self.state.consumed_tokens)
-            first = self.state.consumed_samples
+            first = self.data_position
             try:
                 self.train_data.prepare_step(first, first + t.global_batch_size)
             except StreamExhausted as exc:
@@ -169,20 +267,28 @@ class Trainer:
             batches = self._micro_batches(self.train_data, first)
             result = self.engine.train_step(batches, self.num_micro_batches, lr)
             self._account(result)
+            self._context()
             window_tokens += result.tokens
             step = self.state.step
             if step % t.log_every == 0 or step == self.total_steps:
                 elapsed = time.perf_counter() - window_start
                 self._log_train(result, lr, window_tokens / max(elapsed, 1e-9))
                 window_tokens, window_start = 0, time.perf_counter()
-            if self.valid_data is not None and t.eval_every and step % t.eval_every == 0:
-                self.evaluate()
+            weights = self.hooks.step_end(step, {"loss": result.loss, "grad_norm": result.grad_norm, "lr": lr,
+                                                 "skipped": result.skipped})
+            self._apply_weights(weights)
+            if self.has_validation and t.eval_every and step % t.eval_every == 0:
+                self._apply_weights(self.hooks.eval(step, self.evaluate()))
             if t.save_every and step % t.save_every == 0 and step < self.total_steps:
                 self.save()
-        if self.valid_data is not None and not (t.eval_every and self.state.step % t.eval_every == 0):
-            self.evaluate()
+        if self.has_validation and not (t.eval_every and self.state.step % t.eval_every == 0):
+            self._apply_weights(self.hooks.eval(self.state.step, self.evaluate()))
         self.save()
         return self.state
+
+    @property
+    def has_validation(self) -> bool:
+        return self.valid_data is not None or bool(self.valid_streams)
 
     def _account(self, result: StepResult) -> None:
         t = self.recipe.training
@@ -229,24 +335,44 @@ class Trainer:
         )
         self.logger.log("train", s.step, figures, line)
 
-    def evaluate(self) -> Optional[float]:
-        """Validation loss over the same `eval_batches` global batches every time."""
-        if self.valid_data is None:
-            return None
-        t = self.recipe.training
+    def _loss_over(self, source: SampleSource, global_batches: int) -> tuple[float, int]:
+        """Token-summed loss and tokens over the first `global_batches` global batches of `source`
+        (the same batches at every evaluation, on all ranks)."""
+        gbs = self.recipe.training.global_batch_size
         loss_sum, tokens = 0.0, 0
-        for b in range(t.eval_batches):
-            batches = self._micro_batches(self.valid_data, b * t.global_batch_size)
-            ls, n = self.engine.evaluate(batches, self.num_micro_batches)
+        for b in range(global_batches):
+            ls, n = self.engine.evaluate(self._micro_batches(source, b * gbs), self.num_micro_batches)
             loss_sum += ls
             tokens += n
-        loss = loss_sum / max(tokens, 1)
-        ppl = math.exp(min(loss, 50.0))
+        return loss_sum, tokens
+
+    def evaluate(self) -> EvalMetrics:
+        """Validation over `data.valid_blend` (`eval_batches` global batches) and every stream's
+        held-out documents (`eval_batches_per_stream` each). Without a valid_blend the overall loss is
+        the token-weighted loss over the streams' held-out batches."""
+        t = self.recipe.training
+        streams: dict[str, dict[str, float]] = {}
+        total_loss, total_tokens = 0.0, 0
+        for name, source in self.valid_streams.items():
+            ls, n = self._loss_over(source, t.eval_batches_per_stream)
+            loss = ls / max(n, 1)
+            streams[name] = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": n}
+            total_loss, total_tokens = total_loss + ls, total_tokens + n
+        if self.valid_data is not None:
+            total_loss, total_tokens = self._loss_over(self.valid_data, t.eval_batches)
+        loss = total_loss / max(total_tokens, 1) if total_tokens else None
+        ppl = math.exp(min(loss, 50.0)) if loss is not None else None
+        figures: dict[str, Any] = {"loss": loss, "ppl": ppl, "tokens": total_tokens}
+        if streams:
+            figures["streams"] = streams
+        per_stream = " | ".join(f"{k} {v['ppl']:.2f}" for k, v in streams.items())
         self.logger.log(
-            "eval", self.state.step, {"loss": loss, "ppl": ppl, "tokens": tokens},
-            f"eval step {self.state.step} | loss {loss:.4f} | ppl {ppl:.3f}",
+            "eval", self.state.step, figures,
+            f"eval step {self.state.step} | loss {loss:.4f} | ppl {ppl:.3f}" + (f" | ppl by stream: {per_stream}" if streams else ""),
         )
-        return loss
+        self._log_data()
+        return EvalMetrics(step=self.state.step, consumed_tokens=self.state.consumed_tokens, loss=loss, ppl=ppl,
+                           streams=streams)
 
     def save(self) -> Path:
         if not self.engine.parameters_finite():
@@ -255,6 +381,8 @@ class Trainer:
             )
         if hasattr(self.train_data, "state_dict"):
             self.state.extra["data"] = self.train_data.state_dict()
+        if self.hooks:
+            self.state.extra["hooks"] = self.hooks.state_dict()
         state = self.state.to_dict()
         state["layout"] = self.engine.layout_key()
         state["recipe"] = recipe_to_dict(self.recipe)

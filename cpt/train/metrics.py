@@ -1,7 +1,9 @@
 """Where training figures go: a stdout line, `metrics.jsonl`, and TensorBoard (logging rank only).
 
-Every record is one JSON object per line with `kind` ("train" | "eval" | "event"), `step` and the
-figures, so reports and tests read the run without parsing logs.
+Every record is one JSON object per line with `kind` ("train" | "eval" | "data" | "mixture" |
+"event"), `step`, `time`, the trainer's context (`stage`, `consumed_tokens`) and the figures, so
+reports and tests read the run without parsing logs. Nested figures ({stream: value}) go to
+TensorBoard as `kind/key/stream`.
 """
 from __future__ import annotations
 
@@ -15,11 +17,12 @@ from typing import Any, Optional
 class MetricsLogger:
     def __init__(self, output_dir: str | Path, enabled: bool, tensorboard: bool) -> None:
         self.enabled = enabled
+        self.context: dict[str, Any] = {}  # fields every record carries (set by the trainer)
         self._jsonl = None
         self._tb = None
         if not enabled:
             return
-        out = Path(output_dir)
+        out = self._dir = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
         self._jsonl = open(out / "metrics.jsonl", "a", buffering=1)
         if tensorboard:
@@ -30,14 +33,22 @@ class MetricsLogger:
     def log(self, kind: str, step: int, figures: dict[str, Any], line: Optional[str] = None) -> None:
         if not self.enabled:
             return
-        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **figures}
+        record = {"kind": kind, "step": step, "time": round(time.time(), 3), **self.context, **figures}
         self._jsonl.write(json.dumps(record) + "\n")
         if self._tb is not None:
-            for key, value in figures.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._tb.add_scalar(f"{kind}/{key}", value, step)
+            for key, value in _scalars(figures, kind):
+                self._tb.add_scalar(key, value, step)
         if line:
             print(line, file=sys.stdout, flush=True)
+
+    def write_file(self, name: str, text: str) -> None:
+        """Write a file into the run folder atomically (logging rank only)."""
+        if not self.enabled:
+            return
+        path = self._dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
 
     def event(self, step: int, message: str, **figures: Any) -> None:
         self.log("event", step, {"message": message, **figures}, line=f"[cpt] {message}")
@@ -47,3 +58,12 @@ class MetricsLogger:
             self._tb.close()
         if self._jsonl is not None:
             self._jsonl.close()
+
+
+def _scalars(figures: dict[str, Any], prefix: str):
+    """(tag, number) pairs of the numeric figures, nested dicts flattened with '/'."""
+    for key, value in figures.items():
+        if isinstance(value, dict):
+            yield from _scalars(value, f"{prefix}/{key}")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}/{key}", value

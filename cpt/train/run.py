@@ -5,46 +5,77 @@ This is the composition root for training (with cpt.cli it is where `cpt` meets 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Optional
 
 from cpt.config import Recipe
 from cpt.train.loop import Trainer, TrainingStopped
 
 
+@dataclass
+class TrainingData:
+    """What the trainer reads: training samples, optional blend validation, per-stream validation."""
+
+    train: Any
+    valid: Optional[Any] = None
+    valid_streams: dict[str, Any] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for source in (self.train, self.valid, *self.valid_streams.values()):
+            if hasattr(source, "close"):
+                source.close()
+
+
+def build_training_data(recipe: Recipe) -> TrainingData:
+    """Training data from `data.blend` (megatron GPTDataset) or `data.streams` (the Blender), and
+    validation from `data.valid_blend` and, with `data.valid_holdout`, each stream's held-out
+    documents (split off by doc_id hash before the training streams are built: disjoint)."""
+    t, d = recipe.training, recipe.data
+    if not d.blend and not d.streams:
+        raise ValueError("data.blend: no training data given (data.blend or data.streams)")
+    cache = d.cache_dir or str(Path(t.output_dir) / "data_cache")
+    steps = -(-t.train_tokens // (t.global_batch_size * t.seq_length))
+    out = TrainingData(train=None)
+    if d.streams:
+        from cpt.train.stream_data import BlendedSamples, build_streams
+
+        split = "train" if d.valid_holdout else "all"
+        out.train = BlendedSamples(
+            build_streams(d.streams, t.seq_length, split, d.valid_holdout, d.valid_holdout_seed),
+            {s.name: s.weight for s in d.streams}, t.seq_length, d,
+        )
+        if d.valid_holdout:
+            for stream in build_streams(d.streams, t.seq_length, "valid", d.valid_holdout, d.valid_holdout_seed):
+                out.valid_streams[stream.name] = BlendedSamples([stream], [1.0], t.seq_length, d, num_workers=0)
+    else:
+        from megatron_ext.datasets import build_dataset
+
+        out.train = build_dataset(d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache,
+                                  recipe.model.vocab_size)
+    if d.valid_blend:
+        from megatron_ext.datasets import build_dataset
+
+        out.valid = build_dataset(d.valid_blend, d, t.eval_batches * t.global_batch_size, t.seq_length, t.seed,
+                                  cache, recipe.model.vocab_size)
+    return out
+
+
 def train_recipe(recipe: Recipe) -> int:
-    from megatron_ext.datasets import build_dataset
     from megatron_ext.engine import MegatronEngine
 
     engine = MegatronEngine(recipe)
-    t, d = recipe.training, recipe.data
     try:
-        if not d.blend and not d.streams:
-            print("recipe error: data.blend: no training data given (data.blend or data.streams)", file=sys.stderr)
-            return 2
-        cache = d.cache_dir or str(Path(t.output_dir) / "data_cache")
-        tokens_per_step = t.global_batch_size * t.seq_length
-        steps = -(-t.train_tokens // tokens_per_step)
         try:
-            if d.streams:
-                from cpt.train.stream_data import BlendedSamples, build_streams
-
-                train = BlendedSamples(
-                    build_streams(d.streams, t.seq_length), {s.name: s.weight for s in d.streams}, t.seq_length, d
-                )
-            else:
-                train = build_dataset(
-                    d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache, recipe.model.vocab_size
-                )
-            valid = None
-            if d.valid_blend:
-                valid = build_dataset(
-                    d.valid_blend, d, t.eval_batches * t.global_batch_size, t.seq_length, t.seed, cache,
-                    recipe.model.vocab_size,
-                )
-        except FileNotFoundError as exc:
+            data = build_training_data(recipe)
+        except (FileNotFoundError, ValueError) as exc:
             print(f"data error: {exc}", file=sys.stderr)
             return 2
-        trainer = Trainer(recipe, engine, train, valid)
+        try:
+            trainer = Trainer(recipe, engine, data.train, data.valid, valid_streams=data.valid_streams)
+        except ValueError as exc:
+            print(f"recipe error: {exc}", file=sys.stderr)
+            return 2
         try:
             trainer.resume()
         except (FileNotFoundError, ValueError) as exc:
@@ -57,6 +88,7 @@ def train_recipe(recipe: Recipe) -> int:
             return 3
         finally:
             trainer.logger.close()
+            data.close()
         return 0
     finally:
         engine.close()

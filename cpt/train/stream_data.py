@@ -6,6 +6,11 @@ documents. Only the reading of those ranges may run in worker processes, so a we
 for global sample t·B applies exactly from step t whatever the number of workers. The data state
 saved in checkpoints is the Blender's (weight history + counts), versioned and checked on load.
 
+Stages: a new stage (another recipe, e.g. stage 2 with a synthetic stream added) builds a new Blender
+over its own streams; `continue_from(previous stage's state)` makes every stream that existed before
+with the same documents and config (same fingerprint) start where it stopped, so stage 2 does not
+repeat stage 1's documents. Those starting offsets are part of the state.
+
 Batches are megatron-style: tokens, labels, loss_mask, position_ids (+ attention_mask when
 document-boundary masking is on), built as megatron's GPTDataset builds them.
 """
@@ -66,31 +71,63 @@ def _read(args: tuple) -> np.ndarray:
     return read_samples(pieces, _open_shard, sample_tokens)
 
 
-def build_streams(specs: Sequence[StreamSpec], seq_length: int) -> list[Stream]:
-    """One Stream per recipe stream (each over the DocumentTable of its shard prefixes)."""
+def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "all", holdout: float = 0.0,
+                  holdout_seed: int = 0) -> list[Stream]:
+    """One Stream per recipe stream (each over the DocumentTable of its shard prefixes).
+
+    split="train"/"valid" with holdout > 0: the documents outside / inside each stream's held-out
+    share (by doc_id hash, so the two sides never share a document). Validation streams are always
+    read in a seeded shuffle order (a ppl order would evaluate only the easiest documents) and
+    start over when they run out.
+    """
     tables: dict[tuple[str, ...], DocumentTable] = {}
     streams = []
+    valid = split == "valid"
     for spec in specs:
         key = tuple(spec.prefixes)
         if key not in tables:
             tables[key] = DocumentTable.from_shards(list(key))
-        streams.append(Stream(tables[key], StreamConfig(
-            name=spec.name, seq_length=seq_length, filter=spec.filter, order=spec.order, seed=spec.seed,
-            on_exhausted=spec.on_exhausted,
-        )))
+        stream = Stream(tables[key], StreamConfig(
+            name=spec.name, seq_length=seq_length, filter=spec.filter,
+            order="shuffle" if valid else spec.order, seed=spec.seed,
+            on_exhausted="next_epoch" if valid else spec.on_exhausted,
+            split=split if holdout else "all", holdout=holdout, holdout_seed=holdout_seed,
+        ))
+        if stream.tokens_per_epoch == 0:
+            side = f"held-out (data.valid_holdout={holdout})" if valid else "training"
+            raise ValueError(
+                f"data.streams: stream {spec.name!r} has no {side} documents with tokens "
+                f"(filter {spec.filter!r} over {list(key)})"
+            )
+        streams.append(stream)
     return streams
+
+
+STATE_VERSION = 2
 
 
 class BlendedSamples:
     """Samples by global index through a Blender; `fetch(indices)` builds one micro-batch."""
 
     def __init__(self, streams: Sequence[Stream], weights: Sequence[float] | Mapping[str, float],
-                 seq_length: int, data: DataConfig) -> None:
+                 seq_length: int, data: DataConfig, num_workers: Optional[int] = None) -> None:
         self.streams = list(streams)
-        self.blender = Blender.from_streams(self.streams, weights)
+        self.offsets = np.zeros(len(self.streams), dtype=np.int64)  # first sample of each stream this stage
+        self.blender = self._new_blender(weights)
         self.seq_length = seq_length
         self.data = data
-        self._pool = ProcessPoolExecutor(data.num_workers) if data.num_workers > 0 else None
+        workers = data.num_workers if num_workers is None else num_workers
+        self._pool = ProcessPoolExecutor(workers) if workers > 0 else None
+
+    def _new_blender(self, weights: Sequence[float] | Mapping[str, float]) -> Blender:
+        capacities = [None if s.capacity is None else max(s.capacity - int(off), 0)
+                      for s, off in zip(self.streams, self.offsets)]
+        return Blender([s.name for s in self.streams], weights, capacities=capacities,
+                       fingerprints=[s.fingerprint for s in self.streams])
+
+    @property
+    def stream_names(self) -> tuple[str, ...]:
+        return self.blender.stream_names
 
     def sample_ids(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(stream id, index within stream) of global samples `indices` (drawing ahead as needed)."""
@@ -99,7 +136,8 @@ class BlendedSamples:
             self.blender.next_samples(stop - self.blender.drawn)
         lo = int(indices.min())
         ids = self.blender.sample_ids(lo, stop)
-        return ids.stream[indices - lo], ids.index[indices - lo]
+        stream = ids.stream[indices - lo]
+        return stream, ids.index[indices - lo] + self.offsets[stream]
 
     def prepare_step(self, start: int, stop: int) -> None:
         self.sample_ids(np.arange(start, stop, dtype=np.int64))
@@ -129,11 +167,58 @@ class BlendedSamples:
     def set_weights(self, weights: Sequence[float] | Mapping[str, float], effective_at: int) -> None:
         self.blender.set_weights(weights, effective_at=effective_at)
 
+    def weights_at(self, global_sample: int) -> dict[str, float]:
+        """Shares in force for `global_sample` (scheduled changes included)."""
+        return dict(zip(self.stream_names, self.blender.weights_at(global_sample).tolist()))
+
+    def samples(self) -> dict[str, int]:
+        """Samples drawn from each stream in this stage."""
+        return dict(zip(self.stream_names, self.blender.counts.tolist()))
+
+    def exhausted(self) -> frozenset[str]:
+        """Streams with a capacity (on_exhausted: stop) that have given all their samples."""
+        counts = self.blender.counts
+        return frozenset(
+            s.name for k, s in enumerate(self.streams)
+            if s.capacity is not None and counts[k] + self.offsets[k] >= s.capacity
+        )
+
     def state_dict(self) -> dict[str, Any]:
-        return {"blender": self.blender.state_dict()}
+        return {
+            "version": STATE_VERSION,
+            "blender": self.blender.state_dict(),
+            "offsets": dict(zip(self.stream_names, self.offsets.tolist())),
+        }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume this stage exactly (same streams, same documents; refused otherwise)."""
+        if state.get("version") != STATE_VERSION:
+            raise ValueError(f"data state version {state.get('version')!r}; this cpt reads {STATE_VERSION}")
+        offsets = state["offsets"]
+        if sorted(offsets) != sorted(self.stream_names):
+            raise ValueError(
+                f"data state: streams {sorted(offsets)} in the checkpoint, {sorted(self.stream_names)} in the "
+                "recipe; resume a stage with its own streams (a new stage needs a new training.stage name)"
+            )
+        self.offsets = np.array([int(offsets[n]) for n in self.stream_names], dtype=np.int64)
+        self.blender = self._new_blender(self.blender.weights_at(0))
         self.blender.load_state_dict(state["blender"])
+
+    def continue_from(self, previous: Mapping[str, Any]) -> dict[str, int]:
+        """Start this stage where the previous stage's streams stopped (a stream carries on only if
+        its name and fingerprint are unchanged). Returns {stream: first sample index} carried."""
+        if previous.get("version") != STATE_VERSION:
+            raise ValueError(f"previous stage's data state version {previous.get('version')!r}; need {STATE_VERSION}")
+        old = previous["blender"]
+        fingerprints = dict(zip(old["streams"], old.get("fingerprints") or [None] * len(old["streams"])))
+        drawn = {name: int(c) + int(previous["offsets"].get(name, 0)) for name, c in zip(old["streams"], old["counts"])}
+        carried = {}
+        for k, stream in enumerate(self.streams):
+            if stream.name in drawn and fingerprints.get(stream.name) == stream.fingerprint:
+                self.offsets[k] = drawn[stream.name]
+                carried[stream.name] = drawn[stream.name]
+        self.blender = self._new_blender(self.blender.weights_at(0))
+        return carried
 
     def close(self) -> None:
         if self._pool is not None:

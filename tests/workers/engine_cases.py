@@ -35,25 +35,13 @@ LAYOUTS = {
 
 
 def make(recipe_dict, engine=None):
-    from megatron_ext.datasets import build_dataset
+    from cpt.train.run import build_training_data
     from megatron_ext.engine import MegatronEngine
 
     recipe = recipe_from_dict(recipe_dict)
     engine = engine or MegatronEngine(recipe)
-    t, d = recipe.training, recipe.data
-    cache = str(Path(t.output_dir) / "data_cache")
-    steps = -(-t.train_tokens // (t.global_batch_size * t.seq_length))
-    if d.streams:
-        from cpt.train.stream_data import BlendedSamples, build_streams
-
-        train = BlendedSamples(build_streams(d.streams, t.seq_length), {x.name: x.weight for x in d.streams},
-                               t.seq_length, d)
-    else:
-        train = build_dataset(d.blend, d, steps * t.global_batch_size, t.seq_length, t.seed, cache,
-                              recipe.model.vocab_size)
-    valid = build_dataset(d.valid_blend, d, t.eval_batches * t.global_batch_size, t.seq_length, t.seed, cache,
-                          recipe.model.vocab_size) if d.valid_blend else None
-    return recipe, engine, train, valid
+    data = build_training_data(recipe)
+    return recipe, engine, data.train, data.valid
 
 
 def losses(run_dir: Path, kind: str = "train") -> list[float]:
