@@ -402,6 +402,17 @@ def test_schedule_of_a_subset_divides_its_current_total_and_skips_exhausted():
     assert dict(hook.on_step_end(run.ctx, 1, {}).weights) == approx({"a": 0.4, "b": 0.0})
 
 
+def test_schedule_state_round_trip_and_refusal():
+    hook = ScheduleMixture(points=POINTS)
+    run = Run({"a": 0.5, "b": 0.5})
+    run.apply(hook.on_train_start(run.ctx))
+    resumed = ScheduleMixture(points=POINTS)
+    resumed.load_state_dict(json.loads(json.dumps(hook.state_dict())))
+    assert resumed.updates == 1 and resumed.on_train_start(run.ctx) is None  # the weights are on schedule
+    with pytest.raises(ValueError, match="field 'streams'"):
+        ScheduleMixture(points=[[0, {"a": 1, "c": 1}]]).load_state_dict(hook.state_dict())
+
+
 @pytest.mark.parametrize("points, match", [
     ([], "'points'"),
     ([[0, {"a": 1}], [0, {"a": 1}]], r"points\[1\]\[0\]"),
@@ -459,6 +470,10 @@ def test_exp3_bandit_feedback_is_seeded_and_deterministic():
         return picks, run.weights
     picks, weights = play(5)
     assert all(len(p) == 1 for p in picks)
+    hook, run = EXP3Mixture(feedback="bandit", seed=5), Run(W3)
+    hook.on_eval(run.ctx, 100, evals(100, loss={"a": 2.0, "b": 2.5, "c": 1.0}))
+    observed = run.logs[-1][1]["observed"][0]
+    assert [s for s, r in hook.rewards.items() if r != 0.0] == [observed]  # only the drawn arm learns
     assert play(5) == (picks, weights)
     assert play(6)[0] != picks
 

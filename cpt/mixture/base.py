@@ -65,7 +65,8 @@ class MixtureController(DataHook):
             raise self._err(option, f"must be one of {list(choices)}, got {value!r}")
         return value
 
-    def _per_stream(self, option: str, value: Any, default: float, *, low: float, high: float) -> tuple[float, dict[str, float]]:
+    def _per_stream(self, option: str, value: Any, default: float, *, low: float,
+                    high: float) -> tuple[float, dict[str, float]]:
         """A number for every stream, or {stream: number} for some (the others get `default`)."""
         if isinstance(value, Mapping):
             per = {}
@@ -81,7 +82,8 @@ class MixtureController(DataHook):
     def _check_known(self, ctx: HookContext, names: Iterable[str], option: str) -> None:
         unknown = sorted(set(names) - set(ctx.stream_names))
         if unknown:
-            raise self._err(option, f"names streams {unknown} that this run does not have (streams: {list(ctx.stream_names)})")
+            raise self._err(option, f"names streams {unknown} that this run does not have "
+                                    f"(streams: {list(ctx.stream_names)})")
 
     # ---- state -----------------------------------------------------------------------------------
 

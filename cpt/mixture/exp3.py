@@ -105,7 +105,8 @@ class EXP3Mixture(MixtureController):
         if self.streams is None:
             validated = tuple(s for s in ctx.stream_names if s in eval_metrics.streams)
             if not validated:
-                raise self._err("streams", f"not set and no stream has per-stream validation at step {eval_metrics.step}")
+                raise self._err("streams", "not set and no stream has per-stream validation "
+                                           f"at step {eval_metrics.step}")
             self.streams = validated
         self._check_known(ctx, self.streams, "streams")
         return self.streams
@@ -141,7 +142,8 @@ class EXP3Mixture(MixtureController):
         figures = {
             "eval": self.evals, "update": self.updates, "t": t, "clock": self.clock, "feedback": self.feedback,
             "eps": eps, "eps_prev": eps_prev, "loss": loss, "sampling_share": pi, "importance_weight": weight,
-            "observed": list(observed), "reward": reward, "reward_estimate": {s: self.rewards.get(s, 0.0) for s in live},
+            "observed": list(observed), "reward": reward,
+            "reward_estimate": {s: self.rewards.get(s, 0.0) for s in live},
             "policy": policy, "exhausted": sorted(set(streams) & exhausted),
         }
         return self._finish(ctx, before, shares, figures, f"update {self.updates} at eval {self.evals}")

@@ -63,7 +63,8 @@ class ForgettingGuard(MixtureController):
         who = f"hook {self.name!r}"
         tokens = {s: stream_metric(eval_metrics, s, "tokens", who) for s in self.watch}
         if not sum(tokens.values()) > 0:
-            raise ValueError(f"{who}: the watched streams {list(self.watch)} have no validation tokens at step {eval_metrics.step}")
+            raise ValueError(f"{who}: the watched streams {list(self.watch)} have no validation tokens "
+                             f"at step {eval_metrics.step}")
         loss = {}
         for s in self.watch:
             figures = eval_metrics.streams[s]
@@ -110,6 +111,7 @@ class ForgettingGuard(MixtureController):
         self._check_state(state, self.streams, ("baseline_ppl", "evals", "triggers"))
         base = state["baseline_ppl"]
         if base is not None and not (isinstance(base, (int, float)) and math.isfinite(base) and base > 0):
-            raise ValueError(f"{type(self).__name__} {self.name!r}: refusing state: baseline_ppl must be a PPL > 0, got {base!r}")
+            raise ValueError(f"{type(self).__name__} {self.name!r}: refusing state: baseline_ppl must be "
+                             f"a PPL > 0, got {base!r}")
         self.baseline_ppl = None if base is None else float(base)
         self.evals, self.triggers = int(state["evals"]), int(state["triggers"])

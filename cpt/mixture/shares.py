@@ -22,14 +22,16 @@ def _g(lam: float, raw: Sequence[float], low: Sequence[float], high: Sequence[fl
     return sum(_clip(lam * r, lo, hi) for r, lo, hi in zip(raw, low, high))
 
 
-def fit_to_bounds(raw: Sequence[float], low: Sequence[float], high: Sequence[float], total: float) -> tuple[list[float], bool]:
+def fit_to_bounds(raw: Sequence[float], low: Sequence[float], high: Sequence[float],
+                  total: float) -> tuple[list[float], bool]:
     """Shares proportional to `raw` where the bounds allow, each in [low_i, high_i], summing to `total`.
 
     Returns (shares, feasible). When the bounds cannot hold the total (sum(low) > total or
     sum(high) < total) the result is `low` (or `high`) scaled to the total and feasible is False:
     the caller logs it; a bound that cannot be met is broken by the smallest common factor rather
-    than failing a run. Streams with raw share 0 (or below 1e-15 of the largest) stay at their lower bound unless the others cannot
-    take the total, in which case they share the rest in proportion to their room (high - low).
+    than failing a run. Streams with raw share 0 (or below 1e-15 of the largest) stay at their lower
+    bound unless the others cannot take the total, in which case they share the rest in proportion
+    to their room (high - low).
     """
     n = len(raw)
     if not (len(low) == len(high) == n):

@@ -31,7 +31,8 @@ class StaticMixture(MixtureController):
         self._check_known(ctx, self.weights, "weights")
         missing = sorted(set(ctx.stream_names) - set(self.weights))
         if missing:
-            raise self._err("weights", f"must name every stream of the run; missing {missing} (write 0 to leave one out)")
+            raise self._err("weights", f"must name every stream of the run; missing {missing} "
+                                       "(write 0 to leave one out)")
         exhausted = ctx.exhausted()
         live = {s: (0.0 if s in exhausted else w) for s, w in self.weights.items()}
         total = sum(live.values())

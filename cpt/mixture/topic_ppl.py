@@ -138,7 +138,8 @@ class TopicPPLMixture(MixtureController):
         for option, names in (("priority", self.priority), ("min_share", self._min_per), ("max_share", self._max_per)):
             extra = sorted(set(names) - set(streams))
             if extra:
-                raise self._err(option, f"names {extra}, which this controller does not control (streams: {list(streams)})")
+                raise self._err(option, f"names {extra}, which this controller does not control "
+                                        f"(streams: {list(streams)})")
         for s in streams:
             if self._bound(s, self._min_per, self.min_share) > self._bound(s, self._max_per, self.max_share):
                 raise self._err("min_share", f"for stream {s!r} exceeds its max_share")
@@ -162,7 +163,8 @@ class TopicPPLMixture(MixtureController):
         if self.streams is None:
             validated = tuple(s for s in ctx.stream_names if s in eval_metrics.streams)
             if not validated:
-                raise self._err("streams", f"not set and no stream has per-stream validation at step {eval_metrics.step}")
+                raise self._err("streams", "not set and no stream has per-stream validation "
+                                           f"at step {eval_metrics.step}")
             self._check_named(validated)
             self.streams = validated
         self._check_known(ctx, self.streams, "streams")
@@ -178,11 +180,11 @@ class TopicPPLMixture(MixtureController):
             raise ValueError(f"{who}: validation PPL must be > 0 at step {step}, got {ppl}")
         self.evals += 1
         before = ctx.weights()
-        if self.evals == 1 or (self.evals - 1) % self.every != 0:
-            if self.evals == 1:
-                self.reference_ppl = dict(ppl)
-                return self._finish(ctx, before, None, {"eval": self.evals, "ppl": ppl}, "first eval: PPL recorded")
-            return None
+        if self.evals == 1:
+            self.reference_ppl = dict(ppl)
+            return self._finish(ctx, before, None, {"eval": self.evals, "ppl": ppl}, "first eval: PPL recorded")
+        if (self.evals - 1) % self.every:
+            return None  # not an update eval; dp will span the evals since the last update
         new, figures = self._update(before, ppl, live, streams)
         self.reference_ppl.update(ppl)
         self.updates += 1
@@ -257,4 +259,5 @@ class TopicPPLMixture(MixtureController):
         if streams is not None and not set(ref) <= set(streams):
             raise ValueError(f"{type(self).__name__} {self.name!r}: refusing state: reference_ppl names "
                              f"{sorted(set(ref) - set(streams))} outside its streams")
-        self.streams, self.evals, self.updates, self.reference_ppl = streams, int(state["evals"]), int(state["updates"]), ref
+        self.streams, self.reference_ppl = streams, ref
+        self.evals, self.updates = int(state["evals"]), int(state["updates"])
