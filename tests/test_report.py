@@ -48,9 +48,10 @@ class Log:
     def data(self, step: int, weights: dict[str, float], samples: dict[str, int]) -> None:
         self("data", step, weights=weights, samples=samples)
 
-    def mixture(self, step: int, hook: str, before: dict[str, float], after: dict[str, float]) -> None:
+    def mixture(self, step: int, hook: str, before: dict[str, float], after: dict[str, float],
+                **flag: bool) -> None:
         self("mixture", step, hook=hook, weights_before=before, weights_after=after,
-             ppl={s: 10.0 for s in after}, factor={s: 1.0 for s in after})
+             ppl={s: 10.0 for s in after}, factor={s: 1.0 for s in after}, **flag)
 
 
 def write_two_stages(root: Path) -> tuple[Path, Path, Log, Log]:
@@ -79,6 +80,7 @@ def write_two_stages(root: Path) -> tuple[Path, Path, Log, Log]:
             s1.data(4, after, {"zh_math": 8, "en_physics": 8})
     s1.eval(8, 16.0, zh_math=24.0, en_physics=13.5)
     s1.data(8, after, {"zh_math": 18, "en_physics": 14})
+    s1.mixture(8, "topic_ppl", after, after, updated=False)  # a controller call that kept the mixture
 
     s2 = Log(root / "stage2", "stage2", 256, 5000.0)
     w2 = {"zh_math": 0.4, "en_physics": 0.3, "code": 0.3}
@@ -157,8 +159,9 @@ def test_two_stage_report_numbers_files_and_duplicates(tmp_path: Path, capsys):
 
     m = s["mixture"]
     assert m["final_weights"] == {"zh_math": 0.5, "en_physics": 0.25, "code": 0.25} and m["as_of_step"] == 12
-    assert m["updates"] == 3
-    assert {h: e["updates"] for h, e in m["per_hook"].items()} == {"topic_ppl": 2, "floor": 1}
+    assert (m["updates"], m["calls"]) == (3, 4)
+    assert m["per_hook"] == {"topic_ppl": {"calls": 3, "updates": 2, "update_steps": [4, 10]},
+                             "floor": {"calls": 1, "updates": 1, "update_steps": [10]}}
     # samples x the stage's seq_length, stage by stage: 18*128 + 4*256, 14*128 + 2*256, 2*256
     assert s["stream_tokens"] == {"unit": "tokens", "as_of_step": 12,
                                   "values": {"zh_math": 3328, "en_physics": 2304, "code": 512}}
@@ -166,7 +169,7 @@ def test_two_stage_report_numbers_files_and_duplicates(tmp_path: Path, capsys):
 
     md = (out / "summary.md").read_text()
     for text in ("stage1", "stage2", str(stage1), "| zh_math | 30.000", "20.000", "-33.3%", "-16.0%", "-10.0%",
-                 "-30.0%", "3,328", "2,304", "| code | 0.2500 | 512 |", "`topic_ppl`: 2 updates", "`floor`: 1 update ", "| 1,004 |",
+                 "-30.0%", "3,328", "2,304", "| code | 0.2500 | 512 |", "`topic_ppl`: 2 updates in 3 calls at steps 4, 10", "`floor`: 1 update in 1 call at step 10", "| 1,004 |",
                  "2.9000", "1.8000", "![Training loss](loss.png)", "(stream_tokens.png)", "(mixture.png)"):
         assert text in md, text
 
@@ -278,3 +281,9 @@ def test_folder_errors(tmp_path: Path, capsys):
     assert "--out is required with several run folders" in capsys.readouterr().err
     assert main(["report", str(folder), str(folder), "--out", str(tmp_path / "o")]) == 2
     assert "given twice" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("")
+    assert main(["report", str(folder), "--out", str(tmp_path / "a_file")]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+    (folder / "metrics.jsonl").write_bytes(GOOD.encode() + b'{"kind": "\xff"}\n' + GOOD.encode())
+    assert main(["report", str(folder), "--out", str(tmp_path / "o")]) == 2
+    assert "metrics.jsonl:2: not UTF-8 text" in capsys.readouterr().err

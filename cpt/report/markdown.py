@@ -33,6 +33,11 @@ def _duration(seconds: float) -> str:
     return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
 
 
+def _steps(steps: list[int], show: int = 8) -> str:
+    head = ", ".join(str(s) for s in steps[:show])
+    return head + (f", … ({len(steps) - show} more)" if len(steps) > show else "")
+
+
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(row) + " |" for row in rows]
@@ -108,13 +113,13 @@ def _mixture(s: dict[str, Any]) -> list[str]:
     else:
         lines += ["No data records (stream weights / samples) were logged.", ""]
     if m["per_hook"]:
-        lines.append(f"Mixture updates: {m['updates']}")
+        lines.append(f"Mixture updates: {m['updates']} (in {m['calls']} controller calls)")
         for hook, e in sorted(m["per_hook"].items()):
-            n, first, last = e["updates"], e["first_step"], e["last_step"]
-            steps = f"step {first}" if first == last else f"steps {first}–{last}"
-            lines.append(f"- `{hook}`: {n} update{'' if n == 1 else 's'} ({steps})")
+            n, steps = e["updates"], e["update_steps"]
+            where = f" at step{'s' if len(steps) > 1 else ''} {_steps(steps)}" if steps else ""
+            lines.append(f"- `{hook}`: {n} update{'' if n == 1 else 's'} in {e['calls']} call{'' if e['calls'] == 1 else 's'}{where}")
     else:
-        lines.append("Mixture updates: none.")
+        lines.append("Mixture updates: none logged.")
     return lines + [""]
 
 
@@ -123,7 +128,8 @@ def render(s: dict[str, Any]) -> str:
     lines = ["# Run report", ""]
     lines += [f"- `{f['path']}`" + ("" if f["seq_length"] else " (no recipe.yaml)") for f in s["folders"]]
     lines.append(f"- final step {s['totals']['final_step']}, {human(s['totals']['final_tokens'])} consumed tokens; "
-                 f"{s['duplicates_replaced']} duplicate records (resumed steps) replaced by later ones")
+                 f"{s['duplicates_replaced']} records superseded by a later one of the same stage, step and kind "
+                 f"(a resume repeats the steps after its checkpoint)")
     lines.append("")
     lines += _stages(s) + _train(s) + _validation(s) + _mixture(s)
     lines += ["## Plots", ""]

@@ -68,11 +68,12 @@ def _stage_lines(ax, run: RunData) -> None:
 
 
 def _finish(fig: Figure, ax, run: RunData, legend: str = "inside") -> Figure:
-    """Stage lines, legend ("inside" | "outside" on the right | "none"), tight layout."""
+    """Stage lines, legend ("inside" | "outside": on the right, in reverse so that it reads top-down
+    like a stack of areas | "none"), tight layout."""
     _stage_lines(ax, run)
     if legend != "none" and ax.get_legend_handles_labels()[0]:
         if legend == "outside":
-            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+            ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5), reverse=True)
         else:
             ax.legend(fontsize=8, loc="best")
     fig.tight_layout()

@@ -122,7 +122,7 @@ def _check_kind_fields(kind: str, rec: dict[str, Any], where: str) -> None:
                 _number(rec[name], where, name, optional=True)
         for stream, figures in _mapping(rec.get("streams", {}), where, "streams").items():
             figures = _mapping(figures, where, f"streams.{stream}")
-            _number(figures.get("ppl"), where, f"streams.{stream}.ppl")
+            _number(figures.get("ppl"), where, f"streams.{stream}.ppl", optional=True)
     elif kind == "data":
         for stream, share in _mapping(rec.get("weights", {}), where, "weights").items():
             _number(share, where, f"weights.{stream}")
@@ -155,25 +155,32 @@ def _parse_line(text: str, where: str) -> dict[str, Any]:
     return rec
 
 
-def read_metrics(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
-    """(line number, record) for every record of a metrics.jsonl, and whether a torn last line was skipped."""
+def _decode(raw: bytes, where: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ValueError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    lines = text.split("\n")
+        raise ValueError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_metrics(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], bool]:
+    """(line number, record) for every record of a metrics.jsonl, and whether a torn last line was skipped.
+
+    Read line by line (a long run's file holds hundreds of thousands of records); only the last
+    line can lack its newline, and when it does not parse it is a write cut off by a kill.
+    """
     torn = False
     out: list[tuple[int, dict[str, Any]]] = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        is_unterminated_last = number == len(lines) and not text.endswith("\n")
-        try:
-            out.append((number, _parse_line(line, f"{path}:{number}")))
-        except ValueError:
-            if not is_unterminated_last:
-                raise
-            torn = True  # the process was killed mid-write; everything before it is whole
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                out.append((number, _parse_line(_decode(raw, where), where)))
+            except ValueError:
+                if raw.endswith(b"\n"):
+                    raise
+                torn = True
     return out, torn
 
 

@@ -117,20 +117,30 @@ def _train(run: RunData) -> dict[str, Any]:
     }
 
 
+def _changed(r: Record) -> bool:
+    """Whether a controller call changed the mixture: its `updated` flag, else before != after."""
+    if isinstance(r.fields.get("updated"), bool):
+        return r.fields["updated"]
+    return r.fields.get("weights_after") != r.fields.get("weights_before")
+
+
 def _mixture(run: RunData) -> dict[str, Any]:
     weights_records = [r for r in run.kind("data") if r.fields.get("weights")]
-    updates = run.kind("mixture")
+    calls = run.kind("mixture")
     final, as_of = None, None
     if weights_records:
         final, as_of = dict(weights_records[-1].fields["weights"]), weights_records[-1].step
-    elif updates:
-        final, as_of = dict(updates[-1].fields.get("weights_after", {})) or None, updates[-1].step
+    elif calls:
+        final, as_of = dict(calls[-1].fields.get("weights_after", {})) or None, calls[-1].step
     per_hook: dict[str, dict[str, Any]] = {}
-    for r in updates:
-        entry = per_hook.setdefault(r.fields["hook"], {"updates": 0, "first_step": r.step, "last_step": r.step})
-        entry["updates"] += 1
-        entry["last_step"] = r.step
-    return {"final_weights": final, "as_of_step": as_of, "updates": len(updates), "per_hook": per_hook}
+    for r in calls:
+        entry = per_hook.setdefault(r.fields["hook"], {"calls": 0, "updates": 0, "update_steps": []})
+        entry["calls"] += 1
+        if _changed(r):
+            entry["updates"] += 1
+            entry["update_steps"].append(r.step)
+    return {"final_weights": final, "as_of_step": as_of, "calls": len(calls),
+            "updates": sum(e["updates"] for e in per_hook.values()), "per_hook": per_hook}
 
 
 def summarize(run: RunData) -> dict[str, Any]:
