@@ -208,13 +208,18 @@ class MegatronEngine:
         return float(totals[0]), int(totals[1])
 
     def _grads_finite(self) -> bool:
-        # One reduction pass per grad buffer: a NaN or Inf anywhere makes the sum non-finite
-        # (isfinite().all() would take four passes over every gradient).
-        total = torch.zeros(1, dtype=torch.float64, device=self.device)
-        for buffer in getattr(self.model, "buffers", []):
-            total += buffer.grad_data.sum(dtype=torch.float64)
-        dist.all_reduce(total)
-        return bool(torch.isfinite(total).item())
+        # One read-only pass per grad buffer: min and max are both finite exactly when every
+        # gradient is (a NaN propagates into both). No overflow is possible, unlike a sum, and no
+        # converted copy is made (a float64 sum first casts the whole buffer: ~4x the time on CPU;
+        # isfinite().all() takes several passes).
+        ok = torch.ones(1, device=self.device)
+        for buffer in [*self.model.buffers, *getattr(self.model, "expert_parallel_buffers", [])]:
+            if buffer.grad_data.numel() == 0:
+                continue
+            lo, hi = torch.aminmax(buffer.grad_data)
+            ok *= torch.isfinite(lo) & torch.isfinite(hi)
+        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
+        return bool(ok.item())
 
     def train_step(self, micro_batches: Iterator[Batch], num_micro_batches: int, lr: float) -> StepResult:
         self.model.zero_grad_buffer()

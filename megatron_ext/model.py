@@ -4,10 +4,12 @@ layer spec → `GPTModel`.
 The choice of layers is data (a `ModuleSpec`), made here and nowhere else:
 - TransformerEngine installed and `attention_backend` auto/te → megatron's TE spec (fused kernels,
   flash attention through TE when flash-attn is present);
-- otherwise megatron's local spec with two substitutions: `SDPAttention` (torch's
+- otherwise megatron's local spec with these substitutions: `SDPAttention` (torch's
   scaled_dot_product_attention, which dispatches to flash/memory-efficient kernels and is much faster
-  than the local baddbmm+softmax path on CPU) and `RMSNorm` that marks its weight
-  `sequence_parallel` (megatron's torch-norm fallback refuses sequence parallelism).
+  than the local baddbmm+softmax path on CPU), `RMSNorm` that marks its weight `sequence_parallel`
+  (megatron's torch-norm fallback refuses sequence parallelism), `SwiGLUMLP` (no no-op offset pass)
+  and the cached RoPE path of `install_cached_rope` (the same arithmetic as megatron's unfused RoPE
+  without recomputing cos/sin and copying every q/k once more per layer).
 Weights are initialised layout-independently (`init_weights`): every parameter's full tensor is drawn
 from a generator seeded by (seed, global parameter name) and each rank keeps its shard, so TP, PP
 and DP runs start from exactly the single-process weights.
@@ -25,6 +27,7 @@ from megatron.core.models.gpt import GPTModel
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.transformer import TransformerConfig
 from megatron.core.transformer.enums import AttnMaskType
+from megatron.core.transformer.mlp import MLP
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_block import TransformerBlock, TransformerBlockSubmodules
@@ -152,6 +155,92 @@ class SDPAttention(MegatronModule):
         return out.permute(2, 0, 1, 3).reshape(sq, b, heads * dim)
 
 
+class SwiGLUMLP(MLP):
+    """megatron's MLP for the local spec with the SwiGLU written as `silu(gate) * up`.
+
+    megatron's unfused gated path computes `silu(gate) * (up + glu_linear_offset)`: with the offset
+    0.0 (Llama) that sum is a full extra pass over the [s, b, ffn] activations, forward and
+    backward, for the same values. Anything else (an offset, clamping, fused or TE activations,
+    per-token scales) goes through megatron's own forward."""
+
+    def forward(self, hidden_states: torch.Tensor, per_token_scale: Optional[torch.Tensor] = None, **kwargs):
+        c = self.config
+        plain_swiglu = (
+            per_token_scale is None
+            and c.gated_linear_unit
+            and not c.bias_activation_fusion
+            and not getattr(c, "use_te_activation_func", False)
+            and getattr(c, "activation_func_clamp_value", None) is None
+            and getattr(c, "glu_linear_offset", 0.0) == 0.0
+        )
+        if not plain_swiglu:
+            return super().forward(hidden_states, per_token_scale=per_token_scale, **kwargs)
+        x, bias = self.linear_fc1(hidden_states)
+        if bias is not None:
+            x = x + bias
+        gate, up = torch.chunk(x, 2, dim=-1)  # fc1's weight is [gate; up] on every TP rank
+        return self.linear_fc2(c.activation_func(gate) * up)
+
+
+class _RopeCosSin:
+    """cos/sin of the rotary frequencies, computed once per frequency tensor.
+
+    Every layer's attention receives the very same `freqs` tensor (megatron's RotaryEmbedding even
+    caches it across steps), while megatron's unfused RoPE recomputes cos and sin for q and for k
+    in every layer."""
+
+    def __init__(self) -> None:
+        self._key: Optional[tuple] = None
+        self._freqs: Optional[torch.Tensor] = None
+        self._value: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    def get(self, freqs: torch.Tensor, mscale: float, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (freqs._version, mscale, dtype, torch.is_inference_mode_enabled())
+        if self._freqs is not freqs or self._key != key:
+            with torch.no_grad():
+                self._value = ((torch.cos(freqs) * mscale).to(dtype), (torch.sin(freqs) * mscale).to(dtype))
+            self._freqs, self._key = freqs, key
+        return self._value
+
+
+def install_cached_rope() -> bool:
+    """Route megatron's attention through the cached RoPE path when it can take it.
+
+    The path computes exactly what megatron's unfused `_apply_rotary_pos_emb_bshd` computes,
+    `t * cos + rotate_half(t) * sin` with cos/sin = (cos/sin(freqs) * mscale) in t's dtype, but takes
+    cos/sin from `_RopeCosSin` and skips the concatenation with the (empty) non-rotary part, a copy
+    of q and k per layer. Anything else (fused TE RoPE, packed sequences, interleaved or partial
+    rotary dimensions, multi-latent attention) is handed to megatron's own function. Installed only
+    for the local (no-TE) spec; returns False when this megatron-core has no such hook."""
+    import megatron.core.transformer.attention as attention
+    from megatron.core.models.common.embeddings import rope_utils
+
+    current = getattr(attention, "apply_rotary_pos_emb", None)
+    if getattr(current, "_cpt_cached_rope", False):
+        return True
+    if current is None or current is not getattr(rope_utils, "apply_rotary_pos_emb", None):
+        return False
+    original = current
+    cos_sin = _RopeCosSin()
+
+    def apply_rotary_pos_emb(t, freqs, config, cu_seqlens=None, mscale=1.0, **kwargs):
+        if (
+            getattr(config, "apply_rope_fusion", False)
+            or cu_seqlens is not None
+            or getattr(config, "rotary_interleaved", False)
+            or getattr(config, "multi_latent_attention", False)
+            or freqs.shape[-1] != t.shape[-1]
+        ):
+            return original(t, freqs, config=config, cu_seqlens=cu_seqlens, mscale=mscale, **kwargs)
+        cos, sin = cos_sin.get(freqs, mscale, t.dtype)
+        x1, x2 = torch.chunk(t, 2, dim=-1)
+        return (t * cos) + (torch.cat((-x2, x1), dim=-1) * sin)
+
+    apply_rotary_pos_emb._cpt_cached_rope = True
+    attention.apply_rotary_pos_emb = apply_rotary_pos_emb
+    return True
+
+
 class LlamaGPTModel(GPTModel):
     """megatron's GPTModel; when the vocabulary is not split across TP ranks (and no fused TE loss
     is configured), the loss is torch's fused cross entropy computed straight on the [s, b, V]
@@ -183,6 +272,9 @@ def layer_spec(cfg: ModelConfig) -> tuple[ModuleSpec, type]:
     sub = spec.submodules
     sub.input_layernorm = RMSNorm
     sub.pre_mlp_layernorm = RMSNorm
+    if sub.mlp.module is MLP:
+        sub.mlp = dataclasses.replace(sub.mlp, module=SwiGLUMLP)
+    install_cached_rope()
     if cfg.attention_backend in ("auto", "sdpa"):
         sub.self_attention.submodules.core_attention = SDPAttention
     return spec, RMSNorm
