@@ -12,6 +12,7 @@ from PIL import Image
 from cpt.cli import main
 from cpt.report import load_run
 from cpt.report.summary import stream_tokens
+from cpt.report.units import human
 
 TOKENS_PER_STEP = 512  # stage 1: 4 x 128, stage 2: 2 x 256
 
@@ -287,3 +288,7 @@ def test_folder_errors(tmp_path: Path, capsys):
     (folder / "metrics.jsonl").write_bytes(GOOD.encode() + b'{"kind": "\xff"}\n' + GOOD.encode())
     assert main(["report", str(folder), "--out", str(tmp_path / "o")]) == 2
     assert "metrics.jsonl:2: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_human_token_counts():
+    assert [human(v) for v in (512, 4096, 1_234_567, 999_950, 3.2e9, 0.5)] == ["512", "4.1k", "1.2M", "1M", "3.2B", "0.5"]

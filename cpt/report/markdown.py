@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from cpt.report.plots import human
+from cpt.report.units import human
 
 PLOT_TITLES = {
     "loss": "Training loss",

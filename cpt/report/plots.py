@@ -18,20 +18,12 @@ from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
 from cpt.report.runs import RunData, finite
+from cpt.report.units import human
 from cpt.report.summary import StreamTokens
 
 FIGSIZE = (9.0, 5.0)
 DPI = 110
 PlotResult = Union[Figure, str]
-
-
-def human(value: float, _pos: object = None) -> str:
-    """1234567 -> '1.2M': token counts a person reads at a glance."""
-    for factor, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
-            text = f"{value / factor:.1f}".rstrip("0").rstrip(".")
-            return f"{text}{suffix}"
-    return f"{value:.3g}"
 
 
 def smooth(values: Sequence[float]) -> list[float]:

@@ -36,8 +36,8 @@ class Record:
     fields: dict[str, Any]
     folder: int
     """index into RunData.folders: which folder (and so which seq_length) it came from"""
-    where: str
-    """'path:line', for messages"""
+    line: int
+    """line number in that folder's metrics.jsonl"""
 
 
 @dataclass(slots=True)
@@ -207,11 +207,11 @@ def read_recipe_training(folder: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _dedup_key(rec: Record, position: int) -> tuple:
+def _dedup_key(rec: Record) -> tuple:
     if rec.kind == "mixture":
         return (rec.stage, rec.step, rec.kind, rec.fields["hook"])
     if rec.kind == "event" or rec.kind not in KINDS:
-        return (rec.stage, rec.step, rec.kind, position)  # a log, not a measurement: keep all
+        return (rec.stage, rec.step, rec.kind, rec.folder, rec.line)  # a log, not a measurement: keep all
     return (rec.stage, rec.step, rec.kind)
 
 
@@ -239,8 +239,7 @@ def _read_folder(index: int, folder: Path) -> tuple[FolderInfo, list[Record]]:
             info.without_tokens += 1
             continue
         fields = {k: v for k, v in r.items() if k not in ("kind", "stage", "step", "time", "consumed_tokens")}
-        records.append(Record(r["kind"], stage, r["step"], float(r["time"]), tokens, fields, index,
-                              f"{metrics}:{number}"))
+        records.append(Record(r["kind"], stage, r["step"], float(r["time"]), tokens, fields, index, number))
     return info, records
 
 
@@ -282,15 +281,14 @@ def load_run(folders: list[str | Path]) -> RunData:
     for index, folder in enumerate(paths):
         info, records = _read_folder(index, folder)
         infos.append(info)
-        for position, r in enumerate(records):
-            latest[_dedup_key(r, (index, position))] = r
+        for r in records:
+            latest[_dedup_key(r)] = r
         total += len(records)
     kept = list(latest.values())
     if not any(r.kind == "train" for r in kept):
         raise ValueError(f"no train records in {', '.join(str(p / 'metrics.jsonl') for p in paths)}")
-    order = {id(r): i for i, r in enumerate(kept)}
     series: dict[str, list[Record]] = {}
-    for r in sorted(kept, key=lambda r: (r.tokens, r.step, order[id(r)])):
+    for r in sorted(kept, key=lambda r: (r.tokens, r.step, r.folder, r.line)):
         series.setdefault(r.kind, []).append(r)
     run = RunData(infos, _stages(kept), series, duplicates_replaced=total - len(kept))
     for info in infos:
