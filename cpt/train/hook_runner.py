@@ -42,7 +42,7 @@ class HookRunner:
         hooks = []
         for i, spec in enumerate(specs):
             name = spec.name or spec.use
-            hooks.append((name, build_hook(spec.use, dict(spec.options), f"hooks[{i}] ({name})")))
+            hooks.append((name, build_hook(spec.use, dict(spec.options), f"hooks[{i}] ({name})", spec.name)))
         return cls(hooks, ctx, broadcast)
 
     def __bool__(self) -> bool:

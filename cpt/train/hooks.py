@@ -179,18 +179,30 @@ def _resolve(use: str, where: str) -> Any:
     return found[0].load()
 
 
-def build_hook(use: str, options: Mapping[str, Any], where: str) -> Any:
-    """Instantiate one hook: `factory(**options)`; the hook needs at least one hook method."""
+def build_hook(use: str, options: Mapping[str, Any], where: str, name: Optional[str] = None) -> Any:
+    """Instantiate one hook: `factory(**options)`; the hook needs at least one hook method.
+
+    `name` (the recipe's hooks[i].name) is passed as the `name` keyword when the factory takes one
+    and the options do not set it, so two hooks of one kind log under their own names."""
     factory = _resolve(use, where)
     if not callable(factory):
         raise ValueError(f"{where}: {use!r} is not a class or factory")
+    options = dict(options)
     try:
-        inspect.signature(factory).bind(**options)
-    except TypeError as exc:
-        raise ValueError(f"{where}.options: {exc}") from None
+        signature = inspect.signature(factory)
     except ValueError:  # builtins without a signature: let the call decide
-        pass
-    hook = factory(**options)
+        signature = None
+    if signature is not None:
+        if name is not None and "name" not in options and "name" in signature.parameters:
+            options["name"] = name
+        try:
+            signature.bind(**options)
+        except TypeError as exc:
+            raise ValueError(f"{where}.options: {exc}") from None
+    try:
+        hook = factory(**options)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{where}.options: {exc}") from None
     if not any(callable(getattr(hook, m, None)) for m in HOOK_METHODS):
         raise ValueError(f"{where}: {use!r} implements none of {', '.join(HOOK_METHODS)}")
     return hook

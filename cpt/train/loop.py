@@ -132,6 +132,7 @@ class Trainer:
             engine.num_parameters, recipe.model.num_layers, recipe.model.hidden_size, t.seq_length
         )
         self.hooks = HookRunner.from_specs(recipe.hooks, self._hook_context(), engine.broadcast_object)
+        self.train_seconds = self.eval_seconds = 0.0  # this process's time in steps / in validation
         self._context()
 
     # ------------------------------------------------------------------ stage and data position
@@ -265,7 +266,9 @@ class Trainer:
                 folder = self.save()
                 raise TrainingStopped(f"{exc}; the last complete step is saved in {folder}") from exc
             batches = self._micro_batches(self.train_data, first)
+            t0 = time.perf_counter()
             result = self.engine.train_step(batches, self.num_micro_batches, lr)
+            self.train_seconds += time.perf_counter() - t0
             self._account(result)
             self._context()
             window_tokens += result.tokens
@@ -284,6 +287,13 @@ class Trainer:
         if self.has_validation and not (t.eval_every and self.state.step % t.eval_every == 0):
             self._apply_weights(self.hooks.eval(self.state.step, self.evaluate()))
         self.save()
+        self.logger.event(
+            self.state.step,
+            f"stage {t.stage!r} done: {self.train_seconds:.1f} s in training steps, {self.eval_seconds:.1f} s in "
+            f"validation, {self.hooks.seconds * 1e3:.1f} ms in data hooks ({self.hooks.updates} mixture updates)",
+            train_seconds=self.train_seconds, eval_seconds=self.eval_seconds, hook_seconds=self.hooks.seconds,
+            mixture_updates=self.hooks.updates,
+        )
         return self.state
 
     @property
@@ -353,16 +363,21 @@ class Trainer:
         t = self.recipe.training
         streams: dict[str, dict[str, float]] = {}
         total_loss, total_tokens = 0.0, 0
+        started = time.perf_counter()
         for name, source in self.valid_streams.items():
+            t0 = time.perf_counter()
             ls, n = self._loss_over(source, t.eval_batches_per_stream)
             loss = ls / max(n, 1)
-            streams[name] = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": n}
+            streams[name] = {"loss": loss, "ppl": math.exp(min(loss, 50.0)), "tokens": n,
+                             "seconds": time.perf_counter() - t0}
             total_loss, total_tokens = total_loss + ls, total_tokens + n
         if self.valid_data is not None:
             total_loss, total_tokens = self._loss_over(self.valid_data, t.eval_batches)
         loss = total_loss / max(total_tokens, 1) if total_tokens else None
         ppl = math.exp(min(loss, 50.0)) if loss is not None else None
-        figures: dict[str, Any] = {"loss": loss, "ppl": ppl, "tokens": total_tokens}
+        figures: dict[str, Any] = {"loss": loss, "ppl": ppl, "tokens": total_tokens,
+                                   "seconds": time.perf_counter() - started}
+        self.eval_seconds += figures["seconds"]
         if streams:
             figures["streams"] = streams
         per_stream = " | ".join(f"{k} {v['ppl']:.2f}" for k, v in streams.items())

@@ -118,6 +118,7 @@ def run_resume(case: str, args) -> None:
     """Stopped after step 4 (after the controller's first update), resumed in a new engine/loader."""
     run_dir = args.out / case / "run"
     first, _ = trainer_for(mixture_recipe(args.prefix, run_dir, KILL_AT, args.out / case / "calls"))
+    first.resume()
     first.train()
     first.logger.close()
     trainer, rec = trainer_for(mixture_recipe(args.prefix, run_dir, STEPS, args.out / case / "calls"))
