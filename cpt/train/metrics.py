@@ -24,7 +24,10 @@ class MetricsLogger:
             return
         out = self._dir = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(out / "metrics.jsonl", "a", buffering=1)
+        path = out / "metrics.jsonl"
+        if path.exists():
+            _drop_torn_tail(path)
+        self._jsonl = open(path, "a", buffering=1)
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -67,3 +70,18 @@ def _scalars(figures: dict[str, Any], prefix: str):
             yield from _scalars(value, f"{prefix}/{key}")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             yield f"{prefix}/{key}", value
+
+
+def _drop_torn_tail(path: Path) -> None:
+    """A process killed mid-write leaves a cut-off last record: cut it off before appending, so a
+    resumed run's records never merge with it and the file stays one JSON object per line."""
+    with open(path, "rb+") as f:
+        size = f.seek(0, 2)
+        if size == 0:
+            return
+        f.seek(max(size - (1 << 20), 0))
+        tail = f.read()
+        if tail.endswith(b"\n"):
+            return
+        cut = tail.rfind(b"\n")
+        f.truncate(size - len(tail) + cut + 1 if cut >= 0 else (0 if size <= (1 << 20) else size))
