@@ -5,6 +5,9 @@ megatron-core assumes CUDA in a handful of places: it asks `torch.cuda` for the 
 streams, events and RNG state, creates a few tensors with a hard-coded `device="cuda"`, and checks
 `Tensor.type()` against `torch.cuda.*` names. `enable()` redirects exactly those, and only when CUDA
 is absent: on a GPU machine it does nothing. Each patch names the megatron call that needs it.
+Two more patches only save time on this path, with bit-identical results: collectives over a
+one-rank group are skipped (gloo would copy the whole buffer), and the no-Apex gradient-clip scale
+runs in place.
 
 Verified with megatron-core 0.16.x (TP, PP, DP with the distributed optimizer, dist checkpointing);
 another version gets a warning, since the list of CUDA assumptions may have changed.
@@ -215,6 +218,27 @@ def _patch_one_rank_buffer_collectives() -> None:
             setattr(module, name, _skip_on_one_rank(collective))
 
 
+def _multi_tensor_scale(chunk_size, noop_flag, tensor_lists, scale) -> None:
+    """megatron's no-Apex `local_multi_tensor_scale` (`dst.copy_(src * scale)`), in place when the
+    source is the destination: the same products, one pass instead of a temporary and a copy."""
+    for src, dst in zip(tensor_lists[0], tensor_lists[1]):
+        if src is dst:
+            dst.mul_(scale)
+        else:
+            dst.copy_(src * scale)
+
+
+def _patch_grad_clip_scale() -> None:
+    # clip_grad_by_total_norm_fp32 scales every gradient by the clip coefficient through
+    # multi_tensor_scale_impl(..., [grads, grads], coeff); without Apex/TE (always on CPU) that is
+    # megatron.core.utils.local_multi_tensor_scale, which allocates `grad * coeff` and copies it back.
+    utils = importlib.import_module("megatron.core.utils")
+    clip_grads = importlib.import_module("megatron.core.optimizer.clip_grads")
+    fallback = getattr(utils, "local_multi_tensor_scale", None)
+    if fallback is not None and getattr(clip_grads, "multi_tensor_scale_impl", None) is fallback:
+        clip_grads.multi_tensor_scale_impl = _multi_tensor_scale
+
+
 def _check_version() -> None:
     from importlib.metadata import version
 
@@ -255,5 +279,6 @@ def enable() -> bool:
     _patch_device_literals()
     _patch_tensor_type()
     _patch_one_rank_buffer_collectives()
+    _patch_grad_clip_scale()
     _enabled = True
     return True
