@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "tag": ("cpt.commands.tag", "write topic / topic_conf for documents of shards or raw jsonl"),
     "convert": ("cpt.commands.convert", "convert checkpoints: HF Llama-family <-> megatron-core (TP/PP, vocab padding)"),
     "score": ("cpt.commands.score", "write ppl (causal-LM perplexity) for documents of shards or raw jsonl"),
+    "eval": ("cpt.commands.eval", "evaluate a model: lm-evaluation-harness tasks, per-stream held-out perplexity"),
     "report": ("cpt.commands.report", "plots and a markdown/JSON summary of run folders (one per stage)"),
 }
 

@@ -1,0 +1,72 @@
+"""The held-out documents of each recipe stream, chosen by the rule training uses.
+
+A document of a stream is held out when `held_out(doc_id, valid_holdout, valid_holdout_seed)` is
+True (cpt.sampling.holdout: a hash of the document id, independent of order and filter) and the
+stream's metadata filter selects it. Training draws only the other side, so the perplexity on
+these documents measures text the model has not seen, stream by stream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from cpt.config import StreamSpec
+from cpt.sampling.documents import DocumentTable
+from cpt.sampling.filters import select
+from cpt.sampling.holdout import held_out
+
+
+@dataclass(frozen=True)
+class StreamDocuments:
+    """The held-out documents of one stream, as (shard prefix, document index) pairs, in shard order."""
+
+    name: str
+    filter: str | None
+    prefixes: tuple[str, ...]
+    """Shard prefix of each document."""
+    indices: tuple[int, ...]
+    """Document index within its shard, per document."""
+    matching: int
+    """Documents the stream's filter selects (both sides of the split)."""
+    held_out: int
+    """Of those, held out (before any --max-documents cap)."""
+
+    def keys(self) -> list[tuple[str, int]]:
+        return list(zip(self.prefixes, self.indices))
+
+
+def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
+                      max_documents: int | None = None) -> list[StreamDocuments]:
+    """Per stream, its held-out documents (the first `max_documents` in shard order when capped)."""
+    if not streams:
+        raise ValueError("the recipe has no data.streams: per-stream perplexity needs streams "
+                         "(name, prefixes, filter); a data.blend recipe has none")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"held-out share is {fraction}: no document is held out; set data.valid_holdout "
+                         "in the recipe (or pass --valid-holdout, the share training held out)")
+    if max_documents is not None and max_documents < 1:
+        raise ValueError(f"--max-documents must be >= 1, got {max_documents}")
+    tables: dict[tuple[str, ...], DocumentTable] = {}
+    out = []
+    for spec in streams:
+        key = tuple(spec.prefixes)
+        if key not in tables:
+            tables[key] = DocumentTable.from_shards(list(key))
+        table = tables[key]
+        if "doc_id" not in table.columns:
+            raise ValueError(f"stream {spec.name!r}: shards {list(key)} have no 'doc_id' metadata column "
+                             "(made by an old cpt preprocess?)")
+        try:
+            matching = select(spec.filter, table.columns, len(table))
+        except ValueError as exc:
+            raise ValueError(f"stream {spec.name!r}: {exc}") from None
+        rows = np.flatnonzero(matching & held_out(table.columns["doc_id"], fraction, seed))
+        n_held = len(rows)
+        if max_documents is not None:
+            rows = rows[:max_documents]
+        out.append(StreamDocuments(
+            spec.name, spec.filter, tuple(table.sources[table.source_of[r]] for r in rows),
+            tuple(int(table.local_index[r]) for r in rows), int(matching.sum()), n_held))
+    return out

@@ -1,0 +1,83 @@
+"""Built-in lm-evaluation-harness tasks that run offline, built from installed text packages.
+
+`builtin_task_dir()` writes each task as an lm-eval task YAML whose dataset is a local jsonl
+(`dataset_path: json`), into a cache folder keyed on the builder version and item count, and
+returns the folder (an lm-eval `--include_path`). The folder is made under a temporary name and
+renamed when complete, so a half-built one is never used.
+
+Tasks (tag `cpt_next_sentence` selects both):
+  cpt_next_sentence_en   50 items, gensim's English Wikipedia sample
+  cpt_next_sentence_zh   50 items, People's Daily (January 1998)
+See `cpt.eval.tasks.next_sentence` for how items are made. Metrics: acc, acc_norm (chance 0.25).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import yaml
+
+from cpt.eval.tasks.next_sentence import LANGUAGES, SENTENCE_OK, make_items
+
+VERSION = 1
+"""Bump when the items or the YAML change: the cache key changes with it."""
+ITEMS_PER_LANGUAGE = 50
+TAG = "cpt_next_sentence"
+TASK_NAMES: tuple[str, ...] = tuple(f"{TAG}_{code}" for code in LANGUAGES)
+BUILTIN_NAMES: frozenset[str] = frozenset((TAG, *TASK_NAMES))
+"""Names (tasks and tag) that need `builtin_task_dir()` on lm-eval's include path."""
+
+
+def task_yaml(name: str, data_file: Path, delimiter: str) -> dict:
+    """The lm-eval task config of one language: multiple choice by log-likelihood over a local jsonl."""
+    return {
+        "task": name,
+        "tag": TAG,
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(data_file)}},
+        "test_split": "test",
+        "output_type": "multiple_choice",
+        "doc_to_text": "{{context}}",
+        "doc_to_choice": "choices",
+        "doc_to_target": "label",
+        "target_delimiter": delimiter,
+        "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
+        "metadata": {"version": float(VERSION)},
+    }
+
+
+def builtin_task_dir(root: Path | None = None, items: int = ITEMS_PER_LANGUAGE) -> Path:
+    """The folder holding the built-in tasks (built on first use, ~10 s; then read from the cache)."""
+    from cpt.assets import cache_root
+
+    root = Path(root) if root is not None else cache_root() / "eval_tasks"
+    final = root / f"{TAG}-v{VERSION}-n{items}"
+    if (final / "COMPLETE").is_file():
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", suffix=".partial", dir=root))
+    try:
+        for code, lang in LANGUAGES.items():
+            rows = make_items(code, lang.documents(), items, SENTENCE_OK[code])
+            data = tmp / f"{code}.jsonl"
+            data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+            config = task_yaml(f"{TAG}_{code}", final / data.name, lang.delimiter)
+            (tmp / f"{TAG}_{code}.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+        (tmp / "COMPLETE").write_text(json.dumps({"version": VERSION, "items": items}) + "\n")
+        if final.exists():  # an incomplete leftover of a killed build
+            shutil.rmtree(final)
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "COMPLETE").is_file():  # not a concurrent builder that finished first
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+__all__ = ["BUILTIN_NAMES", "ITEMS_PER_LANGUAGE", "TAG", "TASK_NAMES", "VERSION", "builtin_task_dir", "task_yaml"]

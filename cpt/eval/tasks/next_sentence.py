@@ -1,0 +1,135 @@
+"""`cpt_next_sentence_{en,zh}`: which of four sentences follows the context sentence?
+
+Each item is two consecutive sentences of one real document (gensim's English Wikipedia sample;
+People's Daily, January 1998) - the first is the context, the second the answer - and three
+distractors: sentences of other documents with about the answer's length (so a model cannot win
+by preferring short strings). lm-evaluation-harness scores the four continuations by
+log-likelihood (`acc`) and by log-likelihood per byte (`acc_norm`); chance is 0.25.
+
+Items are spread over documents (the first good pair of each document, then the second, ...) and
+everything random is seeded by the item's id, so the same packages give the same items byte for
+byte. Nothing is downloaded: the text comes from installed packages through `cpt.assets`.
+"""
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Callable, Iterable, Sequence
+
+CHOICES = 4
+"""Answer + distractors per item."""
+LENGTH_TOLERANCE = 0.25
+"""Distractors are within this relative distance of the answer's length (widened when too few)."""
+
+
+@dataclass(frozen=True)
+class Language:
+    """How one language's items are made."""
+
+    code: str
+    """Language code; the task is `cpt_next_sentence_<code>`."""
+    documents: Callable[[], list[tuple[str, list[list[str]]]]]
+    """(title, paragraphs as lists of sentences) of the source documents, in a fixed order."""
+    delimiter: str
+    """What joins context and continuation (lm-eval's target_delimiter): a space, or nothing for Chinese."""
+
+
+def _en_sentence_ok(s: str) -> bool:
+    # gensim's markup filter leaves holes where templates were ("(; , Akhilleus, )"): skip those.
+    return (40 <= len(s) <= 220 and s[0].isupper() and s.endswith(".")
+            and not re.search(r"\(\s*[;,)]|\s[,;.]|\s{2}|[{}|=\[\]]", s)
+            and sum(c.isascii() for c in s) >= 0.97 * len(s))
+
+
+@lru_cache(maxsize=1)
+def english_documents() -> list[tuple[str, list[list[str]]]]:
+    """gensim's Wikipedia articles: prose paragraphs (no headings, lists, tables) split into sentences.
+
+    Cached: parsing the dump takes ~10 s, and the result is the same every time."""
+    from cpt import assets
+
+    split = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+    docs = []
+    for title, text in assets.enwiki_plain_articles():
+        paragraphs = []
+        for para in text.split("\n"):
+            para = para.strip()
+            if len(para) < 200 or para[0] in "*|{!=#:;":
+                continue
+            paragraphs.append([s.strip() for s in split.split(para)])
+        docs.append((title, paragraphs))
+    return docs
+
+
+def _zh_sentence_ok(s: str) -> bool:
+    return 12 <= len(s) <= 80 and s[-1] in "。！？" and not re.search(r"[A-Za-z]", s)
+
+
+def chinese_documents(limit: int = 400) -> list[tuple[str, list[list[str]]]]:
+    """People's Daily documents (paragraphs joined up to ~400 characters) split after 。！？."""
+    from cpt import assets
+
+    split = re.compile(r"(?<=[。！？])")
+    return [(f"people_daily_{i}", [[s for s in split.split(p) if s] for p in doc.split("\n")])
+            for i, doc in enumerate(assets.people_daily_documents(limit=limit))]
+
+
+LANGUAGES: dict[str, Language] = {
+    "en": Language("en", english_documents, " "),
+    "zh": Language("zh", chinese_documents, ""),
+}
+SENTENCE_OK: dict[str, Callable[[str], bool]] = {"en": _en_sentence_ok, "zh": _zh_sentence_ok}
+
+
+def make_items(lang: str, documents: Sequence[tuple[str, list[list[str]]]], n: int,
+               sentence_ok: Callable[[str], bool]) -> list[dict]:
+    """`n` items (dicts with id, context, choices, label, source) from `documents`.
+
+    Raises ValueError when the documents do not hold `n` usable sentence pairs."""
+    pairs: list[list[tuple[str, str]]] = []  # per document, its consecutive good pairs
+    pool: list[tuple[int, str]] = []  # (document, sentence) of every good sentence
+    for d, (_, paragraphs) in enumerate(documents):
+        doc_pairs = []
+        for sentences in paragraphs:
+            good = [sentence_ok(s) for s in sentences]
+            pool += [(d, s) for s, ok in zip(sentences, good) if ok]
+            doc_pairs += [(a, b) for a, b, oka, okb in zip(sentences, sentences[1:], good, good[1:]) if oka and okb]
+        pairs.append(doc_pairs)
+    chosen = list(_round_robin(pairs))[:n]
+    if len(chosen) < n:
+        raise ValueError(f"cpt_next_sentence_{lang}: the source text gives {len(chosen)} sentence pairs, {n} needed")
+    items = []
+    for k, (d, (context, answer)) in enumerate(chosen):
+        item_id = f"{lang}-{k:03d}"
+        rng = random.Random(item_id)  # str seeds hash with sha512: the same on every run and machine
+        choices = _distractors(answer, d, pool, rng)
+        label = rng.randrange(CHOICES)
+        choices.insert(label, answer)
+        items.append({"id": item_id, "context": context, "choices": choices, "label": label,
+                      "source": documents[d][0]})
+    return items
+
+
+def _round_robin(pairs: list[list[tuple[str, str]]]) -> Iterable[tuple[int, tuple[str, str]]]:
+    """The first pair of every document, then the second of every document, ...: items spread out."""
+    depth = 0
+    while any(len(p) > depth for p in pairs):
+        for d, doc_pairs in enumerate(pairs):
+            if len(doc_pairs) > depth:
+                yield d, doc_pairs[depth]
+        depth += 1
+
+
+def _distractors(answer: str, doc: int, pool: list[tuple[int, str]], rng: random.Random) -> list[str]:
+    tolerance = LENGTH_TOLERANCE
+    while True:
+        near = sorted({s for d, s in pool
+                       if d != doc and s != answer and abs(len(s) - len(answer)) <= tolerance * len(answer)})
+        if len(near) >= CHOICES - 1 or tolerance > 4:
+            break
+        tolerance *= 2
+    if len(near) < CHOICES - 1:
+        raise ValueError(f"not enough distractor sentences for {answer[:40]!r}")
+    return rng.sample(near, CHOICES - 1)

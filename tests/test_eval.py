@@ -1,0 +1,239 @@
+"""`cpt eval`: lm-evaluation-harness on the built-in offline task with the real SmolLM2-135M, and
+per-stream held-out perplexity checked against a plain transformers computation, from an HF
+folder and from a megatron checkpoint."""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+import yaml
+
+from cpt import assets
+from cpt.cli import main
+from cpt.eval.tasks import TAG, builtin_task_dir
+from cpt.sampling.holdout import held_out
+
+pytestmark = pytest.mark.slow
+
+HOLDOUT, SEED = 0.5, 7
+
+
+@pytest.fixture(scope="module")
+def model_dir() -> str:
+    return str(assets.smollm2_hf_dir())
+
+
+# ------------------------------------------------------------------------------------- lm-eval
+
+
+def test_builtin_task_items_are_real_and_fixed(tmp_path):
+    folder = builtin_task_dir(tmp_path, items=50)
+    assert builtin_task_dir(tmp_path, items=50) == folder  # cached: the marker is there
+    for code in ("en", "zh"):
+        rows = [json.loads(line) for line in (folder / f"{code}.jsonl").read_text(encoding="utf-8").splitlines()]
+        assert len(rows) == 50 and len({r["source"] for r in rows}) == 50  # one item per document
+        for r in rows:
+            assert len(r["choices"]) == 4 and len(set(r["choices"])) == 4 and 0 <= r["label"] < 4
+        config = yaml.safe_load((folder / f"{TAG}_{code}.yaml").read_text())
+        assert config["dataset_path"] == "json"
+        assert config["dataset_kwargs"]["data_files"]["test"] == str(folder / f"{code}.jsonl")
+    # the same bytes as the cached build the other tests use (possibly made by an earlier process)
+    cached = builtin_task_dir()
+    for name in ("en.jsonl", "zh.jsonl"):
+        assert (folder / name).read_bytes() == (cached / name).read_bytes()
+
+
+def test_lm_eval_on_the_builtin_task_is_in_range_and_repeatable(model_dir, tmp_path, capsys):
+    def run(name: str) -> dict:
+        out = tmp_path / name
+        assert main(["eval", "lm-eval", model_dir, "--tasks", f"{TAG}_en", "--limit", "2", "--batch-size", "8",
+                     "--device", "cpu", "--out", str(out)]) == 0
+        return json.loads(out.read_text())
+
+    first, second = run("a.json"), run("b.json")
+    metrics = first["tasks"][f"{TAG}_en"]
+    assert metrics["samples"] == 2 and first["limit"] == 2 and first["lm_eval_version"] == "0.4.13"
+    assert first["model"] == str(Path(model_dir).resolve())
+    for key in ("acc", "acc_norm"):
+        assert 0.0 <= metrics[key] <= 1.0 and metrics[key] in (0.0, 0.5, 1.0)
+    assert second["tasks"] == first["tasks"]
+    assert f"{TAG}_en: acc=" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------- ppl
+
+
+@pytest.fixture(scope="module")
+def shard(tmp_path_factory, model_dir) -> tuple[str, list[dict]]:
+    """A cpt shard (via `cpt preprocess`, SmolLM2's tokenizer) of short real English and Chinese
+    documents with a `topic` column; returns the prefix and the corpus rows in shard order."""
+    from pydoc_data.topics import topics
+
+    folder = tmp_path_factory.mktemp("eval_shard")
+    rows = [{"text": topics[k][:160], "lang": "en", "topic": "code" if i % 3 == 0 else "prose"}
+            for i, k in enumerate(sorted(topics)[:12])]
+    rows += [{"text": t[:70], "lang": "zh", "topic": "news"} for t in assets.people_daily_documents(limit=10)]
+    corpus = folder / "in" / "corpus.jsonl"
+    corpus.parent.mkdir()
+    corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    prefix = str(folder / "docs")
+    assert main(["preprocess", "--input", str(corpus), "--output-prefix", prefix, "--tokenizer", model_dir,
+                 "--keep-fields", "topic", "--no-progress"]) == 0
+    return prefix, rows
+
+
+def write_recipe(path: Path, prefix: str, streams: list[dict] | None = None) -> Path:
+    """A valid recipe (tiny model section) whose data.streams are the ones evaluated."""
+    data = {"streams": streams if streams is not None else [
+        {"name": "en_prose", "prefixes": [prefix], "filter": 'lang == "en" and topic == "prose"', "weight": 1.0},
+        {"name": "en", "prefixes": [prefix], "filter": 'lang == "en"', "weight": 1.0},
+        {"name": "zh", "prefixes": [prefix], "filter": 'lang == "zh"', "weight": 1.0},
+    ]} if streams != [] else {"blend": [[prefix, 1.0]]}
+    recipe = {"model": dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4,
+                            vocab_size=49152, max_position_embeddings=256),
+              "data": data, "training": dict(seq_length=64, train_tokens=1024)}
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def reference(model_dir: str, prefix: str, rows: list[dict], keep) -> dict:
+    """Plain transformers on the held-out documents the filter `keep(row)` selects: one document at
+    a time, labels=input_ids, its mean loss times its scored tokens."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    meta = pq.read_table(f"{prefix}.meta.parquet").to_pylist()
+    mask = held_out(np.array([m["doc_id"] for m in meta], dtype=np.uint64), HOLDOUT, SEED)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    nll, tokens, doc_ppl = 0.0, 0, []
+    for row, held in zip(rows, mask):
+        if not (held and keep(row)):
+            continue
+        ids = tokenizer(row["text"], return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            loss = model(ids, labels=ids).loss.item()
+        n = ids.shape[1] - 1
+        nll, tokens = nll + loss * n, tokens + n
+        doc_ppl.append(math.exp(loss))
+    return {"documents": len(doc_ppl), "tokens": tokens, "ppl": math.exp(nll / tokens),
+            "mean_doc_ppl": sum(doc_ppl) / len(doc_ppl)}
+
+
+def test_stream_ppl_equals_transformers_on_the_held_out_documents(model_dir, shard, tmp_path, capsys):
+    prefix, rows = shard
+    recipe = write_recipe(tmp_path / "recipe.yaml", prefix)
+    args = ["eval", "ppl", "--model", model_dir, "--recipe", str(recipe), "--valid-holdout", str(HOLDOUT),
+            "--valid-holdout-seed", str(SEED), "--device", "cpu", "--max-length", "256"]
+    out = tmp_path / "ppl.json"
+    assert main([*args, "--out", str(out)]) == 0
+    got = json.loads(out.read_text())
+    filters = {"en_prose": lambda r: r["lang"] == "en" and r["topic"] == "prose",
+               "en": lambda r: r["lang"] == "en", "zh": lambda r: r["lang"] == "zh",
+               "overall": lambda r: True}
+    for name, keep in filters.items():
+        want = reference(model_dir, prefix, rows, keep)
+        have = got["overall"] if name == "overall" else got["streams"][name]
+        assert 2 <= want["documents"] < sum(map(keep, rows)), name  # a real split: some held out, not all
+        assert (have["documents"], have["tokens"]) == (want["documents"], want["tokens"]), name
+        assert have["ppl"] == pytest.approx(want["ppl"], rel=1e-4), name
+        assert have["mean_doc_ppl"] == pytest.approx(want["mean_doc_ppl"], rel=1e-4), name
+    assert got["streams"]["zh"]["ppl"] != pytest.approx(got["streams"]["en"]["ppl"], rel=0.05)
+    assert got["streams"]["en"]["matching"] == 12 and got["valid_holdout"] == HOLDOUT
+    # the same run again, compared with the first: every stream unchanged, to the last bit
+    again = tmp_path / "again.json"
+    capsys.readouterr()
+    assert main([*args, "--compare", str(out), "--out", str(again)]) == 0
+    printed = capsys.readouterr().out
+    second = json.loads(again.read_text())
+    assert second["streams"] == got["streams"] and second["overall"] == got["overall"]
+    assert [r["change_pct"] for r in second["compare"]["rows"]] == [0.0] * 4
+    assert "ppl before" in printed and "+0.0%" in printed
+
+
+def test_stream_ppl_of_a_megatron_checkpoint_equals_its_hf_source(model_dir, shard, tmp_path, capsys):
+    """A tiny random Llama with SmolLM2's tokenizer, imported to megatron: `cpt eval ppl` on the
+    checkpoint (exported on the fly, tokenizer from the import's hf/ copy) equals the HF folder's."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    prefix, _ = shard
+    hf = tmp_path / "tiny_hf"
+    torch.manual_seed(0)
+    LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                                 num_key_value_heads=2, vocab_size=49152, max_position_embeddings=512)
+                     ).save_pretrained(hf)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (Path(model_dir) / name).exists():
+            shutil.copy(Path(model_dir) / name, hf / name)
+    ckpt = tmp_path / "tiny_mcore"
+    assert main(["convert", "hf-to-mcore", str(hf), str(ckpt)]) == 0
+    recipe = write_recipe(tmp_path / "recipe.yaml", prefix)
+    common = ["--recipe", str(recipe), "--valid-holdout", str(HOLDOUT), "--valid-holdout-seed", str(SEED),
+              "--device", "cpu", "--max-length", "256"]
+    assert main(["eval", "ppl", "--model", str(hf), *common, "--out", str(tmp_path / "hf.json")]) == 0
+    assert main(["eval", "ppl", "--model", str(ckpt), *common, "--out", str(tmp_path / "ckpt.json")]) == 0
+    a, b = (json.loads((tmp_path / f).read_text()) for f in ("hf.json", "ckpt.json"))
+    assert b["checkpoint"] == str(ckpt) and b["checkpoint_step"] == 0
+    for name in ("en_prose", "en", "zh"):
+        assert b["streams"][name]["tokens"] == a["streams"][name]["tokens"]
+        assert b["streams"][name]["ppl"] == pytest.approx(a["streams"][name]["ppl"], rel=1e-5)
+    assert not list(tmp_path.glob(".cpt-eval-export-*"))  # the temporary export is gone
+    # without the import's hf/ copy nothing records a tokenizer: the error says what to pass
+    bare = tmp_path / "bare"
+    shutil.copytree(ckpt, bare)
+    shutil.rmtree(bare / "hf")
+    capsys.readouterr()
+    assert main(["eval", "ppl", "--model", str(bare), *common, "--out", str(tmp_path / "x.json")]) == 2
+    assert "pass --hf-reference" in capsys.readouterr().err
+
+
+# -------------------------------------------------------------------------------------- errors
+
+
+def test_errors_are_one_line_with_exit_2(model_dir, shard, tmp_path, capsys):
+    prefix, _ = shard
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    shutil.copy(Path(model_dir) / "config.json", broken / "config.json")
+    shutil.copy(Path(model_dir) / "tokenizer.json", broken / "tokenizer.json")
+    recipe = write_recipe(tmp_path / "recipe.yaml", prefix)
+    base = ["--valid-holdout", "0.5", "--out", str(tmp_path / "x.json")]
+
+    def fails(argv: list[str], *needles: str) -> None:
+        capsys.readouterr()
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and all(n in err for n in needles), err
+
+    fails(["eval", "ppl", "--model", str(broken), "--recipe", str(recipe), *base], "broken is missing weights")
+    fails(["eval", "lm-eval", str(broken), "--tasks", TAG, "--out", str(tmp_path / "x.json")],
+          "broken is missing weights")
+    fails(["eval", "ppl", "--model", str(tmp_path / "nowhere"), "--recipe", str(recipe), *base], "does not exist")
+    fails(["eval", "ppl", "--model", model_dir, "--recipe", str(write_recipe(tmp_path / "blend.yaml", prefix, [])),
+           *base], "has no data.streams")
+    fails(["eval", "ppl", "--model", model_dir, "--recipe", str(recipe), "--out", str(tmp_path / "x.json")],
+          "data.valid_holdout")
+    fails(["eval", "ppl", "--model", model_dir, "--recipe", str(recipe), *base, "--compare", str(recipe)],
+          "--compare", "not JSON")
+    (tmp_path / "other.json").write_text('{"tasks": {}}')
+    fails(["eval", "ppl", "--model", model_dir, "--recipe", str(recipe), *base, "--compare",
+           str(tmp_path / "other.json")], "not a `cpt eval ppl` result")
+    bad_filter = write_recipe(tmp_path / "bad.yaml", prefix,
+                              [{"name": "x", "prefixes": [prefix], "filter": 'langg == "en"', "weight": 1.0}])
+    fails(["eval", "ppl", "--model", model_dir, "--recipe", str(bad_filter), *base], "stream 'x'", "unknown column")
+    fails(["eval", "lm-eval", model_dir, "--tasks", f"{TAG}_xx", "--out", str(tmp_path / "x.json")],
+          f"unknown lm-eval task '{TAG}_xx'", "did you mean")
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_missing_lm_eval_names_the_pip_command(model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "lm_eval", None)  # what `import lm_eval` meets when it is not installed
+    assert main(["eval", "lm-eval", model_dir, "--tasks", TAG, "--out", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "lm-eval==0.4.13"' in err and "cpt[eval]" in err
