@@ -2,16 +2,19 @@
 
 Inputs are either shard prefixes (a path whose `.idx` exists, or the `.idx`/`.bin`/`.meta.parquet`
 file itself) - results go into each shard's metadata sidecar - or raw jsonl files/folders, whose
-results go to `--out`. Mixing the two in one call is refused.
+results go to `--out`. Mixing the two in one call is refused. `--shard-index/--num-shards` and
+`--merge` scale a run out over many tasks (`cpt.annotate.scaleout`).
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 from pathlib import Path
 from typing import Any, Callable
 
 from cpt.annotate.docs import read_corpora
-from cpt.annotate.pipeline import annotate_corpus, annotate_shard, format_summary
+from cpt.annotate.pipeline import annotate_corpus, annotate_shard, format_summary, merge_corpus, merge_shard
+from cpt.annotate.scaleout import Slice, doc_range
 
 SHARD_SUFFIXES = (".idx", ".bin", ".meta.parquet", ".manifest.json")
 
@@ -27,6 +30,12 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                         help="documents per unit of work and per checkpoint write")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     parser.add_argument("--no-progress", action="store_true", help="no progress lines on stderr")
+    parser.add_argument("--shard-index", type=int, default=0,
+                        help="annotate slice i of --num-shards into a part file (then --merge)")
+    parser.add_argument("--num-shards", type=int, default=1, help="number of slices (tasks) of the input")
+    parser.add_argument("--merge", action="store_true",
+                        help="combine the part files of a --num-shards run into the sidecar / --out "
+                             "(no model needed)")
 
 
 def shard_prefix(path: str) -> Path | None:
@@ -37,25 +46,52 @@ def shard_prefix(path: str) -> Path | None:
     return Path(path) if Path(f"{path}.idx").is_file() else None
 
 
-def run_inputs(args: argparse.Namespace, factory: Callable, what: str, run_key: dict[str, Any]) -> int:
-    """Annotate every input; print each summary; return the process exit code."""
+def run_inputs(args: argparse.Namespace, factory: Callable[[], Any] | None, what: str, columns: tuple[str, ...],
+               run_key: dict[str, Any]) -> int:
+    """Annotate every input (or merge the parts of a sharded run); print each summary; return 0.
+
+    `factory` may be None only with `--merge`.
+    """
+    part = Slice(args.shard_index, args.num_shards)
+    run_key = {**run_key, "chunk_size": args.chunk_size}  # blocks decide the batches (see runner)
     prefixes = [shard_prefix(p) for p in args.inputs]
     progress = not args.no_progress
     if all(p is not None for p in prefixes):
         if args.out:
-            raise SystemExit("--out is for raw jsonl inputs; shard results go into PREFIX.meta.parquet")
+            raise ValueError("--out is for raw jsonl inputs; shard results go into PREFIX.meta.parquet")
         for prefix in prefixes:
-            summary = annotate_shard(prefix, factory, factory.columns, what, run_key, args.chunk_size,
-                                     args.workers, progress)
+            if args.merge:
+                summary = merge_shard(prefix, columns, what)
+            else:
+                summary = annotate_shard(prefix, factory, columns, what, run_key, args.chunk_size,
+                                         args.workers, progress, part)
             print(format_summary(summary))
         return 0
     if any(p is not None for p in prefixes):
-        raise SystemExit("inputs mix shard prefixes and raw files; annotate them in separate calls")
+        raise ValueError("inputs mix shard prefixes and raw files; annotate them in separate calls")
     if not args.out:
-        raise SystemExit("raw jsonl inputs need --out FILE.parquet (or .jsonl)")
-    docs = read_corpora(args.inputs, text_key=args.text_key, id_key=args.id_key)
-    summary = annotate_corpus(docs, factory, factory.columns, args.out,
-                              {**run_key, "inputs": [str(Path(p).resolve()) for p in args.inputs]},
-                              args.chunk_size, args.workers, progress)
+        raise ValueError("raw jsonl inputs need --out FILE.parquet (or .jsonl)")
+    if args.merge:
+        print(format_summary(merge_corpus(args.out, columns)))
+        return 0
+
+    def docs():
+        return read_corpora(args.inputs, text_key=args.text_key, id_key=args.id_key)
+
+    run_key = {**run_key, "inputs": [str(Path(p).resolve()) for p in args.inputs]}
+    out, selected = Path(args.out), docs()
+    if not part.whole:
+        # a raw corpus has no size index: one reading pass to cut the same blocks in every task
+        start, stop = doc_range([len(d.text) for d in docs()], args.chunk_size, part)
+        out, selected = part.part_path(out), itertools.islice(docs(), start, stop)
+        run_key["slice"] = [part.index, part.count]
+    summary = annotate_corpus(selected, factory, columns, out, run_key, args.chunk_size, args.workers, progress)
     print(format_summary(summary))
     return 0
+
+
+def check_merge_arguments(args: argparse.Namespace) -> None:
+    """--merge takes no slice; a slice needs a valid index (checked before any model loads)."""
+    if args.merge and (args.shard_index or args.num_shards != 1):
+        raise ValueError("--merge combines all parts: give it without --shard-index/--num-shards")
+    Slice(args.shard_index, args.num_shards)

@@ -34,6 +34,16 @@ def check_model_dir(path: str | Path, what: str) -> Path:
     return path
 
 
+def check_tokenizer_dir(path: str | Path) -> Path:
+    """Return `path` if it holds an HF tokenizer (and the config AutoTokenizer reads); else raise."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelFolderError(f"tokenizer folder {path} does not exist")
+    if not any((path / f).is_file() for f in TOKENIZER_FILES):
+        raise ModelFolderError(f"tokenizer folder {path} is missing a tokenizer (one of {', '.join(TOKENIZER_FILES)})")
+    return path
+
+
 def pick_device(device: str | None) -> str:
     """`None` means cuda when available, else cpu."""
     import torch

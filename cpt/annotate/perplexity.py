@@ -11,7 +11,8 @@ exactly once and, outside the first window, with at least L - S tokens of contex
 fits in L tokens is one window and its perplexity is exactly the plain full-context one.
 
 The model sits behind `Scorer.score(windows) -> (nll_sums, counts)`: the transformers backend here,
-vLLM's `prompt_logprobs` (cpt.annotate.vllm_backend), and our megatron engine can each implement it.
+vLLM's `prompt_logprobs` (cpt.annotate.vllm_backend), and our megatron checkpoints
+(megatron_ext.scoring, plugged in by `cpt score`) each implement it.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import Callable, ClassVar, Protocol, Sequence
 import numpy as np
 
 from cpt.annotate.docs import Doc
-from cpt.annotate.modelfiles import check_model_dir, pick_device
+from cpt.annotate.modelfiles import check_model_dir, check_tokenizer_dir, pick_device
 from cpt.annotate.store import Result
 
 
@@ -231,8 +232,11 @@ class PerplexityAnnotatorFactory:
     """Picklable recipe for the scoring annotator (built once per worker process).
 
     `backend` is `hf` (transformers), `vllm` (prompt_logprobs; GPU machines with vLLM installed) or
-    `package.module:callable`, a function taking (model_dir, max_length, device) and returning a
-    `Scorer` - the seam for our megatron engine.
+    `package.module:callable`, called as `callable(model_dir, max_length=, device=, dtype=,
+    max_batch_tokens=)` and returning a `Scorer` - the seam our megatron checkpoints come through
+    (`megatron_ext.scoring:MegatronScorer`, chosen by `cpt score`), so this module never imports
+    megatron. Documents are tokenized with the HF tokenizer in `tokenizer_dir` (default: the model
+    folder itself).
     """
 
     columns: ClassVar[tuple[str, ...]] = PerplexityAnnotator.columns
@@ -244,6 +248,7 @@ class PerplexityAnnotatorFactory:
     stride: int | None = None
     max_batch_tokens: int | None = None
     max_doc_tokens: int | None = None
+    tokenizer_dir: str | None = None
 
     def build_scorer(self) -> Scorer:
         if self.backend == "hf":
@@ -256,12 +261,22 @@ class PerplexityAnnotatorFactory:
             import importlib
 
             module, _, name = self.backend.partition(":")
-            return getattr(importlib.import_module(module), name)(self.model_dir, self.max_length, self.device)
+            return getattr(importlib.import_module(module), name)(
+                self.model_dir, max_length=self.max_length, device=self.device, dtype=self.dtype,
+                max_batch_tokens=self.max_batch_tokens)
         raise ValueError(f"unknown scoring backend {self.backend!r}: use hf, vllm or package.module:callable")
 
-    def __call__(self) -> PerplexityAnnotator:
-        check_model_dir(self.model_dir, "causal LM")
-        if self.max_length and self.stride:  # fail before loading a model
+    def check(self) -> None:
+        """Fail on missing files or bad lengths before any model loads."""
+        if self.backend in ("hf", "vllm"):
+            check_model_dir(self.model_dir, "causal LM")
+        if self.tokenizer_dir:
+            check_tokenizer_dir(self.tokenizer_dir)
+        if self.max_length and self.stride:
             make_windows([0, 0], self.max_length, self.stride)
+
+    def __call__(self) -> PerplexityAnnotator:
+        self.check()
         scorer = self.build_scorer()
-        return PerplexityAnnotator(scorer, hf_encoder(self.model_dir), self.stride, self.max_doc_tokens)
+        return PerplexityAnnotator(scorer, hf_encoder(self.tokenizer_dir or self.model_dir), self.stride,
+                                   self.max_doc_tokens)

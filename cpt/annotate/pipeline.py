@@ -19,7 +19,8 @@ import numpy as np
 
 from cpt.annotate.docs import Doc
 from cpt.annotate.runner import Annotator, Progress, run_annotator
-from cpt.annotate.store import Result, ResultStore
+from cpt.annotate.scaleout import MergeError, Slice, check_doc_ids, doc_range, merge_note, read_parts
+from cpt.annotate.store import Result, ResultStore, write_table
 
 Factory = Callable[[], Annotator]
 
@@ -43,40 +44,94 @@ def annotate_corpus(docs: Iterable[Doc], factory: Factory, columns: tuple[str, .
 
 def annotate_shard(prefix: str | Path, factory: Factory, columns: tuple[str, ...], what: str,
                    run_key: dict[str, Any], chunk_size: int = 256, workers: int = 1,
-                   progress: bool = True) -> dict[str, Any]:
-    """Annotate every document of a shard and add `columns` to its metadata sidecar."""
-    import pyarrow as pa
+                   progress: bool = True, part: Slice = Slice()) -> dict[str, Any]:
+    """Annotate every document of a shard and add `columns` to its metadata sidecar.
 
+    With a `part` of several, annotate only that task's slice and write it to its part file (see
+    `cpt.annotate.scaleout`); `merge_shard` later writes the sidecar from all parts.
+    """
     import cpt.shards as shards
 
     shard = shards.open(prefix)
-    meta = shard.metadata(["doc_id", "lang"]).to_pydict()
-    store = ResultStore(Path(f"{shard.prefix}.{what}"), {**run_key, "shard": str(shard.prefix)})
+    meta = shard.metadata(["doc_id", "lang", "n_tokens"]).to_pydict()
+    start, stop = 0, len(meta["doc_id"])
+    base = Path(f"{shard.prefix}.{what}")
+    out = base
+    if not part.whole:
+        start, stop = doc_range(meta["n_tokens"], chunk_size, part)
+        out = part.part_path(base)
+        run_key = {**run_key, "slice": [part.index, part.count]}
+    store = ResultStore(out, {**run_key, "shard": str(shard.prefix)})
 
     def docs() -> Iterator[Doc]:
-        texts = shards.document_texts(shard)  # streams the sources, each file opened once
-        for i, (doc_id, lang, text) in enumerate(zip(meta["doc_id"], meta["lang"], texts, strict=True)):
-            yield Doc(str(doc_id), text, lang or "", f"{shard.prefix}#{i}")
+        texts = shards.document_texts(shard, start, stop)  # streams the sources, each file opened once
+        for i, text in enumerate(texts, start):
+            yield Doc(str(meta["doc_id"][i]), text, meta["lang"][i] or "", f"{shard.prefix}#{i}")
 
+    label = f"{Path(shard.prefix).name} {what}" + ("" if part.whole else f" {part.index}/{part.count}")
     order, done, stats = run_annotator(docs(), factory, store, chunk_size, workers,
-                                       Progress(f"{Path(shard.prefix).name} {what}") if progress else None)
+                                       Progress(label) if progress else None)
     rows = []
     for d in order:
         r = done[d.doc_id]
         rows.append({"doc_id": d.doc_id, "lang": d.lang, "skip": r.skip,
                      **{c: (r.values or {}).get(c) for c in columns}})
+    if not part.whole:
+        summary = make_summary(str(out), rows, columns, stats.to_dict(), run_key)
+        store.finalize(rows, ("doc_id", "lang", *columns, "skip"), summary)
+        return summary
     summary = make_summary(f"{shard.prefix}.meta.parquet", rows, columns, stats.to_dict(), run_key)
-
-    def write() -> None:
-        arrays = {}
-        for c in columns:
-            values = [row[c] for row in rows]
-            kind = pa.string() if c == "topic" else pa.float64()
-            arrays[c] = pa.array(values, type=kind)
-        shards.update_metadata(shard.prefix, arrays)
-
-    store.finalize_with(write, summary)
+    store.finalize_with(lambda: _write_sidecar(shard.prefix, rows, columns), summary)
     return summary
+
+
+def merge_shard(prefix: str | Path, columns: tuple[str, ...], what: str) -> dict[str, Any]:
+    """Write the sidecar columns of a shard from the parts of a sharded run, then its summary."""
+    import cpt.shards as shards
+    from cpt.io import write_json_atomic
+
+    shard = shards.open(prefix)
+    base = Path(f"{shard.prefix}.{what}")
+    merged = read_parts(base)
+    check_doc_ids(merged.rows, [str(d) for d in shard.metadata(["doc_id"]).column("doc_id").to_pylist()],
+                  str(shard.prefix))
+    summary = {**make_summary(f"{shard.prefix}.meta.parquet", merged.rows, columns, merged.stats,
+                              merged.run_key), **merge_note(merged)}
+    _write_sidecar(shard.prefix, merged.rows, columns)
+    write_json_atomic(base.with_name(base.name + ".summary.json"), summary)
+    return summary
+
+
+def merge_corpus(out: str | Path, columns: tuple[str, ...]) -> dict[str, Any]:
+    """Write the table `out` from the parts of a sharded run over a raw corpus, then its summary.
+
+    The parts of one call cover its documents contiguously in task order, so their concatenation is
+    the one-run table; the doc ids were checked unique within each part, and are again here.
+    """
+    from cpt.io import write_json_atomic
+
+    out = Path(out)
+    merged = read_parts(out)
+    ids = [r["doc_id"] for r in merged.rows]
+    if len(set(ids)) != len(ids):
+        dup = next(i for i, c in Counter(ids).items() if c > 1)
+        raise MergeError(f"{out}: doc_id {dup!r} is in more than one part")
+    summary = {**make_summary(str(out), merged.rows, columns, merged.stats, merged.run_key), **merge_note(merged)}
+    write_table(out, merged.rows, ("doc_id", "source", "lang", *columns, "skip"))
+    write_json_atomic(ResultStore(out, merged.run_key).summary_path, summary)
+    return summary
+
+
+def _write_sidecar(prefix: str | Path, rows: list[dict[str, Any]], columns: tuple[str, ...]) -> None:
+    import pyarrow as pa
+
+    import cpt.shards as shards
+
+    arrays = {}
+    for c in columns:
+        kind = pa.string() if c == "topic" else pa.float64()
+        arrays[c] = pa.array([row[c] for row in rows], type=kind)
+    shards.update_metadata(prefix, arrays)
 
 
 def make_summary(output: str, rows: list[dict[str, Any]], columns: tuple[str, ...],
@@ -122,4 +177,5 @@ def format_summary(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-__all__ = ["annotate_corpus", "annotate_shard", "format_summary", "make_summary", "Result"]
+__all__ = ["annotate_corpus", "annotate_shard", "format_summary", "make_summary", "merge_corpus", "merge_shard",
+           "Result"]

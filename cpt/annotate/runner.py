@@ -1,10 +1,11 @@
 """Drives one annotator over a stream of documents: chunks, worker processes, checkpoints, progress.
 
 An annotator is anything with `columns` and `__call__(docs) -> list[Result]` (the topic tagger,
-the perplexity scorer). The runner streams documents in chunks, skips the ones a previous run
-already checkpointed, sends chunks to worker processes when asked (each builds its own annotator
+the perplexity scorer). The runner streams documents in blocks of `chunk_size`, skips the blocks a
+previous run already checkpointed, sends chunks to worker processes when asked (each builds its own annotator
 from a picklable factory), appends each finished chunk to the checkpoint in input order, and
-returns every result keyed by doc_id. Results never depend on the chunking or the worker count.
+returns every result keyed by doc_id. Results never depend on the worker count, on resuming, or
+on sharding; batches are formed inside a block, so `chunk_size` is part of a run's settings.
 """
 from __future__ import annotations
 
@@ -111,17 +112,25 @@ def run_annotator(docs: Iterable[Doc], factory: Callable[[], Annotator], store: 
     order: list[Doc] = []
     seen: set[str] = set()
 
-    def pending() -> Iterator[Doc]:
+    def numbered() -> Iterator[Doc]:
         for doc in docs:
             if doc.doc_id in seen:
                 raise DuplicateDocError(f"doc_id {doc.doc_id!r} occurs twice (again at {doc.source or '?'})")
             seen.add(doc.doc_id)
             order.append(doc)
             stats.read += 1
-            if doc.doc_id in done:
-                stats.resumed += 1
+            yield doc
+
+    def pending() -> Iterator[list[Doc]]:
+        # Blocks are cut from the whole input, done or not, and a block with any document left is
+        # redone whole: every block holds the same documents on every run, resumed or sharded
+        # (`cpt.annotate.scaleout` slices on block boundaries), so the batches - and the floating
+        # point sums - are the same too.
+        for block in _chunks(numbered(), chunk_size):
+            if all(d.doc_id in done for d in block):
+                stats.resumed += len(block)
             else:
-                yield doc
+                yield block
 
     def record(results: list[Result]) -> None:
         store.append(results)
@@ -137,15 +146,15 @@ def run_annotator(docs: Iterable[Doc], factory: Callable[[], Annotator], store: 
     try:
         if workers == 1:
             annotator = factory()
-            for chunk in _chunks(pending(), chunk_size):
-                record(annotator(chunk))
+            for block in pending():
+                record(annotator(block))
         else:
             import torch
 
             threads = max(1, torch.get_num_threads() // workers)
             ctx = mp.get_context("spawn")
             with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, threads)) as pool:
-                for results in pool.imap(_run_in_worker, _chunks(pending(), chunk_size)):
+                for results in pool.imap(_run_in_worker, pending()):
                     record(results)
     finally:
         store.close()

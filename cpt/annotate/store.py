@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
+
+from cpt.io import atomic_path, write_json_atomic, write_jsonl_atomic
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,23 +28,6 @@ class Result:
 
 class CheckpointMismatchError(RuntimeError):
     """A checkpoint from a run with other settings is in the way."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 class ResultStore:
@@ -111,11 +95,7 @@ class ResultStore:
                  summary: dict[str, Any]) -> None:
         """Write the final table (parquet or jsonl by suffix), then the summary, then drop the checkpoint."""
         def write() -> None:
-            if self.out.suffix == ".jsonl":
-                data = "".join(json.dumps({c: r.get(c) for c in columns}, ensure_ascii=False) + "\n" for r in rows)
-                atomic_write_bytes(self.out, data.encode())
-            else:
-                write_parquet_atomic(self.out, rows, columns)
+            write_table(self.out, rows, columns)
 
         self.finalize_with(write, summary)
 
@@ -123,8 +103,16 @@ class ResultStore:
         """Run `write` (itself atomic, e.g. a sidecar rewrite), then the summary, then drop the checkpoint."""
         self.close()
         write()
-        atomic_write_json(self.summary_path, summary)
+        write_json_atomic(self.summary_path, summary)
         self.partial.unlink(missing_ok=True)
+
+
+def write_table(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    """The rows' `columns` as jsonl (by suffix) or parquet, written atomically."""
+    if path.suffix == ".jsonl":
+        write_jsonl_atomic(path, ({c: r.get(c) for c in columns} for r in rows))
+    else:
+        write_parquet_atomic(path, rows, columns)
 
 
 def write_parquet_atomic(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
@@ -132,11 +120,5 @@ def write_parquet_atomic(path: Path, rows: Sequence[dict[str, Any]], columns: Se
     import pyarrow.parquet as pq
 
     table = pa.table({c: [r.get(c) for r in rows] for c in columns})
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -1,37 +1,76 @@
-"""`cpt score`: write `ppl` (perplexity under a causal LM) for every document."""
+"""`cpt score`: write `ppl` (perplexity under a causal LM) for every document.
+
+The model is a local HF folder or one of our megatron checkpoints (a training `checkpoints/step_N`,
+a `checkpoints`/run folder meaning its latest step, or a `cpt convert hf-to-mcore` import); the
+latter is scored by `megatron_ext.scoring`, imported only then. Scale-out: `--shard-index i
+--num-shards n` in n tasks, then `cpt score INPUTS --merge` (see `cpt.annotate.scaleout`).
+"""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+MEGATRON_BACKEND = "megatron_ext.scoring:MegatronScorer"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cpt.annotate.inputs import add_input_arguments
 
-    parser.add_argument("--model", required=True, help="local HF causal LM folder")
-    parser.add_argument("--backend", default="hf",
-                        help="hf (transformers), vllm (prompt_logprobs), or package.module:callable "
-                             "returning a Scorer (e.g. a megatron engine)")
+    parser.add_argument("--model", help="local HF causal LM folder, or a cpt megatron checkpoint "
+                        "(step folder, checkpoints/run folder = latest, or an hf-to-mcore import); "
+                        "not needed with --merge")
+    parser.add_argument("--backend", default="auto",
+                        help="auto (hf for an HF folder, megatron for a cpt checkpoint), hf (transformers), "
+                             "megatron, vllm (prompt_logprobs), or package.module:callable returning a Scorer")
+    parser.add_argument("--tokenizer", default=None,
+                        help="HF tokenizer folder (default: the model's; for a megatron checkpoint, its import's hf/)")
     parser.add_argument("--max-length", type=int, default=2048,
                         help="context window in tokens (capped at the model's); longer documents are windowed")
     parser.add_argument("--stride", type=int, default=None,
                         help="window start step for long documents (default max-length/2): every token "
                              "after the first window keeps >= max-length - stride tokens of context")
     parser.add_argument("--max-batch-tokens", type=int, default=None,
-                        help="padded tokens per forward pass (default 4096 on CPU, 65536 on GPU)")
+                        help="padded tokens per forward pass (default 4096 on CPU; 65536 on GPU, 16384 megatron)")
     parser.add_argument("--max-doc-tokens", type=int, default=None,
                         help="score only the first N tokens of each document")
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: bf16 on GPU, fp32 on CPU)")
     add_input_arguments(parser)
 
 
-def run(args: argparse.Namespace) -> int:
-    from cpt.annotate.inputs import run_inputs
-    from cpt.annotate.modelfiles import check_model_dir
-    from cpt.annotate.perplexity import PerplexityAnnotatorFactory
+def resolve_backend(model: str, backend: str, tokenizer: str | None) -> tuple[str, str | None]:
+    """(backend, tokenizer folder) for `--model`: a megatron checkpoint gets the megatron scorer and,
+    unless `--tokenizer` says otherwise, the tokenizer of the import it comes from."""
+    if backend == "auto":
+        if (Path(model) / "config.json").is_file():
+            return "hf", tokenizer
+        from cpt.train.checkpoint import resolve_load_path
 
-    check_model_dir(args.model, "causal LM")
-    factory = PerplexityAnnotatorFactory(args.model, args.backend, args.device, args.dtype, args.max_length,
-                                         args.stride, args.max_batch_tokens, args.max_doc_tokens)
-    run_key = {"annotator": "ppl", "model": str(args.model), "backend": args.backend,
-               "max_length": args.max_length, "stride": args.stride, "max_doc_tokens": args.max_doc_tokens}
-    return run_inputs(args, factory, "ppl", run_key)
+        try:
+            resolve_load_path(model)
+        except FileNotFoundError:
+            return "hf", tokenizer  # neither: the HF folder check names what is missing
+        backend = "megatron"
+    if backend != "megatron":
+        return backend, tokenizer
+    from megatron_ext.scoring import tokenizer_dir  # no megatron import until the model is built
+
+    return MEGATRON_BACKEND, tokenizer or str(tokenizer_dir(model))
+
+
+def run(args: argparse.Namespace) -> int:
+    from cpt.annotate.inputs import check_merge_arguments, run_inputs
+    from cpt.annotate.perplexity import PerplexityAnnotator, PerplexityAnnotatorFactory
+
+    check_merge_arguments(args)
+    if args.merge:
+        return run_inputs(args, None, "ppl", PerplexityAnnotator.columns, {})
+    if not args.model:
+        raise ValueError("--model is required (an HF causal LM folder or a cpt megatron checkpoint)")
+    backend, tokenizer = resolve_backend(args.model, args.backend, args.tokenizer)
+    factory = PerplexityAnnotatorFactory(args.model, backend, args.device, args.dtype, args.max_length,
+                                         args.stride, args.max_batch_tokens, args.max_doc_tokens, tokenizer)
+    factory.check()
+    run_key = {"annotator": "ppl", "model": str(args.model), "backend": backend, "tokenizer": tokenizer,
+               "max_length": args.max_length, "stride": args.stride, "max_doc_tokens": args.max_doc_tokens,
+               "max_batch_tokens": args.max_batch_tokens, "dtype": args.dtype}
+    return run_inputs(args, factory, "ppl", PerplexityAnnotator.columns, run_key)

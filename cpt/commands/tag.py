@@ -1,4 +1,8 @@
-"""`cpt tag`: write `topic` and `topic_conf` for every document with a trained topic classifier."""
+"""`cpt tag`: write `topic` and `topic_conf` for every document with a trained topic classifier.
+
+Scale-out: `--shard-index i --num-shards n` in n tasks, then `cpt tag INPUTS --merge` (see
+`cpt.annotate.scaleout`).
+"""
 from __future__ import annotations
 
 import argparse
@@ -7,7 +11,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from cpt.annotate.inputs import add_input_arguments
 
-    parser.add_argument("--model", required=True, help="classifier folder written by `cpt tag-train`")
+    parser.add_argument("--model", help="classifier folder written by `cpt tag-train` (not needed with --merge)")
     parser.add_argument("--taxonomy", default=None,
                         help="taxonomy file the classifier must match (default: the one stored in --model)")
     parser.add_argument("--max-length", type=int, default=None,
@@ -17,13 +21,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cpt.annotate.inputs import run_inputs
+    from cpt.annotate.inputs import check_merge_arguments, run_inputs
     from cpt.annotate.runner import Ready
-    from cpt.annotate.tagging import TopicAnnotatorFactory
+    from cpt.annotate.tagging import TopicAnnotator, TopicAnnotatorFactory
 
+    check_merge_arguments(args)
+    if args.merge:
+        return run_inputs(args, None, "topic", TopicAnnotator.columns, {})
+    if not args.model:
+        raise ValueError("--model is required (a classifier folder written by `cpt tag-train`)")
     factory = TopicAnnotatorFactory(args.model, args.taxonomy, args.device, args.max_length, args.batch_size)
     annotator = factory()  # load here: a bad folder or taxonomy fails before any work starts
     if args.workers == 1:
         factory = Ready(annotator)
-    run_key = {"annotator": "topic", "model": str(args.model), "max_length": args.max_length}
-    return run_inputs(args, factory, "topic", run_key)
+    run_key = {"annotator": "topic", "model": str(args.model), "max_length": args.max_length,
+               "batch_size": args.batch_size}
+    return run_inputs(args, factory, "topic", TopicAnnotator.columns, run_key)

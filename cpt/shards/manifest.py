@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+import cpt.io
 
 FORMAT = "cpt-shard"
 FORMAT_VERSION = 1
@@ -49,27 +50,9 @@ def read_manifest(prefix: str | Path) -> dict[str, Any]:
         return json.load(f)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def write_json_atomic(path: Path, data: Any, durable: bool = True) -> None:
-    """Write JSON under a temporary name in the same folder, fsync, then rename into place."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Manifests and run summaries: sorted keys, indent 1, ASCII (see `cpt.io` for the atomic write)."""
+    cpt.io.write_json_atomic(path, data, indent=1, sort_keys=True, durable=durable, ensure_ascii=True)
 
 
 def write_manifest(prefix: str | Path, manifest: dict[str, Any], durable: bool = True) -> None:

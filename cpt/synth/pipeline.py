@@ -9,16 +9,14 @@ re-finalizes without generating again.
 """
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from cpt.io import write_json_atomic, write_jsonl_atomic
 from cpt.synth.corrupt import corrupt, format_pair
 from cpt.synth.filters import REJECTION_REASONS, FilterConfig, PairFilter
 from cpt.synth.generators.base import ChatRequest, Generator, SamplingParams
@@ -179,28 +177,6 @@ def finalize(tasks: Sequence[Task], journal: Journal, filter_config: FilterConfi
     return records, counts
 
 
-def write_jsonl_atomic(path: Path, records: Sequence[dict]) -> None:
-    """Write to a temporary file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for r in records:
-                f.write(json.dumps(r, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def write_json_atomic(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def run(tasks: Sequence[Task], generator: Generator | Callable[[], Generator] | None, output: Path,
         params: SamplingParams, filter_config: FilterConfig, corrupt_rate: float = 0.0, corrupt_seed: int = 0,
         selection: dict | None = None, progress_every_s: float = 10.0,
@@ -246,5 +222,5 @@ def run(tasks: Sequence[Task], generator: Generator | Callable[[], Generator] | 
         "pairs_per_s": round(counts["pairs_kept"] / elapsed, 4) if elapsed else 0.0,
         **counts,
     }
-    write_json_atomic(summary_path(output), summary)
+    write_json_atomic(summary_path(output), summary, sort_keys=True)
     return summary

@@ -1,0 +1,96 @@
+"""Atomic file writes: a reader sees the old file or the complete new one, never a torn one.
+
+Every write goes to a temporary file in the destination's folder (same file system, so the rename
+is atomic), is flushed and fsynced, gets the permissions an ordinary `open(path, "w")` would give
+(mkstemp's are 0600), and is renamed over the destination. On any error the temporary file is
+removed and the destination is untouched. This is the commit step of every output that marks
+completion (summaries, manifests, annotation tables): written last, it is trusted only when whole.
+
+`atomic_path` is for writers that want a file name rather than a file object (pyarrow's
+`write_table`, numpy's `save`); the others cover bytes, text, JSON and JSON lines.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any, Iterable, Iterator
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block ends without error, fsync it
+    (`durable`) and rename it over `path`. The caller writes and closes the file itself."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if durable:
+            _fsync(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | Path, mode: str = "w", durable: bool = True,
+                encoding: str | None = "utf-8") -> Iterator[IO]:
+    """`open()` for writing (`w` text or `wb` binary) whose result appears at `path` only when
+    the block ends without error."""
+    if mode not in ("w", "wb"):
+        raise ValueError(f"atomic_open writes whole files: mode must be 'w' or 'wb', got {mode!r}")
+    with atomic_path(path, durable) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
+            yield f
+            f.flush()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes, durable: bool = True) -> None:
+    with atomic_open(path, "wb", durable) as f:
+        f.write(data)
+
+
+def write_text_atomic(path: str | Path, text: str, durable: bool = True) -> None:
+    with atomic_open(path, "w", durable) as f:
+        f.write(text)
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2, sort_keys: bool = False,
+                      durable: bool = True, ensure_ascii: bool = False) -> None:
+    """One JSON document and a final newline (UTF-8, not ASCII-escaped unless `ensure_ascii`)."""
+    text = json.dumps(obj, indent=indent, sort_keys=sort_keys, ensure_ascii=ensure_ascii)
+    write_text_atomic(path, text + "\n", durable)
+
+
+def write_jsonl_atomic(path: str | Path, records: Iterable[Any], durable: bool = True) -> int:
+    """One JSON value per line (UTF-8, not ASCII-escaped), streamed; returns the number of lines."""
+    n = 0
+    with atomic_open(path, "w", durable) as f:
+        for r in records:
+            f.write(json.dumps(r, ensure_ascii=False) + "\n")
+            n += 1
+    return n
+
+
+__all__ = ["atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
+           "write_text_atomic"]
