@@ -5,7 +5,8 @@ Ours = `PerplexityAnnotator` as `cpt score` runs it (batch tokenization, length-
 `--max-batch-tokens`, head applied only to scored positions). Naive = for each document,
 `model(ids, labels=ids)` (the usual recipe). Both in the same dtype on the same device (bf16 on GPU,
 fp32 on CPU); both include tokenization. The maximum relative ppl difference between them is printed
-as a check that they compute the same thing. Tagging = `TopicAnnotator` (MiniLM, 128 tokens).
+as a check that they compute the same thing. `--megatron` adds the same annotator over a cpt megatron
+checkpoint (`megatron_ext.scoring`; `import` converts --model first). Tagging = `TopicAnnotator` (MiniLM, 128 tokens).
 
 Defaults use the real assets (SmolLM2-135M, all-MiniLM-L6-v2, People's Daily + Wikipedia). On a
 machine without them, pass --model/--encoder folders and --corpus (jsonl with "text"); throughput does
@@ -87,6 +88,37 @@ def ours(model_dir: str, texts: list[str], device: str, dtype_name: str, max_doc
     return [r.values["ppl"] for r in results], tokens, seconds
 
 
+def megatron(checkpoint: str, model_dir: str, texts: list[str], device: str, dtype_name: str, max_doc_tokens: int,
+             max_batch_tokens: int | None, chunk: int) -> tuple[list[float], int, float]:
+    """`cpt score --model <megatron checkpoint>`: the same annotator over `megatron_ext.scoring`.
+    `checkpoint` "import" converts `model_dir` with `cpt convert hf-to-mcore` into a temporary folder."""
+    import tempfile
+
+    from cpt.annotate.docs import Doc
+    from cpt.annotate.perplexity import PerplexityAnnotatorFactory
+    from megatron_ext.scoring import tokenizer_dir
+
+    if checkpoint == "import":
+        from megatron_ext.convert import hf_to_mcore
+
+        checkpoint = str(Path(tempfile.mkdtemp(prefix="bench_score_")) / "import")
+        hf_to_mcore(model_dir, checkpoint, dtype=None)
+    annotator = PerplexityAnnotatorFactory(checkpoint, "megatron_ext.scoring:MegatronScorer", device, dtype_name,
+                                           max_doc_tokens, None, max_batch_tokens, max_doc_tokens,
+                                           str(tokenizer_dir(checkpoint)))()
+    annotator([Doc("warm", texts[0])])
+    docs = [Doc(str(i), t) for i, t in enumerate(texts)]
+    sync(device)
+    start = time.perf_counter()
+    results = []
+    for k in range(0, len(docs), chunk):
+        results += annotator(docs[k:k + chunk])
+    sync(device)
+    seconds = time.perf_counter() - start
+    tokens = sum(min(len(ids), max_doc_tokens) - 1 for ids in annotator.encode(texts))
+    return [r.values["ppl"] for r in results], tokens, seconds
+
+
 def tagging(encoder_dir: str, texts: list[str], device: str) -> float:
     from cpt.annotate import taxonomy
     from cpt.annotate.classifier import TopicClassifier
@@ -114,6 +146,8 @@ def main() -> None:
     p.add_argument("--docs", type=int, default=None, help="documents (default 48 on CPU, 2000 on GPU)")
     p.add_argument("--max-doc-tokens", type=int, default=256, help="tokens scored per document (both sides)")
     p.add_argument("--max-batch-tokens", type=int, default=None)
+    p.add_argument("--megatron", default=None,
+                   help="also score with a cpt megatron checkpoint (a path, or 'import' to convert --model first)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = p.parse_args()
     gpu = args.device.startswith("cuda")
@@ -132,6 +166,14 @@ def main() -> None:
     n_ppl, n_tokens, n_s = naive(model_dir, texts, args.device, getattr(torch, dtype_name), args.max_doc_tokens)
     assert o_tokens == n_tokens, (o_tokens, n_tokens)
     diff = max(abs(a / b - 1) for a, b in zip(o_ppl, n_ppl))
+    extra = {}
+    if args.megatron:
+        m_ppl, m_tokens, m_s = megatron(args.megatron, model_dir, texts, args.device, dtype_name, args.max_doc_tokens,
+                                        args.max_batch_tokens, 256)
+        assert m_tokens == n_tokens, (m_tokens, n_tokens)
+        m_diff = max(abs(a / b - 1) for a, b in zip(m_ppl, n_ppl))
+        print(f"megatron: {m_s:.2f}s  {m_tokens / m_s:,.0f} tokens/s  (max relative ppl difference vs naive {m_diff:.2e})")
+        extra = {"megatron_tokens_per_s": round(m_tokens / m_s, 1), "megatron_max_rel_diff": float(f"{m_diff:.3g}")}
     tag = tagging(encoder_dir, texts, args.device)
     print(f"device {args.device} ({torch.cuda.get_device_name() if gpu else 'cpu'}), {dtype_name}, {len(texts)} docs, "
           f"{o_tokens} scored tokens")
@@ -141,7 +183,7 @@ def main() -> None:
     print(f"tagging: {tag:,.1f} docs/s")
     print(json.dumps({"bench": "score", "ours_tokens_per_s": round(o_tokens / o_s, 1),
                       "naive_tokens_per_s": round(n_tokens / n_s, 1), "ratio": round((o_tokens / o_s) / (n_tokens / n_s), 3),
-                      "tag_docs_per_s": round(tag, 2), "device": args.device, "docs": len(texts), "tokens": o_tokens}))
+                      "tag_docs_per_s": round(tag, 2), "device": args.device, "docs": len(texts), "tokens": o_tokens, **extra}))
 
 
 if __name__ == "__main__":
