@@ -93,7 +93,8 @@ class MegatronScorer:
         rows = CheckpointTensors(self.checkpoint).shape("embedding.word_embeddings.weight")[0]
         if rows != padded_vocab_size(self.cfg, 1):
             raise ValueError(f"{self.checkpoint}: the vocabulary is padded to {rows} rows, a TP=1 model has "
-                             f"{padded_vocab_size(self.cfg, 1)}; export it (cpt convert mcore-to-hf) and score the HF folder")
+                             f"{padded_vocab_size(self.cfg, 1)}; export it (cpt convert mcore-to-hf) "
+                             f"and score the HF folder")
         ensure_world()
         if dist.get_world_size() != 1:
             raise RuntimeError("MegatronScorer runs in one process; scale out with --workers / --num-shards")

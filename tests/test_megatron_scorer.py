@@ -78,6 +78,7 @@ def test_megatron_backend_names_a_missing_tokenizer(tmp_path, capsys):
     (bare / "trainer_state.json").write_text('{"model": {}}')
     (bare / "COMPLETE").write_text("1\n")
     write_jsonl(tmp_path / "c.jsonl", [{"text": "hello world"}])
-    assert main(["score", "--model", str(bare), *SCORE, str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "o.jsonl")]) == 2
+    argv = ["score", "--model", str(bare), *SCORE, str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "o.jsonl")]
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "no tokenizer found" in err and "pass --tokenizer" in err

@@ -8,7 +8,8 @@
   perplexity.py                windows, length bucketing, the `Scorer` interface, the HF scorer
   vllm_backend.py              `Scorer` over vLLM prompt_logprobs (imported only when chosen)
   docs.py / inputs.py          documents from raw jsonl; the tag/score command inputs
-  runner.py / store.py         chunks, worker processes, checkpoints, atomic final writes
+  runner.py / store.py         blocks, worker processes, checkpoints, atomic final writes
+  scaleout.py                  --shard-index/--num-shards slices, part files, --merge
   pipeline.py                  raw corpus -> table, shard -> sidecar; summaries
   metrics.py, encoder.py, modelfiles.py
 """

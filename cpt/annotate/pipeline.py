@@ -5,7 +5,9 @@ annotator's columns and `skip` (the reason a document got no value). Shards: the
 to `PREFIX.meta.parquet` through `cpt.shards.update_metadata` (an atomic rewrite), with null for
 skipped documents, reading the documents' text back with `cpt.shards.document_texts`. Either way
 the checkpoint lives beside the output (`OUT.partial.jsonl`, `PREFIX.<what>.partial.jsonl`) and a
-summary JSON (`... .summary.json`) is written last.
+summary JSON (`... .summary.json`) is written last. A task of a sharded run writes its slice to a
+part file instead, and `merge_shard` / `merge_corpus` write the sidecar / table from all parts
+(`cpt.annotate.scaleout`).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 
 An annotator is anything with `columns` and `__call__(docs) -> list[Result]` (the topic tagger,
 the perplexity scorer). The runner streams documents in blocks of `chunk_size`, skips the blocks a
-previous run already checkpointed, sends chunks to worker processes when asked (each builds its own annotator
-from a picklable factory), appends each finished chunk to the checkpoint in input order, and
+previous run already checkpointed, sends blocks to worker processes when asked (each builds its
+own annotator from a picklable factory), appends each finished block to the checkpoint in input
+order, and
 returns every result keyed by doc_id. Results never depend on the worker count, on resuming, or
 on sharding; batches are formed inside a block, so `chunk_size` is part of a run's settings.
 """
