@@ -1,0 +1,169 @@
+"""The demo's steps, in order, at a size: every one a `cpt` command run in the demo folder.
+
+    corpus            zh / en / code jsonl from installed packages (cpt.demo.corpus)
+    base-model        (tiny only) a random 2-layer Llama with SmolLM2's tokenizer
+    preprocess-*      cpt preprocess: SmolLM2 tokenizer -> data/zh, data/en_code shards
+    tag-train, tag    cpt tag-train --bootstrap embedding (MiniLM zero-shot labels), cpt tag
+    score             cpt score: SmolLM2 perplexity of the Chinese documents (the ppl_asc curriculum)
+    synth, preprocess-synthetic   cpt synth (SmolLM2-135M-Instruct) -> data/synthetic
+    convert           cpt convert hf-to-mcore: the base model -> models/base_mcore
+    stage1, stage2    cpt train recipes/demo/stage{1,2}.yaml (stage 2 continues stage 1)
+    export            cpt convert mcore-to-hf: stage 2's checkpoint -> models/export
+    eval-*            cpt eval ppl (per-stream held-out PPL) and cpt eval lm-eval, before and after
+    report            cpt report stage1 stage2
+
+Recipes keep their shard paths relative to the demo folder (they run from it); what differs by
+size is passed as `key=value` overrides, and the `model:` keys always come from the import's
+model.yaml, so the recipe trains exactly the model that was imported.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from cpt.demo.corpus import build_corpus, is_complete
+from cpt.demo.runner import Step
+
+RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo"
+BASE_MCORE = "models/base_mcore"
+EXPORT = "models/export"
+LM_EVAL_TASK = "cpt_next_sentence"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """What differs between the full demo and the CI-sized one."""
+
+    size: str
+    tag_max_length: int
+    score_max_doc_tokens: int
+    synth_snippets: int
+    synth_max_new_tokens: int
+    eval_max_doc_tokens: int
+    lm_eval_limit: int
+    train_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Extra `key=value` overrides per stage (the full demo uses the recipes as written)."""
+
+
+_TINY_TRAIN = (
+    "training.seq_length=64", "training.micro_batch_size=2", "training.global_batch_size=2",
+    "training.eval_every=2", "schedule.lr_max=1.0e-3", "schedule.lr_min=1.0e-4",
+    "schedule.warmup_tokens=128", "schedule.stable_tokens=384", "schedule.decay_tokens=256",
+)
+
+SETTINGS: dict[str, DemoSettings] = {
+    "full": DemoSettings(size="full", tag_max_length=128, score_max_doc_tokens=96, synth_snippets=8,
+                         synth_max_new_tokens=256, eval_max_doc_tokens=256, lm_eval_limit=40),
+    "tiny": DemoSettings(size="tiny", tag_max_length=64, score_max_doc_tokens=32, synth_snippets=3,
+                         synth_max_new_tokens=160, eval_max_doc_tokens=64, lm_eval_limit=4,
+                         train_overrides={"stage1": (*_TINY_TRAIN, "training.train_tokens=512"),
+                                          "stage2": (*_TINY_TRAIN, "training.train_tokens=256")}),
+}
+
+
+def model_overrides(root: Path) -> list[str]:
+    """`model.KEY=VALUE` for every key of the import's model.yaml (written by `cpt convert`)."""
+    path = root / BASE_MCORE / "model.yaml"
+    model = (yaml.safe_load(path.read_text()) or {}).get("model")
+    if not isinstance(model, dict):
+        raise ValueError(f"{path}: expected a 'model:' mapping")
+    return [f"model.{k}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+            for k, v in model.items()]
+
+
+def base_hf(root: Path, settings: DemoSettings) -> str:
+    """The HF folder the demo starts from: SmolLM2-135M (asset), or the tiny Llama."""
+    if settings.size == "tiny":
+        return "models/tiny_hf"
+    from cpt.assets import smollm2_hf_dir
+
+    return str(smollm2_hf_dir())
+
+
+def build_steps(root: Path, settings: DemoSettings) -> list[Step]:
+    """The demo's steps for this size (arguments relative to the demo folder `root`)."""
+    from cpt.assets import smollm2_hf_dir
+
+    smollm2 = str(smollm2_hf_dir())
+    model = base_hf(root, settings)
+    s = settings
+    steps: list[Step] = [
+        Step("corpus", action=_corpus_action(s.size), outputs=("corpus/manifest.json",),
+             describe="build corpus/*.jsonl from installed packages"),
+    ]
+    if s.size == "tiny":
+        steps.append(Step("base-model", action=_tiny_model_action(smollm2), outputs=("models/tiny_hf/config.json",),
+                          describe="random-init tiny Llama with SmolLM2's tokenizer"))
+    steps += [
+        Step("preprocess-zh", ["preprocess", "--input", "corpus/zh.jsonl", "--output-prefix", "data/zh",
+                               "--tokenizer-model", smollm2, "--no-progress"], ("data/zh.manifest.json",)),
+        Step("preprocess-en", ["preprocess", "--input", "corpus/en.jsonl", "corpus/code.jsonl",
+                               "--output-prefix", "data/en_code", "--tokenizer-model", smollm2, "--no-progress"],
+             ("data/en_code.manifest.json",)),
+        Step("tag-train", ["tag-train", "--train", "corpus/tag_train.jsonl", "--bootstrap", "embedding",
+                           "--out", "models/topic_clf", "--epochs", "1", "--max-length", str(s.tag_max_length)],
+             ("models/topic_clf",)),
+        Step("tag", ["tag", "--model", "models/topic_clf", "data/zh", "data/en_code", "--no-progress"],
+             ("data/zh.topic.summary.json", "data/en_code.topic.summary.json")),
+        Step("score", ["score", "--model", model, "data/zh", "--max-length", "128",
+                       "--max-doc-tokens", str(s.score_max_doc_tokens), "--no-progress"],
+             ("data/zh.ppl.summary.json",)),
+        Step("synth", ["synth", "--shards", "data/en_code", "--discipline-by", "topic", "--output", "synth/qa.jsonl",
+                       "--model", smollm2, "--max-snippets", str(s.synth_snippets), "--pairs-per-snippet", "2",
+                       "--max-new-tokens", str(s.synth_max_new_tokens), "--threads", "2", "--min-grounding", "0.3",
+                       "--progress-every", "30"],
+             ("synth/qa.jsonl.summary.json",)),
+        Step("preprocess-synthetic", ["preprocess", "--input", "synth/qa.jsonl", "--output-prefix", "data/synthetic",
+                                      "--tokenizer-model", smollm2, "--keep-fields", "discipline", "--no-progress"],
+             ("data/synthetic.manifest.json",)),
+        Step("convert", ["convert", "hf-to-mcore", model, BASE_MCORE, "--overwrite"], (f"{BASE_MCORE}/COMPLETE",)),
+        Step("stage1", ["train", str(RECIPES / "stage1.yaml")], ("stage1/checkpoints/latest",),
+             late_argv=_train_overrides(root, "stage1", s)),
+        Step("stage2", ["train", str(RECIPES / "stage2.yaml")], ("stage2/checkpoints/latest",),
+             late_argv=_train_overrides(root, "stage2", s)),
+        Step("export", ["convert", "mcore-to-hf", "stage2/checkpoints", EXPORT, "--hf-reference", BASE_MCORE,
+                        "--overwrite"], (f"{EXPORT}/config.json",)),
+        Step("eval-ppl-before", _ppl_argv(model, "eval/ppl_before.json", s), ("eval/ppl_before.json",)),
+        Step("eval-ppl-after", [*_ppl_argv(EXPORT, "eval/ppl_after.json", s), "--compare", "eval/ppl_before.json"],
+             ("eval/ppl_after.json",)),
+        Step("eval-lm-before", _lm_eval_argv(model, "eval/lm_eval_before.json", s), ("eval/lm_eval_before.json",)),
+        Step("eval-lm-after", _lm_eval_argv(EXPORT, "eval/lm_eval_after.json", s), ("eval/lm_eval_after.json",)),
+        Step("report", ["report", "stage1", "stage2", "--out", "report"], ("report",)),
+    ]
+    return steps
+
+
+def _corpus_action(size: str) -> Callable[[Path], object]:
+    def action(root: Path) -> object:
+        folder = root / "corpus"
+        if is_complete(folder, size):
+            return {"corpus": str(folder), "reused": True}
+        return build_corpus(folder, size)
+    return action
+
+
+def _tiny_model_action(tokenizer_dir: str) -> Callable[[Path], object]:
+    def action(root: Path) -> object:
+        from cpt.demo.tiny_model import build_tiny_llama
+
+        return build_tiny_llama(root / "models" / "tiny_hf", tokenizer_dir)
+    return action
+
+
+def _train_overrides(root: Path, stage: str, s: DemoSettings) -> Callable[[], list[str]]:
+    def argv() -> list[str]:
+        return [*model_overrides(root), *s.train_overrides.get(stage, ())]
+    return argv
+
+
+def _ppl_argv(model: str, out: str, s: DemoSettings) -> list[str]:
+    # stage 2's recipe names every stream (stage 1's five + synthetic) with training's held-out split
+    return ["eval", "ppl", "--model", model, "--recipe", str(RECIPES / "stage2.yaml"),
+            "--max-doc-tokens", str(s.eval_max_doc_tokens), "--max-length", "256", "--out", out]
+
+
+def _lm_eval_argv(model: str, out: str, s: DemoSettings) -> list[str]:
+    return ["eval", "lm-eval", model, "--tasks", LM_EVAL_TASK, "--limit", str(s.lm_eval_limit), "--out", out]

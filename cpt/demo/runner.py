@@ -1,0 +1,137 @@
+"""Run demo steps in order: each a `cpt` sub-command in a subprocess (or a small in-process action),
+skipped when a previous run completed it, timed, logged to its own file.
+
+A step is complete when its marker `steps/NAME.json` exists, records the same command line, and
+every declared output exists; the marker is written after the command succeeds (the commit marker
+comes last), so a killed demo reruns the interrupted step, and the tools' own resume (preprocess
+chunks, annotation checkpoints, synth journal, training checkpoints) picks up inside it.
+A failing step stops the demo with its command line and the tail of its log.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+LOG_TAIL_LINES = 30
+
+
+class StepFailed(RuntimeError):
+    """A demo step failed; the message holds its command line and the tail of its log."""
+
+
+@dataclass
+class Step:
+    """One demo step.
+
+    `argv` are the arguments after `cpt`, `late_argv` a callable returning more of them, called when
+    the step runs (arguments that depend on earlier outputs, e.g. the model section of an import);
+    `action` runs in-process instead (building the corpus). `outputs` are paths, relative to the demo folder, that must exist
+    for the step to count as done."""
+
+    name: str
+    argv: Sequence[str] = ()
+    outputs: Sequence[str] = ()
+    late_argv: Optional[Callable[[], Sequence[str]]] = None
+    action: Optional[Callable[[Path], object]] = None
+    describe: str = ""
+
+    def command(self) -> list[str]:
+        if self.action is not None:
+            return [f"<in-process: {self.describe or self.name}>"]
+        late = self.late_argv() if self.late_argv is not None else ()
+        return ["cpt", *[str(a) for a in (*self.argv, *late)]]
+
+    @property
+    def cli(self) -> Optional[str]:
+        """The `cpt` sub-command this step runs (None for in-process steps)."""
+        return None if self.action is not None else str(self.argv[0])
+
+
+@dataclass
+class StepResult:
+    name: str
+    seconds: float
+    skipped: bool
+    command: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Runs steps with the demo folder as working directory (recipes' relative paths resolve there)."""
+
+    def __init__(self, root: Path, log: Callable[[str], None] = print) -> None:
+        self.root = Path(root)
+        self.log = log
+        (self.root / "steps").mkdir(parents=True, exist_ok=True)
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+
+    def marker(self, name: str) -> Path:
+        return self.root / "steps" / f"{name}.json"
+
+    def is_done(self, step: Step, command: list[str]) -> bool:
+        marker = self.marker(step.name)
+        if not marker.is_file():
+            return False
+        try:
+            recorded = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            return False
+        return recorded.get("command") == command and all((self.root / p).exists() for p in step.outputs)
+
+    def run(self, step: Step) -> StepResult:
+        command = step.command()
+        if self.is_done(step, command):
+            self.log(f"[demo] {step.name}: done in an earlier run, skipped")
+            return StepResult(step.name, 0.0, True, command)
+        self.log(f"[demo] {step.name}: {shlex.join(command)}")
+        log_path = self.root / "logs" / f"{step.name}.log"
+        start = time.perf_counter()
+        if step.action is not None:
+            self._run_action(step, log_path)
+        else:
+            self._run_command(step, command, log_path)
+        seconds = time.perf_counter() - start
+        missing = [p for p in step.outputs if not (self.root / p).exists()]
+        if missing:
+            raise StepFailed(f"step {step.name} finished but did not write {', '.join(missing)} "
+                             f"(in {self.root}); command: {shlex.join(command)}\n{_tail(log_path)}")
+        tmp = self.marker(step.name).with_suffix(".tmp")
+        tmp.write_text(json.dumps({"command": command, "seconds": round(seconds, 3), "finished": time.time()}))
+        os.replace(tmp, self.marker(step.name))
+        self.log(f"[demo] {step.name}: {seconds:.1f} s")
+        return StepResult(step.name, seconds, False, command)
+
+    def _run_action(self, step: Step, log_path: Path) -> None:
+        try:
+            result = step.action(self.root)
+        except Exception as exc:  # noqa: BLE001 - reported with the step's name, then stops the demo
+            raise StepFailed(f"step {step.name} ({step.describe}) failed: {type(exc).__name__}: {exc}") from exc
+        log_path.write_text(json.dumps(result, default=str) + "\n" if result is not None else "")
+
+    def _run_command(self, step: Step, command: list[str], log_path: Path) -> None:
+        argv = [sys.executable, "-m", "cpt.cli", *command[1:]]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        with log_path.open("w") as log:
+            log.write(f"$ (cd {self.root} && {shlex.join(command)})\n")
+            log.flush()
+            code = subprocess.call(argv, cwd=self.root, stdout=log, stderr=subprocess.STDOUT, env=env)
+        if code != 0:
+            raise StepFailed(
+                f"step {step.name} failed (exit status {code})\n"
+                f"command (run in {self.root}): {shlex.join(command)}\n"
+                f"log: {log_path}\n{_tail(log_path)}"
+            )
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    if not path.is_file():
+        return "(no log)"
+    text = path.read_text(errors="replace").replace("\r", "\n").splitlines()
+    text = [t for t in text if t.strip()]
+    return f"--- last {min(lines, len(text))} lines of {path.name} ---\n" + "\n".join(text[-lines:])

@@ -1,0 +1,95 @@
+"""What the demo prints at the end: where everything is, what improved, and one JSON line.
+
+The numbers come from the files the steps wrote (eval/ppl_before.json, eval/ppl_after.json,
+eval/lm_eval_*.json, the stage run folders), so the summary of a resumed demo is the same as an
+uninterrupted one's.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def stream_ppl(result: Mapping[str, Any]) -> dict[str, float]:
+    """{stream: ppl} of a `cpt eval ppl` result, plus `overall`; streams without a value are left out."""
+    rows = {**result.get("streams", {}), "overall": result.get("overall", {})}
+    return {name: round(float(r["ppl"]), 4) for name, r in rows.items() if r.get("ppl") is not None}
+
+
+def change_pct(before: Mapping[str, float], after: Mapping[str, float]) -> dict[str, float]:
+    return {k: round(100.0 * (after[k] - before[k]) / before[k], 2) for k in before if k in after and before[k]}
+
+
+def lm_eval_scores(result: Mapping[str, Any] | None) -> dict[str, float]:
+    """{task/metric: value} of a `cpt eval lm-eval` result (stderr entries left out)."""
+    out: dict[str, float] = {}
+    for task, metrics in sorted(((result or {}).get("tasks") or {}).items()):
+        for k, v in metrics.items():
+            if isinstance(v, float) and not k.endswith("_stderr"):
+                out[f"{task}/{k}"] = round(v, 4)
+    return out
+
+
+def bench_record(root: Path, seconds: float, steps_seconds: Mapping[str, float],
+                 skipped: list[str]) -> dict[str, Any]:
+    """The final JSON object: timing and per-stream PPL before/after."""
+    before = _read(root / "eval" / "ppl_before.json") or {}
+    after = _read(root / "eval" / "ppl_after.json") or {}
+    pb, pa = stream_ppl(before), stream_ppl(after)
+    return {
+        "bench": "demo",
+        "seconds": round(seconds, 1),
+        "steps_seconds": {k: round(v, 1) for k, v in steps_seconds.items()},
+        "skipped_steps": skipped,
+        "ppl_before": pb,
+        "ppl_after": pa,
+        "change_pct": change_pct(pb, pa),
+        "lm_eval_before": lm_eval_scores(_read(root / "eval" / "lm_eval_before.json")),
+        "lm_eval_after": lm_eval_scores(_read(root / "eval" / "lm_eval_after.json")),
+    }
+
+
+def final_stage_state(root: Path, stage: str) -> dict[str, Any]:
+    """trainer_state.json of a stage's latest checkpoint ({} when there is none)."""
+    from cpt.train.checkpoint import find_latest
+
+    folder = find_latest(root / stage / "checkpoints")
+    if folder is None or not (folder / "trainer_state.json").is_file():
+        return {}
+    return json.loads((folder / "trainer_state.json").read_text())
+
+
+def describe(root: Path, record: Mapping[str, Any]) -> str:
+    """Human-readable closing text: locations, the PPL table, lm-eval before/after."""
+    lines = [f"demo folder: {root}"]
+    for label, rel in (("corpus (jsonl)", "corpus"), ("token shards", "data"), ("topic classifier", "models/topic_clf"),
+                       ("synthetic QA", "synth/qa.jsonl"), ("imported base model (megatron)", "models/base_mcore"),
+                       ("stage 1 run", "stage1"), ("stage 2 run", "stage2"), ("exported model (HF)", "models/export"),
+                       ("evaluations", "eval"), ("report", "report/summary.md"), ("step logs", "logs")):
+        lines.append(f"  {label:<32} {root / rel}")
+    for stage in ("stage1", "stage2"):
+        st = final_stage_state(root, stage)
+        if st:
+            lines.append(f"  {stage}: ended at step {st.get('step')}, {st.get('consumed_tokens')} tokens consumed")
+    pb, pa, ch = record["ppl_before"], record["ppl_after"], record["change_pct"]
+    if pb:
+        width = max(len(k) for k in pb)
+        lines.append("")
+        lines.append(f"held-out perplexity per stream ({'SmolLM2 before' if 'tiny' not in str(root) else 'before'} -> after):")
+        lines.append(f"  {'stream':<{width}}  {'before':>10}  {'after':>10}  {'change':>8}")
+        for k in pb:
+            after = pa.get(k)
+            lines.append(f"  {k:<{width}}  {pb[k]:>10.3f}  {after if after is not None else float('nan'):>10.3f}  "
+                         f"{ch.get(k, float('nan')):>+7.1f}%")
+    lb, la = record["lm_eval_before"], record["lm_eval_after"]
+    if lb or la:
+        lines.append("")
+        lines.append("lm-eval (before -> after):")
+        for k in sorted(set(lb) | set(la)):
+            lines.append(f"  {k}: {lb.get(k, '-')} -> {la.get(k, '-')}")
+    return "\n".join(lines)
