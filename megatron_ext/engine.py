@@ -142,6 +142,7 @@ class MegatronEngine:
             ),
             self.model_chunks,
         )
+        compat.prefer_foreach_adam(self.optimizer)
         config = model.config
         config.no_sync_func = self.model.no_sync
         config.grad_sync_func = None
@@ -355,6 +356,7 @@ class MegatronEngine:
             if load_optimizer:
                 self.optimizer.load_state_dict(loaded["optimizer"])
                 compat.unshare_adam_steps(self.optimizer)
+                compat.prefer_foreach_adam(self.optimizer)
         if "rng_state" in loaded:
             rng = loaded["rng_state"]
             torch.set_rng_state(rng["torch"])

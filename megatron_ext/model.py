@@ -272,8 +272,6 @@ def layer_spec(cfg: ModelConfig) -> tuple[ModuleSpec, type]:
     sub = spec.submodules
     sub.input_layernorm = RMSNorm
     sub.pre_mlp_layernorm = RMSNorm
-    if sub.mlp.module is MLP:
-        sub.mlp = dataclasses.replace(sub.mlp, module=SwiGLUMLP)
     install_cached_rope()
     if cfg.attention_backend in ("auto", "sdpa"):
         sub.self_attention.submodules.core_attention = SDPAttention
@@ -309,8 +307,19 @@ def build_model(
         rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer() else cfg.rotary_base,
         **rope,
     )
+    if norm is RMSNorm:  # the local spec
+        use_swiglu_mlp(model)
     mark_tensor_parallel(model)
     return model
+
+
+def use_swiglu_mlp(model: torch.nn.Module) -> None:
+    """Turn every megatron `MLP` of the model into a `SwiGLUMLP` (same parameters and state, only
+    the forward differs). Done on the built modules rather than in the layer spec because
+    megatron's TransformerLayer hands the TP group only to a spec whose module is exactly `MLP`."""
+    for module in model.modules():
+        if type(module) is MLP:
+            module.__class__ = SwiGLUMLP
 
 
 # Tensor-parallel split dimension of each parameter kind (suffix of its name); everything else is
