@@ -17,7 +17,8 @@ import yaml
 
 from cpt import assets
 from cpt.cli import main
-from cpt.eval.tasks import TAG, builtin_task_dir
+from cpt.eval.tasks import ITEMS_PER_LANGUAGE, TAG, builtin_task_dir
+from cpt.eval.tasks.next_sentence import SENTENCE_OK, chinese_documents, make_items
 from cpt.sampling.holdout import held_out
 
 pytestmark = pytest.mark.slow
@@ -33,21 +34,21 @@ def model_dir() -> str:
 # ------------------------------------------------------------------------------------- lm-eval
 
 
-def test_builtin_task_items_are_real_and_fixed(tmp_path):
-    folder = builtin_task_dir(tmp_path, items=50)
-    assert builtin_task_dir(tmp_path, items=50) == folder  # cached: the marker is there
+def test_builtin_task_items_are_real_and_fixed():
+    folder = builtin_task_dir()  # the cached build (maybe made by an earlier process) the harness reads
+    assert (folder / "COMPLETE").is_file() and builtin_task_dir() == folder
     for code in ("en", "zh"):
         rows = [json.loads(line) for line in (folder / f"{code}.jsonl").read_text(encoding="utf-8").splitlines()]
-        assert len(rows) == 50 and len({r["source"] for r in rows}) == 50  # one item per document
+        assert len(rows) == ITEMS_PER_LANGUAGE and len({r["source"] for r in rows}) == ITEMS_PER_LANGUAGE
         for r in rows:
             assert len(r["choices"]) == 4 and len(set(r["choices"])) == 4 and 0 <= r["label"] < 4
+            assert r["context"] not in r["choices"]
         config = yaml.safe_load((folder / f"{TAG}_{code}.yaml").read_text())
-        assert config["dataset_path"] == "json"
+        assert config["dataset_path"] == "json" and config["task"] == f"{TAG}_{code}"
         assert config["dataset_kwargs"]["data_files"]["test"] == str(folder / f"{code}.jsonl")
-    # the same bytes as the cached build the other tests use (possibly made by an earlier process)
-    cached = builtin_task_dir()
-    for name in ("en.jsonl", "zh.jsonl"):
-        assert (folder / name).read_bytes() == (cached / name).read_bytes()
+    assert {r["label"] for r in rows} == {0, 1, 2, 3}  # the answer is not always in one place
+    # rebuilt in this process from People's Daily: the same items as the cached file
+    assert make_items("zh", chinese_documents(), ITEMS_PER_LANGUAGE, SENTENCE_OK["zh"]) == rows
 
 
 def test_lm_eval_on_the_builtin_task_is_in_range_and_repeatable(model_dir, tmp_path, capsys):
@@ -77,9 +78,9 @@ def shard(tmp_path_factory, model_dir) -> tuple[str, list[dict]]:
     from pydoc_data.topics import topics
 
     folder = tmp_path_factory.mktemp("eval_shard")
-    rows = [{"text": topics[k][:160], "lang": "en", "topic": "code" if i % 3 == 0 else "prose"}
+    rows = [{"text": topics[k][:120], "lang": "en", "topic": "code" if i % 3 == 0 else "prose"}
             for i, k in enumerate(sorted(topics)[:12])]
-    rows += [{"text": t[:70], "lang": "zh", "topic": "news"} for t in assets.people_daily_documents(limit=10)]
+    rows += [{"text": t[:32], "lang": "zh", "topic": "news"} for t in assets.people_daily_documents(limit=10)]
     corpus = folder / "in" / "corpus.jsonl"
     corpus.parent.mkdir()
     corpus.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
@@ -95,6 +96,7 @@ def write_recipe(path: Path, prefix: str, streams: list[dict] | None = None) -> 
         {"name": "en_prose", "prefixes": [prefix], "filter": 'lang == "en" and topic == "prose"', "weight": 1.0},
         {"name": "en", "prefixes": [prefix], "filter": 'lang == "en"', "weight": 1.0},
         {"name": "zh", "prefixes": [prefix], "filter": 'lang == "zh"', "weight": 1.0},
+        {"name": "code", "prefixes": [prefix], "filter": 'lang == "code"', "weight": 1.0},  # no documents
     ]} if streams != [] else {"blend": [[prefix, 1.0]]}
     recipe = {"model": dict(num_layers=2, hidden_size=64, ffn_hidden_size=128, num_attention_heads=4,
                             vocab_size=49152, max_position_embeddings=256),
@@ -103,30 +105,38 @@ def write_recipe(path: Path, prefix: str, streams: list[dict] | None = None) -> 
     return path
 
 
-def reference(model_dir: str, prefix: str, rows: list[dict], keep) -> dict:
-    """Plain transformers on the held-out documents the filter `keep(row)` selects: one document at
-    a time, labels=input_ids, its mean loss times its scored tokens."""
+@pytest.fixture(scope="module")
+def reference(model_dir, shard) -> list[tuple[float, int] | None]:
+    """Plain transformers on every held-out document, one at a time (labels=input_ids): its NLL sum
+    (mean loss x scored tokens) and scored tokens; None for the documents training keeps."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    prefix, rows = shard
     meta = pq.read_table(f"{prefix}.meta.parquet").to_pylist()
     mask = held_out(np.array([m["doc_id"] for m in meta], dtype=np.uint64), HOLDOUT, SEED)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-    nll, tokens, doc_ppl = 0.0, 0, []
+    out: list[tuple[float, int] | None] = []
     for row, held in zip(rows, mask):
-        if not (held and keep(row)):
+        if not held:
+            out.append(None)
             continue
         ids = tokenizer(row["text"], return_tensors="pt")["input_ids"]
         with torch.no_grad():
             loss = model(ids, labels=ids).loss.item()
-        n = ids.shape[1] - 1
-        nll, tokens = nll + loss * n, tokens + n
-        doc_ppl.append(math.exp(loss))
-    return {"documents": len(doc_ppl), "tokens": tokens, "ppl": math.exp(nll / tokens),
-            "mean_doc_ppl": sum(doc_ppl) / len(doc_ppl)}
+        out.append((loss * (ids.shape[1] - 1), ids.shape[1] - 1))
+    return out
 
 
-def test_stream_ppl_equals_transformers_on_the_held_out_documents(model_dir, shard, tmp_path, capsys):
+def expected(reference, rows: list[dict], keep) -> dict:
+    """documents, tokens, token-weighted ppl and mean document ppl of the held-out rows `keep` selects."""
+    docs = [ref for ref, row in zip(reference, rows) if ref is not None and keep(row)]
+    nll, tokens = sum(d[0] for d in docs), sum(d[1] for d in docs)
+    return {"documents": len(docs), "tokens": tokens, "ppl": math.exp(nll / tokens),
+            "mean_doc_ppl": sum(math.exp(a / n) for a, n in docs) / len(docs)}
+
+
+def test_stream_ppl_equals_transformers_on_the_held_out_documents(model_dir, shard, reference, tmp_path, capsys):
     prefix, rows = shard
     recipe = write_recipe(tmp_path / "recipe.yaml", prefix)
     args = ["eval", "ppl", "--model", model_dir, "--recipe", str(recipe), "--valid-holdout", str(HOLDOUT),
@@ -138,7 +148,7 @@ def test_stream_ppl_equals_transformers_on_the_held_out_documents(model_dir, sha
                "en": lambda r: r["lang"] == "en", "zh": lambda r: r["lang"] == "zh",
                "overall": lambda r: True}
     for name, keep in filters.items():
-        want = reference(model_dir, prefix, rows, keep)
+        want = expected(reference, rows, keep)
         have = got["overall"] if name == "overall" else got["streams"][name]
         assert 2 <= want["documents"] < sum(map(keep, rows)), name  # a real split: some held out, not all
         assert (have["documents"], have["tokens"]) == (want["documents"], want["tokens"]), name
@@ -153,7 +163,9 @@ def test_stream_ppl_equals_transformers_on_the_held_out_documents(model_dir, sha
     printed = capsys.readouterr().out
     second = json.loads(again.read_text())
     assert second["streams"] == got["streams"] and second["overall"] == got["overall"]
-    assert [r["change_pct"] for r in second["compare"]["rows"]] == [0.0] * 4
+    assert [r["change_pct"] for r in second["compare"]["rows"]] == [0.0, 0.0, 0.0, None, 0.0]
+    assert got["streams"]["code"] == {"documents": 0, "tokens": 0, "nll": 0.0, "ppl": None, "mean_doc_ppl": None,
+                                      "skipped": {}, "filter": 'lang == "code"', "matching": 0, "held_out": 0}
     assert "ppl before" in printed and "+0.0%" in printed
 
 
@@ -191,6 +203,25 @@ def test_stream_ppl_of_a_megatron_checkpoint_equals_its_hf_source(model_dir, sha
     capsys.readouterr()
     assert main(["eval", "ppl", "--model", str(bare), *common, "--out", str(tmp_path / "x.json")]) == 2
     assert "pass --hf-reference" in capsys.readouterr().err
+
+
+def test_held_out_documents_are_the_training_split_and_capped_evenly(shard):
+    from cpt.config import StreamSpec
+    from cpt.eval.heldout import heldout_documents
+
+    prefix, rows = shard
+    specs = [StreamSpec(name="en", prefixes=[prefix], weight=1.0, filter='lang == "en"'),
+             StreamSpec(name="all", prefixes=[prefix], weight=1.0)]
+    meta = pq.read_table(f"{prefix}.meta.parquet").to_pylist()
+    held = held_out(np.array([m["doc_id"] for m in meta], dtype=np.uint64), HOLDOUT, SEED)
+    en, every = heldout_documents(specs, HOLDOUT, SEED)
+    assert list(en.indices) == [i for i, row in enumerate(rows) if held[i] and row["lang"] == "en"]
+    assert list(every.indices) == list(np.flatnonzero(held)) and set(every.prefixes) == {prefix}
+    assert (en.matching, every.matching, every.held_out) == (12, len(rows), int(held.sum()))
+    capped = heldout_documents(specs, HOLDOUT, SEED, max_documents=3)[1]
+    n = len(every.indices)
+    assert capped.indices == tuple(every.indices[k * n // 3] for k in range(3)) and capped.held_out == n
+    assert heldout_documents(specs, HOLDOUT, SEED + 1)[1].indices != every.indices  # the seed matters
 
 
 # -------------------------------------------------------------------------------------- errors

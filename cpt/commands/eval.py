@@ -39,7 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pp.add_argument("--model", required=True, help="HF model folder or megatron checkpoint")
     pp.add_argument("--recipe", required=True, help="recipe YAML whose data.streams define the streams")
     pp.add_argument("--max-documents", type=int, default=None,
-                    help="score at most the first N held-out documents of each stream (default: all)")
+                    help="score at most N held-out documents per stream, evenly spaced (default: all)")
     pp.add_argument("--max-doc-tokens", type=int, default=None, help="score only the first N tokens of a document")
     pp.add_argument("--max-length", type=int, default=2048, help="context window (capped at the model's)")
     pp.add_argument("--stride", type=int, default=None, help="window step for long documents (default max-length/2)")
@@ -115,8 +115,11 @@ def _run_ppl(args: argparse.Namespace) -> int:
         result_rows(before, f"--compare {args.compare}")  # a wrong file fails now, not after scoring
     recipe = load_recipe(args.recipe)
     # data.valid_holdout / valid_holdout_seed: read with defaults so older recipes load
-    fraction = args.valid_holdout if args.valid_holdout is not None else getattr(recipe.data, "valid_holdout", 0.0)
-    seed = args.valid_holdout_seed if args.valid_holdout_seed is not None else getattr(recipe.data, "valid_holdout_seed", 0)
+    fraction, seed = args.valid_holdout, args.valid_holdout_seed
+    if fraction is None:
+        fraction = getattr(recipe.data, "valid_holdout", 0.0)
+    if seed is None:
+        seed = getattr(recipe.data, "valid_holdout_seed", 0)
     streams = heldout_documents(recipe.data.streams, fraction, seed, args.max_documents)
     if args.stride:
         make_windows([0, 0], args.max_length, args.stride)  # a bad stride fails before any model loads
@@ -129,8 +132,9 @@ def _run_ppl(args: argparse.Namespace) -> int:
     result = {
         **source, "recipe": str(args.recipe), "valid_holdout": fraction, "valid_holdout_seed": seed,
         "max_documents": args.max_documents, "max_doc_tokens": args.max_doc_tokens,
-        "max_length": scorer.max_length, "stride": args.stride, "device": scorer.device,
-        "dtype": str(next(scorer.model.parameters()).dtype).removeprefix("torch."), **result,
+        "max_length": scorer.max_length, "stride": args.stride or max(1, scorer.max_length // 2),
+        "device": scorer.device, "dtype": str(next(scorer.model.parameters()).dtype).removeprefix("torch."),
+        **result,
         "seconds": round(time.perf_counter() - start, 3), "time": time.time(),
     }
     print(_ppl_table(result))
@@ -171,7 +175,7 @@ def hf_model_folder(model: str, hf_reference: str | None, scratch_parent: Path) 
     if not path.exists():
         raise FileNotFoundError(f"model {path} does not exist (an HF folder or a megatron checkpoint)")
     if (path / "config.json").is_file() or not _looks_like_checkpoint(path):
-        yield check_model_dir(path, "model"), {"model": str(path)}
+        yield check_model_dir(path, "model"), {"model": str(path.resolve())}
         return
     from cpt.train.checkpoint import resolve_load_path
     from megatron_ext.convert import ConversionError, mcore_to_hf
@@ -191,7 +195,7 @@ def hf_model_folder(model: str, hf_reference: str | None, scratch_parent: Path) 
         state = json.loads((ckpt / "trainer_state.json").read_text())
         print(f"exported {ckpt} to a temporary HF folder ({summary['seconds']} s)", file=sys.stderr)
         yield check_model_dir(scratch / "hf", "exported model"), {
-            "model": str(path), "checkpoint": str(ckpt), "checkpoint_step": state.get("step"),
+            "model": str(path.resolve()), "checkpoint": str(ckpt.resolve()), "checkpoint_step": state.get("step"),
             "consumed_tokens": state.get("consumed_tokens"), "hf_reference": summary["reference"]}
     finally:
         shutil.rmtree(scratch, ignore_errors=True)

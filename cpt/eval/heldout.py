@@ -39,7 +39,7 @@ class StreamDocuments:
 
 def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
                       max_documents: int | None = None) -> list[StreamDocuments]:
-    """Per stream, its held-out documents (the first `max_documents` in shard order when capped)."""
+    """Per stream, its held-out documents in shard order (capped: `max_documents` evenly spaced ones)."""
     if not streams:
         raise ValueError("the recipe has no data.streams: per-stream perplexity needs streams "
                          "(name, prefixes, filter); a data.blend recipe has none")
@@ -64,8 +64,9 @@ def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
             raise ValueError(f"stream {spec.name!r}: {exc}") from None
         rows = np.flatnonzero(matching & held_out(table.columns["doc_id"], fraction, seed))
         n_held = len(rows)
-        if max_documents is not None:
-            rows = rows[:max_documents]
+        if max_documents is not None and n_held > max_documents:
+            # evenly spaced over the held-out documents: every shard of the stream stays represented
+            rows = rows[(np.arange(max_documents) * n_held) // max_documents]
         out.append(StreamDocuments(
             spec.name, spec.filter, tuple(table.sources[table.source_of[r]] for r in rows),
             tuple(int(table.local_index[r]) for r in rows), int(matching.sum()), n_held))

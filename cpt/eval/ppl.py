@@ -134,12 +134,12 @@ def result_rows(report: Mapping[str, Any], where: str) -> dict[str, Mapping[str,
 
 def compare(before: Mapping[str, Any], after: Mapping[str, Any], before_name: str = "before",
             after_name: str = "after") -> list[dict[str, Any]]:
-    """One row per stream (before's order, then after's new ones, then overall): ppl both sides, % change.
+    """One row per stream (after's order, then streams only before has, then overall): ppl both sides, % change.
 
     `same_tokens` is False when the two runs scored different token counts (other documents, or
     a different tokenizer): their perplexities are then not over the same tokens."""
     a, b = result_rows(before, before_name), result_rows(after, after_name)
-    names = [n for n in a if n != "overall"] + [n for n in b if n not in a and n != "overall"] + ["overall"]
+    names = [n for n in b if n != "overall"] + [n for n in a if n not in b and n != "overall"] + ["overall"]
     rows = []
     for name in names:
         pa_, pb = (a.get(name) or {}).get("ppl"), (b.get(name) or {}).get("ppl")
