@@ -226,3 +226,11 @@ def test_holdout_split_is_disjoint_deterministic_and_about_the_share():
         StreamConfig(name="x", seq_length=8, holdout=0.1)
     with pytest.raises(ValueError, match="needs a 'doc_id' metadata column"):
         Stream(DocumentTable.from_columns([5]), StreamConfig(name="x", seq_length=4, split="train", holdout=0.5))
+
+
+def test_holdout_of_python_ints_equals_holdout_of_the_uint64_array():
+    from cpt.sampling.holdout import held_out
+
+    ids = [2**64 - 5, 2**63 + 12345, 17, 2**62 + 1, 2**53 + 1] * 40  # above 2**53 float64 loses bits
+    as_array = held_out(np.array(ids, dtype=np.uint64), 0.3, 1)
+    assert (held_out(ids, 0.3, 1) == as_array).all() and 0 < as_array.sum() < len(ids)
