@@ -1,16 +1,20 @@
 """Training-step throughput: our megatron-core engine against a plain PyTorch loop with SDPA.
 
 The same ≈10M-parameter Llama (RMSNorm, SwiGLU, RoPE, GQA, untied embeddings; seq 256, batch 8,
-fp32, AdamW, clip 1.0) is trained by both, in one process, in alternating rounds so that machine
-noise hits both alike. Prints tokens/s of each and the ratio ours/plain; the last line is JSON.
+fp32, AdamW, clip 1.0) is trained by both, in one process. Steps are measured in pairs, one step of
+each, the order alternating from pair to pair: on a shared machine the load drifts over seconds to
+minutes, so two neighbouring steps see about the same load, and the median over pairs of the
+per-pair ratio is far steadier than a ratio of two separately timed runs. Wall and CPU time of this
+process are both reported (CPU time is less sensitive to other processes, not immune: 2 cores
+shared means cache and memory-bandwidth contention). Prints tokens/s of each, the ratio ours/plain
+and its spread over pairs; the last line is JSON.
 
-    python benchmarks/bench_train_step.py [--rounds 3] [--steps 5]
+    python benchmarks/bench_train_step.py [--pairs 16]
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 
 import numpy as np
@@ -108,20 +112,17 @@ def engine_runner():
     return step, engine.num_parameters, engine
 
 
-def measure(step, batches, steps: int) -> tuple[float, float]:
-    """(tokens per wall second, tokens per CPU second of this process). The CPU figure is steadier
-    on a shared machine; both are reported."""
+def timed_step(step, batch: np.ndarray) -> tuple[float, float]:
+    """(wall seconds, CPU seconds of this process) of one training step. Each step returns a float
+    loss, so the work has finished (a device sync) when it returns."""
     wall, cpu = time.perf_counter(), time.process_time()
-    for i in range(steps):
-        step(batches[i % len(batches)])  # each returns a float loss: a device sync per step
-    tokens = steps * BATCH * SEQ
-    return tokens / (time.perf_counter() - wall), tokens / (time.process_time() - cpu)
+    step(batch)
+    return time.perf_counter() - wall, time.process_time() - cpu
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--pairs", type=int, default=16, help="measured pairs (one step of each)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     batches = [rng.integers(0, VOCAB, size=(BATCH, SEQ + 1), dtype=np.int64) for _ in range(4)]
@@ -131,24 +132,29 @@ def main() -> None:
     for runner in (plain, ours):  # warm-up
         runner(batches[0])
         runner(batches[1])
-    plain_w, plain_c, our_w, our_c = [], [], [], []
-    for r in range(args.rounds):
-        w, c = measure(plain, batches, args.steps)
-        plain_w.append(w), plain_c.append(c)
-        w, c = measure(ours, batches, args.steps)
-        our_w.append(w), our_c.append(c)
-        print(f"round {r}: plain {plain_w[-1]:,.0f} tok/s ({plain_c[-1]:,.0f}/cpu-s), "
-              f"ours {our_w[-1]:,.0f} tok/s ({our_c[-1]:,.0f}/cpu-s)")
-    med = lambda xs: float(np.median(xs))  # noqa: E731
+    times = {"plain": [], "ours": []}  # per pair: (wall, cpu)
+    for i in range(args.pairs):
+        batch = batches[i % len(batches)]
+        order = ("plain", "ours") if i % 2 == 0 else ("ours", "plain")
+        for name in order:
+            times[name].append(timed_step(plain if name == "plain" else ours, batch))
+        p, o = times["plain"][-1], times["ours"][-1]
+        print(f"pair {i:2d}: plain {p[0]:.2f}s ({p[1]:.2f} cpu-s), ours {o[0]:.2f}s ({o[1]:.2f} cpu-s), "
+              f"ratio {p[0] / o[0]:.3f} (cpu {p[1] / o[1]:.3f})")
     engine.close()
-    print(json.dumps({
-        "bench": "train_step", "device": str(DEVICE),
-        "ours_tokens_per_s": round(med(our_w), 1), "plain_tokens_per_s": round(med(plain_w), 1),
-        "ratio": round(med(our_w) / med(plain_w), 3),
-        "ours_tokens_per_cpu_s": round(med(our_c), 1), "plain_tokens_per_cpu_s": round(med(plain_c), 1),
-        "ratio_cpu": round(med(our_c) / med(plain_c), 3),
-        "params_m": round(our_params / 1e6, 2), "seq": SEQ, "batch": BATCH,
-    }))
+    tokens = BATCH * SEQ
+    result = {"bench": "train_step", "device": str(DEVICE)}
+    for k, label in ((0, ""), (1, "_cpu")):
+        plain_t = np.array([t[k] for t in times["plain"]])
+        our_t = np.array([t[k] for t in times["ours"]])
+        ratios = plain_t / our_t  # = ours tokens/s over plain tokens/s, pair by pair
+        unit = "tokens_per_s" if k == 0 else "tokens_per_cpu_s"
+        result[f"ours_{unit}"] = round(tokens / float(np.median(our_t)), 1)
+        result[f"plain_{unit}"] = round(tokens / float(np.median(plain_t)), 1)
+        result[f"ratio{label}"] = round(float(np.median(ratios)), 3)
+        result[f"ratio{label}_p25_p75"] = [round(float(q), 3) for q in np.percentile(ratios, [25, 75])]
+    result.update(pairs=args.pairs, params_m=round(our_params / 1e6, 2), seq=SEQ, batch=BATCH)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":
