@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     skipped: list[str] = []
     try:
         for step in steps:
-            result = runner.run(step)
+            result = runner.run(step, force=bool(timings) and len(skipped) < len(timings))
             timings[step.name] = result.seconds
             if result.skipped:
                 skipped.append(step.name)

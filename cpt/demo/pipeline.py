@@ -5,11 +5,13 @@
     preprocess-*      cpt preprocess: SmolLM2 tokenizer -> data/zh, data/en_code shards
     tag-train, tag    cpt tag-train --bootstrap embedding (MiniLM zero-shot labels), cpt tag
     score             cpt score: SmolLM2 perplexity of the Chinese documents (the ppl_asc curriculum)
-    synth, preprocess-synthetic   cpt synth (SmolLM2-135M-Instruct) -> data/synthetic
+    synth-*           cpt synth (SmolLM2-135M-Instruct): science QA from snippets, code QA from LeetCode
+    preprocess-synthetic          -> data/synthetic
     convert           cpt convert hf-to-mcore: the base model -> models/base_mcore
+    eval-*-before     cpt eval ppl (per-stream held-out PPL) and cpt eval lm-eval of the base model
     stage1, stage2    cpt train recipes/demo/stage{1,2}.yaml (stage 2 continues stage 1)
     export            cpt convert mcore-to-hf: stage 2's checkpoint -> models/export
-    eval-*            cpt eval ppl (per-stream held-out PPL) and cpt eval lm-eval, before and after
+    eval-*-after      the same on the export
     report            cpt report stage1 stage2
 
 Recipes keep their shard paths relative to the demo folder (they run from it); what differs by
@@ -41,7 +43,12 @@ class DemoSettings:
     tag_max_length: int
     score_max_doc_tokens: int
     synth_snippets: int
+    synth_problems: int
+    """LeetCode problems for code QA: >= 6, so the synthetic stream has a held-out document (line 6 of
+    code.jsonl falls in the 10% split with seed 0; document ids hash the file name and line)."""
     synth_max_new_tokens: int
+    synth_threads: int
+    """torch threads while generating: 1 where the CPU is shared (CI), as many as the cores otherwise."""
     eval_max_doc_tokens: int
     lm_eval_limit: int
     train_overrides: dict[str, tuple[str, ...]] = field(default_factory=dict)
@@ -56,9 +63,9 @@ _TINY_TRAIN = (
 
 SETTINGS: dict[str, DemoSettings] = {
     "full": DemoSettings(size="full", tag_max_length=128, score_max_doc_tokens=96, synth_snippets=8,
-                         synth_max_new_tokens=256, eval_max_doc_tokens=256, lm_eval_limit=40),
-    "tiny": DemoSettings(size="tiny", tag_max_length=64, score_max_doc_tokens=32, synth_snippets=3,
-                         synth_max_new_tokens=160, eval_max_doc_tokens=64, lm_eval_limit=4,
+                         synth_problems=12, synth_max_new_tokens=256, synth_threads=2, eval_max_doc_tokens=256, lm_eval_limit=40),
+    "tiny": DemoSettings(size="tiny", tag_max_length=64, score_max_doc_tokens=32, synth_snippets=1,
+                         synth_problems=6, synth_max_new_tokens=48, synth_threads=1, eval_max_doc_tokens=64, lm_eval_limit=4,
                          train_overrides={"stage1": (*_TINY_TRAIN, "training.train_tokens=512"),
                                           "stage2": (*_TINY_TRAIN, "training.train_tokens=256")}),
 }
@@ -111,25 +118,36 @@ def build_steps(root: Path, settings: DemoSettings) -> list[Step]:
         Step("score", ["score", "--model", model, "data/zh", "--max-length", "128",
                        "--max-doc-tokens", str(s.score_max_doc_tokens), "--no-progress"],
              ("data/zh.ppl.summary.json",)),
-        Step("synth", ["synth", "--shards", "data/en_code", "--discipline-by", "topic", "--output", "synth/qa.jsonl",
-                       "--model", smollm2, "--max-snippets", str(s.synth_snippets), "--pairs-per-snippet", "2",
-                       "--max-new-tokens", str(s.synth_max_new_tokens), "--threads", "2", "--min-grounding", "0.3",
-                       "--progress-every", "30"],
-             ("synth/qa.jsonl.summary.json",)),
-        Step("preprocess-synthetic", ["preprocess", "--input", "synth/qa.jsonl", "--output-prefix", "data/synthetic",
-                                      "--tokenizer-model", smollm2, "--keep-fields", "discipline", "--no-progress"],
+        # science QA from tagged English snippets (SmolLM2-135M often misses the format: few pairs kept) and
+        # code QA from LeetCode problems (the problem is the question: every generation is kept)
+        Step("synth-science", ["synth", "--shards", "data/en_code", "--discipline-by", "topic",
+                               "--output", "synth/science.jsonl", "--model", smollm2,
+                               "--max-snippets", str(s.synth_snippets), "--pairs-per-snippet", "2",
+                               "--max-new-tokens", str(s.synth_max_new_tokens), "--threads", str(s.synth_threads),
+                               "--min-grounding", "0.3", "--progress-every", "30"],
+             ("synth/science.jsonl.summary.json",)),
+        Step("synth-code", ["synth", "--task", "code", "--output", "synth/code.jsonl", "--model", smollm2,
+                            "--max-problems", str(s.synth_problems), "--k-shot", "1",
+                            "--max-new-tokens", str(s.synth_max_new_tokens), "--threads", str(s.synth_threads),
+                            "--progress-every", "30"],
+             ("synth/code.jsonl.summary.json",)),
+        # --on-error skip: science.jsonl may be empty (counted in data/synthetic.summary.json)
+        Step("preprocess-synthetic", ["preprocess", "--input", "synth/science.jsonl", "synth/code.jsonl",
+                                      "--output-prefix", "data/synthetic", "--tokenizer-model", smollm2,
+                                      "--keep-fields", "discipline", "--on-error", "skip", "--no-progress"],
              ("data/synthetic.manifest.json",)),
         Step("convert", ["convert", "hf-to-mcore", model, BASE_MCORE, "--overwrite"], (f"{BASE_MCORE}/COMPLETE",)),
+        # the base model's numbers, before any training
+        Step("eval-ppl-before", _ppl_argv(model, "eval/ppl_before.json", s), ("eval/ppl_before.json",)),
+        Step("eval-lm-before", _lm_eval_argv(model, "eval/lm_eval_before.json", s), ("eval/lm_eval_before.json",)),
         Step("stage1", ["train", str(RECIPES / "stage1.yaml")], ("stage1/checkpoints/latest",),
              late_argv=_train_overrides(root, "stage1", s)),
         Step("stage2", ["train", str(RECIPES / "stage2.yaml")], ("stage2/checkpoints/latest",),
              late_argv=_train_overrides(root, "stage2", s)),
         Step("export", ["convert", "mcore-to-hf", "stage2/checkpoints", EXPORT, "--hf-reference", BASE_MCORE,
                         "--overwrite"], (f"{EXPORT}/config.json",)),
-        Step("eval-ppl-before", _ppl_argv(model, "eval/ppl_before.json", s), ("eval/ppl_before.json",)),
         Step("eval-ppl-after", [*_ppl_argv(EXPORT, "eval/ppl_after.json", s), "--compare", "eval/ppl_before.json"],
              ("eval/ppl_after.json",)),
-        Step("eval-lm-before", _lm_eval_argv(model, "eval/lm_eval_before.json", s), ("eval/lm_eval_before.json",)),
         Step("eval-lm-after", _lm_eval_argv(EXPORT, "eval/lm_eval_after.json", s), ("eval/lm_eval_after.json",)),
         Step("report", ["report", "stage1", "stage2", "--out", "report"], ("report",)),
     ]

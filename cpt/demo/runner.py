@@ -1,14 +1,17 @@
 """Run demo steps in order: each a `cpt` sub-command in a subprocess (or a small in-process action),
 skipped when a previous run completed it, timed, logged to its own file.
 
-A step is complete when its marker `steps/NAME.json` exists, records the same command line, and
-every declared output exists; the marker is written after the command succeeds (the commit marker
+A step is complete when its marker `steps/NAME.json` exists, records the same command line and
+the same recipe file contents, and every declared output exists; the marker is written after the command succeeds (the commit marker
 comes last), so a killed demo reruns the interrupted step, and the tools' own resume (preprocess
 chunks, annotation checkpoints, synth journal, training checkpoints) picks up inside it.
-A failing step stops the demo with its command line and the tail of its log.
+A step that runs makes every later step run too (their inputs may have changed); the tools then
+overwrite or resume their outputs by their own rules. A failing step stops the demo with its
+command line and the tail of its log.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shlex
@@ -82,11 +85,22 @@ class Runner:
             recorded = json.loads(marker.read_text())
         except json.JSONDecodeError:
             return False
-        return recorded.get("command") == command and all((self.root / p).exists() for p in step.outputs)
+        return (recorded.get("command") == command and recorded.get("recipes") == self.recipe_hashes(command)
+                and all((self.root / p).exists() for p in step.outputs))
 
-    def run(self, step: Step) -> StepResult:
+    def recipe_hashes(self, command: list[str]) -> dict[str, str]:
+        """sha256 of the recipe files a command names: an edited recipe makes its step run again."""
+        out = {}
+        for arg in command:
+            path = self.root / arg
+            if arg.endswith((".yaml", ".yml")) and path.is_file():
+                out[arg] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return out
+
+    def run(self, step: Step, force: bool = False) -> StepResult:
+        """Run `step` unless a previous run completed it (`force`: run anyway, e.g. an input changed)."""
         command = step.command()
-        if self.is_done(step, command):
+        if not force and self.is_done(step, command):
             self.log(f"[demo] {step.name}: done in an earlier run, skipped")
             return StepResult(step.name, 0.0, True, command)
         self.log(f"[demo] {step.name}: {shlex.join(command)}")
@@ -102,7 +116,8 @@ class Runner:
             raise StepFailed(f"step {step.name} finished but did not write {', '.join(missing)} "
                              f"(in {self.root}); command: {shlex.join(command)}\n{_tail(log_path)}")
         tmp = self.marker(step.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"command": command, "seconds": round(seconds, 3), "finished": time.time()}))
+        tmp.write_text(json.dumps({"command": command, "recipes": self.recipe_hashes(command),
+                                   "seconds": round(seconds, 3), "finished": time.time()}))
         os.replace(tmp, self.marker(step.name))
         self.log(f"[demo] {step.name}: {seconds:.1f} s")
         return StepResult(step.name, seconds, False, command)
