@@ -149,6 +149,14 @@ def test_training_starts_from_the_import_at_step_0_with_its_weights(out):
     assert got["loss"] == pytest.approx(got["reference_loss"], rel=1e-5)
 
 
+def test_a_trained_checkpoint_exports_with_the_engines_logits(out):
+    """A checkpoint the engine wrote (SwiGLU fc1 stored as two halves) exports to HF: its logits
+    equal the trained engine's, and training moved them away from the import's."""
+    got = json.loads((out / "prepare.json").read_text())["train_from_import"]
+    assert got["trained_export_max_abs_diff"] < 1e-4
+    assert got["trained_changed_max_abs"] > 1e-3
+
+
 def test_import_is_a_complete_weights_only_checkpoint(out):
     from cpt.train.checkpoint import resolve_load_path
 

@@ -42,7 +42,12 @@ class _SlicePlanner(DefaultLoadPlanner):
         return LoadPlan(items)
 
     def resolve_tensor(self, read_item: ReadItem) -> torch.Tensor:
-        return self.requests[read_item.dest_index.fqn][0]
+        # The region a read item fills within the caller's buffer: a requested region may be made
+        # of several saved chunks (megatron saves a SwiGLU fc1 as its gate and up halves).
+        view = self.requests[read_item.dest_index.fqn][0]
+        for dim, (offset, length) in enumerate(zip(read_item.dest_offsets, read_item.lengths)):
+            view = view.narrow(dim, offset, length)
+        return view
 
 
 class CheckpointTensors:

@@ -134,8 +134,18 @@ def train_from_import(out: Path, ckpt: Path, hf: Path) -> dict:
     nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(batch["labels"]).long().flatten(),
                                             reduction="none")
     mask = torch.from_numpy(batch["loss_mask"]).float().flatten()
+    # the trained checkpoint (written by the engine: SwiGLU fc1 saved as gate and up halves) exports
+    # to an HF model with the engine's own logits
+    from megatron_ext.convert import mcore_to_hf
+
+    tokens = batch["tokens"].astype(np.int64)
+    trained = engine.logits(tokens).float().numpy()[..., :model["vocab_size"]]
+    mcore_to_hf(run / "checkpoints", out / "trained_export", hf_reference=hf)
+    exported = hf_logits(out / "trained_export", tokens)
     return {"loaded": loaded, "step_before": step_before, "loss": first["loss"],
-            "reference_loss": float((nll * mask).sum() / mask.sum())}
+            "reference_loss": float((nll * mask).sum() / mask.sum()),
+            "trained_export_max_abs_diff": float(np.abs(trained - exported).max()),
+            "trained_changed_max_abs": float(np.abs(trained - logits.numpy()[..., :model["vocab_size"]]).max())}
 
 
 def smol_tp3(out: Path) -> None:
