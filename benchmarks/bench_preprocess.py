@@ -13,7 +13,15 @@ For each tokenizer (SmolLM2's HF tokenizer.json, tiktoken cl100k) it measures, i
   gigatoken gigatoken encoding the same texts in memory with 2 threads (for SmolLM2, whose vocabulary
             gigatoken refuses as shipped, with the missing single bytes given placeholder ids)
 and checks that our shard's tokens equal the reference's on every document (sha256 of the token
-stream, each half compared). The last line is one JSON object.
+stream, each half compared).
+
+Megatron-LM's `tools/preprocess_data_fast.py` cannot run here (it needs `megatron.training` and a
+newer megatron-core than this Python allows), so the bench measures a lower bound of its whole-process
+time instead: a fresh interpreter importing `megatron.core`'s indexed_dataset (the script imports that,
+megatron's tokenizers and megatron.training) plus the gigatoken in-memory encode above (the script's
+encoder; it also parses the jsonl and writes the shard, which the bound leaves out). `ours_vs_fast_floor`
+>= 1 means cpt preprocess takes no longer than preprocess_data_fast.py could. The last line is one
+JSON object.
 """
 from __future__ import annotations
 
@@ -169,6 +177,13 @@ def _bin_digests(prefix: Path, half_docs: int) -> list[str]:
     return [hashlib.sha256(data[:cut]).hexdigest(), hashlib.sha256(data[cut:]).hexdigest()]
 
 
+def megatron_import_seconds() -> float:
+    """Wall time of a fresh interpreter that imports megatron-core's indexed_dataset and exits."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import megatron.core.datasets.indexed_dataset"], check=True)
+    return time.perf_counter() - t0
+
+
 def bench_one(name: str, kind: str, tok_path: str, corpus: Path, work: Path, docs: int) -> dict:
     from cpt.shards.format import optimal_dtype
     from cpt.tokenizers import load_tokenizer
@@ -179,7 +194,9 @@ def bench_one(name: str, kind: str, tok_path: str, corpus: Path, work: Path, doc
     giga = gigatoken_run(tok, corpus)
     mine = ours(tok_path, corpus, work / name, "auto")
     identical = _bin_digests(work / name, ref["half_docs"][0]) == ref["digests"]
+    fast_floor = megatron_import_seconds() + giga["seconds"]
     row = {
+        "megatron_fast_floor_s": round(fast_floor, 2), "ours_vs_fast_floor": round(fast_floor / mine["seconds"], 3),
         "ours_s": round(mine["seconds"], 2), "ours_docs_per_s": round(docs / mine["seconds"], 1),
         "ours_tokens_per_s": round(ref["tokens"] / mine["seconds"], 1), "engine": mine["summary"]["engine"],
         "reference_s": round(ref["seconds"], 2), "reference_docs_per_s": round(docs / ref["seconds"], 1),
@@ -196,6 +213,8 @@ def bench_one(name: str, kind: str, tok_path: str, corpus: Path, work: Path, doc
           f"no I/O): {row['reference_s']} s, {row['reference_docs_per_s']:,} docs/s")
     print(f"[{name}] gigatoken (in memory, 2 threads): {row['gigatoken_s']} s, {row['gigatoken_docs_per_s']:,} docs/s"
           + (" (placeholder ids for missing bytes)" if giga["placeholders"] else ""))
+    print(f"[{name}] preprocess_data_fast.py lower bound (megatron import + gigatoken encode): "
+          f"{row['megatron_fast_floor_s']} s; floor/ours {row['ours_vs_fast_floor']}")
     print(f"[{name}] CPU seconds (user+sys, all processes/threads): ours {row['ours_cpu_s']} (whole process), "
           f"reference {row['reference_cpu_s']} (encode calls only), gigatoken {row['gigatoken_cpu_s']}")
     print(f"[{name}] our ids identical to the reference on every document: {identical}; "
@@ -235,6 +254,7 @@ def main() -> None:
         "ratio": main_row["ratio"],
         "ids_identical": all(r["ids_identical_to_reference"] for r in rows.values()),
         "ours_cpu_s": main_row["ours_cpu_s"], "gigatoken_cpu_s": main_row["gigatoken_cpu_s"],
+        "megatron_fast_floor_s": main_row["megatron_fast_floor_s"], "ours_vs_fast_floor": main_row["ours_vs_fast_floor"],
         "load_average_end": round(os.getloadavg()[0], 1),
         "by_tokenizer": rows,
     }
