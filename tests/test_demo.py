@@ -48,8 +48,11 @@ def test_every_step_ran_and_the_last_line_is_the_json_record(demo):
     record = json.loads(proc.stdout.strip().splitlines()[-1])
     names = [s.name for s in build_steps(out, SETTINGS["tiny"])]
     assert record["bench"] == "demo" and record["skipped_steps"] == []
-    assert list(record["steps_seconds"]) == names
+    assert list(record["steps_seconds"]) == names and list(record["steps_cpu_seconds"]) == names
     assert all(v > 0 for v in record["steps_seconds"].values())
+    # every command step ran a subprocess that used CPU (in-process steps count this process's time)
+    assert all(v > 0 for v in record["steps_cpu_seconds"].values())
+    assert len(record["load_average"]) == 3
     assert record["seconds"] >= sum(record["steps_seconds"].values()) - 1.0
     streams = {"zh_humanities", "zh_science", "en_humanities", "en_science", "code", "synthetic", "overall"}
     assert set(record["ppl_before"]) == streams and set(record["ppl_after"]) == streams
@@ -58,6 +61,9 @@ def test_every_step_ran_and_the_last_line_is_the_json_record(demo):
         assert record["change_pct"][k] == pytest.approx(100 * (after - before) / before, abs=0.01)
     # the tiny model starts from random weights: a few steps at lr 1e-3 must lower every PPL
     assert record["ppl_after"]["overall"] < record["ppl_before"]["overall"]
+    assert set(record["change_pct_by_language"]) == {"zh", "en"}
+    assert set(record["lm_eval_before"]) == set(record["lm_eval_after"]) == {
+        f"cpt_next_sentence_{lang}/{m}" for lang in ("en", "zh") for m in ("acc", "acc_norm")}
     stored = json.loads((out / "eval" / "ppl_after.json").read_text())
     assert stored["streams"]["zh_humanities"]["ppl"] == pytest.approx(record["ppl_after"]["zh_humanities"], rel=1e-4)
 
@@ -93,16 +99,29 @@ def test_stage2_continues_stage1_with_the_new_blend(demo):
     assert evals and all("zh_humanities" in r["streams"] for r in evals)
 
 
+PLOTS = ("loss.png", "lr.png", "valid_ppl.png", "mixture.png", "stream_tokens.png")
+
+
 def test_report_holds_the_runs_numbers(demo):
     out, _ = demo
     report = out / "report"
-    pngs = sorted(p.name for p in report.glob("*.png"))
-    assert len(pngs) >= 3, pngs
+    for name in PLOTS:
+        data = (report / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000, name
     summary = (report / "summary.md").read_text()
-    final = [r for r in _records(out / "stage2" / "metrics.jsonl") if r["kind"] == "train"][-1]
+    records = _records(out / "stage2" / "metrics.jsonl")
+    final = [r for r in records if r["kind"] == "train"][-1]
+    last_eval = [r for r in records if r["kind"] == "eval"][-1]
     assert "stage1" in summary and "stage2" in summary
-    assert f"{final['consumed_tokens']:,}" in summary or str(final["consumed_tokens"]) in summary
-    assert f"{final['loss']:.3f}"[:4] in summary
+    assert f"final step {final['step']}, {final['consumed_tokens']:,} consumed tokens" in summary
+    assert f"**{final['loss']:.4f}** at step {final['step']}" in summary
+    for stream, row in last_eval["streams"].items():
+        assert f"| {stream} |" in summary and f"{row['ppl']:.3f}" in summary, stream
+    for name in PLOTS:
+        assert f"]({name})" in summary
+    data = json.loads((report / "summary.json").read_text())
+    assert data["totals"]["final_tokens"] == final["consumed_tokens"]
+    assert data["validation"]["overall"]["last"]["ppl"] == pytest.approx(last_eval["ppl"])
 
 
 def test_rerun_skips_completed_steps(demo):

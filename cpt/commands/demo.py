@@ -40,18 +40,20 @@ def run(args: argparse.Namespace) -> int:
         return 2
     runner = Runner(root, log=lambda m: print(m, flush=True))
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     skipped: list[str] = []
     try:
         for step in steps:
             result = runner.run(step, force=bool(timings) and len(skipped) < len(timings))
             timings[step.name] = result.seconds
+            cpu[step.name] = result.cpu_seconds
             if result.skipped:
                 skipped.append(step.name)
     except StepFailed as exc:
         print(f"cpt demo: {exc}", file=sys.stderr)
         print("cpt demo: fix the cause and rerun the same command; completed steps are skipped", file=sys.stderr)
         return 1
-    record = bench_record(root, time.perf_counter() - start, timings, skipped)
+    record = bench_record(root, time.perf_counter() - start, timings, skipped, cpu)
     print()
     print(describe(root, record))
     print(json.dumps(record))

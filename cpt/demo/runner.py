@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -63,6 +64,9 @@ class StepResult:
     seconds: float
     skipped: bool
     command: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+    """user + system CPU time of the step (its subprocess, or this process for in-process steps): on a
+    shared machine wall time stretches with the load, CPU time much less."""
 
 
 class Runner:
@@ -105,22 +109,23 @@ class Runner:
             return StepResult(step.name, 0.0, True, command)
         self.log(f"[demo] {step.name}: {shlex.join(command)}")
         log_path = self.root / "logs" / f"{step.name}.log"
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), _cpu_seconds()
         if step.action is not None:
             self._run_action(step, log_path)
         else:
             self._run_command(step, command, log_path)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, _cpu_seconds() - cpu_start
         missing = [p for p in step.outputs if not (self.root / p).exists()]
         if missing:
             raise StepFailed(f"step {step.name} finished but did not write {', '.join(missing)} "
                              f"(in {self.root}); command: {shlex.join(command)}\n{_tail(log_path)}")
         tmp = self.marker(step.name).with_suffix(".tmp")
         tmp.write_text(json.dumps({"command": command, "recipes": self.recipe_hashes(command),
-                                   "seconds": round(seconds, 3), "finished": time.time()}))
+                                   "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+                                   "finished": time.time()}))
         os.replace(tmp, self.marker(step.name))
-        self.log(f"[demo] {step.name}: {seconds:.1f} s")
-        return StepResult(step.name, seconds, False, command)
+        self.log(f"[demo] {step.name}: {seconds:.1f} s ({cpu:.1f} CPU s)")
+        return StepResult(step.name, seconds, False, command, cpu)
 
     def _run_action(self, step: Step, log_path: Path) -> None:
         try:
@@ -142,6 +147,12 @@ class Runner:
                 f"command (run in {self.root}): {shlex.join(command)}\n"
                 f"log: {log_path}\n{_tail(log_path)}"
             )
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children so far."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:

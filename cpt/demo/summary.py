@@ -7,6 +7,7 @@ uninterrupted one's.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,18 +26,45 @@ def change_pct(before: Mapping[str, float], after: Mapping[str, float]) -> dict[
     return {k: round(100.0 * (after[k] - before[k]) / before[k], 2) for k in before if k in after and before[k]}
 
 
+LM_EVAL_METRICS = ("acc", "acc_norm")
+
+
 def lm_eval_scores(result: Mapping[str, Any] | None) -> dict[str, float]:
-    """{task/metric: value} of a `cpt eval lm-eval` result (stderr entries left out)."""
+    """{task/metric: value} of a `cpt eval lm-eval` result: the accuracy metrics only (not stderr,
+    sample counts or task versions, which are numbers too)."""
     out: dict[str, float] = {}
     for task, metrics in sorted(((result or {}).get("tasks") or {}).items()):
-        for k, v in metrics.items():
-            if isinstance(v, float) and not k.endswith("_stderr"):
-                out[f"{task}/{k}"] = round(v, 4)
+        for k in LM_EVAL_METRICS:
+            if isinstance(metrics.get(k), (int, float)):
+                out[f"{task}/{k}"] = round(float(metrics[k]), 4)
+    return out
+
+
+def language_change(result: Mapping[str, Any] | None, before: Mapping[str, Any] | None) -> dict[str, float]:
+    """Held-out PPL change in % per language side ("zh": the zh_* streams; "en": every other stream of
+    the base corpus, code included; synthetic left out: it is new in stage 2), pooled over tokens
+    (exp of the token-weighted mean NLL), from two `cpt eval ppl` results."""
+    import math
+
+    def pooled(res: Mapping[str, Any], side: str) -> float | None:
+        nll = tokens = 0.0
+        for name, row in (res.get("streams") or {}).items():
+            if name == "synthetic" or (name.startswith("zh_")) != (side == "zh"):
+                continue
+            if row.get("nll") is not None and row.get("tokens"):
+                nll, tokens = nll + float(row["nll"]), tokens + float(row["tokens"])
+        return math.exp(nll / tokens) if tokens else None
+
+    out: dict[str, float] = {}
+    for side in ("zh", "en"):
+        b, a = pooled(before or {}, side), pooled(result or {}, side)
+        if a is not None and b is not None:
+            out[side] = round(100.0 * (a - b) / b, 2)
     return out
 
 
 def bench_record(root: Path, seconds: float, steps_seconds: Mapping[str, float],
-                 skipped: list[str]) -> dict[str, Any]:
+                 skipped: list[str], steps_cpu_seconds: Mapping[str, float] | None = None) -> dict[str, Any]:
     """The final JSON object: timing and per-stream PPL before/after."""
     before = _read(root / "eval" / "ppl_before.json") or {}
     after = _read(root / "eval" / "ppl_after.json") or {}
@@ -45,10 +73,13 @@ def bench_record(root: Path, seconds: float, steps_seconds: Mapping[str, float],
         "bench": "demo",
         "seconds": round(seconds, 1),
         "steps_seconds": {k: round(v, 1) for k, v in steps_seconds.items()},
+        "steps_cpu_seconds": {k: round(v, 1) for k, v in (steps_cpu_seconds or {}).items()},
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "skipped_steps": skipped,
         "ppl_before": pb,
         "ppl_after": pa,
         "change_pct": change_pct(pb, pa),
+        "change_pct_by_language": language_change(after, before),
         "lm_eval_before": lm_eval_scores(_read(root / "eval" / "lm_eval_before.json")),
         "lm_eval_after": lm_eval_scores(_read(root / "eval" / "lm_eval_after.json")),
     }
@@ -68,9 +99,9 @@ def describe(root: Path, record: Mapping[str, Any]) -> str:
     """Human-readable closing text: locations, the PPL table, lm-eval before/after."""
     lines = [f"demo folder: {root}"]
     for label, rel in (("corpus (jsonl)", "corpus"), ("token shards", "data"), ("topic classifier", "models/topic_clf"),
-                       ("synthetic QA", "synth/qa.jsonl"), ("imported base model (megatron)", "models/base_mcore"),
+                       ("synthetic QA (jsonl)", "synth"), ("imported base model (megatron)", "models/base_mcore"),
                        ("stage 1 run", "stage1"), ("stage 2 run", "stage2"), ("exported model (HF)", "models/export"),
-                       ("evaluations", "eval"), ("report", "report/summary.md"), ("step logs", "logs")):
+                       ("evaluations", "eval"), ("report (markdown + plots)", "report/summary.md"), ("step logs", "logs")):
         lines.append(f"  {label:<32} {root / rel}")
     for stage in ("stage1", "stage2"):
         st = final_stage_state(root, stage)
@@ -80,12 +111,17 @@ def describe(root: Path, record: Mapping[str, Any]) -> str:
     if pb:
         width = max(len(k) for k in pb)
         lines.append("")
-        lines.append(f"held-out perplexity per stream ({'SmolLM2 before' if 'tiny' not in str(root) else 'before'} -> after):")
+        lines.append("held-out perplexity per stream (the imported model before -> the exported model after):")
         lines.append(f"  {'stream':<{width}}  {'before':>10}  {'after':>10}  {'change':>8}")
         for k in pb:
             after = pa.get(k)
             lines.append(f"  {k:<{width}}  {pb[k]:>10.3f}  {after if after is not None else float('nan'):>10.3f}  "
                          f"{ch.get(k, float('nan')):>+7.1f}%")
+    by_lang = record.get("change_pct_by_language") or {}
+    if by_lang:
+        lines.append("")
+        lines.append("what changed: " + "; ".join(
+            f"{'Chinese' if k == 'zh' else 'English + code'} held-out PPL {v:+.1f}%" for k, v in by_lang.items()))
     lb, la = record["lm_eval_before"], record["lm_eval_after"]
     if lb or la:
         lines.append("")
