@@ -42,9 +42,9 @@ def fit_to_bounds(raw: Sequence[float], low: Sequence[float], high: Sequence[flo
     if n == 0:
         return [], total == 0.0
     if sum_low > total:
-        return [lo * total / sum_low for lo in low], False
+        return [total * (lo / sum_low) for lo in low], False  # lo/sum first: no denormal underflow
     if sum_high < total:
-        return ([hi * total / sum_high for hi in high] if sum_high > 0 else [total / n] * n), False
+        return ([total * (hi / sum_high) for hi in high] if sum_high > 0 else [total / n] * n), False
     # Scale raw to max 1 and treat relative shares below 1e-15 as 0, so every breakpoint is finite.
     top = max(raw)
     raw = [r / top if top > 0 and r / top >= 1e-15 else 0.0 for r in raw]
@@ -53,7 +53,7 @@ def fit_to_bounds(raw: Sequence[float], low: Sequence[float], high: Sequence[flo
     if reach < total:  # the positive streams all sit at their upper bound; the zero ones take the rest
         rest = total - reach
         room = sum(high[i] - low[i] for i in range(n) if raw[i] <= 0)
-        return [high[i] if raw[i] > 0 else low[i] + rest * (high[i] - low[i]) / room for i in range(n)], True
+        return [high[i] if raw[i] > 0 else low[i] + rest * ((high[i] - low[i]) / room) for i in range(n)], True
     points = sorted({b / raw[i] for i in positive for b in (low[i], high[i])} | {0.0})
     lo_k, hi_k = 0, len(points) - 1  # g(points[-1]) = reach >= total
     while lo_k < hi_k:  # first breakpoint where g reaches the total
