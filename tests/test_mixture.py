@@ -248,6 +248,9 @@ def test_fit_to_bounds_is_the_clip_renormalise_fixed_point(rows, total):
     if not ok:
         return
     assert all(lo - 1e-12 <= v <= hi + 1e-12 for v, lo, hi in zip(x, low, high))
+    # shares below 1e-15 of the largest count as 0 (documented): the common factor is over the rest
+    top = max(raw)
+    raw = [r if top > 0 and r >= 1e-15 * top else 0.0 for r in raw]
     # free shares (strictly inside their bounds, raw > 0) share one common factor of raw
     ratios = [v / r for v, r, lo, hi in zip(x, raw, low, high) if r > 0 and lo + 1e-9 < v < hi - 1e-9]
     if ratios:
