@@ -48,13 +48,17 @@ def init_distributed(timeout_minutes: int = 30) -> None:
     """Join the torchrun world (or make a world of one). gloo on CPU, nccl on GPU."""
     if dist.is_initialized():
         return
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(_free_port()))
     backend = "gloo" if cpu.cuda_absent() else "nccl"
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes))
+    timeout = datetime.timedelta(minutes=timeout_minutes)
+    if "RANK" in os.environ:  # under torchrun (or any env:// launcher)
+        dist.init_process_group(backend=backend, timeout=timeout)
+        return
+    # A world of one, set up without writing RANK/MASTER_PORT into os.environ: child processes
+    # (workers, tools, tests) inherit the environment and must not take this world for theirs.
+    dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
+                            world_size=1, timeout=timeout)
 
 
 def _free_port() -> int:

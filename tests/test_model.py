@@ -17,6 +17,8 @@ def world():
     from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 
     init_distributed()
+    if parallel_state.model_parallel_is_initialized():  # an in-process command test ran before
+        parallel_state.destroy_model_parallel()
     parallel_state.initialize_model_parallel(1, 1)
     model_parallel_cuda_manual_seed(0)
     yield
