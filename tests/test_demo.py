@@ -64,6 +64,8 @@ def test_every_step_ran_and_the_last_line_is_the_json_record(demo):
     assert set(record["change_pct_by_language"]) == {"zh", "en"}
     assert set(record["lm_eval_before"]) == set(record["lm_eval_after"]) == {
         f"cpt_next_sentence_{lang}/{m}" for lang in ("en", "zh") for m in ("acc", "acc_norm")}
+    assert json.loads((out / "result.json").read_text()) == record
+    assert "held-out perplexity per stream" in (out / "summary.txt").read_text()
     stored = json.loads((out / "eval" / "ppl_after.json").read_text())
     assert stored["streams"]["zh_humanities"]["ppl"] == pytest.approx(record["ppl_after"]["zh_humanities"], rel=1e-4)
 

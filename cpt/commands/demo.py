@@ -4,17 +4,22 @@ Builds a bilingual corpus from installed packages, tokenizes, tags topics, score
 synthesizes QA, imports SmolLM2-135M, trains stage 1 and stage 2, exports, evaluates and writes the
 report -- every step a `cpt` command (its log in DIR/logs/STEP.log). Rerunning resumes: steps whose
 outputs are complete are skipped. The last line printed is one JSON object (timings, per-stream
-held-out PPL before/after). `--size tiny` is the CI size: a tiny corpus and a tiny random Llama.
+held-out PPL before/after), also written to DIR/result.json (the closing text to DIR/summary.txt).
+`--size tiny` is the CI size: a tiny corpus and a tiny random Llama.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 STATE_FILE = "demo.json"
+RESULT_FILE = "result.json"
+"""The last run's record (the JSON line printed last), kept beside the steps it describes."""
+SUMMARY_FILE = "summary.txt"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,10 +59,19 @@ def run(args: argparse.Namespace) -> int:
         print("cpt demo: fix the cause and rerun the same command; completed steps are skipped", file=sys.stderr)
         return 1
     record = bench_record(root, time.perf_counter() - start, timings, skipped, cpu)
+    text = describe(root, record)
+    _write(root / RESULT_FILE, json.dumps(record, indent=1) + "\n")
+    _write(root / SUMMARY_FILE, text + "\n")
     print()
-    print(describe(root, record))
+    print(text)
     print(json.dumps(record))
     return 0
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def _claim_folder(root: Path, size: str) -> None:

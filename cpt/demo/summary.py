@@ -101,7 +101,9 @@ def describe(root: Path, record: Mapping[str, Any]) -> str:
     for label, rel in (("corpus (jsonl)", "corpus"), ("token shards", "data"), ("topic classifier", "models/topic_clf"),
                        ("synthetic QA (jsonl)", "synth"), ("imported base model (megatron)", "models/base_mcore"),
                        ("stage 1 run", "stage1"), ("stage 2 run", "stage2"), ("exported model (HF)", "models/export"),
-                       ("evaluations", "eval"), ("report (markdown + plots)", "report/summary.md"), ("step logs", "logs")):
+                       ("evaluations", "eval"), ("report (markdown + plots)", "report/summary.md"),
+                       ("step logs", "logs"),
+                       ("this summary; its JSON record", "summary.txt; result.json")):
         lines.append(f"  {label:<32} {root / rel}")
     for stage in ("stage1", "stage2"):
         st = final_stage_state(root, stage)
