@@ -44,8 +44,8 @@ class DemoSettings:
     score_max_doc_tokens: int
     synth_snippets: int
     synth_problems: int
-    """LeetCode problems for code QA: >= 6, so the synthetic stream has a held-out document (line 6 of
-    code.jsonl falls in the 10% split with seed 0; document ids hash the file name and line)."""
+    """LeetCode problems for code QA: >= 6, so the synthetic stream has a held-out document (the recipes'
+    valid_holdout_seed 2 holds out lines 4 and 6 of synth/code.jsonl; document ids hash file name and line)."""
     synth_max_new_tokens: int
     synth_threads: int
     """torch threads while generating: 1 where the CPU is shared (CI), as many as the cores otherwise."""
