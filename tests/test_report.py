@@ -124,9 +124,9 @@ def test_two_stage_report_numbers_files_and_duplicates(tmp_path: Path, capsys):
     assert not list(out.glob("*.tmp"))
     s = json.loads((out / "summary.json").read_text())
 
-    # stage 1: resumed steps 3-5, the step-4 eval, three of four step-4 data records, one mixture record;
-    # stage 2: the step-10 data record before the weight change
-    assert s["duplicates_replaced"] == 3 + 1 + 3 + 1 + 1
+    # counted: the train/eval steps a resume repeated (stage 1: steps 3-5 and the step-4 eval); data and
+    # mixture records superseded at one step (a weight change after an eval) are not a resume
+    assert s["duplicates_replaced"] == 3 + 1
     assert [st["name"] for st in s["stages"]] == ["stage1", "stage2"]
     st1, st2 = s["stages"]
     assert (st1["first_step"], st1["last_step"], st1["steps"]) == (0, 8, 8)

@@ -128,8 +128,8 @@ def render(s: dict[str, Any]) -> str:
     lines = ["# Run report", ""]
     lines += [f"- `{f['path']}`" + ("" if f["seq_length"] else " (no recipe.yaml)") for f in s["folders"]]
     lines.append(f"- final step {s['totals']['final_step']}, {human(s['totals']['final_tokens'])} consumed tokens; "
-                 f"{s['duplicates_replaced']} records superseded by a later one of the same stage, step and kind "
-                 f"(a resume repeats the steps after its checkpoint)")
+                 f"{s['duplicates_replaced']} train/eval records superseded by a later one of the same stage "
+                 f"and step (a resume repeats the steps after its checkpoint)")
     lines.append("")
     lines += _stages(s) + _train(s) + _validation(s) + _mixture(s)
     lines += ["## Plots", ""]

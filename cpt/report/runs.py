@@ -283,14 +283,17 @@ def load_run(folders: list[str | Path]) -> RunData:
         infos.append(info)
         for r in records:
             latest[_dedup_key(r)] = r
-        total += len(records)
+        # only repeated train/eval steps say a resume happened; a `data` record written twice at one
+        # step (at an eval, then after the weight change it caused) is the later state superseding
+        total += sum(r.kind in ("train", "eval") for r in records)
     kept = list(latest.values())
     if not any(r.kind == "train" for r in kept):
         raise ValueError(f"no train records in {', '.join(str(p / 'metrics.jsonl') for p in paths)}")
     series: dict[str, list[Record]] = {}
     for r in sorted(kept, key=lambda r: (r.tokens, r.step, r.folder, r.line)):
         series.setdefault(r.kind, []).append(r)
-    run = RunData(infos, _stages(kept), series, duplicates_replaced=total - len(kept))
+    measured = sum(r.kind in ("train", "eval") for r in kept)
+    run = RunData(infos, _stages(kept), series, duplicates_replaced=total - measured)
     for info in infos:
         if info.torn_last_line:
             run.notes.append(f"{info.path / 'metrics.jsonl'}: the last line was cut off (a killed write); skipped")
