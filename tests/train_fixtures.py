@@ -116,3 +116,19 @@ def stream_recipe(prefix: str, output_dir: Path, **sections) -> dict:
         **sections.get("data", {}),
     }
     return recipe
+
+
+class RecordingSamples:
+    """Training samples (a BlendedSamples) whose fetches are recorded as (global index, stream,
+    index within stream): what the sample-id tests compare."""
+
+    def __init__(self, inner) -> None:
+        self.inner, self.seen = inner, []
+
+    def fetch(self, indices):
+        stream, within = self.inner.sample_ids(np.asarray(indices, dtype=np.int64))
+        self.seen.extend(zip(map(int, indices), map(int, stream), map(int, within)))
+        return self.inner.fetch(indices)
+
+    def __getattr__(self, name):  # prepare_step, state_dict, set_weights, weights_at, ...
+        return getattr(self.inner, name)

@@ -154,3 +154,30 @@ def stream_metric(eval_metrics: EvalMetrics, stream: str, key: str, who: str) ->
     if not math.isfinite(value):
         raise ValueError(f"{who}: validation {key} of stream {stream!r} is {value} at step {eval_metrics.step}")
     return value
+
+
+class ValidatedStreamsController(MixtureController):
+    """A controller over streams that have per-stream validation: the `streams` option, else every
+    stream validated at the first eval (then fixed, and checked against the run at every start)."""
+
+    streams: Optional[tuple[str, ...]] = None
+
+    def _check_validated(self, streams: Sequence[str]) -> None:
+        """Extra checks of the streams found at the first eval (subclasses: e.g. against groups)."""
+
+    def on_train_start(self, ctx: HookContext) -> Optional[MixtureUpdate]:
+        if self.streams is not None:
+            self._check_known(ctx, self.streams, "streams")
+        return None
+
+    def _resolve_streams(self, ctx: HookContext, eval_metrics: EvalMetrics) -> tuple[str, ...]:
+        """The controlled streams: the option, else (fixed at the first eval) every validated stream."""
+        if self.streams is None:
+            validated = tuple(s for s in ctx.stream_names if s in eval_metrics.streams)
+            if not validated:
+                raise self._err("streams", "not set and no stream has per-stream validation "
+                                           f"at step {eval_metrics.step}")
+            self._check_validated(validated)
+            self.streams = validated
+        self._check_known(ctx, self.streams, "streams")
+        return self.streams

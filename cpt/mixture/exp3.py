@@ -39,7 +39,7 @@ import math
 import random
 from typing import Any, Mapping, Optional, Sequence
 
-from cpt.mixture.base import MixtureController, stream_metric
+from cpt.mixture.base import ValidatedStreamsController, stream_metric
 from cpt.train.hooks import EvalMetrics, HookContext, MixtureUpdate
 
 
@@ -64,7 +64,7 @@ def exp3_policy(rewards: Sequence[float], eps: float, eps_prev: float) -> list[f
     return [(1.0 - k * eps) * x / z + eps for x in e]
 
 
-class EXP3Mixture(MixtureController):
+class EXP3Mixture(ValidatedStreamsController):
     """ODM's EXP3 mixer (module docstring): options are the recipe's `hooks[i].options`."""
 
     kind = "exp3"
@@ -96,20 +96,6 @@ class EXP3Mixture(MixtureController):
         self.updates = 0
         self.eps_prev: Optional[float] = None
 
-    def on_train_start(self, ctx: HookContext) -> Optional[MixtureUpdate]:
-        if self.streams is not None:
-            self._check_known(ctx, self.streams, "streams")
-        return None
-
-    def _resolve_streams(self, ctx: HookContext, eval_metrics: EvalMetrics) -> tuple[str, ...]:
-        if self.streams is None:
-            validated = tuple(s for s in ctx.stream_names if s in eval_metrics.streams)
-            if not validated:
-                raise self._err("streams", "not set and no stream has per-stream validation "
-                                           f"at step {eval_metrics.step}")
-            self.streams = validated
-        self._check_known(ctx, self.streams, "streams")
-        return self.streams
 
     def on_eval(self, ctx: HookContext, step: int, eval_metrics: EvalMetrics) -> Optional[MixtureUpdate]:
         streams = self._resolve_streams(ctx, eval_metrics)

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Optional, Sequence
 
-from cpt.mixture.base import MixtureController, stream_metric
+from cpt.mixture.base import ValidatedStreamsController, stream_metric
 from cpt.mixture.shares import fit_to_bounds
 from cpt.train.hooks import EvalMetrics, HookContext, MixtureUpdate
 
@@ -70,7 +70,7 @@ def normalize_deltas(deltas: Sequence[float], how: str) -> list[float]:
     raise ValueError(f"unknown normalisation {how!r}; choose one of {list(NORMALIZATIONS)}")
 
 
-class TopicPPLMixture(MixtureController):
+class TopicPPLMixture(ValidatedStreamsController):
     """The paper's controller (module docstring): options are the recipe's `hooks[i].options`."""
 
     kind = "topic_ppl"
@@ -133,6 +133,9 @@ class TopicPPLMixture(MixtureController):
             )
         return parsed
 
+    def _check_validated(self, streams: Sequence[str]) -> None:
+        self._check_named(streams)
+
     def _check_named(self, streams: Sequence[str]) -> None:
         """priority / min_share / max_share may only name controlled streams; bounds must be ordered."""
         for option, names in (("priority", self.priority), ("min_share", self._min_per), ("max_share", self._max_per)):
@@ -153,22 +156,6 @@ class TopicPPLMixture(MixtureController):
 
     # ---- hook ------------------------------------------------------------------------------------
 
-    def on_train_start(self, ctx: HookContext) -> Optional[MixtureUpdate]:
-        if self.streams is not None:
-            self._check_known(ctx, self.streams, "streams")
-        return None
-
-    def _resolve_streams(self, ctx: HookContext, eval_metrics: EvalMetrics) -> tuple[str, ...]:
-        """The controlled streams: the option, else (fixed at the first eval) every validated stream."""
-        if self.streams is None:
-            validated = tuple(s for s in ctx.stream_names if s in eval_metrics.streams)
-            if not validated:
-                raise self._err("streams", "not set and no stream has per-stream validation "
-                                           f"at step {eval_metrics.step}")
-            self._check_named(validated)
-            self.streams = validated
-        self._check_known(ctx, self.streams, "streams")
-        return self.streams
 
     def on_eval(self, ctx: HookContext, step: int, eval_metrics: EvalMetrics) -> Optional[MixtureUpdate]:
         streams = self._resolve_streams(ctx, eval_metrics)

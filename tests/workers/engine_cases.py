@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_fixtures import stream_recipe, tiny_recipe  # noqa: E402
+from train_fixtures import RecordingSamples, stream_recipe, tiny_recipe  # noqa: E402
 
 from cpt.config import recipe_from_dict  # noqa: E402
 from cpt.train.loop import Trainer, TrainingStopped  # noqa: E402
@@ -165,21 +165,6 @@ def run_nan(case: str, args) -> None:
         result[policy] = {"outcome": outcome, "steps": sums, "checkpoints": ckpts,
                           "skipped_steps": trainer.state.skipped_steps}
     write(args.out, case, engine, result)
-
-
-class RecordingSamples:
-    """A BlendedSamples whose fetches are recorded as (global index, stream, index within stream)."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.seen = inner, []
-
-    def fetch(self, indices):
-        stream, within = self.inner.sample_ids(np.asarray(indices, dtype=np.int64))
-        self.seen.extend(zip(map(int, indices), map(int, stream), map(int, within)))
-        return self.inner.fetch(indices)
-
-    def __getattr__(self, name):  # state_dict, load_state_dict, set_weights
-        return getattr(self.inner, name)
 
 
 STEPS_BEFORE_CHANGE, NEW_WEIGHTS, STEPS_BEFORE_KILL, STEPS = 3, {"en": 0.2, "zh": 0.8}, 4, 6

@@ -18,7 +18,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from train_fixtures import stream_recipe  # noqa: E402
+from train_fixtures import RecordingSamples, stream_recipe  # noqa: E402
 
 from cpt.config import recipe_from_dict  # noqa: E402
 from cpt.train.loop import Trainer  # noqa: E402
@@ -46,21 +46,6 @@ def mixture_recipe(prefix: str, run_dir: Path, steps: int, record: Path, **train
     return rd
 
 
-class Recording:
-    """Training samples whose fetches are recorded as (global index, stream, index within stream)."""
-
-    def __init__(self, inner) -> None:
-        self.inner, self.seen = inner, []
-
-    def fetch(self, indices):
-        stream, within = self.inner.sample_ids(np.asarray(indices, dtype=np.int64))
-        self.seen.extend(zip(map(int, indices), map(int, stream), map(int, within)))
-        return self.inner.fetch(indices)
-
-    def __getattr__(self, name):
-        return getattr(self.inner, name)
-
-
 def trainer_for(rd: dict, engine=None):
     from cpt.train.run import build_training_data
     from megatron_ext.engine import MegatronEngine
@@ -68,7 +53,7 @@ def trainer_for(rd: dict, engine=None):
     recipe = recipe_from_dict(rd)
     engine = engine or MegatronEngine(recipe)
     data = build_training_data(recipe)
-    rec = Recording(data.train)
+    rec = RecordingSamples(data.train)
     return Trainer(recipe, engine, rec, data.valid, valid_streams=data.valid_streams), rec
 
 
@@ -76,7 +61,7 @@ def records(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
-def finish(out: Path, case: str, trainer: Trainer, rec: Recording, run_dir: Path, **extra) -> None:
+def finish(out: Path, case: str, trainer: Trainer, rec: RecordingSamples, run_dir: Path, **extra) -> None:
     import torch.distributed as dist
 
     trainer.logger.close()
