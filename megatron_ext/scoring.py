@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cpt.annotate.perplexity import Window, bucket_batches
+from cpt.annotate.perplexity import BucketedScorer, Window
 from cpt.train.checkpoint import resolve_load_path
 
 HF_SUBDIR = "hf"  # inside an import: the source model's config and tokenizer (megatron_ext.convert.files)
@@ -57,7 +57,7 @@ def tokenizer_dir(path: str | Path) -> Path:
                             f"{', '.join(map(str, seen))}); pass --tokenizer HF_FOLDER")
 
 
-class MegatronScorer:
+class MegatronScorer(BucketedScorer):
     """Sum of NLL per window from a megatron GPTModel loaded from a cpt checkpoint."""
 
     def __init__(self, checkpoint: str | Path, max_length: int | None = None, device: str | None = None,
@@ -107,18 +107,9 @@ class MegatronScorer:
         model.load_state_dict(loaded["model"], strict=True)
         return model.eval()
 
-    def score(self, windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
-        sums = np.zeros(len(windows), dtype=np.float64)
-        counts = np.array([w.n_targets for w in windows], dtype=np.int64)
-        for batch in bucket_batches([len(w.tokens) for w in windows], self.max_batch_tokens):
-            sums[batch] = self._score_batch([windows[i] for i in batch])
-        return sums, counts
-
     def _score_batch(self, windows: Sequence[Window]) -> np.ndarray:
         torch = self._torch
-        longest = max(len(w.tokens) for w in windows)
-        if longest > self.max_length:
-            raise ValueError(f"a window of {longest} tokens exceeds max_length {self.max_length}")
+        longest = self._longest(windows)
         # right padding: the model is causal, so pad tokens after a window never reach its positions
         ids = torch.zeros((len(windows), longest), dtype=torch.long)
         scored = torch.zeros((len(windows), longest - 1), dtype=torch.bool)

@@ -84,7 +84,31 @@ def bucket_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[i
     return batches
 
 
-class HFScorer:
+class BucketedScorer:
+    """A Scorer that scores windows in length-bucketed batches of at most `max_batch_tokens`
+    tokens; a model backend implements `_score_batch` (summed NLL per window of one batch)."""
+
+    max_length: int
+    max_batch_tokens: int
+
+    def score(self, windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
+        sums = np.zeros(len(windows), dtype=np.float64)
+        counts = np.array([w.n_targets for w in windows], dtype=np.int64)
+        for batch in bucket_batches([len(w.tokens) for w in windows], self.max_batch_tokens):
+            sums[batch] = self._score_batch([windows[i] for i in batch])
+        return sums, counts
+
+    def _score_batch(self, windows: Sequence[Window]) -> np.ndarray:
+        raise NotImplementedError
+
+    def _longest(self, windows: Sequence[Window]) -> int:
+        longest = max(len(w.tokens) for w in windows)
+        if longest > self.max_length:
+            raise ValueError(f"a window of {longest} tokens exceeds max_length {self.max_length}")
+        return longest
+
+
+class HFScorer(BucketedScorer):
     """`Scorer` over a local transformers causal LM folder (fp32 on CPU, bf16 on GPU by default)."""
 
     def __init__(self, model_dir: str, device: str | None = None, dtype: str | None = None,
@@ -127,18 +151,9 @@ class HFScorer:
             split = head(body(input_ids=ids).last_hidden_state).float()
         return bool(torch.allclose(full, split, rtol=1e-3, atol=1e-3))
 
-    def score(self, windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
-        sums = np.zeros(len(windows), dtype=np.float64)
-        counts = np.array([w.n_targets for w in windows], dtype=np.int64)
-        for batch in bucket_batches([len(w.tokens) for w in windows], self.max_batch_tokens):
-            sums[batch] = self._score_batch([windows[i] for i in batch])
-        return sums, counts
-
     def _score_batch(self, windows: Sequence[Window]) -> np.ndarray:
         torch = self._torch
-        longest = max(len(w.tokens) for w in windows)
-        if longest > self.max_length:
-            raise ValueError(f"a window of {longest} tokens exceeds max_length {self.max_length}")
+        longest = self._longest(windows)
         ids = torch.full((len(windows), longest), self.pad_id, dtype=torch.long)
         mask = torch.zeros_like(ids)
         scored = torch.zeros((len(windows), longest - 1), dtype=torch.bool)
