@@ -11,8 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 
@@ -66,8 +64,9 @@ def smollm2_hf_dir() -> Path:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
 
-    tmp = Path(tempfile.mkdtemp(prefix=".smollm2-", dir=out.parent))
-    try:
+    from cpt.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             gguf.parent,
@@ -78,12 +77,6 @@ def smollm2_hf_dir() -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / _SMOLLM2_MARKER).write_text(json.dumps(source))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

@@ -53,6 +53,25 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; when the block ends without error, it replaces
+    `path` (an older folder there is removed first), so a reader never sees a half-written folder."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", durable: bool = True,
                 encoding: str | None = "utf-8") -> Iterator[IO]:
     """`open()` for writing (`w` text or `wb` binary) whose result appears at `path` only when

@@ -16,6 +16,7 @@ vLLM's `prompt_logprobs` (cpt.annotate.vllm_backend), and our megatron checkpoin
 """
 from __future__ import annotations
 
+import abc
 import math
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Protocol, Sequence
@@ -84,7 +85,7 @@ def bucket_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[i
     return batches
 
 
-class BucketedScorer:
+class BucketedScorer(abc.ABC):
     """A Scorer that scores windows in length-bucketed batches of at most `max_batch_tokens`
     tokens; a model backend implements `_score_batch` (summed NLL per window of one batch)."""
 
@@ -98,8 +99,9 @@ class BucketedScorer:
             sums[batch] = self._score_batch([windows[i] for i in batch])
         return sums, counts
 
+    @abc.abstractmethod
     def _score_batch(self, windows: Sequence[Window]) -> np.ndarray:
-        raise NotImplementedError
+        """Summed NLL of each window's scored tokens, for one batch."""
 
     def _longest(self, windows: Sequence[Window]) -> int:
         longest = max(len(w.tokens) for w in windows)

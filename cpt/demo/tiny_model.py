@@ -7,10 +7,10 @@ folder is the same on every machine.
 """
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from pathlib import Path
+
+from cpt.io import atomic_dir
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
                    "merges.txt", "generation_config.json", "chat_template.jinja")
@@ -32,18 +32,10 @@ def build_tiny_llama(out: str | Path, tokenizer_dir: str | Path, seed: int = 0) 
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         for name in TOKENIZER_FILES:
             if (tokenizer_dir / name).is_file() and name != "generation_config.json":
                 shutil.copy2(tokenizer_dir / name, tmp / name)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return {"model": str(out), "parameters": sum(p.numel() for p in model.parameters()),
             "tokenizer": str(tokenizer_dir)}

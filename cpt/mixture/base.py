@@ -181,3 +181,11 @@ class ValidatedStreamsController(MixtureController):
             self.streams = validated
         self._check_known(ctx, self.streams, "streams")
         return self.streams
+
+    def _live_metric(self, ctx: HookContext, eval_metrics: EvalMetrics,
+                     metric: str) -> tuple[tuple[str, ...], list[str], dict[str, float]]:
+        """(controlled streams, those not exhausted, `metric` of each live stream at this eval)."""
+        streams = self._resolve_streams(ctx, eval_metrics)
+        exhausted = ctx.exhausted()
+        live = [s for s in streams if s not in exhausted]
+        return streams, live, {s: stream_metric(eval_metrics, s, metric, f"hook {self.name!r}") for s in live}

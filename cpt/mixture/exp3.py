@@ -39,7 +39,7 @@ import math
 import random
 from typing import Any, Mapping, Optional, Sequence
 
-from cpt.mixture.base import ValidatedStreamsController, stream_metric
+from cpt.mixture.base import ValidatedStreamsController
 from cpt.train.hooks import EvalMetrics, HookContext, MixtureUpdate
 
 
@@ -96,13 +96,9 @@ class EXP3Mixture(ValidatedStreamsController):
         self.updates = 0
         self.eps_prev: Optional[float] = None
 
-
     def on_eval(self, ctx: HookContext, step: int, eval_metrics: EvalMetrics) -> Optional[MixtureUpdate]:
-        streams = self._resolve_streams(ctx, eval_metrics)
-        exhausted = ctx.exhausted()
-        live = [s for s in streams if s not in exhausted]
-        who = f"hook {self.name!r}"
-        loss = {s: stream_metric(eval_metrics, s, "loss", who) for s in live}
+        streams, live, loss = self._live_metric(ctx, eval_metrics, "loss")
+        exhausted = set(streams) - set(live)
         self.evals += 1
         if (self.evals - 1) % self.every or not live:
             return None

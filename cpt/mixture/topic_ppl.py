@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Optional, Sequence
 
-from cpt.mixture.base import ValidatedStreamsController, stream_metric
+from cpt.mixture.base import ValidatedStreamsController
 from cpt.mixture.shares import fit_to_bounds
 from cpt.train.hooks import EvalMetrics, HookContext, MixtureUpdate
 
@@ -156,13 +156,9 @@ class TopicPPLMixture(ValidatedStreamsController):
 
     # ---- hook ------------------------------------------------------------------------------------
 
-
     def on_eval(self, ctx: HookContext, step: int, eval_metrics: EvalMetrics) -> Optional[MixtureUpdate]:
-        streams = self._resolve_streams(ctx, eval_metrics)
-        exhausted = ctx.exhausted()
-        live = [s for s in streams if s not in exhausted]
+        streams, live, ppl = self._live_metric(ctx, eval_metrics, "ppl")
         who = f"hook {self.name!r}"
-        ppl = {s: stream_metric(eval_metrics, s, "ppl", who) for s in live}
         if any(p <= 0 for p in ppl.values()):
             raise ValueError(f"{who}: validation PPL must be > 0 at step {step}, got {ppl}")
         self.evals += 1
