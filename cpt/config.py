@@ -236,6 +236,8 @@ class TrainingConfig:
     max_skipped_steps: int = _f(10, "with nan_policy=skip: stop after this many skipped steps in a row")
     log_every: int = _f(1, "steps between log lines")
     eval_every: int = _f(0, "steps between validation runs; 0 = only at the end when valid data exists")
+    eval_at_start: bool = _f(False, "validate before the stage's first step: the plots' baseline and the mixture "
+                                    "controllers' first reference (not repeated when the stage resumes)")
     eval_batches: int = _f(4, "global batches per validation run")
     eval_batches_per_stream: int = _f(1, "global batches per stream per validation run (data.valid_holdout > 0)")
     save_every: int = _f(0, "steps between checkpoints; 0 = only at the end")

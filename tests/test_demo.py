@@ -8,6 +8,7 @@ record, and a rerun skips every completed step.
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -99,6 +100,10 @@ def test_stage2_continues_stage1_with_the_new_blend(demo):
     # per-stream validation ran in both stages
     evals = [r for r in s1 + s2 if r["kind"] == "eval"]
     assert evals and all("zh_humanities" in r["streams"] for r in evals)
+    # eval_at_start: each stage validates the model it starts from before its first step
+    stage2_start = [r["step"] for r in s2 if r["kind"] == "train"][0] - 1
+    assert [r["step"] for r in s1 if r["kind"] == "eval"][0] == 0
+    assert [r["step"] for r in s2 if r["kind"] == "eval"][0] == stage2_start
 
 
 PLOTS = ("loss.png", "lr.png", "valid_ppl.png", "mixture.png", "stream_tokens.png")
@@ -123,7 +128,13 @@ def test_report_holds_the_runs_numbers(demo):
         assert f"]({name})" in summary
     data = json.loads((report / "summary.json").read_text())
     assert data["totals"]["final_tokens"] == final["consumed_tokens"]
-    assert data["validation"]["overall"]["last"]["ppl"] == pytest.approx(last_eval["ppl"])
+    # the synthetic stream joins in stage 2: the overall is over the streams validated in both stages
+    overall = data["validation"]["overall"]
+    assert overall["left_out"] == ["synthetic"]
+    common = [row for name, row in last_eval["streams"].items() if name in overall["over_streams"]]
+    mean_loss = sum(r["loss"] * r["tokens"] for r in common) / sum(r["tokens"] for r in common)
+    assert overall["last"]["ppl"] == pytest.approx(math.exp(mean_loss), rel=1e-9)
+    assert overall["first"]["step"] == 0  # eval_at_start: the imported model is the baseline
 
 
 def test_rerun_skips_completed_steps(demo):

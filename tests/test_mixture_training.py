@@ -138,3 +138,19 @@ def test_stage2_continues_from_stage1_with_a_new_blend(runs):
     assert first_en == s1_counts["en"]  # stage 2 reads on where stage 1 stopped
     data = [r for r in got["records"] if r["kind"] == "data"]
     assert data[0]["weights"] == pytest.approx({"en": 0.6, "zh": 0.2, "en_short": 0.2})
+
+
+def test_eval_at_start_validates_the_loaded_model_once_per_stage(runs):
+    read, _, _ = runs
+    got, s1 = read("stage2"), read("straight")
+    evals = [r for r in got["records"] if r["kind"] == "eval"]
+    # before step 31 (the stage's start), after the first launch's last step, at eval_every; the restart
+    # resumed at step 31, past the stage's start, so it did not validate again
+    assert [(r["step"], r["stage"]) for r in evals] == [(30, "s2"), (31, "s2"), (32, "s2")]
+    start = evals[0]
+    assert set(start["streams"]) == {"en", "zh", "en_short"}
+    assert start["consumed_tokens"] == 30 * GBS * 64
+    # the model stage 1 saved, on the same held-out batches: stage 1's last numbers
+    s1_last = _evals(s1)[30]["streams"]
+    for name in ("en", "zh"):
+        assert start["streams"][name]["loss"] == pytest.approx(s1_last[name]["loss"], rel=1e-6)

@@ -42,9 +42,10 @@ class Log:
              grad_norm=1.0, tokens_per_s=1000.0 + step if speed is None else speed, tflops=0.01,
              skipped=skipped, phase="stable")
 
-    def eval(self, step: int, overall: float, **streams: float) -> None:
+    def eval(self, step: int, overall: float, overall_of: str | None = None, **streams: float) -> None:
         self("eval", step, loss=math.log(overall), ppl=overall, tokens=4096,
-             streams={s: {"loss": math.log(p), "ppl": p, "tokens": 1024} for s, p in streams.items()})
+             streams={s: {"loss": math.log(p), "ppl": p, "tokens": 1024} for s, p in streams.items()},
+             **({"overall_of": overall_of} if overall_of else {}))
 
     def data(self, step: int, weights: dict[str, float], samples: dict[str, int]) -> None:
         self("data", step, weights=weights, samples=samples)
@@ -180,6 +181,35 @@ def test_two_stage_report_numbers_files_and_duplicates(tmp_path: Path, capsys):
     assert train[4].fields["loss"] == pytest.approx(2.5)  # step 5 from the resumed attempt, not 9.9
     assert [r.tokens for r in train] == sorted(r.tokens for r in train)
     assert [r.fields["message"][:7] for r in run.kind("event")] == ["initial", "resumed"]
+
+
+def test_overall_over_streams_leaves_out_a_stream_that_joins_later(tmp_path: Path, capsys):
+    # the trainer's overall over held-out streams drops when a low-PPL stream joins (stage 2's synthetic
+    # data) with no change to the model: the report compares the streams every eval validated
+    s1 = Log(tmp_path / "stage1", "stage1", 128, 1000.0)
+    s1.eval(0, 20.0, "streams", zh=40.0, en=10.0)
+    s1.train(1)
+    s1.eval(1, 18.0, "streams", zh=32.4, en=10.0)
+    s2 = Log(tmp_path / "stage2", "stage2", 128, 2000.0)
+    s2.eval(1, 7.0, "streams", zh=32.4, en=10.0, synthetic=1.1)
+    s2.train(2)
+    s2.eval(2, 6.5, "streams", zh=25.6, en=10.0, synthetic=1.0)
+    out = tmp_path / "report"
+    assert main(["report", str(tmp_path / "stage1"), str(tmp_path / "stage2"), "--out", str(out)]) == 0
+    v = json.loads((out / "summary.json").read_text())["validation"]["overall"]
+    # equal token counts: the overall PPL of two streams is their geometric mean
+    assert v["first"]["ppl"] == pytest.approx(20.0) and v["last"]["ppl"] == pytest.approx(16.0)
+    assert v["change_pct"] == pytest.approx(-20.0)
+    assert (v["over_streams"], v["left_out"]) == (["en", "zh"], ["synthetic"])
+    assert "synthetic joined later" in (out / "summary.md").read_text()
+    # one stream set throughout: the trainer's own figure, as logged
+    only = Log(tmp_path / "one", "stage1", 128, 1000.0)
+    only.eval(0, 21.0, "streams", zh=40.0, en=10.0)
+    only.train(1)
+    only.eval(1, 17.0, "streams", zh=30.0, en=10.0)
+    assert main(["report", str(tmp_path / "one"), "--out", str(tmp_path / "r1")]) == 0
+    v = json.loads((tmp_path / "r1" / "summary.json").read_text())["validation"]["overall"]
+    assert (v["first"]["ppl"], v["last"]["ppl"]) == (21.0, 17.0) and "left_out" not in v
 
 
 def test_one_folder_default_out_skips_missing_plots_and_reads_samples(tmp_path: Path, capsys):

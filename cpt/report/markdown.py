@@ -91,6 +91,10 @@ def _validation(s: dict[str, Any]) -> list[str]:
     ]
     lines += _table(["stream", "first PPL", "at step (tokens)", "last PPL", "at step (tokens)", "change"], rows)
     lines.append(f"{v['evals']} evaluations; a negative change is an improvement.")
+    if v["overall"] and v["overall"].get("left_out"):
+        lines.append(f"Overall: token-weighted over the streams every evaluation validated "
+                     f"({', '.join(v['overall']['over_streams'])}); {', '.join(v['overall']['left_out'])} "
+                     f"joined later and would change its meaning.")
     if not v["streams"]:
         lines.append("No per-stream validation was logged (data.valid_holdout = 0): overall only.")
     return lines + [""]

@@ -19,7 +19,7 @@ from matplotlib.transforms import blended_transform_factory
 
 from cpt.report.runs import RunData, finite
 from cpt.report.units import human
-from cpt.report.summary import StreamTokens
+from cpt.report.summary import StreamTokens, overall_series
 
 FIGSIZE = (9.0, 5.0)
 DPI = 110
@@ -104,23 +104,22 @@ def plot_lr(run: RunData) -> PlotResult:
 
 def plot_valid_ppl(run: RunData) -> PlotResult:
     lines: dict[str, list[tuple[int, float]]] = {}
-    overall: list[tuple[int, float]] = []
     for r in run.kind("eval"):
         for name, figures in sorted(r.fields.get("streams", {}).items()):
             ppl = finite(figures.get("ppl"))
             if ppl is not None:
                 lines.setdefault(name, []).append((r.tokens, ppl))
-        ppl = finite(r.fields.get("ppl"))
-        if ppl is not None:
-            overall.append((r.tokens, ppl))
+    series = overall_series(run)
+    overall = [(r.tokens, ppl) for r, ppl in series.points]
     if not lines and not overall:
         return "no eval records with a perplexity"
     fig, ax = _axes("Validation perplexity per stream", "perplexity", run)
     for name, pts in sorted(lines.items()):
         ax.plot(*zip(*pts), marker="o", markersize=3, linewidth=1.4, label=name)
     if overall:
+        label = "overall" if series.left_out is None else f"overall without {', '.join(series.left_out)}"
         ax.plot(*zip(*overall), color="black", linestyle=":", marker="s", markersize=3, linewidth=2.0,
-                label="overall")
+                label=label)
     _log_if_wide(ax, [y for pts in [*lines.values(), overall] for _, y in pts])
     return _finish(fig, ax, run)
 

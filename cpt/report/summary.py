@@ -5,6 +5,7 @@ Everything here is computed from `RunData` alone and returned as plain JSON-read
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -65,21 +66,59 @@ def _change(first: dict[str, Any], last: dict[str, Any]) -> dict[str, Any]:
     return {"first": first, "last": last, "change_pct": pct}
 
 
+@dataclass(frozen=True, slots=True)
+class OverallSeries:
+    """The overall validation PPL of each eval, comparable from one eval to the next.
+
+    The trainer's overall PPL is token-weighted over the streams it validated (`overall_of:
+    "streams"`) or over `data.valid_blend`. Over streams, it changes meaning when the set of streams
+    changes (stage 2 adds a synthetic stream with a low PPL: the overall would drop with no model
+    change), so it is recomputed over the streams every eval validated, and `streams` names them."""
+
+    points: list[tuple[Record, float]]
+    streams: Optional[list[str]] = None
+    """None: the trainer's own overall (one stream set, or a fixed valid_blend)"""
+    left_out: Optional[list[str]] = None
+    """streams some evals did not validate, left out of the recomputed overall"""
+
+
+def overall_series(run: RunData) -> OverallSeries:
+    evals = [r for r in run.kind("eval") if finite(r.fields.get("ppl")) is not None]
+    sets = [frozenset(r.fields.get("streams", {})) for r in evals]
+    by_streams = evals and all(r.fields.get("overall_of") == "streams" for r in evals)
+    if not by_streams or len(set(sets)) <= 1:
+        return OverallSeries([(r, float(r.fields["ppl"])) for r in evals])
+    common = sorted(frozenset.intersection(*sets))
+    points = []
+    for r in evals:
+        figures = [r.fields["streams"][name] for name in common]
+        tokens = sum(f.get("tokens") or 0 for f in figures)
+        losses = [finite(f.get("loss")) for f in figures]
+        if tokens and None not in losses:
+            mean = sum(loss * (f.get("tokens") or 0) for loss, f in zip(losses, figures)) / tokens
+            points.append((r, math.exp(min(mean, 50.0))))
+    return OverallSeries(points, common, sorted(frozenset.union(*sets).difference(common)))
+
+
 def validation(run: RunData) -> dict[str, Any]:
     """PPL at the first and last eval that measured it, per stream and overall ("what improved")."""
     firsts: dict[str, dict[str, Any]] = {}
     lasts: dict[str, dict[str, Any]] = {}
+    overall = overall_series(run)
+    overall_ppl = {id(r): ppl for r, ppl in overall.points}
     for r in run.kind("eval"):
         figures = {name: finite(v.get("ppl")) for name, v in r.fields.get("streams", {}).items()}
-        figures["overall"] = finite(r.fields.get("ppl"))
+        figures["overall"] = overall_ppl.get(id(r))
         for name, ppl in figures.items():
             if ppl is None:
                 continue
             firsts.setdefault(name, _point(r, ppl))
             lasts[name] = _point(r, ppl)
     streams = {name: _change(firsts[name], lasts[name]) for name in sorted(firsts) if name != "overall"}
-    overall = _change(firsts["overall"], lasts["overall"]) if "overall" in firsts else None
-    return {"evals": len(run.kind("eval")), "overall": overall, "streams": streams}
+    change = _change(firsts["overall"], lasts["overall"]) if "overall" in firsts else None
+    if change is not None and overall.streams is not None:
+        change.update(over_streams=overall.streams, left_out=overall.left_out)
+    return {"evals": len(run.kind("eval")), "overall": change, "streams": streams}
 
 
 def _stage_summary(run: RunData, stage: Stage) -> dict[str, Any]:

@@ -256,6 +256,8 @@ class Trainer:
         )
         self._log_data()
         self._apply_weights(self.hooks.train_start())
+        if t.eval_at_start and self.has_validation and self.state.step == self.stage["start_step"]:
+            self._apply_weights(self.hooks.eval(self.state.step, self.evaluate()))
         window_tokens, window_start = 0, time.perf_counter()
         while self.state.step < self.total_steps:
             lr = wsd_lr(self.recipe.schedule, self.state.consumed_tokens)
@@ -376,7 +378,8 @@ class Trainer:
         loss = total_loss / max(total_tokens, 1) if total_tokens else None
         ppl = math.exp(min(loss, 50.0)) if loss is not None else None
         figures: dict[str, Any] = {"loss": loss, "ppl": ppl, "tokens": total_tokens,
-                                   "seconds": time.perf_counter() - started}
+                                   "seconds": time.perf_counter() - started,
+                                   "overall_of": "valid_blend" if self.valid_data is not None else "streams"}
         self.eval_seconds += figures["seconds"]
         if streams:
             figures["streams"] = streams

@@ -113,13 +113,15 @@ def run_resume(case: str, args) -> None:
 
 
 def run_stage2(case: str, args) -> None:
-    """Stage 2 from the straight run's checkpoint: a third stream joins, en/zh carry on; 1 step, then
-    the stage is restarted (its own checkpoint wins over training.load) for a second step."""
+    """Stage 2 from the straight run's checkpoint: a third stream joins, en/zh carry on; validation
+    before the first step (eval_at_start); 1 step, then the stage is restarted (its own checkpoint wins
+    over training.load, and the start validation is not repeated) for a second step."""
     run_dir = args.out / case / "run"
     s1 = args.out / "straight" / "run" / "checkpoints"
 
     def recipe(steps):
-        rd = mixture_recipe(args.prefix, run_dir, steps, args.out / case / "calls", stage="s2", load=str(s1))
+        rd = mixture_recipe(args.prefix, run_dir, steps, args.out / case / "calls", stage="s2", load=str(s1),
+                            eval_at_start=True)
         rd["data"]["streams"].append({"name": "en_short", "prefixes": [args.prefix],
                                       "filter": 'lang == "en" and n_tokens < 400', "weight": 0.2, "seed": 3})
         rd["data"]["streams"][0]["weight"], rd["data"]["streams"][1]["weight"] = 0.6, 0.2
