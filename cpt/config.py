@@ -162,6 +162,8 @@ class StreamSpec:
     order: Literal["shuffle", "ppl_asc", "ppl_desc"] = _f("shuffle", "document order: seeded shuffle or by perplexity")
     seed: int = _f(1234, "seed of the shuffle order")
     on_exhausted: Literal["next_epoch", "stop"] = _f("next_epoch", "at the end of the documents")
+    valid_holdout: Optional[float] = _f(None, "this stream's held-out share; null = data.valid_holdout; 0 = not "
+                                              "validated (a stream too small to spare documents trains on all)")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -200,6 +202,8 @@ class DataConfig:
             _require(bool(st.name), f"data.streams[{i}].name", "must be non-empty")
             _require(bool(st.prefixes), f"data.streams[{i}].prefixes", "needs at least one shard prefix")
             _require(st.weight >= 0, f"data.streams[{i}].weight", "must be >= 0")
+            _require(st.valid_holdout is None or 0.0 <= st.valid_holdout < 1.0, f"data.streams[{i}].valid_holdout",
+                     "must be in [0, 1) or null")
         _require(
             not self.streams or sum(st.weight for st in self.streams) > 0,
             "data.streams",
@@ -213,6 +217,15 @@ class DataConfig:
         )
         _require(self.num_workers >= 0, "data.num_workers", "must be >= 0")
         _require(0.0 <= self.valid_holdout < 1.0, "data.valid_holdout", "must be in [0, 1)")
+
+    def holdout_of(self, stream: StreamSpec) -> float:
+        """The share of `stream`'s documents held out for its validation (0: not validated)."""
+        return self.valid_holdout if stream.valid_holdout is None else stream.valid_holdout
+
+    @property
+    def validates_streams(self) -> bool:
+        """Whether some stream has held-out documents (per-stream validation is on)."""
+        return any(self.holdout_of(st) > 0 for st in self.streams)
         _require(
             self.valid_holdout == 0.0 or bool(self.streams),
             "data.valid_holdout",

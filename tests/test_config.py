@@ -122,7 +122,7 @@ optimizer.weight_decay optimizer.adam_beta1 optimizer.adam_beta2 optimizer.adam_
 schedule.lr_init schedule.lr_max schedule.lr_min schedule.warmup_tokens schedule.stable_tokens
 schedule.decay_tokens schedule.decay_style
 data.blend data.streams.name data.streams.prefixes data.streams.weight data.streams.filter
-data.streams.order data.streams.seed data.streams.on_exhausted data.valid_blend data.reset_position_ids data.reset_attention_mask data.eod_mask_loss
+data.streams.order data.streams.seed data.streams.on_exhausted data.streams.valid_holdout data.valid_blend data.reset_position_ids data.reset_attention_mask data.eod_mask_loss
 data.eod_token_id data.num_workers data.valid_holdout data.valid_holdout_seed data.cache_dir
 training.output_dir training.stage training.seed training.seq_length training.micro_batch_size training.global_batch_size
 training.train_tokens training.precision training.nan_policy training.max_skipped_steps training.log_every

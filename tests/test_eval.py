@@ -224,6 +224,23 @@ def test_held_out_documents_are_the_training_split_and_capped_evenly(shard):
     assert heldout_documents(specs, HOLDOUT, SEED + 1)[1].indices != every.indices  # the seed matters
 
 
+def test_a_stream_share_overrides_the_recipe_share(shard):
+    from cpt.config import StreamSpec
+    from cpt.eval.heldout import heldout_documents
+
+    prefix, rows = shard
+    meta = pq.read_table(f"{prefix}.meta.parquet").to_pylist()
+    half = held_out(np.array([m["doc_id"] for m in meta], dtype=np.uint64), 0.5, SEED)
+    specs = [StreamSpec(name="en", prefixes=[prefix], weight=1.0, filter='lang == "en"', valid_holdout=0.0),
+             StreamSpec(name="all", prefixes=[prefix], weight=1.0, valid_holdout=0.5)]
+    # en is not validated (share 0); "all" holds out half, whatever the recipe-wide share
+    for fraction in (0.0, HOLDOUT):
+        (every,) = heldout_documents(specs, fraction, SEED)
+        assert every.name == "all" and list(every.indices) == list(np.flatnonzero(half))
+    with pytest.raises(ValueError, match="no document is held out"):
+        heldout_documents(specs[:1], HOLDOUT, SEED)
+
+
 # -------------------------------------------------------------------------------------- errors
 
 

@@ -109,5 +109,37 @@ def test_held_out_validation_streams_are_disjoint_from_training(tmp_path):
         assert v.config.order == "shuffle"
     # the same split whatever else is in the recipe (seed only): built again, the same rows
     assert [list(v.rows) for v in valid] == [list(v.rows) for v in build_streams(d.streams, 64, "valid", 0.25, 0)]
-    with pytest.raises(ValueError, match=r"stream 'en' has no held-out \(data.valid_holdout=1e-09\) documents"):
+    with pytest.raises(ValueError, match=r"stream 'en' has no held-out \(valid_holdout=1e-09; "
+                                         r"data.streams\[0\].valid_holdout: 0 trains on all"):
         build_streams(d.streams, 64, "valid", 1e-9, 0)
+
+
+def test_a_stream_with_valid_holdout_0_trains_on_all_and_is_not_validated(tmp_path):
+    from cpt.config import recipe_from_dict
+    from cpt.train.run import build_training_data
+    from cpt.train.stream_data import build_streams
+    from train_fixtures import stream_recipe, write_lang_shards
+
+    prefix = write_lang_shards(tmp_path / "lang")
+    rd = stream_recipe(prefix, tmp_path / "run", data={"valid_holdout": 0.25})
+    rd["data"]["streams"][0]["valid_holdout"] = 0.0   # en: every document trains
+    rd["data"]["streams"][1]["valid_holdout"] = 0.5   # zh: its own share
+    recipe = recipe_from_dict(rd)
+    data = build_training_data(recipe)
+    try:
+        assert list(data.valid_streams) == ["zh"]
+        everything = {s.name: s for s in build_streams(recipe.data.streams, 64)}
+        train = {s.name: s for s in data.train.streams}
+        assert list(train["en"].rows) == list(everything["en"].rows)
+        zh_valid = data.valid_streams["zh"].streams[0]
+        assert not set(train["zh"].rows) & set(zh_valid.rows)
+        assert sorted(set(train["zh"].rows) | set(zh_valid.rows)) == sorted(everything["zh"].rows)
+        assert 0.3 < len(zh_valid.rows) / len(everything["zh"].rows) < 0.7
+    finally:
+        data.close()
+    # per-stream validation is on as soon as one stream holds documents out
+    rd["data"]["valid_holdout"] = 0.0
+    assert list(build_training_data(recipe_from_dict(rd)).valid_streams) == ["zh"]
+    with pytest.raises(Exception, match=r"data.streams\[1\].valid_holdout: must be in \[0, 1\) or null"):
+        rd["data"]["streams"][1]["valid_holdout"] = 1.0
+        recipe_from_dict(rd)

@@ -131,6 +131,7 @@ def _run_ppl(args: argparse.Namespace) -> int:
                                    progress=print_progress)
     result = {
         **source, "recipe": str(args.recipe), "valid_holdout": fraction, "valid_holdout_seed": seed,
+        "stream_valid_holdout": {s.name: s.valid_holdout for s in recipe.data.streams if s.valid_holdout is not None},
         "max_documents": args.max_documents, "max_doc_tokens": args.max_doc_tokens,
         "max_length": scorer.max_length, "stride": args.stride or max(1, scorer.max_length // 2),
         "device": scorer.device, "dtype": str(next(scorer.model.parameters()).dtype).removeprefix("torch."),

@@ -1,8 +1,9 @@
 """The held-out documents of each recipe stream, chosen by the rule training uses.
 
-A document of a stream is held out when `held_out(doc_id, valid_holdout, valid_holdout_seed)` is
-True (cpt.sampling.holdout: a hash of the document id, independent of order and filter) and the
-stream's metadata filter selects it. Training draws only the other side, so the perplexity on
+A document of a stream is held out when `held_out(doc_id, share, valid_holdout_seed)` is True
+(cpt.sampling.holdout: a hash of the document id, independent of order and filter; share: the
+stream's own `valid_holdout`, else `data.valid_holdout`, and a stream with share 0 has none) and
+the stream's metadata filter selects it. Training draws only the other side, so the perplexity on
 these documents measures text the model has not seen, stream by stream.
 """
 from __future__ import annotations
@@ -43,7 +44,8 @@ def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
     if not streams:
         raise ValueError("the recipe has no data.streams: per-stream perplexity needs streams "
                          "(name, prefixes, filter); a data.blend recipe has none")
-    if not 0.0 < fraction <= 1.0:
+    shares = {spec.name: fraction if spec.valid_holdout is None else spec.valid_holdout for spec in streams}
+    if not any(0.0 < share <= 1.0 for share in shares.values()):
         raise ValueError(f"held-out share is {fraction}: no document is held out; set data.valid_holdout "
                          "in the recipe (or pass --valid-holdout, the share training held out)")
     if max_documents is not None and max_documents < 1:
@@ -51,6 +53,8 @@ def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
     tables: dict[tuple[str, ...], DocumentTable] = {}
     out = []
     for spec in streams:
+        if not shares[spec.name]:
+            continue  # valid_holdout 0: the stream trains on all its documents, nothing is held out
         key = tuple(spec.prefixes)
         if key not in tables:
             tables[key] = DocumentTable.from_shards(list(key))
@@ -62,7 +66,7 @@ def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
             matching = select(spec.filter, table.columns, len(table))
         except ValueError as exc:
             raise ValueError(f"stream {spec.name!r}: {exc}") from None
-        rows = np.flatnonzero(matching & held_out(table.columns["doc_id"], fraction, seed))
+        rows = np.flatnonzero(matching & held_out(table.columns["doc_id"], shares[spec.name], seed))
         n_held = len(rows)
         if max_documents is not None and n_held > max_documents:
             # evenly spaced over the held-out documents: every shard of the stream stays represented

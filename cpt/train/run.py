@@ -29,8 +29,9 @@ class TrainingData:
 
 def build_training_data(recipe: Recipe) -> TrainingData:
     """Training data from `data.blend` (megatron GPTDataset) or `data.streams` (the Blender), and
-    validation from `data.valid_blend` and, with `data.valid_holdout`, each stream's held-out
-    documents (split off by doc_id hash before the training streams are built: disjoint)."""
+    validation from `data.valid_blend` and each stream's held-out documents (data.valid_holdout, or
+    the stream's own valid_holdout; split off by doc_id hash before the training streams are built:
+    disjoint)."""
     t, d = recipe.training, recipe.data
     if not d.blend and not d.streams:
         raise ValueError("data.blend: no training data given (data.blend or data.streams)")
@@ -40,12 +41,11 @@ def build_training_data(recipe: Recipe) -> TrainingData:
     if d.streams:
         from cpt.train.stream_data import BlendedSamples, build_streams
 
-        split = "train" if d.valid_holdout else "all"
         out.train = BlendedSamples(
-            build_streams(d.streams, t.seq_length, split, d.valid_holdout, d.valid_holdout_seed),
+            build_streams(d.streams, t.seq_length, "train", d.valid_holdout, d.valid_holdout_seed),
             {s.name: s.weight for s in d.streams}, t.seq_length, d,
         )
-        if d.valid_holdout:
+        if d.validates_streams:
             for stream in build_streams(d.streams, t.seq_length, "valid", d.valid_holdout, d.valid_holdout_seed):
                 out.valid_streams[stream.name] = BlendedSamples([stream], [1.0], t.seq_length, d, num_workers=0)
     else:

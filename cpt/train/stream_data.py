@@ -75,15 +75,19 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
                   holdout_seed: int = 0) -> list[Stream]:
     """One Stream per recipe stream (each over the DocumentTable of its shard prefixes).
 
-    split="train"/"valid" with holdout > 0: the documents outside / inside each stream's held-out
-    share (by doc_id hash, so the two sides never share a document). Validation streams are always
-    read in a seeded shuffle order (a ppl order would evaluate only the easiest documents) and
-    start over when they run out.
+    split="train"/"valid": the documents outside / inside each stream's held-out share (`holdout`,
+    or the stream's own `valid_holdout`), by doc_id hash, so the two sides never share a document.
+    A stream whose share is 0 trains on all its documents and has no validation stream (split
+    "valid" leaves it out). Validation streams are always read in a seeded shuffle order (a ppl
+    order would evaluate only the easiest documents) and start over when they run out.
     """
     tables: dict[tuple[str, ...], DocumentTable] = {}
     streams = []
     valid = split == "valid"
-    for spec in specs:
+    for i, spec in enumerate(specs):
+        share = (holdout if spec.valid_holdout is None else spec.valid_holdout) if split != "all" else 0.0
+        if valid and not share:
+            continue
         key = tuple(spec.prefixes)
         if key not in tables:
             tables[key] = DocumentTable.from_shards(list(key))
@@ -91,10 +95,11 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             name=spec.name, seq_length=seq_length, filter=spec.filter,
             order="shuffle" if valid else spec.order, seed=spec.seed,
             on_exhausted="next_epoch" if valid else spec.on_exhausted,
-            split=split if holdout else "all", holdout=holdout, holdout_seed=holdout_seed,
+            split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
         ))
         if stream.tokens_per_epoch == 0:
-            side = f"held-out (data.valid_holdout={holdout})" if valid else "training"
+            side = (f"held-out (valid_holdout={share}; data.streams[{i}].valid_holdout: 0 trains on all of a "
+                    "small stream's documents without validating it)" if valid else "training")
             raise ValueError(
                 f"data.streams: stream {spec.name!r} has no {side} documents with tokens "
                 f"(filter {spec.filter!r} over {list(key)})"
