@@ -166,6 +166,12 @@ class StreamSpec:
                                               "validated (a stream too small to spare documents trains on all)")
 
 
+def holdout_share(stream: StreamSpec, default: float) -> float:
+    """The stream's own `valid_holdout`, else `default` (data.valid_holdout): the one rule training
+    and `cpt eval ppl` both use."""
+    return default if stream.valid_holdout is None else stream.valid_holdout
+
+
 @dataclass(kw_only=True, slots=True)
 class DataConfig:
     """Training data: Megatron shard prefixes blended with fixed weights (`blend`), or streams of cpt
@@ -220,7 +226,7 @@ class DataConfig:
 
     def holdout_of(self, stream: StreamSpec) -> float:
         """The share of `stream`'s documents held out for its validation (0: not validated)."""
-        return self.valid_holdout if stream.valid_holdout is None else stream.valid_holdout
+        return holdout_share(stream, self.valid_holdout)
 
     @property
     def validates_streams(self) -> bool:

@@ -13,7 +13,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cpt.config import StreamSpec
+from cpt.config import StreamSpec, holdout_share
 from cpt.sampling.documents import DocumentTable
 from cpt.sampling.filters import select
 from cpt.sampling.holdout import held_out
@@ -44,7 +44,7 @@ def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
     if not streams:
         raise ValueError("the recipe has no data.streams: per-stream perplexity needs streams "
                          "(name, prefixes, filter); a data.blend recipe has none")
-    shares = {spec.name: fraction if spec.valid_holdout is None else spec.valid_holdout for spec in streams}
+    shares = {spec.name: holdout_share(spec, fraction) for spec in streams}
     if not any(0.0 < share <= 1.0 for share in shares.values()):
         raise ValueError(f"held-out share is {fraction}: no document is held out; set data.valid_holdout "
                          "in the recipe (or pass --valid-holdout, the share training held out)")

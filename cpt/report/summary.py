@@ -83,6 +83,7 @@ class OverallSeries:
 
 
 def overall_series(run: RunData) -> OverallSeries:
+    """The eval records' overall PPL, recomputed over the common streams where the stream set changed."""
     evals = [r for r in run.kind("eval") if finite(r.fields.get("ppl")) is not None]
     sets = [frozenset(r.fields.get("streams", {})) for r in evals]
     by_streams = evals and all(r.fields.get("overall_of") == "streams" for r in evals)

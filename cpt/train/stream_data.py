@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
-from cpt.config import DataConfig, StreamSpec
+from cpt.config import DataConfig, StreamSpec, holdout_share
 from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, read_samples
 from cpt.train.engine import Batch
 
@@ -85,7 +85,7 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
     streams = []
     valid = split == "valid"
     for i, spec in enumerate(specs):
-        share = (holdout if spec.valid_holdout is None else spec.valid_holdout) if split != "all" else 0.0
+        share = holdout_share(spec, holdout) if split != "all" else 0.0
         if valid and not share:
             continue
         key = tuple(spec.prefixes)
