@@ -145,6 +145,9 @@ def test_two_stage_report_numbers_files_and_duplicates(tmp_path: Path, capsys):
     assert s["train"]["first"] == {"loss": pytest.approx(2.9), "step": 1, "tokens": 512}
     assert s["train"]["last"] == {"loss": pytest.approx(1.8), "step": 12, "tokens": 6144}
     assert s["train"]["skipped_steps"] == 1 and s["train"]["records"] == 12
+    # 11 finite losses -> windows of 2: steps 1-2 and 10, 12 (step 11's NaN is not a loss)
+    assert s["train"]["first_mean"] == {"loss": pytest.approx(2.85), "steps": 2, "from_step": 1, "to_step": 2}
+    assert s["train"]["last_mean"] == {"loss": pytest.approx(1.9), "steps": 2, "from_step": 10, "to_step": 12}
 
     v = s["validation"]
     assert v["evals"] == 4
@@ -172,7 +175,8 @@ def test_two_stage_report_numbers_files_and_duplicates(tmp_path: Path, capsys):
     md = (out / "summary.md").read_text()
     for text in ("stage1", "stage2", str(stage1), "| zh_math | 30.000", "20.000", "-33.3%", "-16.0%", "-10.0%",
                  "-30.0%", "3,328", "2,304", "| code | 0.2500 | 512 |", "`topic_ppl`: 2 updates in 3 calls at steps 4, 10", "`floor`: 1 update in 1 call at step 10", "| 1,004 |",
-                 "2.9000", "1.8000", "![Training loss](loss.png)", "(stream_tokens.png)", "(mixture.png)"):
+                 "2.9000", "1.8000", "first 2 logged steps (1–2): **2.8500**; of the last 2 (10–12): **1.9000**",
+                 "![Training loss](loss.png)", "(stream_tokens.png)", "(mixture.png)"):
         assert text in md, text
 
     run = load_run([stage1, stage2])

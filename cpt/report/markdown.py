@@ -73,6 +73,10 @@ def _train(s: dict[str, Any]) -> list[str]:
                  f"({human(tr['first']['tokens'])} tokens)")
     lines.append(f"- last: **{_num(tr['last']['loss'], 4)}** at step {tr['last']['step']} "
                  f"({human(tr['last']['tokens'])} tokens)")
+    a, b = tr["first_mean"], tr["last_mean"]
+    lines.append(f"- mean of the first {a['steps']} logged steps ({a['from_step']}–{a['to_step']}): "
+                 f"**{_num(a['loss'], 4)}**; of the last {b['steps']} ({b['from_step']}–{b['to_step']}): "
+                 f"**{_num(b['loss'], 4)}** (one step's loss is a few samples of a changing mix)")
     if tr["skipped_steps"]:
         lines.append(f"- steps skipped for non-finite values: {tr['skipped_steps']}")
     return lines + [""]
