@@ -223,15 +223,6 @@ class DataConfig:
         )
         _require(self.num_workers >= 0, "data.num_workers", "must be >= 0")
         _require(0.0 <= self.valid_holdout < 1.0, "data.valid_holdout", "must be in [0, 1)")
-
-    def holdout_of(self, stream: StreamSpec) -> float:
-        """The share of `stream`'s documents held out for its validation (0: not validated)."""
-        return holdout_share(stream, self.valid_holdout)
-
-    @property
-    def validates_streams(self) -> bool:
-        """Whether some stream has held-out documents (per-stream validation is on)."""
-        return any(self.holdout_of(st) > 0 for st in self.streams)
         _require(
             self.valid_holdout == 0.0 or bool(self.streams),
             "data.valid_holdout",

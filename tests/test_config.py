@@ -52,6 +52,9 @@ def test_valid_recipe_loads_with_defaults():
         ({"data__streams": [{"name": "a", "prefixes": ["p"], "weight": 1}], "data__blend": [["p", 1.0]]},
          "data.streams: and data.blend are alternatives"),
         ({"training__seq_length": 4096}, "exceeds model.max_position_embeddings"),
+        ({"data__blend": [["p", 1.0]], "data__valid_holdout": 0.1}, "data.valid_holdout: needs data.streams"),
+        ({"data__streams": [{"name": "a", "prefixes": ["p"], "weight": 1, "valid_holdout": 1.0}]},
+         "data.streams[0].valid_holdout: must be in [0, 1) or null"),
     ],
 )
 def test_recipe_errors_name_the_key(changes, key_in_message):

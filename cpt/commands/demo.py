@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
+
+from cpt.io import write_json_atomic, write_text_atomic
 
 STATE_FILE = "demo.json"
 RESULT_FILE = "result.json"
@@ -60,18 +61,12 @@ def run(args: argparse.Namespace) -> int:
         return 1
     record = bench_record(root, time.perf_counter() - start, timings, skipped, cpu)
     text = describe(root, record)
-    _write(root / RESULT_FILE, json.dumps(record, indent=1) + "\n")
-    _write(root / SUMMARY_FILE, text + "\n")
+    write_json_atomic(root / RESULT_FILE, record, indent=1)
+    write_text_atomic(root / SUMMARY_FILE, text + "\n")
     print()
     print(text)
     print(json.dumps(record))
     return 0
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _claim_folder(root: Path, size: str) -> None:
@@ -84,4 +79,4 @@ def _claim_folder(root: Path, size: str) -> None:
             raise ValueError(f"{root} holds a --size {recorded} demo; use another --out (or remove it) "
                              f"for --size {size}")
         return
-    state.write_text(json.dumps({"size": size}) + "\n")
+    write_json_atomic(state, {"size": size}, indent=None)

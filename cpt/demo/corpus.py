@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from cpt.io import atomic_open, write_json_atomic
 
 MANIFEST = "manifest.json"
 CORPUS_VERSION = 2
@@ -163,19 +164,16 @@ def _python_signature(path: Path) -> str:
 
 def _write_jsonl(path: Path, records: Iterable[dict]) -> dict:
     """Write records atomically; return {records, sha256}."""
-    tmp = path.with_name(path.name + ".tmp")
     digest = hashlib.sha256()
     n = 0
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_open(path) as f:
         for r in records:
             line = json.dumps(r, ensure_ascii=False) + "\n"
             f.write(line)
             digest.update(line.encode("utf-8"))
             n += 1
-    if n == 0:
-        tmp.unlink()
-        raise ValueError(f"{path}: the demo corpus source produced no documents")
-    os.replace(tmp, path)
+        if n == 0:
+            raise ValueError(f"{path}: the demo corpus source produced no documents")
     return {"records": n, "sha256": digest.hexdigest()}
 
 
@@ -223,9 +221,7 @@ def build_corpus(out_dir: str | Path, size_name: str) -> dict:
             "tag_train": _write_jsonl(files["tag_train"], _every_second(files["zh"], files["en"])),
         },
     }
-    tmp = out / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, out / MANIFEST)
+    write_json_atomic(out / MANIFEST, manifest, indent=1)
     return manifest
 
 

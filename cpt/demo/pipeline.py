@@ -1,6 +1,6 @@
 """The demo's steps, in order, at a size: every one a `cpt` command run in the demo folder.
 
-    corpus            zh / en / code jsonl from installed packages (cpt.demo.corpus)
+    corpus            zh / en / code / en_general jsonl from installed packages (cpt.demo.corpus)
     base-model        (tiny only) a random 2-layer Llama with SmolLM2's tokenizer
     preprocess-*      cpt preprocess: SmolLM2 tokenizer -> data/zh, data/en_code, data/en_general shards
     tag-train, tag    cpt tag-train --bootstrap embedding (MiniLM zero-shot labels), cpt tag

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
+from cpt.io import write_json_atomic
+
 LOG_TAIL_LINES = 30
 
 
@@ -119,11 +121,9 @@ class Runner:
         if missing:
             raise StepFailed(f"step {step.name} finished but did not write {', '.join(missing)} "
                              f"(in {self.root}); command: {shlex.join(command)}\n{_tail(log_path)}")
-        tmp = self.marker(step.name).with_suffix(".tmp")
-        tmp.write_text(json.dumps({"command": command, "recipes": self.recipe_hashes(command),
-                                   "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
-                                   "finished": time.time()}))
-        os.replace(tmp, self.marker(step.name))
+        write_json_atomic(self.marker(step.name), {
+            "command": command, "recipes": self.recipe_hashes(command), "seconds": round(seconds, 3),
+            "cpu_seconds": round(cpu, 3), "finished": time.time()}, indent=None)
         self.log(f"[demo] {step.name}: {seconds:.1f} s ({cpu:.1f} CPU s)")
         return StepResult(step.name, seconds, False, command, cpu)
 

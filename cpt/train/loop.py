@@ -13,8 +13,9 @@ checkpoint, when there is one, always wins over `training.load` (a restarted sta
 
 Data hooks (cpt.train.hooks) are called at train start, after every step and after every
 validation; a mixture change they return after step t applies from the first sample of step t+1.
-Validation covers `data.valid_blend` and every stream's held-out documents (`data.valid_holdout`
-or the stream's own `valid_holdout`) (per-stream loss and PPL: what the topic-mixture controller reads).
+Validation covers `data.valid_blend` and every stream's held-out documents (share: the stream's own
+`valid_holdout`, else `data.valid_holdout`): per-stream loss and PPL, what the topic-mixture
+controller reads.
 """
 from __future__ import annotations
 

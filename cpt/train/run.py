@@ -45,9 +45,9 @@ def build_training_data(recipe: Recipe) -> TrainingData:
             build_streams(d.streams, t.seq_length, "train", d.valid_holdout, d.valid_holdout_seed),
             {s.name: s.weight for s in d.streams}, t.seq_length, d,
         )
-        if d.validates_streams:
-            for stream in build_streams(d.streams, t.seq_length, "valid", d.valid_holdout, d.valid_holdout_seed):
-                out.valid_streams[stream.name] = BlendedSamples([stream], [1.0], t.seq_length, d, num_workers=0)
+        # only the streams with a held-out share (data.valid_holdout or their own) come back
+        for stream in build_streams(d.streams, t.seq_length, "valid", d.valid_holdout, d.valid_holdout_seed):
+            out.valid_streams[stream.name] = BlendedSamples([stream], [1.0], t.seq_length, d, num_workers=0)
     else:
         from megatron_ext.datasets import build_dataset
 
