@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator, Literal
 
 
 def _umask() -> int:
@@ -52,20 +52,40 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+DirExists = Literal["replace", "error", "keep"]
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; when the block ends without error, it replaces
-    `path` (an older folder there is removed first), so a reader never sees a half-written folder."""
+def atomic_dir(path: str | Path, exist: DirExists = "replace") -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; when the block ends without error, it becomes `path`,
+    so a reader never sees a half-written folder.
+
+    `exist` says what happens when `path` is there at commit time: "replace" removes it first,
+    "error" raises FileExistsError (checked before the block too, so no work is wasted), "keep"
+    keeps it and drops the new folder (another builder of the same content committed first).
+    """
     import shutil
 
+    if exist not in ("replace", "error", "keep"):
+        raise ValueError(f"atomic_dir: exist must be 'replace', 'error' or 'keep', got {exist!r}")
     path = Path(path)
+    if exist == "error" and path.exists():
+        raise FileExistsError(f"{path}: already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         yield tmp
         if path.exists():
+            if exist == "error":
+                raise FileExistsError(f"{path}: already exists")
+            if exist == "keep":
+                return
             shutil.rmtree(path)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if exist != "keep" or not path.exists():  # not a concurrent builder that committed first
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -111,5 +131,5 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[Any], durable: bool =
     return n
 
 
-__all__ = ["atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
+__all__ = ["atomic_dir", "atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
            "write_text_atomic"]

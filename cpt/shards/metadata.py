@@ -12,14 +12,14 @@ work was split across workers, chunks or shards.
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from cpt.io import atomic_path
 
 ROW_GROUP = 65536
 BASE_FIELDS = [
@@ -132,22 +132,9 @@ def _update_locked(prefix: str | Path, columns: Mapping[str, Sequence | np.ndarr
         else:
             table = table.append_column(name, array)
     path = meta_path(prefix)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_table(Path(tmp), table)
-        _fsync(tmp)
-        os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        write_table(tmp, table)
     manifest = read_manifest(prefix)
     manifest["files"]["meta"] = file_entry(path)
     manifest["meta_columns"] = table.column_names
     write_manifest(prefix, manifest)
-
-
-def _fsync(path: str | Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
