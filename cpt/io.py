@@ -104,6 +104,42 @@ def atomic_open(path: str | Path, mode: str = "w", durable: bool = True,
             f.flush()
 
 
+class PendingFiles:
+    """Several files written under temporary names beside their destinations - by writers that
+    stream into them over many calls - and renamed into place together by `commit`, in the order
+    given (put the file readers open first last). `abort` deletes them; destinations are untouched
+    until `commit`. The caller writes its commit marker (a manifest) after `commit`."""
+
+    def __init__(self, finals: dict[str, str | Path]) -> None:
+        self.finals = {key: Path(path) for key, path in finals.items()}
+        self.tmp: dict[str, Path] = {}
+        try:
+            for key, final in self.finals.items():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+                os.close(fd)
+                self.tmp[key] = Path(tmp)
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self, durable: bool = True) -> None:
+        """fsync each file (`durable`), give it ordinary permissions and rename it into place."""
+        mode = 0o666 & ~_umask()
+        for key, tmp in self.tmp.items():
+            if durable:
+                _fsync(str(tmp))
+            os.chmod(tmp, mode)
+        for key, tmp in self.tmp.items():
+            os.replace(tmp, self.finals[key])
+        self.tmp = {}
+
+    def abort(self) -> None:
+        for tmp in self.tmp.values():
+            tmp.unlink(missing_ok=True)
+        self.tmp = {}
+
+
 def write_bytes_atomic(path: str | Path, data: bytes, durable: bool = True) -> None:
     with atomic_open(path, "wb", durable) as f:
         f.write(data)
@@ -131,5 +167,5 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[Any], durable: bool =
     return n
 
 
-__all__ = ["atomic_dir", "atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
+__all__ = ["PendingFiles", "atomic_dir", "atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
            "write_text_atomic"]

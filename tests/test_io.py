@@ -49,13 +49,14 @@ def test_atomic_dir_keep_leaves_a_concurrent_builders_folder(tmp_path):
 
 
 def test_no_module_renames_temporary_files_by_hand():
-    """Every temp-file-and-rename goes through cpt.io; the exceptions are streaming multi-file
-    writers that commit several files under one marker (shards, chunk folders, safetensors shards)."""
+    """Every temp-file-and-rename goes through cpt.io; the exceptions: preprocess's chunk folders
+    (named per process, swept by the pipeline), HF safetensors shards renamed after the count is
+    known, and checkpoint markers (their own change)."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    allowed = {"cpt/io.py", "cpt/shards/writer.py", "cpt/shards/build.py", "megatron_ext/convert/hf_io.py",
+    allowed = {"cpt/io.py", "cpt/shards/build.py", "megatron_ext/convert/hf_io.py",
                "cpt/train/checkpoint.py"}  # checkpoint.py: its markers move to cpt.io with the checkpoint work
     offenders = []
     for path in [*root.glob("cpt/**/*.py"), *root.glob("megatron_ext/**/*.py")]:
@@ -63,3 +64,20 @@ def test_no_module_renames_temporary_files_by_hand():
         if rel not in allowed and re.search(r"os\.replace\(|os\.rename\(|\.replace\(path\)|mkstemp\(", path.read_text()):
             offenders.append(rel)
     assert offenders == []
+
+
+def test_pending_files_commit_in_order_or_leave_nothing(tmp_path):
+    from cpt.io import PendingFiles
+
+    (tmp_path / "a.idx").write_text("old")
+    files = PendingFiles({"bin": tmp_path / "a.bin", "idx": tmp_path / "a.idx"})
+    files.tmp["bin"].write_text("tokens")
+    files.tmp["idx"].write_text("index")
+    assert (tmp_path / "a.idx").read_text() == "old" and not (tmp_path / "a.bin").exists()
+    files.commit()
+    assert (tmp_path / "a.bin").read_text() == "tokens" and (tmp_path / "a.idx").read_text() == "index"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.idx"]
+    files = PendingFiles({"bin": tmp_path / "a.bin"})
+    files.tmp["bin"].write_text("half")
+    files.abort()
+    assert (tmp_path / "a.bin").read_text() == "tokens" and sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.idx"]
