@@ -80,7 +80,10 @@ def run_inputs(args: argparse.Namespace, factory: Callable[[], Any] | None, what
     def docs():
         return read_corpora(args.inputs, args.corpus_root, text_key=args.text_key, id_key=args.id_key)
 
-    run_key = {**run_key, "inputs": [str(Path(p).resolve()) for p in args.inputs]}
+    # the ids results are keyed by: a checkpoint made under another id rule is refused, not mixed in
+    ids = {"id_key": args.id_key} if args.id_key else {"doc_id": "cpt.corpus.identity",
+                                                         "corpus_root": args.corpus_root and str(Path(args.corpus_root).resolve())}
+    run_key = {**run_key, "inputs": [str(Path(p).resolve()) for p in args.inputs], **ids}
     out, selected = Path(args.out), docs()
     if not part.whole:
         # a raw corpus has no size index: one reading pass to cut the same blocks in every task
