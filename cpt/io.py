@@ -16,7 +16,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any, Iterable, Iterator, Literal
 
 
 def _umask() -> int:
@@ -52,20 +52,40 @@ def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
             os.unlink(tmp)
 
 
+DirExists = Literal["replace", "error", "keep"]
+
+
 @contextlib.contextmanager
-def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder beside `path`; when the block ends without error, it replaces
-    `path` (an older folder there is removed first), so a reader never sees a half-written folder."""
+def atomic_dir(path: str | Path, exist: DirExists = "replace") -> Iterator[Path]:
+    """Yield a temporary folder beside `path`; when the block ends without error, it becomes `path`,
+    so a reader never sees a half-written folder.
+
+    `exist` says what happens when `path` is there at commit time: "replace" removes it first,
+    "error" raises FileExistsError (checked before the block too, so no work is wasted), "keep"
+    keeps it and drops the new folder (another builder of the same content committed first).
+    """
     import shutil
 
+    if exist not in ("replace", "error", "keep"):
+        raise ValueError(f"atomic_dir: exist must be 'replace', 'error' or 'keep', got {exist!r}")
     path = Path(path)
+    if exist == "error" and path.exists():
+        raise FileExistsError(f"{path}: already exists")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         yield tmp
         if path.exists():
+            if exist == "error":
+                raise FileExistsError(f"{path}: already exists")
+            if exist == "keep":
+                return
             shutil.rmtree(path)
-        os.replace(tmp, path)
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            if exist != "keep" or not path.exists():  # not a concurrent builder that committed first
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -82,6 +102,42 @@ def atomic_open(path: str | Path, mode: str = "w", durable: bool = True,
         with open(tmp, mode, encoding=None if "b" in mode else encoding) as f:
             yield f
             f.flush()
+
+
+class PendingFiles:
+    """Several files written under temporary names beside their destinations - by writers that
+    stream into them over many calls - and renamed into place together by `commit`, in the order
+    given (put the file readers open first last). `abort` deletes them; destinations are untouched
+    until `commit`. The caller writes its commit marker (a manifest) after `commit`."""
+
+    def __init__(self, finals: dict[str, str | Path]) -> None:
+        self.finals = {key: Path(path) for key, path in finals.items()}
+        self.tmp: dict[str, Path] = {}
+        try:
+            for key, final in self.finals.items():
+                final.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+                os.close(fd)
+                self.tmp[key] = Path(tmp)
+        except BaseException:
+            self.abort()
+            raise
+
+    def commit(self, durable: bool = True) -> None:
+        """fsync each file (`durable`), give it ordinary permissions and rename it into place."""
+        mode = 0o666 & ~_umask()
+        for key, tmp in self.tmp.items():
+            if durable:
+                _fsync(str(tmp))
+            os.chmod(tmp, mode)
+        for key, tmp in self.tmp.items():
+            os.replace(tmp, self.finals[key])
+        self.tmp = {}
+
+    def abort(self) -> None:
+        for tmp in self.tmp.values():
+            tmp.unlink(missing_ok=True)
+        self.tmp = {}
 
 
 def write_bytes_atomic(path: str | Path, data: bytes, durable: bool = True) -> None:
@@ -111,5 +167,5 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[Any], durable: bool =
     return n
 
 
-__all__ = ["atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
+__all__ = ["PendingFiles", "atomic_dir", "atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
            "write_text_atomic"]

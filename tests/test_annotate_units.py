@@ -144,12 +144,17 @@ def test_metrics_match_hand_computation():
 
 
 def test_jsonl_reading_ids_langs_and_errors(tmp_path):
+    from cpt.corpus.identity import doc_id_text
+
     write_jsonl(tmp_path / "a.jsonl", [{"text": "hello world"}, {"text": "中华人民共和国成立了", "id": 7},
                                        {"text": "x", "lang": "fr"}])
     docs = list(read_corpora([tmp_path]))
     assert [d.lang for d in docs] == ["en", "zh", "fr"]
-    assert docs[1].doc_id == "7"
-    assert docs[0].doc_id == list(read_jsonl(tmp_path / "a.jsonl"))[0].doc_id  # stable
+    # the corpus doc_id: path under the root (by default the input's parent) and line, not an input field
+    assert docs[1].doc_id == doc_id_text(f"{tmp_path.name}/a.jsonl", 2)
+    assert docs[0].doc_id == list(read_jsonl(tmp_path / "a.jsonl", source=f"{tmp_path.name}/a.jsonl"))[0].doc_id
+    with pytest.raises(CorpusError, match=r"a.jsonl:1: record lacks the id field 'id'"):
+        list(read_corpora([tmp_path], id_key="id"))
     assert docs[0].source.endswith("a.jsonl:1")
     (tmp_path / "bad.jsonl").write_text('{"text": "ok"}\n{"text": 3}\n')
     with pytest.raises(CorpusError, match=r"bad.jsonl:2: field 'text' is missing or not a string"):

@@ -117,7 +117,7 @@ def test_real_qa_from_a_real_snippet(local, tmp_path):
     for line in (tmp_path / "qa.jsonl").read_text().splitlines():
         rec = json.loads(line)
         assert rec["text"].startswith("Question: ") and rec["discipline"] == "physics"
-        assert rec["doc_id"] == "doc0" and rec["prompt_version"] == "physics.v1" and rec["corrupt"] is False
+        assert rec["source_doc_id"] == "doc0" and rec["prompt_version"] == "physics.v1" and rec["corrupt"] is False
 
 
 def test_code_qa_by_in_context_learning(local, tmp_path):

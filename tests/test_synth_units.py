@@ -79,6 +79,8 @@ def test_split_document_packs_paragraphs_within_limits():
 
 
 def test_read_jsonl_errors_name_file_line_and_field(tmp_path):
+    from cpt.corpus.identity import doc_id_text
+
     p = tmp_path / "docs.jsonl"
     p.write_text(json.dumps({"id": 7, "text": "hello", "topic": "physics"}) + "\n\n" + json.dumps({"body": "x"}) + "\n")
     with pytest.raises(InputError, match=r"docs.jsonl:3: field 'text' is missing"):
@@ -87,7 +89,7 @@ def test_read_jsonl_errors_name_file_line_and_field(tmp_path):
     with pytest.raises(InputError, match=r"docs.jsonl:2: not valid JSON"):
         list(read_jsonl(p))
     first = next(read_jsonl(p))
-    assert len(first.doc_id) == 16 and first.topic is None  # stable id from file name + line
+    assert first.doc_id == doc_id_text("docs.jsonl", 1) and first.topic is None  # the corpus doc_id
 
 
 def test_keyword_filter_and_topic_mapping():

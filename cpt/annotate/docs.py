@@ -2,17 +2,19 @@
 
 The annotators work on any iterable of `Doc`, so they are testable without shards; this module
 reads raw corpora (jsonl, jsonl.gz), and `cpt.annotate.sidecar` reads documents back from shards.
-A document keeps its input `id`/`doc_id` field when it has one; otherwise its id is a stable hash
-of its source file name and line number, so a rerun over the same files gives the same ids.
+A document's id is the corpus-wide `doc_id` of `cpt.corpus.identity` (its path relative to the
+corpus root, and its line), so a raw-corpus table and the shards `cpt preprocess` makes of the same
+files agree; `id_key` names an input field to use instead.
 """
 from __future__ import annotations
 
 import gzip
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Iterable, Iterator
+
+from cpt.corpus.identity import doc_id_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,10 +44,6 @@ def detect_lang(text: str) -> str:
         return "en"
     cjk = sum(1 for c in chars if "\u4e00" <= c <= "\u9fff" or "\u3400" <= c <= "\u4dbf")
     return "zh" if cjk / len(chars) >= 0.2 else "en"
-
-
-def stable_id(source: str, position: int) -> str:
-    return hashlib.blake2b(f"{source}:{position}".encode(), digest_size=8).hexdigest()
 
 
 def _open(path: Path) -> IO[str]:
@@ -78,37 +76,44 @@ def _text_of(record: dict, text_key: str, where: str) -> str:
 
 
 def read_jsonl(path: str | Path, text_key: str = "text", id_key: str | None = None,
-               lang_key: str = "lang") -> Iterator[Doc]:
-    """Documents of one jsonl file. A malformed line or a non-string text is an error (file:line)."""
+               lang_key: str = "lang", source: str | None = None) -> Iterator[Doc]:
+    """Documents of one jsonl file. A malformed line or a non-string text is an error (file:line).
+
+    `source`: the file's path relative to the corpus root (default: its name, the root being its folder).
+    """
     path = Path(path)
+    source = source if source is not None else path.name
     for where, line_no, record in _records(path):
         text = _text_of(record, text_key, where)
-        doc_id = _record_id(record, id_key, where) or stable_id(path.name, line_no)
+        doc_id = _record_id(record, id_key, where) if id_key else doc_id_text(source, line_no)
         lang = record.get(lang_key) if isinstance(record.get(lang_key), str) else ""
         yield Doc(doc_id=doc_id, text=text, lang=lang or detect_lang(text), source=where)
 
 
-def _record_id(record: dict, id_key: str | None, where: str) -> str | None:
-    keys = (id_key,) if id_key else ("doc_id", "id")
-    for key in keys:
-        if record.get(key) is not None:
-            return str(record[key])
-    if id_key:
+def _record_id(record: dict, id_key: str, where: str) -> str:
+    if record.get(id_key) is None:
         raise CorpusError(f"{where}: record lacks the id field {id_key!r}")
-    return None
+    return str(record[id_key])
 
 
-def read_corpora(paths: Iterable[str | Path], **kwargs) -> Iterator[Doc]:
-    """Documents of several jsonl files (or folders of them, in sorted order), one after another."""
+def read_corpora(paths: Iterable[str | Path], root: str | Path | None = None, **kwargs) -> Iterator[Doc]:
+    """Documents of several jsonl files (or folders of them, in sorted order), one after another.
+
+    Files are found as `cpt preprocess` finds them (`cpt.corpus.list_inputs`, sources relative to
+    `root` or to each input's parent folder), so both give a document the same doc_id.
+    """
+    from cpt.corpus.files import list_inputs
+
     for p in paths:
-        p = Path(p)
-        files = sorted(x for x in p.rglob("*") if x.name.endswith((".jsonl", ".jsonl.gz"))) if p.is_dir() else [p]
+        try:
+            found, _ = list_inputs([p], root)
+        except FileNotFoundError:
+            raise CorpusError(f"{p} does not exist") from None
+        files = [f for f in found if f.path.endswith((".jsonl", ".jsonl.gz")) or not Path(p).is_dir()]
         if not files:
             raise CorpusError(f"{p}: no .jsonl or .jsonl.gz files")
         for f in files:
-            if not f.is_file():
-                raise CorpusError(f"{f} does not exist")
-            yield from read_jsonl(f, **kwargs)
+            yield from read_jsonl(f.path, source=f.source, **kwargs)
 
 
 def write_jsonl(path: str | Path, records: Iterable[dict]) -> None:

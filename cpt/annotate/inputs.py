@@ -24,7 +24,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="output table for raw inputs (.parquet or .jsonl); not used for shards")
     parser.add_argument("--text-key", default="text", help="jsonl field holding the text")
     parser.add_argument("--id-key", default=None, help="jsonl field holding the document id "
-                        "(default: doc_id or id when present, else a hash of file name and line)")
+                        "(default: the corpus doc_id, a hash of the path under --corpus-root and the line)")
+    parser.add_argument("--corpus-root", default=None,
+                        help="raw inputs: folder doc ids are relative to (default: each input's parent folder)")
     parser.add_argument("--workers", type=int, default=1, help="worker processes (each loads the model)")
     parser.add_argument("--chunk-size", type=int, default=256,
                         help="documents per unit of work and per checkpoint write")
@@ -76,9 +78,12 @@ def run_inputs(args: argparse.Namespace, factory: Callable[[], Any] | None, what
         return 0
 
     def docs():
-        return read_corpora(args.inputs, text_key=args.text_key, id_key=args.id_key)
+        return read_corpora(args.inputs, args.corpus_root, text_key=args.text_key, id_key=args.id_key)
 
-    run_key = {**run_key, "inputs": [str(Path(p).resolve()) for p in args.inputs]}
+    # the ids results are keyed by: a checkpoint made under another id rule is refused, not mixed in
+    ids = {"id_key": args.id_key} if args.id_key else {"doc_id": "cpt.corpus.identity",
+                                                         "corpus_root": args.corpus_root and str(Path(args.corpus_root).resolve())}
+    run_key = {**run_key, "inputs": [str(Path(p).resolve()) for p in args.inputs], **ids}
     out, selected = Path(args.out), docs()
     if not part.whole:
         # a raw corpus has no size index: one reading pass to cut the same blocks in every task

@@ -98,6 +98,75 @@ class Progress:
               file=self.stream, flush=True)
 
 
+class _Pass:
+    """One pass over the input: numbers documents (refusing a repeated doc_id), cuts blocks, skips
+    the blocks already checkpointed, and records finished blocks into the store and the stats."""
+
+    def __init__(self, docs: Iterable[Doc], store: ResultStore, chunk_size: int, progress: Progress | None):
+        self.docs, self.store, self.chunk_size, self.progress = docs, store, chunk_size, progress
+        self.stats = RunStats()
+        self.done = store.open()
+        self.order: list[Doc] = []
+        self.seen: set[str] = set()
+
+    def _numbered(self) -> Iterator[Doc]:
+        for doc in self.docs:
+            if doc.doc_id in self.seen:
+                raise DuplicateDocError(f"doc_id {doc.doc_id!r} occurs twice (again at {doc.source or '?'})")
+            self.seen.add(doc.doc_id)
+            self.order.append(doc)
+            self.stats.read += 1
+            yield doc
+
+    def pending(self) -> Iterator[list[Doc]]:
+        # Blocks are cut from the whole input, done or not, and a block with any document left is
+        # redone whole: every block holds the same documents on every run, resumed or sharded
+        # (`cpt.annotate.scaleout` slices on block boundaries), so the batches - and the floating
+        # point sums - are the same too.
+        for block in _chunks(self._numbered(), self.chunk_size):
+            if all(d.doc_id in self.done for d in block):
+                self.stats.resumed += len(block)
+            else:
+                yield block
+
+    def record(self, results: list[Result]) -> None:
+        self.store.append(results)
+        for r in results:
+            self.done[r.doc_id] = r
+            if r.skip:
+                self.stats.skipped[r.skip] += 1
+            else:
+                self.stats.annotated += 1
+        if self.progress:
+            self.progress.update(self.stats)
+
+    def final_stats(self, seconds: float) -> RunStats:
+        """Counts over the whole input, documents resumed from the checkpoint included."""
+        stats = self.stats
+        stats.seconds = seconds
+        if self.progress:
+            self.progress.update(stats, force=True)
+        stats.skipped = Counter(r.skip for d in self.order if (r := self.done[d.doc_id]).skip)
+        stats.annotated = sum(1 for d in self.order if not self.done[d.doc_id].skip)
+        return stats
+
+
+def _annotate_blocks(run: _Pass, factory: Callable[[], Annotator], workers: int) -> None:
+    """Annotate the pending blocks in this process or in `workers` spawned ones, in input order."""
+    if workers == 1:
+        annotator = factory()
+        for block in run.pending():
+            run.record(annotator(block))
+        return
+    import torch
+
+    threads = max(1, torch.get_num_threads() // workers)
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, threads)) as pool:
+        for results in pool.imap(_run_in_worker, run.pending()):
+            run.record(results)
+
+
 def run_annotator(docs: Iterable[Doc], factory: Callable[[], Annotator], store: ResultStore,
                   chunk_size: int = 256, workers: int = 1,
                   progress: Progress | None = None) -> tuple[list[Doc], dict[str, Result], RunStats]:
@@ -108,61 +177,9 @@ def run_annotator(docs: Iterable[Doc], factory: Callable[[], Annotator], store: 
     if chunk_size < 1 or workers < 1:
         raise ValueError(f"chunk_size and workers must be >= 1 (got {chunk_size}, {workers})")
     start = time.perf_counter()
-    stats = RunStats()
-    done = store.open()
-    order: list[Doc] = []
-    seen: set[str] = set()
-
-    def numbered() -> Iterator[Doc]:
-        for doc in docs:
-            if doc.doc_id in seen:
-                raise DuplicateDocError(f"doc_id {doc.doc_id!r} occurs twice (again at {doc.source or '?'})")
-            seen.add(doc.doc_id)
-            order.append(doc)
-            stats.read += 1
-            yield doc
-
-    def pending() -> Iterator[list[Doc]]:
-        # Blocks are cut from the whole input, done or not, and a block with any document left is
-        # redone whole: every block holds the same documents on every run, resumed or sharded
-        # (`cpt.annotate.scaleout` slices on block boundaries), so the batches - and the floating
-        # point sums - are the same too.
-        for block in _chunks(numbered(), chunk_size):
-            if all(d.doc_id in done for d in block):
-                stats.resumed += len(block)
-            else:
-                yield block
-
-    def record(results: list[Result]) -> None:
-        store.append(results)
-        for r in results:
-            done[r.doc_id] = r
-            if r.skip:
-                stats.skipped[r.skip] += 1
-            else:
-                stats.annotated += 1
-        if progress:
-            progress.update(stats)
-
+    run = _Pass(docs, store, chunk_size, progress)
     try:
-        if workers == 1:
-            annotator = factory()
-            for block in pending():
-                record(annotator(block))
-        else:
-            import torch
-
-            threads = max(1, torch.get_num_threads() // workers)
-            ctx = mp.get_context("spawn")
-            with ctx.Pool(workers, initializer=_init_worker, initargs=(factory, threads)) as pool:
-                for results in pool.imap(_run_in_worker, pending()):
-                    record(results)
+        _annotate_blocks(run, factory, workers)
     finally:
         store.close()
-    stats.seconds = time.perf_counter() - start
-    if progress:
-        progress.update(stats, force=True)
-    # skipped counts include documents resumed from the checkpoint, so the summary covers the corpus
-    stats.skipped = Counter(r.skip for d in order if (r := done[d.doc_id]).skip)
-    stats.annotated = sum(1 for d in order if not done[d.doc_id].skip)
-    return order, done, stats
+    return run.order, run.done, run.final_stats(time.perf_counter() - start)

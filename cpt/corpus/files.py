@@ -4,8 +4,9 @@ Each file gets a format from its name (jsonl, jsonl.gz, jsonl.zst, parquet, txt;
 read as JSON lines, as Megatron does) or `unsupported`, which the reader reports as a bad-input
 case. Hidden files and folders (a leading dot) are not read; the summary lists them
 (`ignored_files`), as it does the run's own outputs when they lie inside an input folder.
-`source` is the path relative to the input's parent folder, so it stays the same when the corpus
-moves, and is what `doc_id` hashes.
+`source` is the path relative to the declared corpus root (`root`), or by default to each input
+argument's parent folder, so it stays the same when the corpus moves; it is what `doc_id` hashes
+(`cpt.corpus.identity`).
 """
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
+
+from cpt.corpus.identity import source_of
 
 FORMATS = {
     ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl",
@@ -51,11 +54,15 @@ def _entry(path: Path, root_parent: Path) -> InputFile:
         size, mtime = st.st_size, st.st_mtime_ns
     except OSError:
         size, mtime = -1, 0
-    return InputFile(str(path), os.path.relpath(path, root_parent), format_of(path.name), size, mtime)
+    return InputFile(str(path), source_of(path, root_parent), format_of(path.name), size, mtime)
 
 
-def list_inputs(inputs: Sequence[str | Path]) -> tuple[list[InputFile], list[str]]:
-    """Files to read, in a deterministic order, and the hidden paths that were left out."""
+def list_inputs(inputs: Sequence[str | Path], root: str | Path | None = None) -> tuple[list[InputFile], list[str]]:
+    """Files to read, in a deterministic order, and the hidden paths that were left out.
+
+    `root`: the corpus root sources are relative to (every input must lie inside it); None: each
+    input argument's parent folder.
+    """
     files: list[InputFile] = []
     hidden: list[str] = []
     seen: set[str] = set()
@@ -64,18 +71,17 @@ def list_inputs(inputs: Sequence[str | Path]) -> tuple[list[InputFile], list[str
         if not matches:
             raise FileNotFoundError(f"input {arg}: no such file or folder")
         for m in matches:
-            root = Path(m).absolute()
-            if not root.exists() and not root.is_symlink():
+            top = Path(m).absolute()
+            if not top.exists() and not top.is_symlink():
                 raise FileNotFoundError(f"input {m}: no such file or folder")
-            for f in _walk(root, hidden):
+            for f in _walk(top, hidden, Path(root).absolute() if root is not None else top.parent):
                 if f.path not in seen:
                     seen.add(f.path)
                     files.append(f)
     return files, hidden
 
 
-def _walk(root: Path, hidden: list[str]) -> list[InputFile]:
-    parent = root.parent
+def _walk(root: Path, hidden: list[str], parent: Path) -> list[InputFile]:
     if not root.is_dir():
         return [_entry(root, parent)]
     out = []

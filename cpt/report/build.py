@@ -6,26 +6,14 @@ report's file or the new one; `summary.json` appearing last means everything it 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from cpt.io import write_text_atomic
 from cpt.report.markdown import render
 from cpt.report.plots import write_plots
 from cpt.report.runs import load_run
 from cpt.report.summary import stream_tokens, summarize
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def write_report(folders: Sequence[str | Path], out: str | Path) -> dict[str, Any]:
@@ -38,7 +26,7 @@ def write_report(folders: Sequence[str | Path], out: str | Path) -> dict[str, An
     summary = summarize(run)
     summary["plots"], summary["skipped_plots"] = write_plots(run, stream_tokens(run), out)
     summary["notes"] = list(run.notes)
-    _write_text_atomic(out / "summary.md", render(summary))
+    write_text_atomic(out / "summary.md", render(summary))
     # allow_nan=False: a NaN that slipped through would make the file unreadable for strict parsers
-    _write_text_atomic(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1, allow_nan=False) + "\n")
     return summary

@@ -7,8 +7,6 @@ skips that plot and puts the reason in the summary.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence, Union
 
@@ -17,6 +15,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 from matplotlib.transforms import blended_transform_factory
 
+from cpt.io import atomic_open
 from cpt.report.runs import RunData, finite
 from cpt.report.units import human
 from cpt.report.summary import StreamTokens, overall_series
@@ -162,14 +161,8 @@ def plot_stream_tokens(run: RunData, st: StreamTokens) -> PlotResult:
 
 def save_png(fig: Figure, path: Path) -> None:
     """Render to a temporary name in the same folder, then rename: a reader never sees half a PNG."""
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
 
 
 PLOTS: dict[str, tuple[str, Callable[..., PlotResult]]] = {

@@ -6,7 +6,6 @@ over the whole input. `cpt preprocess` itself assembles its output with this fun
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -14,6 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow.parquet as pq
 
+from cpt.io import atomic_open
 from cpt.shards.format import ShardError, bin_path, idx_path, write_idx
 from cpt.shards.manifest import manifest_path
 from cpt.shards.metadata import meta_path
@@ -101,14 +101,12 @@ def merge_shards(
 def _merge_skipped(prefixes: Sequence[Path], output_prefix: str | Path) -> None:
     """Concatenate the inputs' skip logs (always written, empty when nothing was skipped)."""
     out = skipped_path(output_prefix)
-    tmp = Path(f"{out}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as dst:
+    with atomic_open(out, "wb") as dst:
         for p in prefixes:
             src = skipped_path(p)
             if src.is_file():
                 with open(src, "rb") as f:
                     shutil.copyfileobj(f, dst)
-    os.replace(tmp, out)
 
 
 def merge_plain(prefixes: Sequence[str | Path], output_prefix: str | Path) -> int:
@@ -122,18 +120,15 @@ def merge_plain(prefixes: Sequence[str | Path], output_prefix: str | Path) -> in
         if s.dtype != dtype:
             raise ShardError(f"cannot merge {s.prefix} ({s.dtype.name}) with {shards[0].prefix} ({dtype.name})")
     out_bin, out_idx = bin_path(output_prefix), idx_path(output_prefix)
-    tmp_bin, tmp_idx = Path(f"{out_bin}.tmp-{os.getpid()}"), Path(f"{out_idx}.tmp-{os.getpid()}")
     lengths, docs, base = [], [np.zeros(1, np.int64)], 0
-    with open(tmp_bin, "wb") as dst:
+    manifest_path(output_prefix).unlink(missing_ok=True)
+    with atomic_open(out_bin, "wb") as dst:  # .bin first, .idx (what readers open first) last
         for s in shards:
             with open(bin_path(s.prefix), "rb") as f:
                 shutil.copyfileobj(f, dst, 1 << 22)
             lengths.append(np.asarray(s.index.sequence_lengths))
             docs.append(np.asarray(s.index.document_indices[1:]) + base)
             base += s.index.n_sequences
-    with open(tmp_idx, "wb") as f:
+    with atomic_open(out_idx, "wb") as f:
         write_idx(f, dtype, np.concatenate(lengths), np.concatenate(docs))
-    manifest_path(output_prefix).unlink(missing_ok=True)
-    os.replace(tmp_bin, out_bin)
-    os.replace(tmp_idx, out_idx)
     return sum(s.n_documents for s in shards)

@@ -1,6 +1,6 @@
 """The per-document metadata sidecar `PREFIX.meta.parquet`.
 
-One row per document, in shard order: `doc_id` (stable 64-bit hash of source and position),
+One row per document, in shard order: `doc_id` (`cpt.corpus.identity`: 64-bit hash of source path and line),
 `source` (input file, relative to the input's parent folder), `line` (1-based line of a jsonl file,
 0-based row of a parquet file, 0 for a text file), `offset` (byte offset of the line in an
 uncompressed jsonl file, else -1), `lang` (zh / en / code / other), `n_tokens`, then any kept
@@ -11,15 +11,15 @@ work was split across workers, chunks or shards.
 """
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from cpt.corpus.identity import doc_id  # noqa: F401  (the one document identity; re-exported)
+from cpt.io import atomic_path
 
 ROW_GROUP = 65536
 BASE_FIELDS = [
@@ -39,11 +39,6 @@ def meta_path(prefix: str | Path) -> Path:
 
 def schema_for(keep_fields: Sequence[str] = ()) -> pa.Schema:
     return pa.schema(BASE_FIELDS + [pa.field(k, pa.string()) for k in keep_fields])
-
-
-def doc_id(source: str, line: int) -> int:
-    """Stable id of a document: blake2b-64 of its source path and position."""
-    return int.from_bytes(hashlib.blake2b(f"{source}\0{line}".encode(), digest_size=8).digest(), "little")
 
 
 class MetaWriter:
@@ -132,22 +127,9 @@ def _update_locked(prefix: str | Path, columns: Mapping[str, Sequence | np.ndarr
         else:
             table = table.append_column(name, array)
     path = meta_path(prefix)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write_table(Path(tmp), table)
-        _fsync(tmp)
-        os.chmod(tmp, os.stat(path).st_mode & 0o777)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        write_table(tmp, table)
     manifest = read_manifest(prefix)
     manifest["files"]["meta"] = file_entry(path)
     manifest["meta_columns"] = table.column_names
     write_manifest(prefix, manifest)
-
-
-def _fsync(path: str | Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())

@@ -73,6 +73,8 @@ class PreprocessConfig:
     """Input field holding a language label, used when present."""
     keep_fields: list[str] = field(default_factory=list)
     """Input fields copied (as strings) into the metadata."""
+    corpus_root: str | None = None
+    """Folder that documents' `source` (and so their doc_id) is relative to; None: each input's parent."""
     engine: str = "auto"
     """auto: gigatoken where verified exact (inputs over 4 MB), else the reference; reference; gigatoken."""
     progress: bool = True
@@ -213,7 +215,7 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
 
 def _select_files(cfg: PreprocessConfig):
     """Input files, and the paths left out: hidden ones, and our own outputs inside an input folder."""
-    files, ignored = list_inputs(cfg.inputs)
+    files, ignored = list_inputs(cfg.inputs, cfg.corpus_root)
     prefixes = {str(Path(p).absolute()) for p in [cfg.output_prefix, *map(cfg.output_for, cfg.json_keys)]}
 
     def ours(path: str) -> bool:
@@ -232,6 +234,7 @@ def _manifest_base(cfg: PreprocessConfig, tokenizer, files) -> dict[str, dict[st
             "options": {
                 "json_key": key, "append_eod": cfg.append_eod, "lang_field": cfg.lang_field,
                 "keep_fields": list(cfg.keep_fields), "max_doc_bytes": cfg.max_doc_bytes,
+                **({"corpus_root": str(Path(cfg.corpus_root).absolute())} if cfg.corpus_root else {}),
             },
             "inputs": bases,
         }

@@ -8,13 +8,13 @@ most one metadata row group.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
 import pyarrow as pa
 
+from cpt.io import PendingFiles
 from cpt.shards.format import bin_path, idx_path, write_idx
 from cpt.shards.manifest import FORMAT, FORMAT_VERSION, file_entry, manifest_path, tool_version, write_manifest
 from cpt.shards.metadata import MetaWriter, meta_path
@@ -25,12 +25,9 @@ class ShardWriter:
         self.prefix = Path(prefix)
         self.prefix.parent.mkdir(parents=True, exist_ok=True)
         self.dtype = np.dtype(dtype)
-        tag = f".tmp-{os.getpid()}"
-        self._tmp = {
-            "bin": Path(f"{bin_path(prefix)}{tag}"),
-            "idx": Path(f"{idx_path(prefix)}{tag}"),
-            "meta": Path(f"{meta_path(prefix)}{tag}"),
-        }
+        # .idx renamed last: it is what a reader opens first
+        self._files = PendingFiles({"bin": bin_path(prefix), "meta": meta_path(prefix), "idx": idx_path(prefix)})
+        self._tmp = self._files.tmp
         self._bin: BinaryIO = open(self._tmp["bin"], "wb")
         self._bin_hash = hashlib.sha256()
         self._lengths: list[np.ndarray] = []
@@ -72,23 +69,15 @@ class ShardWriter:
         durable=False skips the fsyncs: for intermediate parts, which a SIGKILL cannot tear (the page
         cache survives the process) and which the final merge re-validates.
         """
-        self._bin.flush()
-        if durable:
-            os.fsync(self._bin.fileno())
         self._bin.close()
         self._meta.close()
         lengths = np.concatenate(self._lengths) if self._lengths else np.zeros(0, np.int32)
         with open(self._tmp["idx"], "wb") as f:
             write_idx(f, self.dtype, lengths)
-            f.flush()
-            if durable:
-                os.fsync(f.fileno())
         manifest_path(self.prefix).unlink(missing_ok=True)
-        finals = {"bin": bin_path(self.prefix), "idx": idx_path(self.prefix), "meta": meta_path(self.prefix)}
-        files = {}
-        for key, tmp in self._tmp.items():
-            os.replace(tmp, finals[key])
-            files[key] = file_entry(finals[key], self._bin_hash.hexdigest() if key == "bin" else None)
+        self._files.commit(durable)
+        files = {key: file_entry(path, self._bin_hash.hexdigest() if key == "bin" else None)
+                 for key, path in sorted(self._files.finals.items())}
         manifest = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -112,5 +101,4 @@ class ShardWriter:
                 closer()
             except Exception:  # noqa: BLE001 - best effort on the error path
                 pass
-        for tmp in self._tmp.values():
-            tmp.unlink(missing_ok=True)
+        self._files.abort()

@@ -159,7 +159,7 @@ def finalize(tasks: Sequence[Task], journal: Journal, filter_config: FilterConfi
             records.append({
                 "id": f"{t.key}|{pair_index}", "text": format_pair(q, a), "question": q, "answer": a,
                 "lang": SYNTHETIC_LANG,
-                "discipline": rec["discipline"], "kind": rec["kind"], "doc_id": rec["doc_id"],
+                "discipline": rec["discipline"], "kind": rec["kind"], "source_doc_id": rec["doc_id"],
                 "snippet_id": rec["snippet_id"], "generator": rec["generator"],
                 "prompt_version": rec["prompt_version"], "sample_index": rec["sample_index"],
                 "pair_index": pair_index,

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import queue
 import sys
 import threading
@@ -25,6 +24,7 @@ from concurrent.futures import Future
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from cpt.io import write_text_atomic
 from cpt.synth.generators.base import ChatRequest, SamplingParams
 
 
@@ -117,82 +117,86 @@ class _State:
             return self.faults[self.n_chat - 1] if self.n_chat <= len(self.faults) else None
 
 
-def _make_handler(state: _State):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+class _Handler(BaseHTTPRequestHandler):
+    """HTTP plumbing only: the routes' answers come from `_get_route` and `_chat`."""
 
-        def log_message(self, fmt: str, *args) -> None:  # quiet; errors still reach the client
-            pass
+    protocol_version = "HTTP/1.1"
+    state: _State  # set on the subclass `_make_handler` builds
 
-        def _send(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            try:
-                self.wfile.write(data)
-            except (BrokenPipeError, ConnectionResetError):
-                self.close_connection = True  # the client gave up (its timeout); nothing to tell it
+    def log_message(self, fmt: str, *args) -> None:  # quiet; errors still reach the client
+        pass
 
-        def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
-            self._send(status, {"error": {"message": message, "type": kind, "code": status}})
+    def _send(self, status: int, body: dict) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True  # the client gave up (its timeout); nothing to tell it
 
-        def do_GET(self) -> None:
-            state.last_activity = time.monotonic()
-            if self.path.rstrip("/") in ("/health", "/v1/health"):
-                self._send(200, {"status": "ok", "chat_requests": state.n_chat,
-                                 "max_in_flight": state.max_in_flight, "batches": state.batcher.batches,
-                                 "max_batch": state.batcher.max_batch})
-            elif self.path.rstrip("/") == "/v1/models":
-                self._send(200, {"object": "list", "data": [
-                    {"id": state.model_name, "object": "model", "owned_by": "cpt"}]})
-            else:
-                self._error(404, f"no route {self.path}", "not_found")
+    def do_GET(self) -> None:
+        self.state.last_activity = time.monotonic()
+        self._send(*_get_route(self.state, self.path.rstrip("/")))
 
-        def do_POST(self) -> None:
-            state.enter()
-            try:
-                self._post()
-            finally:
-                state.leave()
-
-        def _post(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
+    def do_POST(self) -> None:
+        self.state.enter()
+        try:
+            raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             if self.path.rstrip("/") != "/v1/chat/completions":
-                self._error(404, f"no route {self.path}", "not_found")
-                return
-            fault = state.next_fault()
-            if fault and fault[0] == "status":
-                self._error(int(fault[1]), f"injected failure ({int(fault[1])})", "server_error")
-                return
-            if fault and fault[0] == "delay":
-                time.sleep(fault[1])
-            try:
-                req, params = _parse_request(raw)
-            except ValueError as exc:
-                self._error(400, str(exc))
-                return
-            try:
-                completion = state.batcher.submit(req, params).result()
-            except Exception as exc:
-                self._error(500, f"generation failed: {exc}", "server_error")
-                return
-            state.last_activity = time.monotonic()
-            prompt_tokens = completion.extra.get("prompt_tokens", 0)
-            self._send(200, {
-                "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": state.model_name,
-                "choices": [{"index": 0, "finish_reason": completion.extra.get("finish_reason", "stop"),
-                             "message": {"role": "assistant", "content": completion.text}}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion.n_tokens,
-                          "total_tokens": prompt_tokens + completion.n_tokens},
-            })
+                self._send(*_error(404, f"no route {self.path}", "not_found"))
+            else:
+                self._send(*_chat(self.state, raw))
+        finally:
+            self.state.leave()
 
-    return Handler
+
+def _make_handler(state: _State) -> type[_Handler]:
+    return type("Handler", (_Handler,), {"state": state})
+
+
+def _error(status: int, message: str, kind: str = "invalid_request_error") -> tuple[int, dict]:
+    return status, {"error": {"message": message, "type": kind, "code": status}}
+
+
+def _get_route(state: _State, path: str) -> tuple[int, dict]:
+    if path in ("/health", "/v1/health"):
+        return 200, {"status": "ok", "chat_requests": state.n_chat, "max_in_flight": state.max_in_flight,
+                     "batches": state.batcher.batches, "max_batch": state.batcher.max_batch}
+    if path == "/v1/models":
+        return 200, {"object": "list", "data": [{"id": state.model_name, "object": "model", "owned_by": "cpt"}]}
+    return _error(404, f"no route {path}", "not_found")
+
+
+def _chat(state: _State, raw: bytes) -> tuple[int, dict]:
+    """One chat completion: injected fault, validation, generation (batched), the response body."""
+    fault = state.next_fault()
+    if fault and fault[0] == "status":
+        return _error(int(fault[1]), f"injected failure ({int(fault[1])})", "server_error")
+    if fault and fault[0] == "delay":
+        time.sleep(fault[1])
+    try:
+        req, params = _parse_request(raw)
+    except ValueError as exc:
+        return _error(400, str(exc))
+    try:
+        completion = state.batcher.submit(req, params).result()
+    except Exception as exc:
+        return _error(500, f"generation failed: {exc}", "server_error")
+    state.last_activity = time.monotonic()
+    prompt_tokens = completion.extra.get("prompt_tokens", 0)
+    return 200, {
+        "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": state.model_name,
+        "choices": [{"index": 0, "finish_reason": completion.extra.get("finish_reason", "stop"),
+                     "message": {"role": "assistant", "content": completion.text}}],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion.n_tokens,
+                  "total_tokens": prompt_tokens + completion.n_tokens},
+    }
 
 
 def _parse_request(raw: bytes) -> tuple[ChatRequest, SamplingParams]:
@@ -268,9 +272,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def ready(port: int) -> None:
         if args.port_file:
-            tmp = args.port_file.with_name(args.port_file.name + ".tmp")
-            tmp.write_text(str(port))
-            os.replace(tmp, args.port_file)
+            write_text_atomic(args.port_file, str(port))
         print(f"serving {name} on http://{args.host}:{port}/v1", flush=True)
 
     serve(generator, args.host, args.port, name, parse_faults(args.faults), args.idle_timeout,

@@ -6,12 +6,13 @@ length settings, so a resumed run rebuilds exactly the same work list and keys.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
+
+from cpt.corpus.identity import doc_id_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +41,6 @@ class InputError(ValueError):
     """A bad input record; the message names file, line and field."""
 
 
-def stable_doc_id(source: str, position: int) -> str:
-    """A doc id from where the document sits (file name + line), for inputs that carry none."""
-    return hashlib.sha1(f"{Path(source).name}:{position}".encode()).hexdigest()[:16]
-
-
 def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
     """(line number, object) of each non-blank line of a jsonl file.
 
@@ -64,14 +60,19 @@ def iter_json_objects(path: Path) -> Iterator[tuple[int, dict]]:
             yield lineno, row
 
 
-def read_jsonl(path: Path, text_key: str = "text", id_key: str = "id") -> Iterator[Document]:
-    """Documents of a jsonl file; `id`/`doc_id` and `topic` are used when present."""
+def read_jsonl(path: Path, text_key: str = "text", id_key: str | None = None,
+               source: str | None = None) -> Iterator[Document]:
+    """Documents of a jsonl file, `topic` used when present. Their id is the corpus doc_id of
+    `source` (the path relative to the corpus root; default: the file name) and line, the one
+    `cpt preprocess` gives the same document; `id_key` names an input field to use instead."""
+    source = source if source is not None else Path(path).name
     for lineno, row in iter_json_objects(path):
         text = row.get(text_key)
         if not isinstance(text, str):
             raise InputError(f"{path}:{lineno}: field {text_key!r} is missing or not a string")
-        raw_id = row.get(id_key, row.get("doc_id"))
-        doc_id = str(raw_id) if raw_id is not None else stable_doc_id(str(path), lineno)
+        if id_key and row.get(id_key) is None:
+            raise InputError(f"{path}:{lineno}: field {id_key!r} (the document id) is missing")
+        doc_id = str(row[id_key]) if id_key else doc_id_text(source, lineno)
         topic = row.get("topic")
         yield Document(doc_id, text, str(path), topic if isinstance(topic, str) else None)
 

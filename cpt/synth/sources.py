@@ -12,9 +12,17 @@ from typing import Iterable, Iterator
 from cpt.synth.snippets import Document, read_jsonl
 
 
-def documents_from_jsonl(paths: Iterable[Path], text_key: str = "text") -> Iterator[Document]:
-    for path in paths:
-        yield from read_jsonl(Path(path), text_key=text_key)
+def documents_from_jsonl(paths: Iterable[Path], text_key: str = "text",
+                         root: str | Path | None = None) -> Iterator[Document]:
+    """Documents of jsonl files found as `cpt preprocess` finds them (`cpt.corpus.list_inputs`,
+    sources relative to `root` or each input's parent), so both give a document the same doc_id."""
+    from cpt.corpus.files import list_inputs
+
+    for arg in paths:
+        files, _ = list_inputs([arg], root)
+        for f in files:
+            if f.format == "jsonl" or not Path(arg).is_dir():  # a folder's other files are not documents
+                yield from read_jsonl(Path(f.path), text_key=text_key, source=f.source)
 
 
 def documents_from_shards(prefixes: Iterable[str]) -> Iterator[Document]:

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from cpt.io import write_text_atomic
+
 
 class MetricsLogger:
     def __init__(self, output_dir: str | Path, enabled: bool, tensorboard: bool) -> None:
@@ -48,10 +50,7 @@ class MetricsLogger:
         """Write a file into the run folder atomically (logging rank only)."""
         if not self.enabled:
             return
-        path = self._dir / name
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+        write_text_atomic(self._dir / name, text)
 
     def event(self, step: int, message: str, **figures: Any) -> None:
         self.log("event", step, {"message": message, **figures}, line=f"[cpt] {message}")

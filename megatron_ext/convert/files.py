@@ -1,8 +1,7 @@
-"""Non-weight files of an HF folder (config, tokenizer, generation config, chat template) and the
-atomic folder commit shared by both directions."""
+"""Non-weight files of an HF folder (config, tokenizer, generation config, chat template); the
+folder itself is committed by `cpt.io.atomic_dir`."""
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -38,20 +37,3 @@ def copy_side_files(src: Path, dst: Path, skip: tuple[str, ...] = ()) -> list[st
         copied.append(path.name)
     return copied
 
-
-def partial_dir(out: Path) -> Path:
-    """A fresh temporary folder beside `out` (an older partial one, from a killed run, is removed)."""
-    tmp = out.parent / f".{out.name}.partial"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    return tmp
-
-
-def commit_dir(tmp: Path, out: Path, overwrite: bool) -> None:
-    """Rename the finished temporary folder to `out` (replacing it only with `overwrite`)."""
-    if out.exists():
-        if not overwrite:
-            raise FileExistsError(f"{out}: already exists (pass --overwrite to replace it)")
-        shutil.rmtree(out)
-    os.replace(tmp, out)

@@ -14,7 +14,6 @@ tokenizer is written (the summary says so).
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 
 from cpt.config import ModelConfig
+from cpt.io import atomic_dir
 from cpt.train.checkpoint import resolve_load_path
 from megatron_ext.convert import files
 from megatron_ext.convert.files import HF_SUBDIR, TRAINER_STATE_FILE
@@ -108,8 +108,7 @@ def mcore_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_reference: str | P
     specs = tensor_specs(cfg, reader.padded_vocab)
     for spec in specs:
         reader.resolve(spec)
-    tmp = files.partial_dir(out_dir)
-    try:
+    with atomic_dir(out_dir, "replace" if overwrite else "error") as tmp:
         writer = ShardedSafetensorsWriter(tmp, max_shard_bytes)
         head = [s for s in specs if not s.per_layer and s.key == "embedding.word_embeddings.weight"]
         layer_specs = [s for s in specs if s.per_layer]
@@ -137,8 +136,4 @@ def mcore_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_reference: str | P
             "seconds": round(time.perf_counter() - start, 3),
         }
         (tmp / "convert_summary.json").write_text(json.dumps(summary, indent=1))
-        files.commit_dir(tmp, out_dir, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return summary

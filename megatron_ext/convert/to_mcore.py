@@ -20,7 +20,6 @@ begins at step 0 with a fresh optimizer), `model.yaml` (the recipe's `model:` se
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 import yaml
 
 from cpt.config import ModelConfig
+from cpt.io import atomic_dir, write_text_atomic
 from cpt.train.checkpoint import COMPLETE
 from megatron_ext.convert import files
 from megatron_ext.convert.errors import ConversionError
@@ -131,14 +131,9 @@ def hf_to_mcore(hf_dir: str | Path, out_dir: str | Path, tp: int = 1, pp: int = 
     weights = HFWeights(hf_dir)
     preflight(weights, cfg, cfg.vocab_size)  # HF shapes are unpadded
     padded = _padded_vocab_size(cfg, tp)
-    tmp = files.partial_dir(out_dir)
-    try:
+    with atomic_dir(out_dir, "replace" if overwrite else "error") as tmp:
         summary = _write(weights, cfg, padded, dtype, hf_dir, out_dir, tmp, tp, pp, start)
-        files.commit_dir(tmp, out_dir, overwrite)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    (out_dir / COMPLETE).write_text("0\n")
+    write_text_atomic(out_dir / COMPLETE, "0\n")
     return summary
 
 

@@ -13,13 +13,12 @@ See `cpt.eval.tasks.next_sentence` for how items are made. Metrics: acc, acc_nor
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import yaml
 
+from cpt.io import atomic_dir
 from cpt.eval.tasks.next_sentence import LANGUAGES, SENTENCE_OK, make_items
 
 VERSION = 1
@@ -57,9 +56,10 @@ def builtin_task_dir(root: Path | None = None, items: int = ITEMS_PER_LANGUAGE) 
     final = root / f"{TAG}-v{VERSION}-n{items}"
     if (final / "COMPLETE").is_file():
         return final
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=final.name + ".", suffix=".partial", dir=root))
-    try:
+    if final.exists():  # an incomplete leftover of a killed build
+        shutil.rmtree(final)
+    # "keep": a concurrent builder that committed the same tasks first wins
+    with atomic_dir(final, exist="keep") as tmp:
         for code, lang in LANGUAGES.items():
             rows = make_items(code, lang.documents(), items, SENTENCE_OK[code])
             data = tmp / f"{code}.jsonl"
@@ -67,16 +67,6 @@ def builtin_task_dir(root: Path | None = None, items: int = ITEMS_PER_LANGUAGE) 
             config = task_yaml(f"{TAG}_{code}", final / data.name, lang.delimiter)
             (tmp / f"{TAG}_{code}.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
         (tmp / "COMPLETE").write_text(json.dumps({"version": VERSION, "items": items}) + "\n")
-        if final.exists():  # an incomplete leftover of a killed build
-            shutil.rmtree(final)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "COMPLETE").is_file():  # not a concurrent builder that finished first
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return final
 
 

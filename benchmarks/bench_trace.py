@@ -1,0 +1,141 @@
+"""`cpt trace` benchmark: trace one step deep into a long simulated run.
+
+The run: one stage over a real shard (Python help topics tokenized by `cpt preprocess` with
+Mistral's SentencePiece model, documents split into 22 topics), 22 streams (one per topic,
+shuffled, starting a new epoch when they run out), weights changed 3 times, 10M samples drawn.
+Its checkpoint is written as the trainer writes one (trainer_state.json with the recipe, the stage
+record and the Blender state; no model tensors: trace does not read them). Then, as `cpt trace
+RUN --step N` does: open the stage, rebuild its streams, load (and verify) the Blender state, and
+list every sample of step N with its pieces and their documents' metadata.
+
+Figures: trace_ms, a cold trace (a fresh process's work after imports: open + rebuild + replay +
+pieces + metadata), best of --repeat, split into open_replay_ms (rebuild the streams, load and verify
+the Blender state) and ids_pieces_ms (sample ids, each stream's packing up to the step, metadata);
+warm_ms, another step on the opened stage; load average. The streams here are small (about one
+epoch per packing segment), the worst case for a stream's packing walk to a deep index.
+ledger_bytes_per_m_docs is the consumed-documents ledger of issue 16 item 4, not built yet: null.
+Last line: {"bench": "trace", "trace_ms": ..., "ledger_bytes_per_m_docs": null, ...}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STREAMS, CHANGES = 22, 3
+
+
+def _corpus(folder: Path, docs_per_topic: int) -> Path:
+    """Real English documents (Python help topics, cut into ~1 kB pieces), labelled with 22 topics."""
+    from pydoc_data.topics import topics
+
+    text = " ".join(topics[k] for k in sorted(topics))
+    pieces = [text[i:i + 1000] for i in range(0, len(text) - 1000, 997)]
+    rows = [{"text": pieces[(t * docs_per_topic + j) % len(pieces)], "topic": f"t{t}"}
+            for t in range(STREAMS) for j in range(docs_per_topic)]
+    path = folder / "corpus.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _shard(folder: Path, docs_per_topic: int) -> str:
+    from cpt.assets import mistral_tokenizer_dir
+    from cpt.shards.pipeline import PreprocessConfig, run_preprocess
+
+    prefix = str(folder / "topics")
+    run_preprocess(PreprocessConfig(inputs=[str(_corpus(folder, docs_per_topic))], output_prefix=prefix,
+                                    tokenizer=str(mistral_tokenizer_dir() / "tokenizer.model.v1"),
+                                    keep_fields=["topic"], progress=False))
+    return prefix
+
+
+def _recipe(prefix: str, run: Path, gbs: int, seq: int, rng) -> dict:
+    weights = (rng.random(STREAMS) + 0.05).tolist()
+    return {
+        "model": dict(num_layers=2, hidden_size=64, ffn_hidden_size=176, num_attention_heads=4,
+                      num_query_groups=2, vocab_size=32000, max_position_embeddings=seq),
+        "data": {"streams": [{"name": f"t{i}", "prefixes": [prefix], "filter": f'topic == "t{i}"',
+                              "weight": weights[i], "seed": i} for i in range(STREAMS)], "eod_token_id": 2},
+        "training": dict(output_dir=str(run), seq_length=seq, micro_batch_size=gbs // 8, global_batch_size=gbs,
+                         train_tokens=10**12, precision="fp32", tensorboard=False),
+    }
+
+
+def simulate(prefix: str, run: Path, samples: int, gbs: int, seq: int) -> int:
+    """Draw `samples` with CHANGES weight changes and write the stage's checkpoint; return its step."""
+    from cpt.config import recipe_from_dict, recipe_to_dict
+    from cpt.train.stream_data import BlendedSamples, build_streams
+
+    rng = np.random.default_rng(0)
+    recipe = recipe_from_dict(_recipe(prefix, run, gbs, seq, rng))
+    d = recipe.data
+    data = BlendedSamples(build_streams(d.streams, seq, "train"), {s.name: s.weight for s in d.streams}, seq, d,
+                          num_workers=0)
+    steps = samples // gbs
+    for c in range(1, CHANGES + 1):
+        data.set_weights((rng.random(STREAMS) + 0.05).tolist(), effective_at=(steps * c // (CHANGES + 1)) * gbs)
+    data.blender.next_samples(steps * gbs)
+    state = {"version": 1, "step": steps, "consumed_samples": steps * gbs, "consumed_tokens": steps * gbs * seq,
+             "skipped_steps": 0, "consecutive_skips": 0,
+             "extra": {"stage": {"name": "main", "start_step": 0, "start_samples": 0, "start_tokens": 0},
+                       "data": data.state_dict()},
+             "layout": {"tp": 1, "pp": 1, "dp": 8}, "recipe": recipe_to_dict(recipe)}
+    ckpt = run / "checkpoints" / f"step_{steps:08d}"
+    ckpt.mkdir(parents=True)
+    (ckpt / "trainer_state.json").write_text(json.dumps(state))
+    (ckpt / "COMPLETE").write_text(f"{steps}\n")
+    return steps
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=10_000_000)
+    ap.add_argument("--docs-per-topic", type=int, default=200)
+    ap.add_argument("--global-batch-size", type=int, default=1024)
+    ap.add_argument("--seq-length", type=int, default=128)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    from cpt.trace import open_stages, trace_step
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        prefix = _shard(tmp, args.docs_per_topic)
+        t0 = time.perf_counter()
+        steps = simulate(prefix, tmp / "run", args.samples, args.global_batch_size, args.seq_length)
+        simulate_s = time.perf_counter() - t0
+        deep = steps - 7
+        cold, replay, pieces = [], [], []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            stages = open_stages([tmp / "run"])
+            stages[0].data()  # rebuild the streams, load and verify the Blender state
+            t1 = time.perf_counter()
+            traced = trace_step(stages, deep)  # sample ids, stream pieces, document metadata
+            t2 = time.perf_counter()
+            cold.append(t2 - t0)
+            replay.append(t1 - t0)
+            pieces.append(t2 - t1)
+        t0 = time.perf_counter()
+        trace_step(stages, max(1, deep - 1000), dp_rank=3)
+        warm = time.perf_counter() - t0
+    assert len(traced) == args.global_batch_size and all(s.pieces for s in traced)
+    print(f"simulated {steps * args.global_batch_size:,} samples ({steps} steps) over {STREAMS} streams with "
+          f"{CHANGES} weight changes in {simulate_s:.1f} s; trace of step {deep}: cold "
+          f"{[round(c * 1e3) for c in cold]} ms (open + Blender replay {[round(c * 1e3) for c in replay]} ms, "
+          f"ids + pieces + metadata {[round(c * 1e3) for c in pieces]} ms), warm {warm * 1e3:.0f} ms")
+    print(json.dumps({"bench": "trace", "trace_ms": round(min(cold) * 1e3, 1), "warm_ms": round(warm * 1e3, 1),
+                      "open_replay_ms": round(min(replay) * 1e3, 1), "ids_pieces_ms": round(min(pieces) * 1e3, 1),
+                      "samples_drawn": steps * args.global_batch_size, "streams": STREAMS, "weight_changes": CHANGES,
+                      "step": deep, "samples_in_step": args.global_batch_size,
+                      "ledger_bytes_per_m_docs": None,
+                      "ledger_note": "the consumed-documents ledger (issue 16 item 4) is not built yet",
+                      "loadavg": [round(x, 2) for x in os.getloadavg()]}))
+
+
+if __name__ == "__main__":
+    main()
