@@ -12,13 +12,15 @@ finishes only those, as the finished ones find their output committed. Either wa
 """
 from __future__ import annotations
 
+import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 from cpt.launch.executors import Attempt, Executor, make_executor
-from cpt.launch.progress import Board
+from cpt.launch.progress import PROGRESS_ENV, Board
 from cpt.launch.spec import LaunchError, LaunchSpec
 from cpt.launch.task import Task, log_path
 
@@ -52,6 +54,7 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be unique: {names}")
     launch_dir = Path(launch_dir)
+    tasks = [dataclasses.replace(t, env={**forwarded_env(), **t.env}) for t in tasks]
     (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
     for stale in (launch_dir / "progress").glob("*.json"):
         stale.unlink()
@@ -76,6 +79,11 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     if failed:
         raise LaunchError(_failure_line(failed, spec, launch_dir, label))
     return Report([records[n].result for n in names], merged, summary)
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's CPT_* settings (CPT_TRACEBACK, test hooks) reach every task, wherever it runs."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CPT_") and k != PROGRESS_ENV}
 
 
 def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec, board: Board) -> None:

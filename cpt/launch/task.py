@@ -93,6 +93,13 @@ def _environment(env: dict[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+def _apply_threads() -> None:
+    """A reused worker (Ray) imported torch already: OMP_NUM_THREADS alone would not reach it."""
+    threads = os.environ.get("OMP_NUM_THREADS")
+    if threads and threads.isdigit() and "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(threads))
+
+
 def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict[str, Any]:
     """Run one attempt of `task` in this process (a pool worker, a Ray worker, a Slurm job).
 
@@ -110,6 +117,7 @@ def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict
         print(f"[launch] {task.name} attempt {attempt} on {socket.gethostname()} pid {os.getpid()}: "
               f"{task.fn}({json.dumps(task.kwargs, sort_keys=True)[:2000]})", flush=True)
         start_report(progress, attempt)
+        _apply_threads()
         try:
             result = resolve(task.fn)(**task.kwargs)
         except BaseException:
