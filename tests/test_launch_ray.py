@@ -121,3 +121,54 @@ def test_bad_cases_say_one_line(corpus, single, tmp_path, capsys, monkeypatch):
             assert r["chunks_resumed"] < r["chunks"]
         else:
             assert r["chunks_resumed"] == r["chunks"] and r["results"] == []
+
+
+@pytest.fixture(scope="module")
+def small_shard(tmp_path_factory):
+    """12 real documents (6 zh, 6 en) as one shard, written twice: one copy per way of running."""
+    from annotate_fixtures import mixed_corpus
+    from cpt.annotate.docs import write_jsonl
+
+    root = tmp_path_factory.mktemp("small")
+    (root / "in").mkdir()
+    write_jsonl(root / "in" / "c.jsonl", [{"text": d["text"][:300]} for d in mixed_corpus(n_zh=6, n_en=6)])
+    prefixes = []
+    for name in ("one", "ray"):
+        run_preprocess(PreprocessConfig(inputs=[str(root / "in")], output_prefix=str(root / name),
+                                        tokenizer=SP_MODEL, progress=False))
+        prefixes.append(root / name)
+    return prefixes
+
+
+def _column(prefix, column: str) -> list:
+    import cpt.shards as shards
+
+    return shards.open(prefix).metadata([column]).column(column).to_pylist()
+
+
+def test_score_and_tag_through_ray_equal_one_process(small_shard, tmp_path):
+    from annotate_fixtures import wiki_split
+    from cpt import assets
+    from cpt.annotate import taxonomy
+    from cpt.annotate.classifier import TrainConfig
+    from cpt.annotate.fit import FitConfig, fit
+
+    one, launched = small_shard
+    score = ["--model", str(assets.smollm2_hf_dir()), "--device", "cpu", "--max-length", "24", "--stride", "12",
+             "--max-doc-tokens", "40", "--chunk-size", "2", "--no-progress"]
+    assert main(["score", *score, str(one)]) == 0
+    assert main(["score", *score, *RAY, str(launched)]) == 0
+    assert _column(launched, "ppl") == _column(one, "ppl") and None not in _column(one, "ppl")
+
+    train, held = wiki_split()
+    clf = tmp_path / "clf"
+    fit(str(assets.minilm_dir()), taxonomy.load(), train[:24], held[:8], FitConfig(),
+        TrainConfig(epochs=1, batch_size=8, max_length=32, train_layers=1), clf, log=lambda s: None)
+    tag = ["--model", str(clf), "--device", "cpu", "--chunk-size", "2", "--no-progress"]
+    assert main(["tag", *tag, str(one)]) == 0
+    assert main(["tag", *tag, *RAY, str(launched)]) == 0
+    for column in ("topic", "topic_conf"):
+        assert _column(launched, column) == _column(one, column)
+    summary = json.loads((launched.parent / f"{launched.name}.topic.launch" / "summary.json").read_text())
+    assert summary["succeeded"] == 4 and summary["merge"]["ran"]
+    assert summary["tasks"][3]["result"]["argv"][:5] == ["tag", "--shard-index", "3", "--num-shards", "4"]

@@ -106,10 +106,12 @@ class Board:
 
     def refresh(self, force: bool = False) -> None:
         now = time.perf_counter()
-        if not self.enabled or (not force and now - self.last < (0.5 if self.tty else 10.0)):
+        if not force and (not self.enabled or now - self.last < (0.5 if self.tty else 10.0)):
             return
         self.last = now
         units, self.docs = self._counts()
+        if not self.enabled:
+            return
         total = sum(self.units.values())
         elapsed = max(now - self.start, 1e-9)
         if total:
