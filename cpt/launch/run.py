@@ -48,8 +48,11 @@ class Report:
 
 
 def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_dir: str | Path,
-           label: str) -> Report:
-    """Run every task on `spec.executor` with retries, then `merge`; see the module docstring."""
+           label: str, executor: Executor | None = None) -> Report:
+    """Run every task on `spec.executor` with retries, then `merge`; see the module docstring.
+
+    `executor`: one the caller started already (to overlap its start with planning); it is
+    stopped here like one made here."""
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be unique: {names}")
@@ -59,10 +62,11 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     for stale in (launch_dir / "progress").glob("*.json"):
         stale.unlink()
     t0 = time.time()
-    executor = make_executor(spec, launch_dir)
     records = {t.name: TaskRecord(t) for t in tasks}
     board = Board(f"{label} {spec.executor}", [t.units for t in tasks], names, launch_dir, spec.progress)
-    executor.start()
+    if executor is None:
+        executor = make_executor(spec, launch_dir)
+        executor.start()
     try:
         _drive(executor, records, spec, board)
         failed = [r for r in records.values() if not r.ok]

@@ -13,11 +13,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from cpt.corpus.plan import shard_slice
 from cpt.launch import LaunchSpec, Task, launch
+from cpt.launch.executors import make_executor
 from cpt.launch.progress import TaskProgress
 from cpt.shards.pipeline import PreprocessConfig, _run_chunks, assemble, finish, prepare
 
@@ -41,7 +43,7 @@ def slice_task(config: dict[str, Any], index: int, count: int) -> dict[str, Any]
 
 def merge_task(config: dict[str, Any]) -> dict[str, Any]:
     """Assemble all chunks into the final shards (the one-process bytes); return their manifests."""
-    p = prepare(_config(config), own_work_dir=False)
+    p = prepare(_config(config), own_work_dir=False, encode=False)
     missing = p.todo(p.plan)
     if missing:
         raise ValueError(f"{p.work}: {len(missing)} chunks are not finished (first: chunk {missing[0].index}); "
@@ -53,7 +55,19 @@ def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[s
     """Plan here, run `slices` slice tasks on `spec.executor`, assemble; return the summary."""
     t0 = time.perf_counter()
     whole = dataclasses.replace(cfg, shard_index=0, num_shards=1, workers=spec.cpus_per_task, progress=False)
-    p = prepare(whole)
+    executor = make_executor(spec, launch_dir(cfg))
+    with ThreadPoolExecutor(1) as pool:  # plan here while the executor starts (Ray: seconds)
+        planned = pool.submit(prepare, whole)
+        try:
+            executor.start()
+        except BaseException:
+            planned.result()
+            raise
+        try:
+            p = planned.result()
+        except BaseException:
+            executor.stop()
+            raise
     todo = p.todo(p.plan)
     from cpt.shards.pipeline import _print_header
 
@@ -66,7 +80,7 @@ def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[s
                   units=sum(c.size for c in p.todo(shard_slice(p.plan, i, slices))))
              for i in range(slices)]
     merge = Task(name="merge", fn=f"{__name__}:merge_task", kwargs={"config": config})
-    report = launch(tasks, merge, spec, launch_dir(cfg), "preprocess")
+    report = launch(tasks, merge, spec, launch_dir(cfg), "preprocess", executor=executor)
     results = sorted((r for out in report.results for r in out["results"]), key=lambda r: r["chunk"])
     t_tokenize = time.perf_counter() - t0
     summary = finish(p, p.plan, results, len(p.plan) - len(todo), t0, t_tokenize, outputs=report.merge)

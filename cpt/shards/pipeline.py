@@ -177,17 +177,18 @@ class Prepared:
         return [c for c in chunks if not _done(self.work, c, self.cfg.json_keys)]
 
 
-def prepare(cfg: PreprocessConfig, own_work_dir: bool = True) -> Prepared:
-    """Load the tokenizer, list and plan the input, pick the engine. With `own_work_dir` (one run,
-    or the driver of a launch) set up the work folder; a launched slice instead checks that the
-    folder its driver set up belongs to this very plan."""
+def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = True) -> Prepared:
+    """Load the tokenizer, list and plan the input, pick the engine (only if it will `encode`: the
+    final assembly of a launch does not). With `own_work_dir` (one run, or the driver of a launch)
+    set up the work folder; a launched slice instead checks that the folder its driver set up
+    belongs to this very plan."""
     from cpt.tokenizers import load_tokenizer
     from cpt.tokenizers.engine import Encoder
 
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
     files, ignored = _select_files(cfg)
     small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
-    engine = Encoder(tokenizer, "reference" if small else cfg.engine)
+    engine = Encoder(tokenizer, "reference" if small or not encode else cfg.engine)
     if small:
         engine.fallback_reason = f"input under {AUTO_FAST_MIN_BYTES >> 20} MB: the reference is faster than loading gigatoken"
     plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
