@@ -94,3 +94,35 @@ def test_argv_round_trips_through_the_parser():
         module.add_arguments(parser)
         args = parser.parse_args(argv)
         assert parser.parse_args(argv_of(parser, args)) == args
+
+
+@pytest.mark.slow
+def test_synth_slices_on_the_local_pool_equal_one_process(tmp_path, capsys):
+    """Greedy generation one prompt at a time is a pure function of the prompt, so the parts' journals
+    merged and finalized over the whole work list give the one-process output byte for byte."""
+    facts = ["The net force on an object equals its mass times its acceleration.",
+             "Friction opposes the relative motion of two surfaces in contact.",
+             "Kinetic energy is one half of the mass times the square of the speed.",
+             "Momentum is the product of mass and velocity and is conserved in collisions."]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"doc{i}", "text": f"{f} " * 3}) + "\n" for i, f in enumerate(facts)))
+    common = ["synth", "--input", str(docs), "--discipline", "physics", "--min-snippet-chars", "50",
+              "--pairs-per-snippet", "1", "--batch-size", "1", "--max-new-tokens", "8", "--temperature", "0",
+              "--progress-every", "0", "--threads", "1", "--corrupt-rate", "0.5"]
+    assert main([*common, "--output", str(tmp_path / "one.jsonl")]) == 0
+    assert main([*common, "--output", str(tmp_path / "many.jsonl"), "--executor", "local", "--num-shards", "2",
+                 "--local-cpus", "2"]) == 0
+    assert (tmp_path / "many.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+    def journal(name: str) -> dict:  # every generation (8 tokens: too short to parse into pairs here)
+        lines = (tmp_path / f"{name}.jsonl.journal.jsonl").read_text().splitlines()
+        return {r["key"]: r for r in map(json.loads, lines)}
+
+    assert journal("many") == journal("one") and len(journal("one")) == 4
+    keys = ("tasks", "missing", "pairs_kept", "rejected", "by_discipline", "corruption")
+    summaries = [json.loads((tmp_path / f"{n}.jsonl.summary.json").read_text()) for n in ("one", "many")]
+    assert [{k: s[k] for k in keys} for s in summaries] == [{k: summaries[0][k] for k in keys}] * 2
+    s = json.loads((tmp_path / "many.jsonl.launch" / "summary.json").read_text())
+    assert s["succeeded"] == 2 and s["merge"]["ran"]
+    assert all(t["result"]["argv"][6] == str(tmp_path / f"many.jsonl.part-0000{i}-of-00002.jsonl")
+               for i, t in enumerate(s["tasks"]))

@@ -49,12 +49,14 @@ class LaunchSpec:
             raise ValueError(f"--local-cpus must be >= 1, got {self.local_cpus}")
 
 
-def add_executor_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags every scale-out command shares (with its own --num-shards: the number of slices)."""
+def add_executor_arguments(p: argparse.ArgumentParser, retries_flag: str = "--max-retries") -> None:
+    """The flags every scale-out command shares (with its own --num-shards: the number of slices).
+
+    `retries_flag`: `cpt synth` has its own --max-retries (of a request), so it names this one apart."""
     g = p.add_argument_group("executor (run all --num-shards slices, then the merge, in one command)")
     g.add_argument("--executor", choices=EXECUTORS, default=None,
                    help="run every slice on this executor and merge (default: this process, one slice)")
-    g.add_argument("--max-retries", dest="launch_max_retries", type=int, default=2,
+    g.add_argument(retries_flag, dest="launch_max_retries", type=int, default=2,
                    help="retries of a failed slice (it resumes where it stopped)")
     g.add_argument("--cpus-per-task", type=int, default=1, help="CPU cores per slice")
     g.add_argument("--gpus-per-task", type=float, default=0, help="GPUs per slice")
