@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cpt.annotate.inputs import shard_prefix
 from cpt.annotate.scaleout import Slice, doc_range

@@ -68,16 +68,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of answer content words found in the snippet (0: off)")
     f.add_argument("--near-dup-threshold", type=float, default=0.8, help="MinHash Jaccard (1: off)")
     f.add_argument("--corrupt-rate", type=float, default=0.0, help="fraction of answers made wrong")
+    _add_work_arguments(p)
+
+
+def _add_work_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("work")
     w.add_argument("--shard-index", type=int, default=0)
     w.add_argument("--num-shards", type=int, default=1)
     w.add_argument("--finalize-only", action="store_true", help="re-filter the journal without generating")
     w.add_argument("--merge", action="store_true",
                    help="finalize the parts of a --num-shards run (OUTPUT.part-*-of-*.jsonl) into OUTPUT")
+    w.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
     from cpt.launch.spec import add_executor_arguments
 
     add_executor_arguments(p, retries_flag="--slice-retries")
-    w.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
 
 
 def build_tasks(args: argparse.Namespace):
