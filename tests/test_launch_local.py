@@ -4,7 +4,9 @@ bytes, also when the process of a slice is SIGKILLed mid-slice; argv round trips
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import shutil
 import sys
 
 import pytest
@@ -73,6 +75,12 @@ def test_missing_submitit_and_bad_settings_say_one_line(corpus, tmp_path, capsys
     err = [line for line in capsys.readouterr().err.splitlines() if " error: " in line]
     assert err == ["cpt preprocess: error: --executor slurm needs submitit, which is not installed: "
                    "pip install 'cpt[slurm]'"]
+    monkeypatch.delitem(sys.modules, "submitit")
+    if shutil.which("sbatch") is None and importlib.util.find_spec("submitit") is not None:
+        assert main(preprocess_argv(corpus, tmp_path / "x", "--executor", "slurm", "--num-shards", "2")) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "cpt preprocess: error: --executor slurm needs Slurm's sbatch on PATH, and this machine has none "
+            "(--executor submitit-local runs the same code path here)")
     assert main(preprocess_argv(corpus, tmp_path / "x", "--executor", "local", "--num-shards", "2",
                                 "--shard-index", "1")) == 1
     assert "give --num-shards N without --shard-index" in capsys.readouterr().err

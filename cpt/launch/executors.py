@@ -66,6 +66,9 @@ class Executor:
         """Attempts that ended within `timeout`: (attempt, run_task's dict, None) or (attempt, None, why)."""
         raise NotImplementedError
 
+    def plan_merge(self, merge: Task | None) -> None:
+        """The merge that will follow the tasks (Slurm submits it at once, as a dependent job)."""
+
     def run_merge(self, merge: Task, after: list[str]) -> dict[str, Any]:
         """Run the merge once every task succeeded (here, in the driver); return its result."""
         return run_task(merge, str(self.launch_dir), 1)["result"]

@@ -68,6 +68,7 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
         executor = make_executor(spec, launch_dir)
         executor.start()
     try:
+        executor.plan_merge(merge)
         _drive(executor, records, spec, board)
         failed = [r for r in records.values() if not r.ok]
         merged = None
