@@ -89,7 +89,20 @@ class LocalExecutor(Executor):
         env = {**os.environ, "OMP_NUM_THREADS": str(self.spec.cpus_per_task)}
         proc = subprocess.Popen([sys.executable, "-m", "cpt.launch.worker", str(spec_file)], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.live.append(proc)
         return Attempt(task, number, proc, f"pid-{proc.pid}")
+
+    live: list[subprocess.Popen]
+
+    def start(self) -> None:
+        self.live = []
+
+    def stop(self) -> None:
+        """An interrupted driver takes its workers with it (a rerun resumes their work)."""
+        for proc in self.live:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
     def wait(self, running, timeout):
         deadline = time.monotonic() + timeout

@@ -47,7 +47,7 @@ def check_reachable(address: str) -> None:
 class RayExecutor(Executor):
     def start(self) -> None:
         ray = _import_ray()
-        self.ray, self.owned = ray, False
+        self.ray, self.owned, self.in_flight = ray, False, {}
         address = self.spec.ray_address or os.environ.get("RAY_ADDRESS")
         if ray.is_initialized() and not self.spec.ray_address:
             pass
@@ -64,17 +64,23 @@ class RayExecutor(Executor):
             retry_exceptions=False)
 
     def stop(self) -> None:
+        """Cancel what is still in flight (an interrupted driver), then leave a Ray we started."""
+        for ref in getattr(self, "in_flight", {}).values():
+            self.ray.cancel(ref, force=True)
         if getattr(self, "owned", False):
             self.ray.shutdown()
 
     def submit(self, task: Task, number: int) -> Attempt:
         env = {"OMP_NUM_THREADS": str(self.spec.cpus_per_task), **task.env}
         ref = self.remote.remote(task.to_json() | {"env": env}, str(self.launch_dir), number)
+        self.in_flight[ref.hex()] = ref
         return Attempt(task, number, ref, ref.hex()[:16])
 
     def wait(self, running, timeout):
         by_ref = {a.handle: a for a in running}
         ready, _ = self.ray.wait(list(by_ref), num_returns=len(by_ref), timeout=timeout)
+        for ref in ready:
+            self.in_flight.pop(ref.hex(), None)
         return [self._outcome(by_ref[ref]) for ref in ready]
 
     def _outcome(self, a: Attempt) -> tuple[Attempt, dict[str, Any] | None, str | None]:
