@@ -134,3 +134,26 @@ def test_synth_slices_on_the_local_pool_equal_one_process(tmp_path, capsys):
     assert s["succeeded"] == 2 and s["merge"]["ran"]
     assert all(t["result"]["argv"][6] == str(tmp_path / f"many.jsonl.part-0000{i}-of-00002.jsonl")
                for i, t in enumerate(s["tasks"]))
+
+
+def test_progress_board_sums_the_tasks_reports(tmp_path):
+    import io
+
+    from cpt.launch.progress import PROGRESS_ENV, Board, TaskProgress, report, start_report
+
+    stream = io.StringIO()
+    board = Board("x local", [100, 300], ["a", "b"], tmp_path, enabled=True, stream=stream)
+    for name, nbytes, docs in (("a", 100, 7), ("b", 150, 5)):
+        path = tmp_path / "progress" / f"{name}.json"
+        with pytest.MonkeyPatch.context() as m:
+            m.setenv(PROGRESS_ENV, str(path))
+            start_report(path, 1)
+            TaskProgress().update(nbytes, docs, 0)
+            report(0, 0)
+            TaskProgress().close()
+    board.done.add("a")
+    board.retried, board.running = 1, 1
+    board.refresh(force=True)
+    line = stream.getvalue().strip()
+    assert line.startswith("[x local] 1/2 done, 1 running, 1 retried, 0 failed | 12 docs ")
+    assert " 62.5% " in line and "ETA 0:00:" in line  # (100 + 150) of 400 units
