@@ -124,6 +124,7 @@ class LocalExecutor(Executor):
 
 
 def make_executor(spec: LaunchSpec, launch_dir: Path) -> Executor:
+    launch_dir = Path(launch_dir).absolute()  # tasks may start in another folder (Ray, Slurm)
     if spec.executor == "local":
         return LocalExecutor(spec, launch_dir)
     if spec.executor == "ray":

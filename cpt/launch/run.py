@@ -56,8 +56,10 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be unique: {names}")
-    launch_dir = Path(launch_dir)
-    tasks = [dataclasses.replace(t, env={**forwarded_env(), **t.env}) for t in tasks]
+    launch_dir = Path(launch_dir).absolute()
+    tasks = [dataclasses.replace(t, env={**forwarded_env(), **t.env}, cwd=t.cwd or os.getcwd()) for t in tasks]
+    if merge is not None:
+        merge = dataclasses.replace(merge, env={**forwarded_env(), **merge.env}, cwd=merge.cwd or os.getcwd())
     (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
     for stale in (launch_dir / "progress").glob("*.json"):
         stale.unlink()

@@ -36,6 +36,8 @@ class Task:
     """Size of the work (bytes, documents) for the ETA; 0 when unknown."""
     env: dict[str, str] = field(default_factory=dict)
     """Environment variables set while the task runs (thread counts, test hooks)."""
+    cwd: str | None = None
+    """Working folder while it runs (the launch sets the driver's: relative paths mean the same)."""
 
     def __post_init__(self) -> None:
         if not self.name or any(c in self.name for c in "/\\ \n") or ":" not in self.fn:
@@ -80,12 +82,16 @@ def _redirected(log: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _environment(env: dict[str, str]) -> Iterator[None]:
+def _environment(env: dict[str, str], cwd: str | None) -> Iterator[None]:
     old = {k: os.environ.get(k) for k in env}
+    old_cwd = os.getcwd()
     os.environ.update(env)
+    if cwd:
+        os.chdir(cwd)
     try:
         yield
     finally:
+        os.chdir(old_cwd)
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
@@ -110,10 +116,10 @@ def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict
     import traceback
 
     task = task if isinstance(task, Task) else Task.from_json(task)
-    progress = Path(launch_dir) / "progress" / f"{task.name}.json"
+    progress = (Path(launch_dir) / "progress" / f"{task.name}.json").absolute()
     t0 = time.perf_counter()
-    with _redirected(log_path(launch_dir, task.name, attempt)), \
-            _environment({**task.env, PROGRESS_ENV: str(progress)}):
+    with _redirected(log_path(launch_dir, task.name, attempt).absolute()), \
+            _environment({**task.env, PROGRESS_ENV: str(progress)}, task.cwd):
         print(f"[launch] {task.name} attempt {attempt} on {socket.gethostname()} pid {os.getpid()}: "
               f"{task.fn}({json.dumps(task.kwargs, sort_keys=True)[:2000]})", flush=True)
         start_report(progress, attempt)
