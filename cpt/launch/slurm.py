@@ -20,7 +20,7 @@ def _import_submitit():
     try:
         import submitit
     except ImportError:
-        raise LaunchError(f"--executor slurm needs submitit, which is not installed: pip install 'cpt[slurm]'") from None
+        raise LaunchError("--executor slurm needs submitit, which is not installed: pip install 'cpt[slurm]'") from None
     return submitit
 
 
@@ -28,6 +28,9 @@ class SlurmExecutor(Executor):
     def start(self) -> None:
         submitit = _import_submitit()
         self.submitit = submitit
+        self.merge_task: Task | None = None
+        self.merge_job: Any = None  # submitted with the array (Slurm), waiting on it
+        self.merge_after: list[str] = []
         folder = self.launch_dir / "submitit"
         spec = self.spec
         if spec.executor == "submitit-local":
@@ -57,13 +60,9 @@ class SlurmExecutor(Executor):
             with self.ex.batch():  # one array job
                 jobs = [self.ex.submit(run_task, t.to_json(), str(self.launch_dir), n) for t, n in batch]
             attempts = [Attempt(t, n, job, str(job.job_id)) for (t, n), job in zip(batch, jobs)]
-        if self.merge_task is not None and self.merge_job is None and self.spec.executor == "slurm":
+        if attempts and self.merge_task is not None and self.merge_job is None and self.spec.executor == "slurm":
             self.merge_job = self._submit_merge([a.handle_id for a in attempts])
         return attempts
-
-    merge_task: Task | None = None
-    merge_job: Any = None
-    merge_after: list[str] = []
 
     def plan_merge(self, merge: Task | None) -> None:
         self.merge_task = merge
@@ -80,7 +79,7 @@ class SlurmExecutor(Executor):
                 self.ex.update_parameters(slurm_additional_parameters=dict(self.spec.slurm_options))
 
     def stop(self) -> None:
-        if self.merge_job is not None and not self.merge_job.done():
+        if getattr(self, "merge_job", None) is not None and not self.merge_job.done():
             self.merge_job.cancel(check=False)  # its slices failed for good: it can never start
 
     def submit(self, task: Task, number: int) -> Attempt:
