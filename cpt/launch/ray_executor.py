@@ -56,7 +56,8 @@ class RayExecutor(Executor):
             ray.init(address=address, log_to_driver=False, configure_logging=False)
             self.owned = True
         else:
-            ray.init(num_cpus=self.spec.local_cpus or os.cpu_count(), include_dashboard=False,
+            # address="local": a new Ray of our own even where another one runs on this machine
+            ray.init(address="local", num_cpus=self.spec.local_cpus or os.cpu_count(), include_dashboard=False,
                      object_store_memory=OBJECT_STORE_BYTES, log_to_driver=False, configure_logging=False)
             self.owned = True
         self.remote = ray.remote(run_task).options(
