@@ -23,7 +23,7 @@ RAY = ["--executor", "ray", "--num-shards", "4"]
 
 @pytest.fixture(scope="module", autouse=True)
 def cluster():
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=96 << 20, log_to_driver=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=96 << 20, log_to_driver=False,
              configure_logging=False)
     yield
     ray.shutdown()
