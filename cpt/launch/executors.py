@@ -120,7 +120,8 @@ class LocalExecutor(Executor):
             return a, json.loads(result_file.read_text()), None
         if proc.returncode < 0:
             return a, None, f"worker pid {proc.pid} killed by signal {-proc.returncode}"
-        return a, None, f"exit {proc.returncode}: {_last_line(stderr) if stderr.strip() else _log_tail(self.launch_dir, a)}"
+        why = _last_line(stderr) if stderr.strip() else _log_tail(self.launch_dir, a)
+        return a, None, f"exit {proc.returncode}: {why}"
 
 
 def make_executor(spec: LaunchSpec, launch_dir: Path) -> Executor:

@@ -13,7 +13,7 @@ import os
 import socket
 from typing import Any
 
-from cpt.launch.executors import Attempt, Executor, _log_tail
+from cpt.launch.executors import Attempt, Executor, _last_line, _log_tail
 from cpt.launch.spec import LaunchError
 from cpt.launch.task import Task, run_task
 
@@ -90,7 +90,7 @@ class RayExecutor(Executor):
             return a, self.ray.get(a.handle), None
         except exceptions.RayTaskError as e:
             cause = e.cause if getattr(e, "cause", None) is not None else e
-            return a, None, f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1][:300] if str(cause).strip() else ''}"
+            return a, None, f"{type(cause).__name__}: {_last_line(str(cause))}"
         except exceptions.RayError as e:
             return a, None, f"Ray worker died ({type(e).__name__}: killed, out of memory or node lost; " \
                             f"log: {_log_tail(self.launch_dir, a)})"
