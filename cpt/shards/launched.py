@@ -57,7 +57,7 @@ def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[s
     whole = dataclasses.replace(cfg, shard_index=0, num_shards=1, workers=spec.cpus_per_task, progress=False)
     executor = make_executor(spec, launch_dir(cfg))
     with ThreadPoolExecutor(1) as pool:  # plan here while the executor starts (Ray: seconds)
-        planned = pool.submit(prepare, whole)
+        planned = pool.submit(prepare, whole, True, False)  # the driver encodes nothing: no engine probe
         try:
             executor.start()
         except BaseException:
@@ -71,10 +71,9 @@ def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[s
     todo = p.todo(p.plan)
     from cpt.shards.pipeline import _print_header
 
-    _print_header(p, p.plan, todo, f", {slices} slices on {spec.executor}")
+    _print_header(p, p.plan, todo, f", {slices} slices on {spec.executor}",
+                  f"{whole.engine} (chosen and verified in each slice)")
     config = dataclasses.asdict(whole)
-    if p.engine.fast is None:
-        config["engine"] = "reference"  # the driver's decision: slices do not probe again
     tasks = [Task(name=f"slice-{i:05d}-of-{slices:05d}", fn=f"{__name__}:slice_task",
                   kwargs={"config": config, "index": i, "count": slices},
                   units=sum(c.size for c in p.todo(shard_slice(p.plan, i, slices))))

@@ -232,13 +232,16 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
     return finish(p, mine, results, len(mine) - len(todo), t0, time.perf_counter() - t0)
 
 
-def _print_header(p: Prepared, mine: list[Chunk], todo: list[Chunk], slice_note: str) -> None:
+def _print_header(p: Prepared, mine: list[Chunk], todo: list[Chunk], slice_note: str,
+                  engine_note: str | None = None) -> None:
     tok, engine = p.tokenizer, p.engine
+    if engine_note is None:
+        engine_note = engine.name + (f" [{engine.fallback_reason}]" if engine.fast is None and engine.fallback_reason
+                                     else "")
     print(
         f"[preprocess] {len(p.files)} files, {len(p.plan)} chunks" + slice_note
         + (f", {len(mine) - len(todo)} already done (resuming)" if len(todo) < len(mine) else "")
-        + f"; tokenizer {tok.name} (vocab {tok.vocab_size}, eod {tok.eod}, {p.dtype.name});"
-        + f" engine {engine.name}" + (f" [{engine.fallback_reason}]" if engine.fast is None and engine.fallback_reason else ""),
+        + f"; tokenizer {tok.name} (vocab {tok.vocab_size}, eod {tok.eod}, {p.dtype.name}); engine {engine_note}",
         file=sys.stderr, flush=True,
     )
 
