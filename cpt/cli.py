@@ -44,15 +44,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from cpt.launch.spec import LaunchError
+
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, LaunchError) as exc:
         # Bad input (a value, a file) reaches the user as one line; the commands' own messages
         # name the file, line or field. CPT_TRACEBACK=1 shows where it was raised.
         if os.environ.get("CPT_TRACEBACK"):
             raise
         print(f"cpt {args.command}: error: {exc}", file=sys.stderr)
         return 2
+
+
+def task(argv: list[str]) -> dict:
+    """A sub-command as a launched task (`cpt.launch`): one slice, a merge, a sweep arm."""
+    code = main(argv)
+    if code != 0:
+        from cpt.launch import TaskFailed
+
+        raise TaskFailed(f"cpt {argv[0]} exited with status {code} (its error is in this task's log)")
+    return {"argv": list(argv)}
 
 
 if __name__ == "__main__":

@@ -38,6 +38,9 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--merge", action="store_true",
                         help="combine the part files of a --num-shards run into the sidecar / --out "
                              "(no model needed)")
+    from cpt.launch.spec import add_executor_arguments
+
+    add_executor_arguments(parser)
 
 
 def shard_prefix(path: str) -> Path | None:

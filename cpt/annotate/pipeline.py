@@ -21,7 +21,8 @@ import numpy as np
 
 from cpt.annotate.docs import Doc
 from cpt.annotate.runner import Annotator, Progress, run_annotator
-from cpt.annotate.scaleout import MergeError, Slice, check_doc_ids, doc_range, merge_note, read_parts
+from cpt.annotate.scaleout import (MergeError, Slice, check_doc_ids, completed_part, doc_range, merge_note,
+                                   read_parts)
 from cpt.annotate.store import Result, ResultStore, write_table
 
 Factory = Callable[[], Annotator]
@@ -31,6 +32,8 @@ def annotate_corpus(docs: Iterable[Doc], factory: Factory, columns: tuple[str, .
                     run_key: dict[str, Any], chunk_size: int = 256, workers: int = 1,
                     progress: bool = True) -> dict[str, Any]:
     """Annotate documents into the table `out`; returns the summary (also written beside it)."""
+    if "slice" in run_key and (summary := completed_part(out, run_key)) is not None:
+        return summary  # a committed part of a sharded run: nothing left to do
     store = ResultStore(out, run_key)
     order, done, stats = run_annotator(docs, factory, store, chunk_size, workers,
                                        Progress(Path(out).name) if progress else None)
@@ -63,6 +66,8 @@ def annotate_shard(prefix: str | Path, factory: Factory, columns: tuple[str, ...
         start, stop = doc_range(meta["n_tokens"], chunk_size, part)
         out = part.part_path(base)
         run_key = {**run_key, "slice": [part.index, part.count]}
+        if (summary := completed_part(out, run_key)) is not None:
+            return summary  # committed by an earlier attempt or run: nothing left to do
     store = ResultStore(out, {**run_key, "shard": str(shard.prefix)})
 
     def docs() -> Iterator[Doc]:

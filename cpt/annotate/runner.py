@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 from cpt.annotate.docs import Doc
 from cpt.annotate.store import Result, ResultStore
+from cpt.launch.progress import report
 
 
 class Annotator(Protocol):
@@ -88,6 +89,7 @@ class Progress:
         self.start = self.last = time.perf_counter()
 
     def update(self, stats: RunStats, force: bool = False) -> None:
+        report(stats.read, stats.read, total=True)  # a launched task's progress (no-op otherwise)
         now = time.perf_counter()
         if not force and now - self.last < self.interval:
             return

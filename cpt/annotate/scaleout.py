@@ -107,6 +107,18 @@ def find_parts(out: str | Path) -> list[Path]:
     return parts
 
 
+def completed_part(part: str | Path, run_key: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of `part` when it was committed by a run with the same settings (slice included),
+    else None. A rerun of a launch finds its finished slices this way and redoes only the others."""
+    try:
+        summary = json.loads(_summary_of(Path(part)).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if summary.get("run_key") != json.loads(json.dumps(run_key)) or not Path(part).is_file():
+        return None
+    return summary
+
+
 @dataclass
 class Merged:
     rows: list[dict[str, Any]]
@@ -158,4 +170,4 @@ def merge_note(merged: Merged) -> dict[str, Any]:
     return {"merged_from": merged.parts, "merged_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-__all__ = ["MergeError", "Merged", "Slice", "check_doc_ids", "doc_range", "find_parts", "merge_note", "read_parts"]
+__all__ = ["MergeError", "Merged", "Slice", "check_doc_ids", "completed_part", "doc_range", "find_parts", "merge_note", "read_parts"]

@@ -44,7 +44,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes (output is identical for any number)")
     p.add_argument("--chunk-mb", type=float, default=8.0, help="input MB per chunk (unit of parallelism and resume)")
     p.add_argument("--shard-index", type=int, default=0, help="process slice i of --num-shards (then `cpt merge`)")
-    p.add_argument("--num-shards", type=int, default=1, help="number of input slices")
+    p.add_argument("--num-shards", type=int, default=1,
+                   help="number of input slices (with --executor: the number of tasks, merged at the end)")
     p.add_argument("--on-error", choices=["fail", "skip"], default="fail",
                    help="fail: stop at the first bad record (file:line, reason); skip: count and log to PREFIX.skipped.jsonl")
     p.add_argument("--max-doc-bytes", type=int, default=16 << 20, help="larger records are bad input (too_large)")
@@ -67,6 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="append the EOD token to every document (default on)")
     add_tokenizer_arguments(p)
     add_run_arguments(p)
+    from cpt.launch.spec import add_executor_arguments
+
+    add_executor_arguments(p)
 
 
 def config_from_args(args: argparse.Namespace, **overrides):
@@ -105,12 +109,28 @@ def run(args: argparse.Namespace) -> int:
     from cpt.shards.pipeline import run_preprocess
     from cpt.tokenizers.base import TokenizerError
 
+    from cpt.launch import LaunchError
+
     try:
-        run_preprocess(config_from_args(args))
-    except (CorpusError, ShardError, TokenizerError, FileNotFoundError, ValueError) as e:
+        if getattr(args, "executor", None):
+            _run_launched(args)
+        else:
+            run_preprocess(config_from_args(args))
+    except (CorpusError, ShardError, TokenizerError, FileNotFoundError, ValueError, LaunchError) as e:
         print(f"cpt preprocess: error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def _run_launched(args: argparse.Namespace) -> None:
+    """All --num-shards slices on --executor, then the assembly: the bytes of one process."""
+    from cpt.launch import spec_from_args
+    from cpt.shards.launched import run_launched
+
+    if args.shard_index:
+        raise ValueError("--executor runs every slice: give --num-shards N without --shard-index")
+    spec = spec_from_args(args, progress=not args.no_progress)
+    run_launched(config_from_args(args, num_shards=1), spec, args.num_shards)
 
 
 def main(argv=None) -> int:

@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     from cpt.annotate.inputs import check_merge_arguments, run_inputs
     from cpt.annotate.perplexity import PerplexityAnnotator, PerplexityAnnotatorFactory
 
+    from cpt.annotate.launched import maybe_launch
+
+    launched = maybe_launch("score", add_arguments, args, "ppl")
+    if launched is not None:
+        return launched
     check_merge_arguments(args)
     if args.merge:
         return run_inputs(args, None, "ppl", PerplexityAnnotator.columns, {})

@@ -9,6 +9,7 @@ input or settings.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -69,11 +70,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="share of answer content words found in the snippet (0: off)")
     f.add_argument("--near-dup-threshold", type=float, default=0.8, help="MinHash Jaccard (1: off)")
     f.add_argument("--corrupt-rate", type=float, default=0.0, help="fraction of answers made wrong")
+    _add_work_arguments(p)
+
+
+def _add_work_arguments(p: argparse.ArgumentParser) -> None:
     w = p.add_argument_group("work")
     w.add_argument("--shard-index", type=int, default=0)
     w.add_argument("--num-shards", type=int, default=1)
     w.add_argument("--finalize-only", action="store_true", help="re-filter the journal without generating")
+    w.add_argument("--merge", action="store_true",
+                   help="finalize the parts of a --num-shards run (OUTPUT.part-*-of-*.jsonl) into OUTPUT")
     w.add_argument("--progress-every", type=float, default=10.0, help="seconds between progress lines")
+    from cpt.launch.spec import add_executor_arguments
+
+    add_executor_arguments(p, retries_flag="--slice-retries")
 
 
 def build_tasks(args: argparse.Namespace):
@@ -128,6 +138,67 @@ def _science_tasks(args: argparse.Namespace, skipped):
     return tasks.science_tasks(snips, assigned, templates, args.samples, args.pairs_per_snippet, only, skipped)
 
 
+def _part(output: Path, index: int, count: int) -> Path:
+    return output.with_name(f"{output.name}.part-{index:05d}-of-{count:05d}.jsonl")
+
+
+def _merge_journals(args: argparse.Namespace) -> None:
+    """OUTPUT.journal.jsonl from the journals of all parts: then finalizing it over the whole work
+    list (global dedup, error injection, order) is what one process does with its own journal."""
+    from cpt.annotate.scaleout import PART_RE
+    from cpt.io import write_bytes_atomic
+    from cpt.synth.pipeline import journal_path
+
+    if args.shard_index or args.num_shards != 1:
+        raise ValueError("--merge combines all parts: give it without --shard-index/--num-shards")
+    out = args.output
+    counts = {int(m.group(2)) for p in out.parent.glob(f"{out.name}.part-*-of-*.jsonl")
+              if (m := PART_RE.search(p.name)) and p.name[: m.start()] == out.name}
+    if len(counts) != 1:
+        raise ValueError(f"{out}: expected the parts of one --num-shards run, found counts {sorted(counts)}")
+    count = counts.pop()
+    parts = [_part(out, i, count) for i in range(count)]
+    missing = [str(p) for p in parts if not journal_path(p).is_file()]
+    if missing:
+        raise ValueError(f"{len(missing)} of {count} parts of {out} have no journal: {', '.join(missing[:3])}")
+    seen: set[str] = set()
+    lines: list[bytes] = []
+    for p in parts:
+        for line in journal_path(p).read_bytes().splitlines(keepends=True):
+            if line.endswith(b"\n") and (key := json.loads(line)["key"]) not in seen:
+                seen.add(key)
+                lines.append(line)
+    write_bytes_atomic(journal_path(out), b"".join(lines))
+
+
+def _run_launched(args: argparse.Namespace) -> int:
+    """Every slice (the command with --shard-index/--output of its part) on --executor, then --merge."""
+    import sys
+
+    from cpt.launch import Task, launch, spec_from_args
+    from cpt.launch.argv import argv_of
+    from cpt.launch.spec import EXECUTOR_DESTS
+
+    if args.shard_index or args.merge or args.finalize_only:
+        raise ValueError("--executor runs every slice and the merge: give --num-shards N without "
+                         "--shard-index / --merge / --finalize-only")
+    parser = argparse.ArgumentParser(prog="cpt synth")
+    add_arguments(parser)
+    base = argv_of(parser, args, drop=(*EXECUTOR_DESTS, "shard_index", "num_shards", "output", "merge"))
+    n, out = args.num_shards, args.output
+    tasks = [Task(name=f"slice-{i:05d}-of-{n:05d}", fn="cpt.cli:task",
+                  kwargs={"argv": ["synth", "--shard-index", str(i), "--num-shards", str(n),
+                                   "--output", str(_part(out, i, n)), *base]}) for i in range(n)]
+    merge = Task(name="merge", fn="cpt.cli:task", kwargs={"argv": ["synth", "--merge", "--output", str(out), *base]})
+    launch(tasks, merge, spec_from_args(args), out.with_name(out.name + ".launch"), "synth")
+    summary = json.loads(out.with_name(out.name + ".summary.json").read_text())
+    keys = ("tasks", "generated_now", "resumed_from_journal", "generation_failed", "missing", "pairs_kept",
+            "rejected", "seconds")
+    print(json.dumps({k: summary[k] for k in keys}))
+    print(f"synth: {n} slices merged into {out}", file=sys.stderr)
+    return 0 if summary["missing"] == 0 else 3
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -139,7 +210,18 @@ def run(args: argparse.Namespace) -> int:
     from cpt.synth.sampling_config import load_sampling
     from cpt.synth.snippets import InputError
 
+    from cpt.launch import LaunchError
+
+    if getattr(args, "executor", None):
+        try:
+            return _run_launched(args)
+        except (LaunchError, ValueError) as e:
+            print(f"cpt synth: error: {e}", file=sys.stderr)
+            return 1
     try:
+        if args.merge:
+            _merge_journals(args)
+            args.finalize_only = True
         params = load_sampling(args.recipe, max_new_tokens=args.max_new_tokens,
                                temperature=args.temperature, top_p=args.top_p)
         filters = FilterConfig(

@@ -25,6 +25,11 @@ def run(args: argparse.Namespace) -> int:
     from cpt.annotate.runner import Ready
     from cpt.annotate.tagging import TopicAnnotator, TopicAnnotatorFactory
 
+    from cpt.annotate.launched import maybe_launch
+
+    launched = maybe_launch("tag", add_arguments, args, "topic")
+    if launched is not None:
+        return launched
     check_merge_arguments(args)
     if args.merge:
         return run_inputs(args, None, "topic", TopicAnnotator.columns, {})

@@ -36,7 +36,8 @@ WORK_VERSION = 1
 # engine=auto: below this much input, loading and probing gigatoken costs more than it saves.
 AUTO_FAST_MIN_BYTES = 4 << 20
 # What a run writes beside PREFIX (temporary names start the same way).
-_OUR_SUFFIXES = ("bin", "idx", "meta.parquet", "manifest.json", "skipped.jsonl", "summary.json", "cpt-work")
+_OUR_SUFFIXES = ("bin", "idx", "meta.parquet", "manifest.json", "skipped.jsonl", "summary.json", "cpt-work",
+                 "launch")
 
 
 @dataclass(kw_only=True)
@@ -157,20 +158,42 @@ def _run_chunks(job: Job, todo: list[Chunk], workers: int, progress: Progress, e
     return sorted(results, key=lambda r: r["chunk"])
 
 
-def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
-    """Run the whole pipeline; return the summary (also written to OUTPUT_PREFIX.summary.json)."""
+@dataclass
+class Prepared:
+    """A run planned: what every slice and the final assembly share (see `prepare`)."""
+
+    cfg: PreprocessConfig
+    tokenizer: Any
+    engine: Any
+    files: list
+    ignored: list[str]
+    plan: list[Chunk]
+    job: Job
+    dtype: np.dtype
+
+    @property
+    def work(self) -> Path:
+        return Path(self.job.work_dir)
+
+    def todo(self, chunks: list[Chunk]) -> list[Chunk]:
+        return [c for c in chunks if not _done(self.work, c, self.cfg.json_keys)]
+
+
+def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = True) -> Prepared:
+    """Load the tokenizer, list and plan the input, pick the engine (only if it will `encode`: the
+    final assembly of a launch does not). With `own_work_dir` (one run, or the driver of a launch)
+    set up the work folder; a launched slice instead checks that the folder its driver set up
+    belongs to this very plan."""
     from cpt.tokenizers import load_tokenizer
     from cpt.tokenizers.engine import Encoder
 
-    t0 = time.perf_counter()
     tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
     files, ignored = _select_files(cfg)
     small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
-    engine = Encoder(tokenizer, "reference" if small else cfg.engine)
+    engine = Encoder(tokenizer, "reference" if small or not encode else cfg.engine)
     if small:
         engine.fallback_reason = f"input under {AUTO_FAST_MIN_BYTES >> 20} MB: the reference is faster than loading gigatoken"
     plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
-    mine = shard_slice(plan, cfg.shard_index, cfg.num_shards) if cfg.num_shards > 1 else plan
     dtype = optimal_dtype(tokenizer.vocab_size)
     job = Job(
         work_dir=f"{cfg.output_prefix}.cpt-work",
@@ -179,25 +202,61 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
         dtype=dtype.name, append_eod=cfg.append_eod, on_error=cfg.on_error,
         manifest=_manifest_base(cfg, tokenizer, files),
     )
-    work = Path(job.work_dir)
-    _prepare_work_dir(work, _fingerprint(cfg, files, tokenizer.sha256))
-    todo = [c for c in mine if not _done(work, c, cfg.json_keys)]
+    fingerprint = _fingerprint(cfg, files, tokenizer.sha256)
+    if own_work_dir:
+        _prepare_work_dir(Path(job.work_dir), fingerprint)
+    else:
+        _check_work_dir(Path(job.work_dir), fingerprint)
+    return Prepared(cfg, tokenizer, engine, files, ignored, plan, job, dtype)
+
+
+def _check_work_dir(work: Path, fingerprint: dict[str, Any]) -> None:
+    try:
+        same = json.loads((work / "plan.json").read_text()) == fingerprint
+    except (OSError, ValueError):
+        same = False
+    if not same:
+        raise ValueError(f"{work}: the work folder is missing or belongs to another plan (inputs or options "
+                         f"changed since the launch started); rerun the command")
+
+
+def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
+    """Run the whole pipeline; return the summary (also written to OUTPUT_PREFIX.summary.json)."""
+    t0 = time.perf_counter()
+    p = prepare(cfg)
+    mine = shard_slice(p.plan, cfg.shard_index, cfg.num_shards) if cfg.num_shards > 1 else p.plan
+    todo = p.todo(mine)
+    _print_header(p, mine, todo, f", shard {cfg.shard_index}/{cfg.num_shards}: {len(mine)} chunks"
+                  if cfg.num_shards > 1 else "")
+    progress = Progress("preprocess", sum(c.size for c in todo), cfg.progress)
+    results = _run_chunks(p.job, todo, cfg.workers, progress, p.engine)
+    progress.close()
+    return finish(p, mine, results, len(mine) - len(todo), t0, time.perf_counter() - t0)
+
+
+def _print_header(p: Prepared, mine: list[Chunk], todo: list[Chunk], slice_note: str,
+                  engine_note: str | None = None) -> None:
+    tok, engine = p.tokenizer, p.engine
+    if engine_note is None:
+        engine_note = engine.name + (f" [{engine.fallback_reason}]" if engine.fast is None and engine.fallback_reason
+                                     else "")
     print(
-        f"[preprocess] {len(files)} files, {len(plan)} chunks"
-        + (f", shard {cfg.shard_index}/{cfg.num_shards}: {len(mine)} chunks" if cfg.num_shards > 1 else "")
+        f"[preprocess] {len(p.files)} files, {len(p.plan)} chunks" + slice_note
         + (f", {len(mine) - len(todo)} already done (resuming)" if len(todo) < len(mine) else "")
-        + f"; tokenizer {tokenizer.name} (vocab {tokenizer.vocab_size}, eod {tokenizer.eod}, {dtype.name});"
-        + f" engine {engine.name}" + (f" [{engine.fallback_reason}]" if engine.fast is None and engine.fallback_reason else ""),
+        + f"; tokenizer {tok.name} (vocab {tok.vocab_size}, eod {tok.eod}, {p.dtype.name}); engine {engine_note}",
         file=sys.stderr, flush=True,
     )
-    progress = Progress("preprocess", sum(c.size for c in todo), cfg.progress)
-    results = _run_chunks(job, todo, cfg.workers, progress, engine)
-    progress.close()
-    t_tokenize = time.perf_counter() - t0
-    outputs = _assemble(cfg, job, work, mine, dtype)
-    shutil.rmtree(work, ignore_errors=True)
+
+
+def finish(p: Prepared, mine: list[Chunk], results: list[dict[str, Any]], resumed: int, t0: float,
+           t_tokenize: float, outputs: dict[str, dict] | None = None) -> dict[str, Any]:
+    """Assemble the chunks of `mine` into the final shards (unless `outputs` says it was done
+    elsewhere), remove the work folder, write and print the summary."""
+    cfg = p.cfg
+    if outputs is None:
+        outputs = assemble(p, mine)
     elapsed = time.perf_counter() - t0
-    summary = _summary(cfg, outputs, results, engine.name, ignored, len(mine), len(mine) - len(todo))
+    summary = _summary(cfg, outputs, results, p.engine.name, p.ignored, len(mine), resumed)
     summary.update(seconds=round(elapsed, 3), seconds_tokenize=round(t_tokenize, 3),
                    docs_per_s=round(summary["written"] / elapsed, 1),
                    tokens_per_s=round(sum(summary["tokens"].values()) / elapsed, 1))
@@ -211,6 +270,13 @@ def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:
         file=sys.stderr, flush=True,
     )
     return summary
+
+
+def assemble(p: Prepared, mine: list[Chunk]) -> dict[str, dict]:
+    """Merge the chunks into the final shards, then remove the work folder; return the manifests."""
+    outputs = _assemble(p.cfg, p.job, p.work, mine, p.dtype)
+    shutil.rmtree(p.work, ignore_errors=True)
+    return outputs
 
 
 def _select_files(cfg: PreprocessConfig):

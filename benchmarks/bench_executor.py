@@ -1,0 +1,131 @@
+#!/usr/bin/env python
+"""Benchmark `cpt preprocess --executor ray` against `cpt preprocess --workers 2`, in the same run.
+
+Corpus: bench_preprocess's ≈200 MB (--mb) of jsonl that never repeats a document (People's Daily
+Chinese and Wikipedia English, each document a fresh random combination of sentences); tokenizer:
+SmolLM2's tokenizer.json (engine auto, as a user runs it). Every figure is a whole `cpt preprocess`
+process timed from start to exit:
+  direct    `--workers 2`: one process with a pool of 2 workers
+  ray       `--executor ray --ray-address ...` on a Ray cluster of this machine's 2 CPUs that is
+            already running (`ray start --head`, started by this script before timing, as a cluster
+            is on a real installation): connecting, planning in the driver, the slices (one CPU
+            each) and the final assembly
+  ray_cold  `--executor ray` with no cluster: the command starts a local Ray itself (no dashboard)
+Runs alternate in order from round to round and each mode's best time is compared; all outputs must
+be byte-identical. The last line is one JSON object; the load average is printed beside it, as other
+work on the machine changes wall times (Ray's fixed start-up costs grow most with load).
+"""
+from __future__ import annotations
+
+import argparse
+import filecmp
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+MODES = ("direct", "ray", "ray_cold")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["RAY_AUTH_MODE"] = "disabled"  # the head below and its driver: a private cluster on localhost
+    return env
+
+
+def start_cluster(port: int) -> subprocess.Popen:
+    """`ray start --head --block` with 2 CPUs; stopped through this process (by its pid) at the end."""
+    ray = Path(sys.executable).with_name("ray")
+    proc = subprocess.Popen([str(ray), "start", "--head", "--block", f"--port={port}", "--num-cpus=2",
+                             "--include-dashboard=false", f"--object-store-memory={96 << 20}",
+                             "--disable-usage-stats"], env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    import socket
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            time.sleep(3)  # the GCS listens before the node has registered
+            return proc
+        except OSError:
+            time.sleep(0.5)
+    proc.terminate()
+    raise SystemExit("the Ray head did not start")
+
+
+def run(mode: str, corpus: Path, out: Path, tokenizer: str, slices: int, address: str) -> float:
+    cmd = [sys.executable, "-m", "cpt.cli", "preprocess", "--input", str(corpus), "--output-prefix", str(out),
+           "--tokenizer", tokenizer, "--no-progress"]
+    if mode == "direct":
+        cmd += ["--workers", "2"]
+    else:
+        cmd += ["--executor", "ray", "--num-shards", str(slices), "--local-cpus", "2"]
+        cmd += ["--ray-address", address] if mode == "ray" else []
+    env = _env()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{mode} failed:\n{proc.stderr[-3000:]}")
+    return seconds
+
+
+def same_output(a: Path, b: Path) -> bool:
+    return all(filecmp.cmp(f"{a}{s}", f"{b}{s}", shallow=False)
+               for s in (".bin", ".idx", ".meta.parquet", ".manifest.json", ".skipped.jsonl"))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--mb", type=float, default=200.0, help="corpus size in MB (default 200)")
+    p.add_argument("--slices", type=int, default=2, help="--num-shards of the Ray run (default 2)")
+    p.add_argument("--rounds", type=int, default=1, help="runs of each mode, alternating order (default 1)")
+    p.add_argument("--port", type=int, default=6391, help="port of the Ray head started for the `ray` mode")
+    p.add_argument("--keep", default=None, help="keep the corpus and outputs in this folder")
+    args = p.parse_args()
+    from bench_preprocess import make_corpus
+    from cpt.assets import smollm2_hf_dir
+
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_executor_"))
+    work.mkdir(parents=True, exist_ok=True)
+    corpus = work / "corpus.jsonl"
+    info = make_corpus(corpus, args.mb) if not corpus.is_file() else {"bytes": corpus.stat().st_size}
+    load_before = os.getloadavg()[0]
+    print(f"corpus {info['bytes'] / 1e6:.1f} MB; load average before: {load_before:.1f} "
+          f"(wall-clock figures depend on other work on this machine)", file=sys.stderr)
+    times: dict[str, list[float]] = {m: [] for m in MODES}
+    head = start_cluster(args.port)
+    try:
+        for r in range(args.rounds):
+            for mode in (MODES if r % 2 == 0 else MODES[::-1]):
+                seconds = run(mode, corpus, work / mode, str(smollm2_hf_dir()), args.slices,
+                              f"127.0.0.1:{args.port}")
+                times[mode].append(seconds)
+                print(f"round {r} {mode}: {seconds:.1f} s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+    identical = same_output(work / "direct", work / "ray") and same_output(work / "direct", work / "ray_cold")
+    retried = sum(json.loads((work / f"{m}.launch" / "summary.json").read_text())["retried"] for m in MODES[1:])
+    best = {m: min(t) for m, t in times.items()}
+    print(json.dumps({
+        "bench": "executor", "ray_s": round(best["ray"], 2), "direct_s": round(best["direct"], 2),
+        "ratio": round(best["ray"] / best["direct"], 3), "slices": args.slices,
+        "ray_cold_s": round(best["ray_cold"], 2), "ratio_cold": round(best["ray_cold"] / best["direct"], 3),
+        "identical": identical, "mb": round(info["bytes"] / 1e6, 1), "rounds": args.rounds, "retried": retried,
+        "load_average_before": round(load_before, 1), "load_average_end": round(os.getloadavg()[0], 1),
+    }))
+
+
+if __name__ == "__main__":
+    main()

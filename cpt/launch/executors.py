@@ -1,0 +1,140 @@
+"""Where tasks run: a local process pool, Ray tasks, Slurm jobs through submitit.
+
+An executor only submits one attempt of a task and tells when it ended (its result, or a one-line
+reason); the retry policy, progress and summary are the driver's (`cpt.launch.run`). Each engine's
+own retries are turned off so that every retry is counted and named in one place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from cpt.launch.spec import LaunchError, LaunchSpec
+from cpt.launch.task import Task, log_path, run_task
+
+
+@dataclass(eq=False)
+class Attempt:
+    task: Task
+    number: int
+    handle: Any = None
+    handle_id: str = ""
+    started: float = field(default_factory=time.time)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no message"
+
+
+def _log_tail(launch_dir: Path, attempt: Attempt) -> str:
+    try:
+        return _last_line(log_path(launch_dir, attempt.task.name, attempt.number).read_text(errors="replace")[-4000:])
+    except OSError:
+        return "no log"
+
+
+class Executor:
+    """Submit attempts, report finished ones. Subclasses implement `submit` and `wait`."""
+
+    def __init__(self, spec: LaunchSpec, launch_dir: Path):
+        self.spec, self.launch_dir = spec, launch_dir
+
+    def start(self) -> None:
+        """Connect to the engine (or start it); errors are LaunchError with one line."""
+
+    def stop(self) -> None:
+        """Release what `start` acquired."""
+
+    def capacity(self) -> int:
+        """How many attempts may be in flight (the engine queues the rest itself when large)."""
+        return 1 << 20
+
+    def submit_many(self, batch: Sequence[tuple[Task, int]]) -> list[Attempt]:
+        return [self.submit(task, number) for task, number in batch]
+
+    def submit(self, task: Task, number: int) -> Attempt:
+        raise NotImplementedError
+
+    def wait(self, running: list[Attempt], timeout: float) -> list[tuple[Attempt, dict | None, str | None]]:
+        """Attempts that ended within `timeout`: (attempt, run_task's dict, None) or (attempt, None, why)."""
+        raise NotImplementedError
+
+    def plan_merge(self, merge: Task | None) -> None:
+        """The merge that will follow the tasks (Slurm submits it at once, as a dependent job)."""
+
+    def run_merge(self, merge: Task, after: list[str]) -> dict[str, Any]:
+        """Run the merge once every task succeeded (here, in the driver); return its result."""
+        return run_task(merge, str(self.launch_dir), 1)["result"]
+
+
+class LocalExecutor(Executor):
+    """One fresh process per attempt (`python -m cpt.launch.worker`), as many at once as CPUs allow."""
+
+    def capacity(self) -> int:
+        cpus = self.spec.local_cpus or os.cpu_count() or 1
+        return max(1, cpus // self.spec.cpus_per_task)
+
+    def submit(self, task: Task, number: int) -> Attempt:
+        spec_file = self.launch_dir / "tasks" / f"{task.name}.attempt-{number}.json"
+        spec_file.parent.mkdir(parents=True, exist_ok=True)
+        spec_file.write_text(json.dumps({"task": task.to_json(), "launch_dir": str(self.launch_dir),
+                                         "attempt": number}))
+        env = {**os.environ, "OMP_NUM_THREADS": str(self.spec.cpus_per_task)}
+        proc = subprocess.Popen([sys.executable, "-m", "cpt.launch.worker", str(spec_file)], env=env,
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.live.append(proc)
+        return Attempt(task, number, proc, f"pid-{proc.pid}")
+
+    live: list[subprocess.Popen]
+
+    def start(self) -> None:
+        self.live = []
+
+    def stop(self) -> None:
+        """An interrupted driver takes its workers with it (a rerun resumes their work)."""
+        for proc in self.live:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+
+    def wait(self, running, timeout):
+        deadline = time.monotonic() + timeout
+        while True:
+            ended = [a for a in running if a.handle.poll() is not None]
+            if ended or time.monotonic() >= deadline:
+                return [self._outcome(a) for a in ended]
+            time.sleep(0.05)
+
+    def _outcome(self, a: Attempt):
+        proc: subprocess.Popen = a.handle
+        stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+        result_file = self.launch_dir / "tasks" / f"{a.task.name}.attempt-{a.number}.result.json"
+        if proc.returncode == 0 and result_file.is_file():
+            return a, json.loads(result_file.read_text()), None
+        if proc.returncode < 0:
+            return a, None, f"worker pid {proc.pid} killed by signal {-proc.returncode}"
+        why = _last_line(stderr) if stderr.strip() else _log_tail(self.launch_dir, a)
+        return a, None, f"exit {proc.returncode}: {why}"
+
+
+def make_executor(spec: LaunchSpec, launch_dir: Path) -> Executor:
+    launch_dir = Path(launch_dir).absolute()  # tasks may start in another folder (Ray, Slurm)
+    if spec.executor == "local":
+        return LocalExecutor(spec, launch_dir)
+    if spec.executor == "ray":
+        from cpt.launch.ray_executor import RayExecutor
+
+        return RayExecutor(spec, launch_dir)
+    from cpt.launch.slurm import SlurmExecutor
+
+    return SlurmExecutor(spec, launch_dir)
+
+
+__all__ = ["Attempt", "Executor", "LaunchError", "LocalExecutor", "make_executor"]

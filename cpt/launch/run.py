@@ -1,0 +1,152 @@
+"""The driver loop every executor shares: submit, wait, retry, show progress, merge, summarize.
+
+    report = launch(tasks, merge, spec, launch_dir, label)
+
+Each task is submitted; a failed attempt (an exception, a non-zero exit, a killed worker) is
+submitted again until it has had `1 + max_retries` attempts. Because tasks resume, a retry finishes
+the work of the attempt before it. When every task succeeded, the merge task runs (in this process
+for local and Ray, as a dependent job for Slurm); when any task failed for good, the merge does not
+run and `LaunchError` names the failed tasks and their logs - rerunning the same command then
+finishes only those, as the finished ones find their output committed. Either way
+`LAUNCH/summary.json` records every attempt (written last).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from cpt.launch.executors import Attempt, Executor, make_executor
+from cpt.launch.progress import PROGRESS_ENV, Board
+from cpt.launch.spec import LaunchError, LaunchSpec
+from cpt.launch.task import Task, log_path
+
+SUMMARY_VERSION = 1
+
+
+@dataclass
+class TaskRecord:
+    task: Task
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+    result: dict[str, Any] | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.result is not None
+
+
+@dataclass
+class Report:
+    """What a launch did: per-task results (in task order) and the merge's result."""
+
+    results: list[dict[str, Any]]
+    merge: dict[str, Any] | None
+    summary: dict[str, Any]
+
+
+def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_dir: str | Path,
+           label: str, executor: Executor | None = None) -> Report:
+    """Run every task on `spec.executor` with retries, then `merge`; see the module docstring.
+
+    `executor`: one the caller started already (to overlap its start with planning); it is
+    stopped here like one made here."""
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise ValueError(f"task names must be unique: {names}")
+    launch_dir = Path(launch_dir).absolute()
+    tasks = [dataclasses.replace(t, env={**forwarded_env(), **t.env}, cwd=t.cwd or os.getcwd()) for t in tasks]
+    if merge is not None:
+        merge = dataclasses.replace(merge, env={**forwarded_env(), **merge.env}, cwd=merge.cwd or os.getcwd())
+    (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
+    for stale in (launch_dir / "progress").glob("*.json"):
+        stale.unlink()
+    t0 = time.time()
+    records = {t.name: TaskRecord(t) for t in tasks}
+    board = Board(f"{label} {spec.executor}", [t.units for t in tasks], names, launch_dir, spec.progress)
+    if executor is None:
+        executor = make_executor(spec, launch_dir)
+        executor.start()
+    try:
+        executor.plan_merge(merge)
+        _drive(executor, records, spec, board)
+        failed = [r for r in records.values() if not r.ok]
+        merged = None
+        if not failed and merge is not None:
+            merged = executor.run_merge(merge, [records[n].attempts[-1]["handle_id"] for n in names])
+        board.refresh(force=True)
+    finally:
+        executor.stop()
+    summary = _summary(records, merge, merged, spec, label, board, time.time() - t0)
+    from cpt.io import write_json_atomic
+
+    write_json_atomic(launch_dir / "summary.json", summary, sort_keys=True)
+    if failed:
+        raise LaunchError(_failure_line(failed, spec, launch_dir, label))
+    return Report([records[n].result for n in names], merged, summary)
+
+
+def forwarded_env() -> dict[str, str]:
+    """The driver's CPT_* settings (CPT_TRACEBACK, test hooks) reach every task, wherever it runs."""
+    return {k: v for k, v in os.environ.items() if k.startswith("CPT_") and k != PROGRESS_ENV}
+
+
+def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec, board: Board) -> None:
+    queue: list[tuple[Task, int]] = [(r.task, 1) for r in records.values()]
+    running: dict[Any, Attempt] = {}
+    while queue or running:
+        room = executor.capacity() - len(running)
+        batch, queue = queue[:max(room, 0)], queue[max(room, 0):]
+        for attempt in executor.submit_many(batch):
+            running[attempt.handle] = attempt
+        board.running = len(running)
+        for attempt, outcome, error in executor.wait(list(running.values()), timeout=0.5):
+            del running[attempt.handle]
+            rec = records[attempt.task.name]
+            rec.attempts.append({"attempt": attempt.number, "handle_id": attempt.handle_id,
+                                 "ok": error is None, "error": error,
+                                 "seconds": round(time.time() - attempt.started, 3),
+                                 **({k: outcome[k] for k in ("pid", "host")} if outcome else {})})
+            if error is None:
+                rec.result = outcome["result"]
+                board.done.add(attempt.task.name)
+            elif attempt.number <= spec.max_retries:
+                board.retried += 1
+                queue.append((attempt.task, attempt.number + 1))
+            else:
+                board.failed += 1
+        board.running = len(running)
+        board.refresh()
+
+
+def _failure_line(failed: list[TaskRecord], spec: LaunchSpec, launch_dir: Path, label: str) -> str:
+    named = ", ".join(
+        f"{r.task.name} ({r.attempts[-1]['error']}; log {log_path(launch_dir, r.task.name, r.attempts[-1]['attempt'])})"
+        for r in failed[:3])
+    more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+    return (f"{len(failed)} task(s) failed after {spec.max_retries + 1} attempt(s): {named}{more}; the merge "
+            f"did not run; rerun the same command to finish only these (summary {launch_dir / 'summary.json'})")
+
+
+def _summary(records: dict[str, TaskRecord], merge: Task | None, merged: dict[str, Any] | None,
+             spec: LaunchSpec, label: str, board: Board, seconds: float) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {
+        "version": SUMMARY_VERSION, "label": label, "spec": asdict(spec),
+        "tasks": [{"name": r.task.name, "fn": r.task.fn, "units": r.task.units, "ok": r.ok,
+                   "attempts": [{k: v for k, v in a.items() if k != "handle_id"} | {"id": a["handle_id"]}
+                                for a in r.attempts],
+                   "result": r.result} for r in records.values()],
+        "succeeded": sum(r.ok for r in records.values()),
+        "failed": [r.task.name for r in records.values() if not r.ok],
+        "retried": sum(max(len(r.attempts) - 1, 0) for r in records.values()),
+        "merge": None if merge is None else {"fn": merge.fn, "ran": merged is not None, "result": merged},
+        "docs": board.docs, "seconds": round(seconds, 3),
+        "docs_per_s": round(board.docs / seconds, 1) if seconds > 0 else 0.0,
+    }
+
+
+__all__ = ["LaunchError", "Report", "launch"]

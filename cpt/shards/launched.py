@@ -1,0 +1,94 @@
+"""`cpt preprocess --executor E --num-shards N`: all slices on an executor, then one assembly.
+
+The driver plans the input and sets up the work folder (`PREFIX.cpt-work/`, keyed by the plan
+fingerprint) exactly as a one-process run does; each slice task tokenizes its contiguous run of
+chunks (`shard_slice`) into that same folder, skipping chunks already finished, so a retried or
+rerun slice resumes; the merge task assembles every chunk in plan order, as a one-process run does.
+The output is therefore the one-process output byte for byte, whatever the executor, the number
+of slices or the number of attempts; and a killed one-process run can be finished by a launch (and
+the other way round), as both use the same fingerprint. Requires a file system all tasks share.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from cpt.corpus.plan import shard_slice
+from cpt.launch import LaunchSpec, Task, launch
+from cpt.launch.executors import make_executor
+from cpt.launch.progress import TaskProgress
+from cpt.shards.pipeline import PreprocessConfig, _run_chunks, assemble, finish, prepare
+
+
+def _config(config: dict[str, Any]) -> PreprocessConfig:
+    return PreprocessConfig(**config)
+
+
+def slice_task(config: dict[str, Any], index: int, count: int) -> dict[str, Any]:
+    """Tokenize the chunks of slice `index` of `count` not finished yet into the shared work folder."""
+    p = prepare(_config(config), own_work_dir=False)
+    mine = shard_slice(p.plan, index, count)
+    todo = p.todo(mine)
+    print(f"[preprocess] slice {index}/{count}: {len(mine)} chunks, {len(mine) - len(todo)} already done",
+          file=sys.stderr, flush=True)
+    progress = TaskProgress()
+    results = _run_chunks(p.job, todo, p.cfg.workers, progress, p.engine)
+    progress.close()
+    return {"chunks": len(mine), "chunks_resumed": len(mine) - len(todo), "results": results}
+
+
+def merge_task(config: dict[str, Any]) -> dict[str, Any]:
+    """Assemble all chunks into the final shards (the one-process bytes); return their manifests."""
+    p = prepare(_config(config), own_work_dir=False, encode=False)
+    missing = p.todo(p.plan)
+    if missing:
+        raise ValueError(f"{p.work}: {len(missing)} chunks are not finished (first: chunk {missing[0].index}); "
+                         f"rerun the command")
+    return assemble(p, p.plan)
+
+
+def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[str, Any]:
+    """Plan here, run `slices` slice tasks on `spec.executor`, assemble; return the summary."""
+    t0 = time.perf_counter()
+    whole = dataclasses.replace(cfg, shard_index=0, num_shards=1, workers=spec.cpus_per_task, progress=False)
+    executor = make_executor(spec, launch_dir(cfg))
+    with ThreadPoolExecutor(1) as pool:  # plan here while the executor starts (Ray: seconds)
+        planned = pool.submit(prepare, whole, True, False)  # the driver encodes nothing: no engine probe
+        try:
+            executor.start()
+        except BaseException:
+            planned.result()
+            raise
+        try:
+            p = planned.result()
+        except BaseException:
+            executor.stop()
+            raise
+    todo = p.todo(p.plan)
+    from cpt.shards.pipeline import _print_header
+
+    _print_header(p, p.plan, todo, f", {slices} slices on {spec.executor}",
+                  f"{whole.engine} (chosen and verified in each slice)")
+    config = dataclasses.asdict(whole)
+    tasks = [Task(name=f"slice-{i:05d}-of-{slices:05d}", fn=f"{__name__}:slice_task",
+                  kwargs={"config": config, "index": i, "count": slices},
+                  units=sum(c.size for c in p.todo(shard_slice(p.plan, i, slices))))
+             for i in range(slices)]
+    merge = Task(name="merge", fn=f"{__name__}:merge_task", kwargs={"config": config})
+    report = launch(tasks, merge, spec, launch_dir(cfg), "preprocess", executor=executor)
+    results = sorted((r for out in report.results for r in out["results"]), key=lambda r: r["chunk"])
+    t_tokenize = time.perf_counter() - t0
+    summary = finish(p, p.plan, results, len(p.plan) - len(todo), t0, t_tokenize, outputs=report.merge)
+    summary["launch"] = str(launch_dir(cfg) / "summary.json")
+    return summary
+
+
+def launch_dir(cfg: PreprocessConfig) -> Path:
+    return Path(f"{cfg.output_prefix}.launch")
+
+
+__all__ = ["merge_task", "run_launched", "slice_task"]

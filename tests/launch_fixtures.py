@@ -1,0 +1,63 @@
+"""What the launch tests share: a real corpus cut into many small chunks, output comparison, and a
+killer that SIGKILLs the process running a slice once it has finished part of its work."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from annotate_fixtures import mixed_corpus
+from cpt.assets import mistral_tokenizer_dir
+
+SP_MODEL = str(mistral_tokenizer_dir() / "tokenizer.model.v1")  # SentencePiece: loads in milliseconds
+SUFFIXES = (".bin", ".idx", ".meta.parquet", ".manifest.json", ".skipped.jsonl")
+CHUNK_MB = "0.004"
+
+
+def write_corpus(root: Path) -> Path:
+    """Real Chinese (People's Daily) and English (Wikipedia) text: a jsonl file and a parquet file."""
+    docs = mixed_corpus(n_zh=30, n_en=30)
+    root.mkdir(parents=True)
+    with open(root / "a.jsonl", "w", encoding="utf-8") as f:
+        for d in docs[::2]:
+            f.write(json.dumps(d, ensure_ascii=False) + "\n")
+    pq.write_table(pa.Table.from_pylist(docs[1::2]), root / "b.parquet", row_group_size=3)
+    return root
+
+
+def files_of(prefix: Path | str) -> dict[str, bytes]:
+    return {s: Path(f"{prefix}{s}").read_bytes() for s in SUFFIXES}
+
+
+def preprocess_argv(corpus: Path, out: Path, *extra: str) -> list[str]:
+    return ["preprocess", "--input", str(corpus), "--output-prefix", str(out), "--tokenizer", SP_MODEL,
+            "--chunk-mb", CHUNK_MB, "--no-progress", *extra]
+
+
+class SliceKiller(threading.Thread):
+    """SIGKILL the process of `task`'s first attempt as soon as `done()` says it did part of its work."""
+
+    def __init__(self, launch_dir: Path, task: str, done, timeout: float = 120.0):
+        super().__init__(daemon=True)
+        self.progress = Path(launch_dir) / "progress" / f"{task}.json"
+        self.done, self.timeout = done, timeout
+        self.killed_pid: int | None = None
+
+    def run(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while time.monotonic() < deadline:
+            try:
+                state = json.loads(self.progress.read_text())
+            except (OSError, ValueError):
+                state = None
+            if state and state["attempt"] == 1 and self.done():
+                os.kill(state["pid"], signal.SIGKILL)
+                self.killed_pid = state["pid"]
+                return
+            time.sleep(0.005)

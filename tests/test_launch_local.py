@@ -1,0 +1,159 @@
+"""The executor seam without Ray: the local process pool and submitit's local executor (the Slurm
+code path: an array job for the slices, then the merge job) give `cpt preprocess` the one-process
+bytes, also when the process of a slice is SIGKILLed mid-slice; argv round trips; bad settings."""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import sys
+
+import pytest
+
+from cpt.cli import main
+from cpt.launch import LaunchSpec
+from cpt.launch.argv import argv_of
+from cpt.shards.build import DELAY_ENV, chunk_dir
+from cpt.shards.pipeline import PreprocessConfig, run_preprocess
+from launch_fixtures import CHUNK_MB, SP_MODEL, SliceKiller, files_of, preprocess_argv, write_corpus
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("launch") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def single(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "one"
+    run_preprocess(PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
+                                    chunk_mb=float(CHUNK_MB), progress=False))
+    return out
+
+
+def _summary(out) -> dict:
+    return json.loads((out.parent / f"{out.name}.launch" / "summary.json").read_text())
+
+
+def test_local_pool_equals_one_process(corpus, single, tmp_path):
+    out = tmp_path / "local"
+    assert main(preprocess_argv(corpus, out, "--executor", "local", "--num-shards", "3", "--local-cpus", "2")) == 0
+    assert files_of(out) == files_of(single)
+    s = _summary(out)
+    assert s["succeeded"] == 3 and s["retried"] == 0 and s["docs"] == json.loads(
+        (tmp_path / "local.summary.json").read_text())["read"]
+
+
+@pytest.mark.slow
+def test_submitit_local_equals_one_process_after_a_killed_job(corpus, single, tmp_path, monkeypatch):
+    pytest.importorskip("submitit")
+    from cpt.corpus.files import list_inputs
+    from cpt.corpus.plan import make_plan, shard_slice
+
+    plan = make_plan(list_inputs([str(corpus)])[0], int(float(CHUNK_MB) * (1 << 20)))
+    first = shard_slice(plan, 1, 4)[0].index
+    out = tmp_path / "sub"
+    monkeypatch.setenv(DELAY_ENV, "0.3")
+    killer = SliceKiller(tmp_path / "sub.launch", "slice-00001-of-00004",
+                         lambda: (chunk_dir(f"{out}.cpt-work", first) / "text.manifest.json").is_file())
+    killer.start()
+    assert main(preprocess_argv(corpus, out, "--executor", "submitit-local", "--num-shards", "4")) == 0
+    killer.join()
+    assert killer.killed_pid is not None
+    assert files_of(out) == files_of(single)
+    s = _summary(out)
+    task = next(t for t in s["tasks"] if t["name"] == "slice-00001-of-00004")
+    assert [a["ok"] for a in task["attempts"]] == [False, True] and s["retried"] == 1
+    assert 1 <= task["result"]["chunks_resumed"] < task["result"]["chunks"]
+    assert s["merge"]["ran"] and (tmp_path / "sub.launch" / "logs" / "merge.attempt-1.log").is_file()
+
+
+def test_missing_submitit_and_bad_settings_say_one_line(corpus, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "submitit", None)
+    assert main(preprocess_argv(corpus, tmp_path / "x", "--executor", "slurm", "--num-shards", "2")) == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if " error: " in line]
+    assert err == ["cpt preprocess: error: --executor slurm needs submitit, which is not installed: "
+                   "pip install 'cpt[slurm]'"]
+    monkeypatch.delitem(sys.modules, "submitit")
+    if shutil.which("sbatch") is None and importlib.util.find_spec("submitit") is not None:
+        assert main(preprocess_argv(corpus, tmp_path / "x", "--executor", "slurm", "--num-shards", "2")) == 1
+        assert capsys.readouterr().err.splitlines()[-1] == (
+            "cpt preprocess: error: --executor slurm needs Slurm's sbatch on PATH, and this machine has none "
+            "(--executor submitit-local runs the same code path here)")
+    assert main(preprocess_argv(corpus, tmp_path / "x", "--executor", "local", "--num-shards", "2",
+                                "--shard-index", "1")) == 1
+    assert "give --num-shards N without --shard-index" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--max-retries must be >= 0"):
+        LaunchSpec(max_retries=-1)
+    with pytest.raises(ValueError, match="--executor must be one of local, ray, slurm, submitit-local"):
+        LaunchSpec(executor="k8s")
+
+
+def test_argv_round_trips_through_the_parser():
+    from cpt.commands import preprocess, tag
+
+    for module, argv in [
+        (tag, ["--model", "m", "--chunk-size", "8", "--device", "cpu", "--", "a", "b"]),
+        (preprocess, ["--no-append-eod", "--keep-fields", "url", "--input", "x", "y", "--output-prefix", "o",
+                      "--tokenizer-model", "t", "--slurm-option", "qos=low", "--slurm-option", "account=a"]),
+    ]:
+        parser = argparse.ArgumentParser()
+        module.add_arguments(parser)
+        args = parser.parse_args(argv)
+        assert parser.parse_args(argv_of(parser, args)) == args
+
+
+@pytest.mark.slow
+def test_synth_slices_on_the_local_pool_equal_one_process(tmp_path, capsys):
+    """Greedy generation one prompt at a time is a pure function of the prompt, so the parts' journals
+    merged and finalized over the whole work list give the one-process output byte for byte."""
+    facts = ["The net force on an object equals its mass times its acceleration.",
+             "Friction opposes the relative motion of two surfaces in contact.",
+             "Kinetic energy is one half of the mass times the square of the speed.",
+             "Momentum is the product of mass and velocity and is conserved in collisions."]
+    docs = tmp_path / "docs.jsonl"
+    docs.write_text("".join(json.dumps({"id": f"doc{i}", "text": f"{f} " * 3}) + "\n" for i, f in enumerate(facts)))
+    common = ["synth", "--input", str(docs), "--discipline", "physics", "--min-snippet-chars", "50",
+              "--pairs-per-snippet", "1", "--batch-size", "1", "--max-new-tokens", "8", "--temperature", "0",
+              "--progress-every", "0", "--threads", "1", "--corrupt-rate", "0.5"]
+    assert main([*common, "--output", str(tmp_path / "one.jsonl")]) == 0
+    assert main([*common, "--output", str(tmp_path / "many.jsonl"), "--executor", "local", "--num-shards", "2",
+                 "--local-cpus", "2"]) == 0
+    assert (tmp_path / "many.jsonl").read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+    def journal(name: str) -> dict:  # every generation (8 tokens: too short to parse into pairs here)
+        lines = (tmp_path / f"{name}.jsonl.journal.jsonl").read_text().splitlines()
+        return {r["key"]: r for r in map(json.loads, lines)}
+
+    assert journal("many") == journal("one") and len(journal("one")) == 4
+    keys = ("tasks", "missing", "pairs_kept", "rejected", "by_discipline", "corruption")
+    summaries = [json.loads((tmp_path / f"{n}.jsonl.summary.json").read_text()) for n in ("one", "many")]
+    assert [{k: s[k] for k in keys} for s in summaries] == [{k: summaries[0][k] for k in keys}] * 2
+    s = json.loads((tmp_path / "many.jsonl.launch" / "summary.json").read_text())
+    assert s["succeeded"] == 2 and s["merge"]["ran"]
+    assert all(t["result"]["argv"][6] == str(tmp_path / f"many.jsonl.part-0000{i}-of-00002.jsonl")
+               for i, t in enumerate(s["tasks"]))
+
+
+def test_progress_board_sums_the_tasks_reports(tmp_path):
+    import io
+
+    from cpt.launch.progress import PROGRESS_ENV, Board, TaskProgress, report, start_report
+
+    stream = io.StringIO()
+    board = Board("x local", [100, 300], ["a", "b"], tmp_path, enabled=True, stream=stream)
+    for name, nbytes, docs in (("a", 100, 7), ("b", 150, 5)):
+        path = tmp_path / "progress" / f"{name}.json"
+        with pytest.MonkeyPatch.context() as m:
+            m.setenv(PROGRESS_ENV, str(path))
+            start_report(path, 1)
+            TaskProgress().update(nbytes, docs, 0)
+            report(0, 0)
+            TaskProgress().close()
+    board.done.add("a")
+    board.retried, board.running = 1, 1
+    board.refresh(force=True)
+    line = stream.getvalue().strip()
+    assert line.startswith("[x local] 1/2 done, 1 running, 1 retried, 0 failed | 12 docs ")
+    assert " 62.5% " in line and "ETA 0:00:" in line  # (100 + 150) of 400 units

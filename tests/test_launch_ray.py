@@ -1,0 +1,174 @@
+"""`--executor ray` on one local Ray cluster (2 CPUs, no dashboard, small object store) shared by the
+module: `cpt preprocess` over 4 slices of a real corpus equals `--workers 1` byte for byte, also when a
+Ray worker is SIGKILLed mid-slice (the retried slice resumes from its finished chunks); the bad cases
+each end in one clear line; `cpt tag` / `cpt score` through Ray equal their one-process results."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from cpt.cli import main
+from cpt.corpus.files import list_inputs
+from cpt.corpus.plan import make_plan, shard_slice
+from cpt.shards.build import DELAY_ENV, chunk_dir
+from cpt.shards.pipeline import PreprocessConfig, run_preprocess
+from launch_fixtures import CHUNK_MB, SP_MODEL, SliceKiller, files_of, preprocess_argv, write_corpus
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+RAY = ["--executor", "ray", "--num-shards", "4"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster():
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=96 << 20, log_to_driver=False,
+             configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("launch") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def single(corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "one"
+    run_preprocess(PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
+                                    chunk_mb=float(CHUNK_MB), progress=False))
+    return out
+
+
+def _slice_chunks(corpus, index: int, count: int) -> list[int]:
+    plan = make_plan(list_inputs([str(corpus)])[0], int(float(CHUNK_MB) * (1 << 20)))
+    assert len(plan) >= 3 * count, "the corpus must give every slice several chunks"
+    return [c.index for c in shard_slice(plan, index, count)]
+
+
+def _summary(out) -> dict:
+    return json.loads((out.parent / f"{out.name}.launch" / "summary.json").read_text())
+
+
+def test_four_slices_equal_one_process_also_after_a_killed_worker(corpus, single, tmp_path, monkeypatch):
+    out = tmp_path / "ray"
+    assert main(preprocess_argv(corpus, out, *RAY)) == 0
+    assert files_of(out) == files_of(single)
+    assert not (tmp_path / "ray.cpt-work").exists()
+    summary = _summary(out)
+    assert summary["succeeded"] == 4 and summary["failed"] == [] and summary["merge"]["ran"]
+    assert json.loads((tmp_path / "ray.summary.json").read_text())["written"] > 0
+
+    # SIGKILL the Ray worker running slice 1 once it committed its first chunk: the retry resumes
+    monkeypatch.setenv(DELAY_ENV, "0.3")  # CPT_* reach the tasks: slow enough to be caught mid-slice
+    killed_out = tmp_path / "killed"
+    mine = _slice_chunks(corpus, 1, 4)
+    killer = SliceKiller(tmp_path / "killed.launch", "slice-00001-of-00004",
+                         lambda: (chunk_dir(f"{killed_out}.cpt-work", mine[0]) / "text.manifest.json").is_file())
+    killer.start()
+    assert main(preprocess_argv(corpus, killed_out, *RAY)) == 0
+    killer.join()
+    assert killer.killed_pid is not None
+    assert files_of(killed_out) == files_of(single)
+    task = next(t for t in _summary(killed_out)["tasks"] if t["name"] == "slice-00001-of-00004")
+    assert [a["ok"] for a in task["attempts"]] == [False, True]
+    assert "Ray worker died" in task["attempts"][0]["error"] and task["attempts"][0].get("pid") is None
+    assert 1 <= task["result"]["chunks_resumed"] < task["result"]["chunks"] == len(mine)
+    assert _summary(killed_out)["retried"] == 1
+
+
+def _error_lines(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if " error: " in line]
+
+
+def test_bad_cases_say_one_line(corpus, single, tmp_path, capsys, monkeypatch):
+    # Ray not installed
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "ray", None)
+        assert main(preprocess_argv(corpus, tmp_path / "a", *RAY)) == 1
+    (line,) = _error_lines(capsys)
+    assert line == "cpt preprocess: error: --executor ray needs Ray, which is not installed: pip install 'cpt[ray]'"
+    # an address nobody listens on: refused in seconds, not after Ray's own minute of retries
+    assert main(preprocess_argv(corpus, tmp_path / "b", *RAY, "--ray-address", "127.0.0.1:9")) == 1
+    (line,) = _error_lines(capsys)
+    assert line.startswith("cpt preprocess: error: cannot reach the Ray cluster at 127.0.0.1:9 (")
+
+    # a slice that fails on every attempt: its chunk's folder name is taken by a file
+    out = tmp_path / "fail"
+    cfg = PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
+                           chunk_mb=float(CHUNK_MB), progress=False)
+    from cpt.shards.pipeline import prepare
+
+    prepare(cfg)  # the work folder of this very plan, as the launch will find it
+    blocker = chunk_dir(f"{out}.cpt-work", _slice_chunks(corpus, 2, 4)[-1])
+    blocker.write_text("not a folder")
+    assert main(preprocess_argv(corpus, out, *RAY, "--max-retries", "1")) == 1
+    (line,) = _error_lines(capsys)
+    assert "1 task(s) failed after 2 attempt(s): slice-00002-of-00004 (NotADirectoryError" in line
+    assert "the merge did not run; rerun the same command to finish only these" in line
+    assert not (tmp_path / "fail.bin").exists()
+    summary = _summary(out)
+    assert summary["failed"] == ["slice-00002-of-00004"] and not summary["merge"]["ran"]
+    # fixed, the same command finishes only the failed slice
+    blocker.unlink()
+    assert main(preprocess_argv(corpus, out, *RAY)) == 0
+    assert files_of(out) == files_of(single)
+    results = {t["name"]: t["result"] for t in _summary(out)["tasks"]}
+    for name, r in results.items():
+        if name == "slice-00002-of-00004":
+            assert r["chunks_resumed"] < r["chunks"]
+        else:
+            assert r["chunks_resumed"] == r["chunks"] and r["results"] == []
+
+
+@pytest.fixture(scope="module")
+def small_shard(tmp_path_factory):
+    """12 real documents (6 zh, 6 en) as one shard, written twice: one copy per way of running."""
+    from annotate_fixtures import mixed_corpus
+    from cpt.annotate.docs import write_jsonl
+
+    root = tmp_path_factory.mktemp("small")
+    (root / "in").mkdir()
+    write_jsonl(root / "in" / "c.jsonl", [{"text": d["text"][:300]} for d in mixed_corpus(n_zh=6, n_en=6)])
+    prefixes = []
+    for name in ("one", "ray"):
+        run_preprocess(PreprocessConfig(inputs=[str(root / "in")], output_prefix=str(root / name),
+                                        tokenizer=SP_MODEL, progress=False))
+        prefixes.append(root / name)
+    return prefixes
+
+
+def _column(prefix, column: str) -> list:
+    import cpt.shards as shards
+
+    return shards.open(prefix).metadata([column]).column(column).to_pylist()
+
+
+def test_score_and_tag_through_ray_equal_one_process(small_shard, tmp_path):
+    from annotate_fixtures import wiki_split
+    from cpt import assets
+    from cpt.annotate import taxonomy
+    from cpt.annotate.classifier import TrainConfig
+    from cpt.annotate.fit import FitConfig, fit
+
+    one, launched = small_shard
+    score = ["--model", str(assets.smollm2_hf_dir()), "--device", "cpu", "--max-length", "24", "--stride", "12",
+             "--max-doc-tokens", "40", "--chunk-size", "2", "--no-progress"]
+    assert main(["score", *score, str(one)]) == 0
+    assert main(["score", *score, *RAY, str(launched)]) == 0
+    assert _column(launched, "ppl") == _column(one, "ppl") and None not in _column(one, "ppl")
+
+    train, held = wiki_split()
+    clf = tmp_path / "clf"
+    fit(str(assets.minilm_dir()), taxonomy.load(), train[:24], held[:8], FitConfig(),
+        TrainConfig(epochs=1, batch_size=8, max_length=32, train_layers=1), clf, log=lambda s: None)
+    tag = ["--model", str(clf), "--device", "cpu", "--chunk-size", "2", "--no-progress"]
+    assert main(["tag", *tag, str(one)]) == 0
+    assert main(["tag", *tag, *RAY, str(launched)]) == 0
+    for column in ("topic", "topic_conf"):
+        assert _column(launched, column) == _column(one, column)
+    summary = json.loads((launched.parent / f"{launched.name}.topic.launch" / "summary.json").read_text())
+    assert summary["succeeded"] == 4 and summary["merge"]["ran"]
+    assert summary["tasks"][3]["result"]["argv"][:5] == ["tag", "--shard-index", "3", "--num-shards", "4"]
