@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("cpt.commands.score", "write ppl (causal-LM perplexity) for documents of shards or raw jsonl"),
     "eval": ("cpt.commands.eval", "evaluate a model: lm-evaluation-harness tasks, per-stream held-out perplexity"),
     "report": ("cpt.commands.report", "plots and a markdown/JSON summary of run folders (one per stage)"),
+    "sweep": ("cpt.commands.sweep", "proxy experiments: arms x seeds of a recipe, then means, CIs, paired differences"),
 }
 
 
