@@ -21,9 +21,9 @@ def write_base(folder: Path, steps: int = 2, **training) -> Path:
     return write_recipe(folder / "base.yaml", recipe)
 
 
-def write_sweep(folder: Path, base: Path, seeds=(1, 2), arms=None, **extra) -> Path:
+def write_sweep(folder: Path, recipe: Path, seeds=(1, 2), arms=None, **extra) -> Path:
     sweep = {
-        "name": "tiny", "base": [{"stage": "s1", "recipe": str(base)}],
+        "name": "tiny", "base": [{"stage": "s1", "recipe": str(recipe)}],
         "axes": {"lr": arms or {"lo": {"schedule.lr_max": 1e-3}, "hi": {"schedule.lr_max": 5e-3}}},
         "seeds": list(seeds), "seed_keys": ["training.seed", "data.streams.*.seed"],
         "report": {"baseline": "lo"}, **extra,

@@ -94,23 +94,30 @@ def test_submitit_local_sweep_end_to_end(base, tmp_path):
     assert any((out / "launch" / "submitit").iterdir())
 
 
-def test_killed_run_resumes_from_its_checkpoint(tmp_path):
+def test_pipeline_run_killed_in_stage_two_resumes_from_its_checkpoint(tmp_path):
+    """Stage s2 starts from s1's checkpoint; the task is SIGKILLed once s2 saved a step; the retry
+    skips the finished s1 and resumes s2 from its checkpoint (steps 3..5 of the run)."""
     from launch_fixtures import SliceKiller
 
-    base = write_base(tmp_path / "base", steps=4, save_every=1)
-    sweep = write_sweep(tmp_path, base, seeds=[7], arms={"only": {}}, report={})
+    base = write_base(tmp_path / "base", steps=2)
+    sweep = write_sweep(tmp_path, base, seeds=[7], arms={"only": {}}, report={},
+                        base=[{"stage": "s1", "recipe": str(base)},
+                              {"stage": "s2", "recipe": str(base),
+                               "overrides": {"training.train_tokens": 64 * 8 * 3, "training.save_every": 1}}])
     out = tmp_path / "out"
-    stage = out / "runs" / "only" / "seed-7" / "s1"
+    run = out / "runs" / "only" / "seed-7"
     killer = SliceKiller(out / "launch", "only.seed-7",
-                         lambda: (stage / "checkpoints" / "latest").is_file(), timeout=300)
+                         lambda: (run / "s2" / "checkpoints" / "latest").is_file(), timeout=300)
     killer.start()
     assert main(["sweep", str(sweep), "--out", str(out), "--max-retries", "1"]) == 0
     killer.join()
     assert killer.killed_pid is not None
     summary = json.loads((out / "launch" / "summary.json").read_text())
     assert [a["ok"] for a in summary["tasks"][0]["attempts"]] == [False, True]
-    log = (out / "runs" / "only" / "seed-7" / "logs" / "s1.log").read_text()
-    assert log.count("[sweep] ") == 2 and "resumed from" in log.split("[sweep] ")[2]
-    assert "step 1/4" not in log.split("[sweep] ")[2]
+    assert (run / "s1.log").exists() is False and (run / "logs" / "s1.log").read_text().count("[sweep] ") == 1
+    s2 = (run / "logs" / "s2.log").read_text().split("[sweep] ")
+    assert len(s2) == 3 and "step 3/5" in s2[1]
+    assert "resumed from" in s2[2] and "step 3/5" not in s2[2] and "step 5/5" in s2[2]
     [row] = _rows(out)
-    assert row["step"] == 4 and math.isfinite(row["metrics"]["ppl/zh"])
+    assert row["step"] == 5 and math.isfinite(row["metrics"]["ppl/zh"])
+    assert set(row["stage_seconds"]) == {"s1", "s2"}
