@@ -147,3 +147,31 @@ def test_parse_sweep_single_recipe_base(tmp_path, stages):
     spec = parse_sweep({"base": "s1.yaml", "arms": [{"name": "x"}], "seeds": 5}, tmp_path / "f.yaml", ["cpt"])
     assert [s.stage for s in spec.stages] == ["stage1"] and spec.seeds == [5] and spec.train_command == ["cpt"]
     assert spec.report.baseline is None and spec.seed_keys == ["training.seed"]
+
+
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_shipped_sweeps_plan_valid_recipes(path, tmp_path):
+    spec = load_sweep(path, DEFAULT_TRAIN_COMMAND)
+    assert len(spec.seeds) >= 3 and spec.report.baseline is not None
+    runs = plan_runs(spec, tmp_path)  # every run's stage recipes pass the recipe schema
+    assert len(runs) == len(spec.arms) * len(spec.seeds)
+    assert len({r.fingerprint for r in runs}) == len(runs)
+    assert f"sweeps/llama3_synE_proxy/{path.name}" in (path.parent / "README.md").read_text()
+
+
+def test_curriculum_arms_differ_only_in_the_chinese_order(tmp_path):
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/curriculum_zh.yaml",
+                      DEFAULT_TRAIN_COMMAND)
+    runs = {(r.arm, r.seed): r.stages[0][1] for r in plan_runs(spec, tmp_path)}
+    for order, arm in (("ppl_asc", "lh"), ("ppl_desc", "hl"), ("shuffle", "shuffle")):
+        streams = runs[(arm, 2)]["data"]["streams"]
+        assert [s.get("order", "shuffle") for s in streams] == [order, order] + ["shuffle"] * 4
+        assert [s["name"] for s in streams[:2]] == ["zh_humanities", "zh_science"]
+        assert all(s["seed"] == 2 for s in streams) and runs[(arm, 2)]["training"]["seed"] == 2
+    strip = lambda r: {**r, "data": {**r["data"], "streams": [{k: v for k, v in s.items() if k != "order"}
+                                                              for s in r["data"]["streams"]]},
+                       "training": {k: v for k, v in r["training"].items() if k != "output_dir"}}
+    assert strip(runs[("lh", 1)]) == strip(runs[("hl", 1)]) == strip(runs[("shuffle", 1)])
