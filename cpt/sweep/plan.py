@@ -142,8 +142,8 @@ def write_run_plan(run: Run, spec: SweepSpec) -> None:
         old = json.loads(existing.read_text()).get("fingerprint")
         if old != run.fingerprint:
             raise SweepError(
-                f"{run.folder}: planned before with other recipes (fingerprint {old}, now {run.fingerprint}); "
-                f"give the sweep another --out, or remove that run folder to redo it")
+                f"{run.folder}: planned before with other recipes, training command or workdir (fingerprint {old}, "
+                f"now {run.fingerprint}); give the sweep another --out, or remove that run folder to redo it")
     for stage, recipe in run.stages:
         write_text_atomic(run.recipe_path(stage), yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
     write_json_atomic(existing, {"version": PLAN_VERSION, "arm": run.arm, "seed": run.seed,

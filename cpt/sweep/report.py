@@ -122,6 +122,8 @@ def plot_metric(report: dict[str, Any], metric: str, path: Path) -> None:
             err = [[a["mean"] - a["low"]], [a["high"] - a["mean"]]] if a.get("low") is not None else None
             ax.errorbar([i], [a["mean"]], yerr=err, fmt="o", color="C0", capsize=5, zorder=3)
     ax.set_xticks(range(len(arms)), arms, rotation=20)
+    ax.set_xlim(-0.5, len(arms) - 0.5)
+    ax.set_ylabel(metric)
     ax.set_title(f"{metric}: mean and {round(report['confidence'] * 100)}% CI over seeds")
     if base:
         ax = axes[1]
@@ -134,6 +136,8 @@ def plot_metric(report: dict[str, Any], metric: str, path: Path) -> None:
                 ax.errorbar([i], [v["mean"]], yerr=err, fmt="o", color=color, capsize=5)
         ax.axhline(0.0, color="0.3", linewidth=0.8)
         ax.set_xticks(range(len(others)), others, rotation=20)
+        ax.set_xlim(-0.5, max(len(others), 1) - 0.5)
+        ax.set_ylabel(f"{metric} - {base}")
         ax.set_title(f"paired Δ vs {base} (same seeds)")
     fig.tight_layout()
     with atomic_open(path, "wb") as f:
