@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
+import psutil
 import pytest
 
 from cpt.cli import main
@@ -27,8 +29,13 @@ def _rows(sweep_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (sweep_dir / "results.jsonl").read_text().splitlines()]
 
 
+def _attempts(log: str) -> list[str]:
+    """A stage log split at each start of its command (the first piece precedes the first start)."""
+    return re.split(r"^\[sweep\] \d{4}-\d\d-\d\d ", log, flags=re.M)
+
+
 def _train_starts(sweep_dir: Path) -> int:
-    return sum(p.read_text().count("[sweep] ") for p in sweep_dir.glob("runs/*/*/logs/*.log"))
+    return sum(len(_attempts(p.read_text())) - 1 for p in sweep_dir.glob("runs/*/*/logs/*.log"))
 
 
 def _check_report(sweep_dir: Path, rows: list[dict]) -> None:
@@ -106,17 +113,32 @@ def test_pipeline_run_killed_in_stage_two_resumes_from_its_checkpoint(tmp_path):
                                "overrides": {"training.train_tokens": 64 * 8 * 3, "training.save_every": 1}}])
     out = tmp_path / "out"
     run = out / "runs" / "only" / "seed-7"
-    killer = SliceKiller(out / "launch", "only.seed-7",
-                         lambda: (run / "s2" / "checkpoints" / "latest").is_file(), timeout=300)
+    trainers: list = []
+    helpers: list[str] = []
+
+    def stage_two_saved() -> bool:
+        if not (run / "s2" / "checkpoints" / "latest").is_file():
+            return False
+        task_pid = json.loads((out / "launch" / "progress" / "only.seed-7.json").read_text())["pid"]
+        trainers.extend(psutil.Process(task_pid).children(recursive=True))  # `cpt train` of s2 and its helpers
+        helpers.extend(" ".join(p.cmdline()) for p in trainers)
+        return True
+
+    killer = SliceKiller(out / "launch", "only.seed-7", stage_two_saved, timeout=300)
     killer.start()
     assert main(["sweep", str(sweep), "--out", str(out), "--max-retries", "1"]) == 0
     killer.join()
-    assert killer.killed_pid is not None
+    assert killer.killed_pid is not None and trainers
+    assert any("multiprocessing" in h for h in helpers)  # what a SIGKILLed trainer leaves behind
+    # the training process died with its task (PR_SET_PDEATHSIG), and its helpers (megatron's checkpoint
+    # manager) were killed before the retry started: nothing of the first attempt outlives it
+    alive = [p for p in trainers if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [(p.pid, p.ppid(), p.cmdline()[:6]) for p in alive]
     summary = json.loads((out / "launch" / "summary.json").read_text())
     assert [a["ok"] for a in summary["tasks"][0]["attempts"]] == [False, True]
-    assert (run / "s1.log").exists() is False and (run / "logs" / "s1.log").read_text().count("[sweep] ") == 1
-    s2 = (run / "logs" / "s2.log").read_text().split("[sweep] ")
-    assert len(s2) == 3 and "step 3/5" in s2[1]
+    assert len(_attempts((run / "logs" / "s1.log").read_text())) == 2
+    s2 = _attempts((run / "logs" / "s2.log").read_text())
+    assert len(s2) == 3 and "step 3/5" in s2[1] and re.search(r"killed [1-9]\d* leftover process", s2[1])
     assert "resumed from" in s2[2] and "step 3/5" not in s2[2] and "step 5/5" in s2[2]
     [row] = _rows(out)
     assert row["step"] == 5 and math.isfinite(row["metrics"]["ppl/zh"])

@@ -100,3 +100,14 @@ def test_compare_and_markdown_by_hand():
     assert "(baseline)" in md and "lh/seed-4" in md and "-4.60%" in md
     with pytest.raises(ValueError, match="not an arm"):
         compare(ROWS, ["base", "lh"], ["ppl"], "nope")
+
+
+def test_write_report_refuses_an_unknown_metric(tmp_path):
+    from cpt.sweep.report import write_report
+
+    with pytest.raises(ValueError, match=r"metric\(s\) ppl/fr not in the results \(they have: acc, ppl, ppl/zh\)"):
+        write_report(ROWS, tmp_path, "t", ["base", "lh"], ["ppl", "ppl/fr"], "base")
+    rep = write_report(ROWS, tmp_path, "t", ["base", "lh"], [], None)
+    assert list(rep["metrics"]) == ["ppl", "ppl/zh"] and "vs_baseline" not in rep["metrics"]["ppl"]["arms"]["lh"]
+    assert (tmp_path / "plots" / "ppl__zh.png").stat().st_size > 1000 and "no baseline given" in (
+        tmp_path / "report.md").read_text()

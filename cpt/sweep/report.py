@@ -153,6 +153,10 @@ def write_report(rows: Sequence[dict[str, Any]], out: Path, title: str, arms: Se
     if not rows:
         raise ValueError(f"no finished run to report on ({len(missing)} runs without a result)")
     metrics = list(metrics) or default_metrics(rows)
+    known = sorted({m for r in rows for m in r["metrics"]})
+    unknown = [m for m in metrics if m not in known]
+    if unknown:
+        raise ValueError(f"metric(s) {', '.join(unknown)} not in the results (they have: {', '.join(known)})")
     report = compare(rows, arms, metrics, baseline, higher_is_better, confidence)
     report["missing"], report["plots"] = list(missing), {}
     for metric in metrics:

@@ -28,18 +28,44 @@ from typing import Any
 from cpt.sweep.collect import final_eval_metrics
 
 RESULT_FILE = "result.json"
+STAGE_ENV = "CPT_SWEEP_STAGE"
+"""Marks every process of a stage (inherited by the trainer's own helpers) so leftovers can be found."""
 PYTHON = "{python}"
 """Placeholder in a train command for the Python running the task (machines differ; the plan does not)."""
 DEFAULT_TRAIN_COMMAND = [PYTHON, "-m", "cpt.cli", "train"]
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _libc_prctl():
     try:
         import ctypes
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: a killed task may leave its stage running
-        pass
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux (glibc): a killed task may leave its stage running
+        return None
+
+
+_PRCTL = _libc_prctl()  # resolved here: the child between fork and exec only calls it (no import, no lock)
+
+
+def _die_with_parent() -> None:
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def kill_leftovers(stage_dir: Path) -> int:
+    """SIGKILL every process whose environment marks it as part of `stage_dir`; return how many."""
+    import psutil
+
+    mark, victims = str(stage_dir), []
+    for proc in psutil.process_iter():
+        try:
+            if proc.pid != os.getpid() and proc.environ().get(STAGE_ENV) == mark:
+                proc.kill()
+                victims.append(proc)
+        except (psutil.Error, OSError):  # gone, or another user's: not ours
+            continue
+    psutil.wait_procs(victims, timeout=10)
+    return len(victims)
 
 
 def _tail(path: Path) -> str:
@@ -58,12 +84,18 @@ def run_stage(folder: Path, stage: str, train_command: list[str], workdir: str, 
     log = folder / "logs" / f"{stage}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable if a == PYTHON else a for a in train_command] + [str(folder / f"{stage}.yaml")]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           STAGE_ENV: str(folder / stage)}
     t0 = time.perf_counter()
     with open(log, "ab", buffering=0) as out:
+        if leftovers := kill_leftovers(folder / stage):
+            out.write(f"[sweep] killed {leftovers} leftover process(es) of an earlier attempt\n".encode())
         out.write(f"[sweep] {time.strftime('%Y-%m-%d %H:%M:%S')} in {workdir}: {' '.join(argv)}\n".encode())
-        code = subprocess.call(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out,
-                               stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        try:
+            code = subprocess.call(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                   stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if _PRCTL else None)
+        finally:
+            kill_leftovers(folder / stage)
     seconds = time.perf_counter() - t0
     if code != 0:
         raise TaskFailed(f"stage {stage} of {folder}: training exited with status {code}: {_tail(log)} (log {log})")
