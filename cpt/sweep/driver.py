@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from cpt.sweep.plan import Run, plan_runs, write_run_plan
 from cpt.sweep.runner import RESULT_FILE
 from cpt.sweep.spec import SweepSpec
+
+if TYPE_CHECKING:
+    from cpt.launch import LaunchSpec
 
 SWEEP_FILE = "sweep.json"
 SWEEP_VERSION = 1
@@ -91,7 +94,8 @@ def finish_sweep(sweep_dir: str) -> dict[str, Any]:
     return out
 
 
-def run_sweep(spec: SweepSpec, sweep_dir: Path, launch_spec, log=print) -> dict[str, Any]:
+def run_sweep(spec: SweepSpec, sweep_dir: Path, launch_spec: "LaunchSpec",
+              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Plan, launch the unfinished runs on `launch_spec`'s executor, collect and report."""
     from cpt.launch import LaunchError, Task, launch
 

@@ -130,4 +130,4 @@ def run_sweep_run(folder: str, stages: list[str], train_command: list[str], work
     return result
 
 
-__all__ = ["DEFAULT_TRAIN_COMMAND", "PYTHON", "RESULT_FILE", "run_stage", "run_sweep_run"]
+__all__ = ["DEFAULT_TRAIN_COMMAND", "PYTHON", "RESULT_FILE", "STAGE_ENV", "kill_leftovers", "run_stage", "run_sweep_run"]
