@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("cpt.commands.eval", "evaluate a model: lm-evaluation-harness tasks, per-stream held-out perplexity"),
     "report": ("cpt.commands.report", "plots and a markdown/JSON summary of run folders (one per stage)"),
     "trace": ("cpt.commands.trace", "which documents trained a step, or which steps trained a document"),
+    "sweep": ("cpt.commands.sweep", "proxy experiments: arms x seeds of a recipe, then means, CIs, paired differences"),
 }
 
 

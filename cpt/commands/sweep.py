@@ -1,0 +1,75 @@
+"""`cpt sweep SWEEP.yaml` runs every (arm, seed) of a sweep file; `cpt sweep report SWEEP_DIR` compares arms.
+
+    cpt sweep sweeps/llama3_synE_proxy/curriculum_zh.yaml --out runs/sweeps/curriculum --local-cpus 2
+    cpt sweep report runs/sweeps/curriculum --baseline shuffle
+
+A finished run is never rerun and a killed one resumes from its checkpoint, so the same command
+finishes a sweep. Runs go through the executor seam (cpt.launch): `local` runs
+local-cpus / cpus-per-task runs at once, each with cpus-per-task threads.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from cpt.launch import add_executor_arguments
+
+    parser.add_argument("target", help="SWEEP.yaml to run, or the word `report`")
+    parser.add_argument("sweep_dir", nargs="?", default=None, help="with `report`: the SWEEP_DIR to report on")
+    run = parser.add_argument_group("running a sweep")
+    run.add_argument("--out", default=None, help="SWEEP_DIR (default: the sweep file's output_dir); with "
+                                                 "`report`: the report folder (default SWEEP_DIR/report)")
+    run.add_argument("--plan", action="store_true", help="list the runs and their state, run nothing")
+    rep = parser.add_argument_group("report")
+    rep.add_argument("--baseline", default=None, help="arm the others are compared with (default: the sweep file's)")
+    rep.add_argument("--metric", action="append", default=[], help="metric to report, repeatable (default: "
+                                                                     "the sweep file's, else every ppl)")
+    add_executor_arguments(parser)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cpt.launch import spec_from_args
+    from cpt.sweep import load_sweep, run_sweep
+    from cpt.sweep.driver import run_state
+    from cpt.sweep.plan import plan_runs
+    from cpt.sweep.runner import DEFAULT_TRAIN_COMMAND
+
+    if args.sweep_dir is not None or args.baseline or args.metric:
+        raise ValueError("running a sweep takes one SWEEP.yaml (--baseline/--metric belong to `cpt sweep report`)")
+    spec = load_sweep(args.target, DEFAULT_TRAIN_COMMAND)
+    out = Path(args.out) if args.out else spec.output_dir
+    if out is None:
+        raise ValueError(f"{spec.path}: output_dir: not set and no --out given: where should the runs go?")
+    if args.plan:
+        for run in plan_runs(spec, out.absolute()):
+            print(f"{run_state(run):8s} {run.arm} seed {run.seed}  {run.folder}")
+        return 0
+    args.executor = args.executor or "local"
+    result = run_sweep(spec, out, spec_from_args(args, progress=sys.stderr.isatty()))
+    missing = result.get("missing") or []
+    print(f"[sweep] {result['results']} runs collected into {out / 'results.jsonl'}"
+          + (f"; without a result: {', '.join(missing)}" if missing else "")
+          + (f"; report {result['report']}" if result.get("report") else ""))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from cpt.sweep import report_sweep
+
+    if args.sweep_dir is None:
+        raise ValueError("cpt sweep report needs the SWEEP_DIR")
+    sweep_dir = Path(args.sweep_dir)
+    out = Path(args.out) if args.out else sweep_dir / "report"
+    report = report_sweep(sweep_dir, args.baseline, args.metric or None, out)
+    for metric, entry in report["metrics"].items():
+        verdicts = [f"{a} {v['vs_baseline']['verdict']}" for a, v in entry["arms"].items() if "vs_baseline" in v]
+        print(f"{metric}: " + ("; ".join(verdicts) if verdicts else "no comparison (no baseline)"))
+    print(f"[sweep] report {out / 'report.md'}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return _report(args) if args.target == "report" else _run(args)

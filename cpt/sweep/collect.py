@@ -1,0 +1,89 @@
+"""What a run measured, and the sweep's results file.
+
+A run's measures are the trainer's own evaluation at the run's final step (the last `eval` record
+of its last stage's metrics.jsonl; a resumed run may repeat a step, the later record wins):
+
+    ppl, loss              over all validation data (`overall_of` says of what)
+    ppl/STREAM, loss/STREAM  per stream, on its held-out documents (data.valid_holdout)
+
+`SWEEP_DIR/results.jsonl` holds one line per finished run (arm and seed order of the sweep file),
+rewritten whole and atomically from the runs' committed `result.json` files, so it is never torn
+and never lists a run that did not finish.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+RESULTS_FILE = "results.jsonl"
+
+
+def _finite(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
+
+
+def final_eval_metrics(metrics_path: Path) -> tuple[dict[str, float], dict[str, Any]]:
+    """({metric: value}, {"step", "consumed_tokens", "overall_of"}) of the final evaluation."""
+    from cpt.report.runs import read_metrics
+
+    if not metrics_path.is_file():
+        raise ValueError(f"{metrics_path}: no metrics file (did the stage train?)")
+    records, _ = read_metrics(metrics_path)
+    evals = [r for _, r in records if r.get("kind") == "eval"]
+    if not evals:
+        raise ValueError(f"{metrics_path}: no eval record; a sweep compares held-out figures: give the recipe "
+                         f"validation data (data.valid_holdout with streams, or data.valid_blend)")
+    last_step = max(int(r["step"]) for r in evals)
+    final = [r for r in evals if int(r["step"]) == last_step][-1]
+    metrics: dict[str, float] = {}
+    for key in ("ppl", "loss"):
+        if _finite(final.get(key)) is not None:
+            metrics[key] = _finite(final[key])
+    for stream, figures in sorted((final.get("streams") or {}).items()):
+        for key in ("ppl", "loss"):
+            value = _finite(figures.get(key)) if isinstance(figures, dict) else None
+            if value is not None:
+                metrics[f"{key}/{stream}"] = value
+    return metrics, {"step": last_step, "consumed_tokens": final.get("consumed_tokens"),
+                     "overall_of": final.get("overall_of")}
+
+
+def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
+    """The rows of SWEEP_DIR/results.jsonl; a malformed line is an error naming file:line."""
+    path = sweep_dir / RESULTS_FILE
+    if not path.is_file():
+        raise ValueError(f"{path}: no results yet (run `cpt sweep SWEEP.yaml --out {sweep_dir}` first)")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{path}:{number}: not JSON ({exc})") from None
+        for key, kind in (("arm", str), ("seed", int), ("metrics", dict)):
+            if not isinstance(row.get(key), kind):
+                raise ValueError(f"{path}:{number}: field '{key}' must be {kind.__name__}")
+        rows.append(row)
+    return rows
+
+
+def write_results(sweep_dir: Path, run_folders: Iterable[Path]) -> tuple[int, list[str]]:
+    """Rewrite results.jsonl from the runs' result.json files: (rows written, runs without a result)."""
+    from cpt.io import write_jsonl_atomic
+    from cpt.sweep.runner import RESULT_FILE
+
+    rows, missing = [], []
+    for folder in run_folders:
+        path = Path(folder) / RESULT_FILE
+        if path.is_file():
+            rows.append(json.loads(path.read_text()))
+        else:
+            missing.append(f"{Path(folder).parent.name}/{Path(folder).name}")
+    write_jsonl_atomic(sweep_dir / RESULTS_FILE, rows)
+    return len(rows), missing
+
+
+__all__ = ["RESULTS_FILE", "final_eval_metrics", "read_results", "write_results"]

@@ -1,0 +1,177 @@
+"""The sweep file: arms from axes and lists, overrides (list indices, `*`, per-stage), seeds, the
+resolved stage recipes of a pipeline, fingerprints that refuse a changed plan, one-line errors
+naming file and key, and the frozen surface (sweep keys, `cpt sweep` options)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cpt.cli import build_parser, main
+from cpt.sweep.plan import apply_override, plan_runs, write_run_plan
+from cpt.sweep.runner import DEFAULT_TRAIN_COMMAND
+from cpt.sweep.spec import SweepError, load_sweep, parse_sweep
+from train_fixtures import stream_recipe, write_recipe
+
+
+@pytest.fixture()
+def stages(tmp_path: Path) -> tuple[Path, Path]:
+    one = stream_recipe("data/bilingual", tmp_path / "x", training={"train_tokens": 1024})
+    one["data"]["valid_holdout"] = 0.2
+    two = json.loads(json.dumps(one))
+    two["training"]["stage"] = "two"
+    return write_recipe(tmp_path / "s1.yaml", one), write_recipe(tmp_path / "s2.yaml", two)
+
+
+def _sweep(tmp_path: Path, **data) -> Path:
+    path = tmp_path / "sw.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _spec(tmp_path, stages, **data):
+    data = {"base": [{"stage": "s1", "recipe": "s1.yaml"}, {"stage": "s2", "recipe": "s2.yaml",
+                                                             "overrides": {"training.train_tokens": 512}}],
+            "axes": {"order": {"lh": {"data.streams.1.order": "ppl_asc"}, "hl": {"data.streams.1.order": "ppl_desc"}},
+                     "lr": {"a": {"schedule.lr_max": 1e-3}, "b": {"s2:schedule.lr_max": 2e-3}}},
+            "arms": [{"name": "nozh", "overrides": {"s2:data.streams.1.weight": 0}}],
+            "seeds": [3, 4], "seed_keys": ["training.seed", "data.streams.*.seed"], **data}
+    return load_sweep(_sweep(tmp_path, **data), DEFAULT_TRAIN_COMMAND)
+
+
+def test_arms_seeds_and_resolved_pipeline(tmp_path, stages):
+    spec = _spec(tmp_path, stages, workdir=".")
+    assert [a.name for a in spec.arms] == ["lh.a", "lh.b", "hl.a", "hl.b", "nozh"]
+    assert spec.workdir == tmp_path.resolve()
+    runs = plan_runs(spec, tmp_path / "out")
+    assert [(r.arm, r.seed) for r in runs][:3] == [("lh.a", 3), ("lh.a", 4), ("lh.b", 3)] and len(runs) == 10
+    run = runs[3]  # lh.b seed 4
+    (n1, s1), (n2, s2) = run.stages
+    assert (n1, n2) == ("s1", "s2")
+    assert s1["data"]["streams"][1]["order"] == s2["data"]["streams"][1]["order"] == "ppl_asc"
+    assert s1["schedule"]["lr_max"] == 3e-3  # arm b's lr is stage s2's only
+    assert s2["schedule"]["lr_max"] == 2e-3 and s2["training"]["train_tokens"] == 512
+    assert s1["training"]["train_tokens"] == 1024
+    assert [st["seed"] for st in s2["data"]["streams"]] == [4, 4] and s2["training"]["seed"] == 4
+    out = (tmp_path / "out").absolute()
+    assert s1["training"]["output_dir"] == str(out / "runs" / "lh.b" / "seed-4" / "s1")
+    assert s2["training"]["load"] == str(out / "runs" / "lh.b" / "seed-4" / "s1" / "checkpoints")
+    assert "load" not in s1["training"] and s1["data"]["cache_dir"] == str(out / "data_cache")
+    nozh = [r for r in runs if r.arm == "nozh"][0]
+    assert nozh.stages[0][1]["data"]["streams"][1]["weight"] == 0.3 and nozh.stages[1][1]["data"]["streams"][1]["weight"] == 0
+    assert len({r.fingerprint for r in runs}) == 10
+
+
+def test_changed_plan_is_refused(tmp_path, stages):
+    spec = _spec(tmp_path, stages)
+    run = plan_runs(spec, tmp_path / "out")[0]
+    write_run_plan(run, spec)
+    write_run_plan(run, spec)  # the same plan again: fine
+    changed = plan_runs(_spec(tmp_path, stages, overrides={"optimizer.weight_decay": 0.2}), tmp_path / "out")[0]
+    with pytest.raises(SweepError, match="planned before with other recipes"):
+        write_run_plan(changed, spec)
+
+
+def test_apply_override_paths():
+    r = {"a": {"l": [{"x": 1}, {"x": 2}]}}
+    apply_override(r, "a.l.*.x", 5)
+    apply_override(r, "a.l.-1.y", [1])
+    apply_override(r, "b.c", "new")
+    assert r == {"a": {"l": [{"x": 5}, {"x": 5, "y": [1]}]}, "b": {"c": "new"}}
+    for key, match in (("a.l.2.x", "not an index of a list of 2"), ("a.l.0.x.z", "below a value")):
+        with pytest.raises(SweepError, match=match):
+            apply_override(r, key, 0)
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"bogus": 1}, "bogus: unknown key"),
+    ({"seeds": []}, "seeds: expected a non-empty list of integers"),
+    ({"seeds": [1, 1]}, "seeds: seeds must be unique"),
+    ({"axes": {"o": {"bad name": {}}}}, "axes.o.bad name: expected a file-safe name"),
+    ({"arms": [{"name": "lh.a"}]}, "arms: arm names must be unique"),
+    ({"arms": [{"name": "z", "overides": {}}]}, "arms[0].overides: unknown key (did you mean 'overrides'?)"),
+    ({"arms": [{"name": "z", "overrides": {"s9:x": 1}}]}, "z: s9:x: no stage 's9'"),
+    ({"report": {"baseline": "nope"}}, "report.baseline: 'nope' is not an arm"),
+    ({"base": [{"recipe": "missing.yaml"}]}, "base[0].recipe:"),
+])
+def test_bad_sweep_files_name_the_key(tmp_path, stages, data, message):
+    with pytest.raises(SweepError) as err:
+        _spec(tmp_path, stages, **data)
+    assert str(err.value).startswith(str((tmp_path / "sw.yaml").resolve()) + ": ") and message in str(err.value)
+
+
+def test_bad_override_names_arm_seed_stage_and_recipe_key(tmp_path, stages):
+    spec = _spec(tmp_path, stages, arms=[{"name": "z", "overrides": {"training.seq_lenght": 9}}])
+    with pytest.raises(SweepError, match=r"arm z seed 3 stage s1: training.seq_lenght: unknown key"):
+        plan_runs(spec, tmp_path / "out")
+
+
+def test_cli_errors_are_one_line_and_plan_lists_runs(tmp_path, stages, capsys):
+    sweep = _sweep(tmp_path, base="s1.yaml", arms=[{"name": "x"}], seeds=[1], report={"baseline": "y"})
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "o")]) == 2
+    assert capsys.readouterr().err.strip().endswith("report.baseline: 'y' is not an arm (arms: x)")
+    sweep = _sweep(tmp_path, base="s1.yaml", arms=[{"name": "x"}], seeds=[1, 2])
+    assert main(["sweep", str(sweep)]) == 2
+    assert "output_dir: not set and no --out given" in capsys.readouterr().err
+    assert main(["sweep", str(sweep), "--out", str(tmp_path / "o"), "--plan"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].split()[:4] == ["new", "x", "seed", "1"]
+    assert main(["sweep", "report", str(tmp_path / "o")]) == 2
+    assert "not a sweep folder" in capsys.readouterr().err
+
+
+# Changing these changes the public surface of sweeps: do it deliberately (and in the README).
+FROZEN_SWEEP_KEYS = ["name", "workdir", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
+                     "train_command", "report", "base[].stage", "base[].recipe", "base[].overrides", "arms[].name",
+                     "arms[].overrides", "report.baseline", "report.metrics", "report.higher_is_better",
+                     "report.confidence"]
+FROZEN_OPTIONS = ["--out", "--plan", "--baseline", "--metric", "--executor", "--max-retries", "--cpus-per-task",
+                  "--gpus-per-task", "--ray-address", "--local-cpus", "--slurm-partition", "--slurm-time-min",
+                  "--slurm-option"]
+
+
+def test_sweep_surface_is_frozen():
+    from cpt.sweep import spec as s
+
+    keys = [*s.TOP_KEYS, *(f"base[].{k}" for k in s.STAGE_KEYS), *(f"arms[].{k}" for k in s.ARM_KEYS),
+            *(f"report.{k}" for k in s.REPORT_KEYS)]
+    assert keys == FROZEN_SWEEP_KEYS
+    sub = build_parser()._subparsers._group_actions[0].choices["sweep"]
+    options = [a.option_strings[-1] for a in sub._actions if a.option_strings and a.dest != "help"]
+    assert options == FROZEN_OPTIONS
+    assert [a.dest for a in sub._actions if not a.option_strings] == ["target", "sweep_dir"]
+
+
+def test_parse_sweep_single_recipe_base(tmp_path, stages):
+    spec = parse_sweep({"base": "s1.yaml", "arms": [{"name": "x"}], "seeds": 5}, tmp_path / "f.yaml", ["cpt"])
+    assert [s.stage for s in spec.stages] == ["stage1"] and spec.seeds == [5] and spec.train_command == ["cpt"]
+    assert spec.report.baseline is None and spec.seed_keys == ["training.seed"]
+
+
+SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
+def test_shipped_sweeps_plan_valid_recipes(path, tmp_path):
+    spec = load_sweep(path, DEFAULT_TRAIN_COMMAND)
+    assert len(spec.seeds) >= 3 and spec.report.baseline is not None
+    runs = plan_runs(spec, tmp_path)  # every run's stage recipes pass the recipe schema
+    assert len(runs) == len(spec.arms) * len(spec.seeds)
+    assert len({r.fingerprint for r in runs}) == len(runs)
+    assert f"sweeps/llama3_synE_proxy/{path.name}" in (path.parent / "README.md").read_text()
+
+
+def test_curriculum_arms_differ_only_in_the_chinese_order(tmp_path):
+    spec = load_sweep(Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/curriculum_zh.yaml",
+                      DEFAULT_TRAIN_COMMAND)
+    runs = {(r.arm, r.seed): r.stages[0][1] for r in plan_runs(spec, tmp_path)}
+    for order, arm in (("ppl_asc", "lh"), ("ppl_desc", "hl"), ("shuffle", "shuffle")):
+        streams = runs[(arm, 2)]["data"]["streams"]
+        assert [s.get("order", "shuffle") for s in streams] == [order, order] + ["shuffle"] * 4
+        assert [s["name"] for s in streams[:2]] == ["zh_humanities", "zh_science"]
+        assert all(s["seed"] == 2 for s in streams) and runs[(arm, 2)]["training"]["seed"] == 2
+    strip = lambda r: {**r, "data": {**r["data"], "streams": [{k: v for k, v in s.items() if k != "order"}
+                                                              for s in r["data"]["streams"]]},
+                       "training": {k: v for k, v in r["training"].items() if k != "output_dir"}}
+    assert strip(runs[("lh", 1)]) == strip(runs[("hl", 1)]) == strip(runs[("shuffle", 1)])
