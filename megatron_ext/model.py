@@ -34,6 +34,7 @@ from megatron.core.transformer.transformer_block import TransformerBlock, Transf
 
 from cpt.config import ModelConfig, ParallelConfig
 from megatron_ext import features
+from megatron_ext.loss import cross_entropy
 
 
 def padded_vocab_size(cfg: ModelConfig, tp: int) -> int:
@@ -242,19 +243,29 @@ def install_cached_rope() -> bool:
 
 
 class LlamaGPTModel(GPTModel):
-    """megatron's GPTModel; when the vocabulary is not split across TP ranks (and no fused TE loss
-    is configured), the loss is torch's fused cross entropy computed straight on the [s, b, V]
-    logits: the same math as megatron's vocab-parallel version (padded vocabulary rows included),
-    without its extra passes over the logits."""
+    """megatron's GPTModel whose loss is `megatron_ext.loss.cross_entropy`: at any TP, on the logits
+    in their own dtype (no fp32 copy of the [s, b, V] tensor), with the padded vocabulary rows left
+    out of the softmax (`real_vocab_size` is the tokenizer's vocabulary, before padding)."""
+
+    def __init__(self, *args, real_vocab_size: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.real_vocab_size = real_vocab_size
 
     def compute_language_model_loss(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        if self.config.tensor_model_parallel_size > 1 or self.config.cross_entropy_loss_fusion:
-            return super().compute_language_model_loss(labels, logits)
         s, b, v = logits.shape
-        loss = F.cross_entropy(
-            logits.float().view(s * b, v), labels.transpose(0, 1).reshape(s * b), reduction="none"
-        )
+        group = _tp_group(self)
+        loss = cross_entropy(logits.reshape(s * b, v), labels.transpose(0, 1).reshape(s * b),
+                             self.real_vocab_size, group)
         return loss.view(s, b).transpose(0, 1).contiguous()  # [b, s], as megatron returns it
+
+
+def _tp_group(model: GPTModel):
+    pgs = getattr(model, "pg_collection", None)
+    if pgs is not None and getattr(pgs, "tp", None) is not None:
+        return pgs.tp
+    from megatron.core import parallel_state
+
+    return parallel_state.get_tensor_model_parallel_group()
 
 
 def layer_spec(cfg: ModelConfig) -> tuple[ModuleSpec, type]:
@@ -304,6 +315,7 @@ def build_model(
         post_process=post_process,
         share_embeddings_and_output_weights=cfg.tie_embeddings,
         position_embedding_type="rope",
+        real_vocab_size=cfg.vocab_size,
         rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer() else cfg.rotary_base,
         **rope,
     )
