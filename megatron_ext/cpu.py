@@ -58,6 +58,11 @@ def cuda_absent() -> bool:
     return not torch.cuda.is_available()
 
 
+def active() -> bool:
+    """True once `enable` has redirected megatron-core to the CPU."""
+    return _enabled
+
+
 def _to_cpu_device(device):
     if isinstance(device, str) and device.startswith("cuda"):
         return "cpu"
@@ -261,15 +266,15 @@ def _quiet_expected_warnings() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def enable() -> bool:
-    """Redirect megatron-core's CUDA assumptions to the CPU when CUDA is absent. Idempotent.
-
-    Returns True when the CPU layer is active.
+def enable(force: bool = False) -> bool:
+    """Redirect megatron-core's CUDA assumptions to the CPU when CUDA is absent, or always with
+    `force` (training.device=cpu on a GPU machine: this process then never touches its GPUs).
+    Idempotent. Returns True when the CPU layer is active.
     """
     global _enabled
     if _enabled:
         return True
-    if not cuda_absent():
+    if not force and not cuda_absent():
         return False
     _check_version()
     _quiet_expected_warnings()

@@ -3,7 +3,8 @@
 Parallel state (TP, PP, DP), megatron DDP with the distributed optimizer, AdamW, the pipeline
 schedule from `get_forward_backward_func()`, per-token loss averaged over the whole global batch
 (so every layout computes the same number), and distributed checkpoints that reshard across TP/PP.
-On a machine without CUDA `megatron_ext.cpu` is enabled first and the gloo backend is used.
+The device is `training.device` resolved by `megatron_ext.device` (never a silent CPU fallback);
+on the CPU `megatron_ext.cpu` redirects megatron's CUDA assumptions and the gloo backend is used.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_ext import cpu
+from megatron_ext import cpu, device
 
 cpu.enable()
 
@@ -34,7 +35,7 @@ from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 from cpt.config import Recipe  # noqa: E402
 from cpt.train.engine import Batch, Layout, StepResult  # noqa: E402
 from megatron_ext import compat, features  # noqa: E402
-from megatron_ext.model import build_model, init_weights  # noqa: E402
+from megatron_ext.model import build_model, init_weights, kernel_summary  # noqa: E402
 
 compat.apply()
 
@@ -44,11 +45,12 @@ TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_CKPT_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 
 
-def init_distributed(timeout_minutes: int = 30) -> None:
-    """Join the torchrun world (or make a world of one). gloo on CPU, nccl on GPU."""
+def init_distributed(timeout_minutes: int = 30, choice: device.DeviceChoice | None = None) -> None:
+    """Join the torchrun world (or make a world of one). gloo on CPU, nccl on GPU; without a
+    `choice` (tools and tests), the GPU when torch sees one."""
     if dist.is_initialized():
         return
-    backend = "gloo" if cpu.cuda_absent() else "nccl"
+    backend = choice.backend if choice is not None else ("gloo" if cpu.cuda_absent() else "nccl")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     timeout = datetime.timedelta(minutes=timeout_minutes)
@@ -69,17 +71,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dtype(recipe: Recipe) -> torch.dtype:
-    if recipe.training.precision == "bf16" and not cpu.cuda_absent():
+def _dtype(recipe: Recipe, on_cpu: bool) -> torch.dtype:
+    if recipe.training.precision == "bf16" and not on_cpu:
         return torch.bfloat16
-    return torch.float32  # bf16 matmuls on CPU are slow and not what CPU runs are for
+    return torch.float32  # bf16 matmuls on CPU are slow and not what CPU runs are for (said in the first line)
+
+
+def _choose_device(recipe: Recipe) -> device.DeviceChoice:
+    choice = device.resolve(recipe.training.device, int(os.environ.get("LOCAL_RANK", 0)))
+    if choice.kind == "cpu":
+        cpu.enable(force=True)
+    return choice
 
 
 class MegatronEngine:
     """One process's share of a megatron-core model, its optimizer and checkpoints."""
 
     def __init__(self, recipe: Recipe) -> None:
-        init_distributed()
+        self.device_choice = _choose_device(recipe)
+        init_distributed(choice=self.device_choice)
         self.recipe = recipe
         par = recipe.parallel
         world = dist.get_world_size()
@@ -93,8 +103,9 @@ class MegatronEngine:
         # megatron's convention: a different seed per pipeline stage for dropout; init is separate.
         model_parallel_cuda_manual_seed(seed + 100 * parallel_state.get_pipeline_model_parallel_rank())
         torch.manual_seed(seed)
-        self.device = torch.device("cpu") if cpu.cuda_absent() else torch.device("cuda", torch.cuda.current_device())
-        self.dtype = _dtype(recipe)
+        on_cpu = self.device_choice.kind == "cpu"
+        self.device = torch.device("cpu") if on_cpu else torch.device("cuda", torch.cuda.current_device())
+        self.dtype = _dtype(recipe, on_cpu)
         self.layout = Layout(
             rank=dist.get_rank(),
             world_size=world,
@@ -125,7 +136,7 @@ class MegatronEngine:
             grad_reduce_in_fp32=True,
             overlap_grad_reduce=r.parallel.overlap_grad_reduce,
             use_distributed_optimizer=r.parallel.use_distributed_optimizer,
-            bucket_size=None if cpu.cuda_absent() else 40_000_000,
+            bucket_size=None if self.device.type == "cpu" else 40_000_000,
         )
         self.model = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
         self.model_chunks = [self.model]
@@ -156,6 +167,20 @@ class MegatronEngine:
         dist.all_reduce(total, group=parallel_state.get_model_parallel_group())
         self.num_parameters = int(total.item())
         self.features = features.summary()
+        self.start_info = self._start_info(model.config)
+
+    def _start_info(self, config) -> dict[str, Any]:
+        kernels = kernel_summary(self.recipe.model, config)
+        fused = [k for k, on in kernels["fusions"].items() if on]
+        dtype = str(self.dtype).replace("torch.", "")
+        note = ""
+        if self.recipe.training.precision == "bf16" and self.dtype != torch.bfloat16:
+            note = " (training.precision=bf16 runs in fp32 on the CPU)"
+        line = (f"{self.device_choice.reason}; {dtype}{note}, {self.device_choice.backend}; "
+                f"{kernels['spec']} spec, attention: {kernels['attention']}; "
+                f"fusions: {', '.join(fused) or 'none'}; loss: {kernels['loss']}")
+        return {"line": line, "device": self.device_choice.kind, "dtype": dtype,
+                "backend": self.device_choice.backend, **kernels}
 
     # ------------------------------------------------------------------ steps
 
@@ -290,7 +315,7 @@ class MegatronEngine:
         tp = parallel_state.get_tensor_model_parallel_rank()
         dp = parallel_state.get_data_parallel_rank()
         state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-        if not cpu.cuda_absent():
+        if self.device.type == "cuda":
             state["cuda"] = torch.cuda.get_rng_state()
         from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
@@ -365,7 +390,7 @@ class MegatronEngine:
             rng = loaded["rng_state"]
             torch.set_rng_state(rng["torch"])
             np.random.set_state(rng["numpy"])
-            if "cuda" in rng and not cpu.cuda_absent():
+            if "cuda" in rng and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"])
             from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 

@@ -43,6 +43,48 @@ def padded_vocab_size(cfg: ModelConfig, tp: int) -> int:
     return int(math.ceil(cfg.vocab_size / multiple) * multiple)
 
 
+def on_gpu() -> bool:
+    """The model runs on a GPU: CUDA visible and the CPU layer not forced (training.device=cpu)."""
+    from megatron_ext import cpu
+
+    return torch.cuda.is_available() and not cpu.active()
+
+
+def use_transformer_engine(cfg: ModelConfig) -> bool:
+    """TE layer spec: `attention_backend` te, or auto with TransformerEngine installed."""
+    if cfg.attention_backend == "te" and not features.has_transformer_engine():
+        raise RuntimeError("model.attention_backend=te but transformer-engine is not installed")
+    return cfg.attention_backend == "te" or (cfg.attention_backend == "auto" and features.has_transformer_engine())
+
+
+def fusion_settings(use_te: bool, gpu: bool) -> dict[str, object]:
+    """megatron's kernel-fusion switches: each on exactly when its kernel exists here.
+
+    - gradient_accumulation_fusion: the weight-gradient GEMM accumulates straight into the fp32
+      main_grad buffer (TE linear layers do it natively; the local spec needs Apex's
+      fused_weight_gradient_mlp_cuda);
+    - apply_rope_fusion: TE's fused RoPE kernel;
+    - bias_activation_fusion / bias_dropout_fusion: megatron's jit-fused SwiGLU and bias-dropout-add;
+    - attention_backend: auto lets TE pick flash (flash-attn or TE's own) or cuDNN fused attention
+      per shape; the local spec uses torch SDPA (its own flash / memory-efficient kernels).
+    On the CPU every switch is off: the fused kernels are CUDA kernels."""
+    from megatron.core.transformer.enums import AttnBackend
+
+    te_rope = False
+    if gpu and use_te:
+        from megatron.core.models.common.embeddings import rope_utils
+
+        te_rope = getattr(rope_utils, "fused_apply_rotary_pos_emb", None) is not None
+    return {
+        "gradient_accumulation_fusion": gpu and (use_te or features.has_apex_wgrad_fusion()),
+        "apply_rope_fusion": te_rope,
+        "bias_activation_fusion": gpu,
+        "bias_dropout_fusion": gpu,
+        "masked_softmax_fusion": False,  # only megatron's local DotProductAttention uses it; we use SDPA or TE
+        "attention_backend": AttnBackend.auto,
+    }
+
+
 def transformer_config(
     cfg: ModelConfig, par: ParallelConfig, params_dtype: torch.dtype, pg_sizes: Optional[dict] = None
 ) -> TransformerConfig:
@@ -79,11 +121,8 @@ def transformer_config(
         use_cpu_initialization=True,
         perform_initialization=False,  # init_weights() does it, layout-independently
         calculate_per_token_loss=True,  # loss = token mean over the whole global batch, any layout
-        gradient_accumulation_fusion=False,
-        bias_activation_fusion=False,
-        masked_softmax_fusion=False,
-        apply_rope_fusion=False,
         persist_layer_norm=False,
+        **fusion_settings(use_transformer_engine(cfg), on_gpu()),
         deallocate_pipeline_outputs=True,
         **recompute,
     )
@@ -268,12 +307,34 @@ def _tp_group(model: GPTModel):
     return parallel_state.get_tensor_model_parallel_group()
 
 
+FUSIONS = ("gradient_accumulation_fusion", "apply_rope_fusion", "bias_activation_fusion", "bias_dropout_fusion",
+           "masked_softmax_fusion")
+
+
+def kernel_summary(cfg: ModelConfig, config: TransformerConfig) -> dict[str, object]:
+    """Which layer spec, attention kernels and fusions this model runs with (the run's first line)."""
+    have = features.summary()
+    if use_transformer_engine(cfg):
+        spec = "transformer_engine"
+        flash = f"flash-attn {have['flash_attn']}" if have["flash_attn"] else "TE's own flash"
+        attention = f"TE DotProductAttention (backend {config.attention_backend.name}: {flash} or cuDNN fused)"
+    else:
+        spec = "local"
+        attention = "torch SDPA" if cfg.attention_backend in ("auto", "sdpa") else "megatron local (unfused)"
+    return {
+        "spec": spec,
+        "attention": attention,
+        "fusions": {name: bool(getattr(config, name)) for name in FUSIONS},
+        "loss": "chunked vocab-parallel cross entropy on the logits' dtype, padded rows masked",
+        "transformer_engine": have["transformer_engine"],
+        "flash_attn": have["flash_attn"],
+        "apex": have["apex"],
+    }
+
+
 def layer_spec(cfg: ModelConfig) -> tuple[ModuleSpec, type]:
     """The transformer layer spec and the final-norm class for this machine."""
-    use_te = cfg.attention_backend == "te" or (cfg.attention_backend == "auto" and features.has_transformer_engine())
-    if cfg.attention_backend == "te" and not features.has_transformer_engine():
-        raise RuntimeError("model.attention_backend=te but transformer-engine is not installed")
-    if use_te:
+    if use_transformer_engine(cfg):
         from megatron.core.extensions.transformer_engine import TENorm
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 

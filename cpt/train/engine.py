@@ -42,6 +42,9 @@ Batch = Mapping[str, np.ndarray]
 class Engine(Protocol):
     layout: Layout
     num_parameters: int
+    start_info: Mapping[str, Any]
+    """What the run executes on: `line` (the run's first log line: device, dtype, kernels, attention
+    backend) and the same as fields (`device`, `dtype`, `spec`, `attention`, `fusions`, ...)."""
 
     def train_step(self, micro_batches: Iterator[Batch], num_micro_batches: int, lr: float) -> StepResult:
         """Forward/backward over this rank's micro-batches, then one optimizer step at `lr`.

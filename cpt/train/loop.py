@@ -135,6 +135,8 @@ class Trainer:
         self.hooks = HookRunner.from_specs(recipe.hooks, self._hook_context(), engine.broadcast_object)
         self.train_seconds = self.eval_seconds = 0.0  # this process's time in steps / in validation
         self._context()
+        info = dict(engine.start_info)  # the run's first line: device, dtype, kernels, attention
+        self.logger.event(self.state.step, info.pop("line"), engine=info)
 
     # ------------------------------------------------------------------ stage and data position
 
