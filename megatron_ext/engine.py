@@ -13,7 +13,7 @@ import json
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from megatron.core.pipeline_parallel import get_forward_backward_func  # noqa: E
 from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed  # noqa: E402
 
 from cpt.config import Recipe  # noqa: E402
+from cpt.io import write_json_atomic  # noqa: E402
 from cpt.train.engine import Batch, Layout, StepResult  # noqa: E402
 from megatron_ext import compat, features  # noqa: E402
 from megatron_ext.model import build_model, init_weights, kernel_summary  # noqa: E402
@@ -87,7 +88,8 @@ def _choose_device(recipe: Recipe) -> device.DeviceChoice:
 class MegatronEngine:
     """One process's share of a megatron-core model, its optimizer and checkpoints."""
 
-    def __init__(self, recipe: Recipe) -> None:
+    def __init__(self, recipe: Recipe, async_save: Optional[bool] = None) -> None:
+        """`async_save`: write checkpoints in the background (default: on GPU only)."""
         self.device_choice = _choose_device(recipe)
         init_distributed(choice=self.device_choice)
         self.recipe = recipe
@@ -106,6 +108,8 @@ class MegatronEngine:
         on_cpu = self.device_choice.kind == "cpu"
         self.device = torch.device("cpu") if on_cpu else torch.device("cuda", torch.cuda.current_device())
         self.dtype = _dtype(recipe, on_cpu)
+        self.async_save = (not on_cpu) if async_save is None else async_save
+        self._async_queue = None
         self.layout = Layout(
             rank=dist.get_rank(),
             world_size=world,
@@ -351,10 +355,16 @@ class MegatronEngine:
             if init is not None and not opt.optimizer.state:
                 init()
 
-    def save(self, directory: Path, trainer_state: dict[str, Any]) -> None:
-        """Write a dist checkpoint. `trainer_state["weights_only"]` (imports from HF) leaves out the
-        optimizer and RNG: a run started from it begins at step 0 with a fresh optimizer."""
+    def save(self, directory: Path, trainer_state: dict[str, Any],
+             on_written: Optional[Callable[[], None]] = None) -> None:
+        """Write a dist checkpoint into `directory`, then call `on_written()` on every rank (the
+        checkpoint manager's commit). With `async_save` (on GPU) the shards are copied to host
+        memory here and written by a background process while training goes on; `on_written` then
+        runs from `finish_saves`, after every rank's shards are on disk.
+        `trainer_state["weights_only"]` (imports from HF) leaves out the optimizer and RNG: a run
+        started from it begins at step 0 with a fresh optimizer."""
         directory = Path(directory)
+        self.finish_saves(blocking=True)  # one save in flight at a time
         if self.layout.rank == 0:
             directory.mkdir(parents=True, exist_ok=True)
         self.barrier()
@@ -362,10 +372,31 @@ class MegatronEngine:
         sd = self._sharded_state_dict(is_loading=False, with_optimizer=not weights_only)
         if not weights_only:
             sd["rng_state"] = self._rng_state()
-        dist_checkpointing.save(sd, str(directory))
+        request = dist_checkpointing.save(sd, str(directory), async_sharded_save=self.async_save)
         if self.layout.rank == 0:
-            (directory / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
-        self.barrier()
+            write_json_atomic(directory / TRAINER_STATE_FILE, trainer_state, indent=1, sort_keys=True)
+        if request is None:
+            self.barrier()
+            if on_written is not None:
+                on_written()
+            return
+        if on_written is not None:
+            request.add_finalize_fn(on_written)
+        self._save_queue().schedule_async_request(request)
+
+    def _save_queue(self):
+        if self._async_queue is None:
+            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+            self._async_queue = AsyncCallsQueue(persistent=False)
+        return self._async_queue
+
+    def finish_saves(self, blocking: bool = True) -> int:
+        """Finalize (commit) asynchronous saves whose shards are all written; with `blocking`, wait
+        for all. Collective: every rank calls it at the same point. Returns how many finished."""
+        if self._async_queue is None or not self._async_queue.get_num_unfinalized_calls():
+            return 0
+        return len(self._async_queue.maybe_finalize_async_calls(blocking=blocking))
 
     def load(self, directory: Path, load_optimizer: bool = True, load_rng: bool = True) -> dict[str, Any]:
         directory = Path(directory)
@@ -420,6 +451,9 @@ class MegatronEngine:
         return box[0]
 
     def close(self) -> None:
+        self.finish_saves(blocking=True)
+        if self._async_queue is not None:
+            self._async_queue.close()
         if dist.is_initialized():
             dist.barrier()
             parallel_state.destroy_model_parallel()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol
 
 import numpy as np
 
@@ -58,8 +58,15 @@ class Engine(Protocol):
     def parameters_finite(self) -> bool:
         """True when every parameter on every rank is finite (checked before saving)."""
 
-    def save(self, directory: Path, trainer_state: dict[str, Any]) -> None:
-        """Write a complete checkpoint into `directory` (the loop handles temp names and `latest`)."""
+    def save(self, directory: Path, trainer_state: dict[str, Any],
+             on_written: Optional[Callable[[], None]] = None) -> None:
+        """Write a complete checkpoint into `directory` (the loop handles temp names and `latest`),
+        then call `on_written()` on every rank: at once, or from `finish_saves` for an engine that
+        writes in the background."""
+
+    def finish_saves(self, blocking: bool = True) -> int:
+        """Run `on_written` of background saves that are done (with `blocking`: wait for all).
+        Called on every rank at the same points; returns how many finished."""
 
     def load(self, directory: Path) -> dict[str, Any]:
         """Restore model and optimizer from `directory`; return the trainer state saved with them."""
