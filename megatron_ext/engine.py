@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 from functools import partial
 from pathlib import Path
@@ -228,40 +229,43 @@ class MegatronEngine:
             forward_only=forward_only,
         )
 
-    def _global_loss(self, losses_reduced: list[dict]) -> tuple[float, int]:
-        """(token-summed loss, tokens) over the global batch, identical on every rank."""
-        totals = torch.zeros(2, dtype=torch.float64)
-        if self.post_process:
-            for item in losses_reduced:
-                totals += item["lm loss"].detach().to("cpu", torch.float64)
-        totals = totals.to(self.device)
-        # Sum over data-parallel replicas, then over pipeline stages (only the last holds a loss).
-        dist.all_reduce(totals, group=parallel_state.get_data_parallel_group())
-        dist.all_reduce(totals, group=parallel_state.get_pipeline_model_parallel_group())
-        # Tensor-parallel ranks of one stage hold the same loss; no reduction across them.
-        return float(totals[0]), int(totals[1])
+    def _step_scalars(self, losses_reduced: list[dict], check_grads: bool) -> tuple[float, int, bool]:
+        """(token-summed loss, tokens, all gradients finite) over the global batch, identical on
+        every rank, from ONE all-reduce and ONE device-to-host transfer.
 
-    def _grads_finite(self) -> bool:
-        # One read-only pass per grad buffer: min and max are both finite exactly when every
-        # gradient is (a NaN propagates into both). No overflow is possible, unlike a sum, and no
-        # converted copy is made (a float64 sum first casts the whole buffer: ~4x the time on CPU;
-        # isfinite().all() takes several passes).
-        ok = torch.ones(1, device=self.device)
-        for buffer in [*self.model.buffers, *getattr(self.model, "expert_parallel_buffers", [])]:
-            if buffer.grad_data.numel() == 0:
-                continue
-            lo, hi = torch.aminmax(buffer.grad_data)
-            ok *= torch.isfinite(lo) & torch.isfinite(hi)
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-        return bool(ok.item())
+        Each rank contributes [loss sum, tokens, non-finite flag]: the loss only from the first
+        tensor-parallel rank of the last pipeline stage (TP ranks hold the same loss, other stages
+        none), so a world-wide sum is the sum over data-parallel replicas; the flag counts ranks
+        whose gradients hold a NaN/inf."""
+        local = torch.zeros(3, dtype=torch.float64, device=self.device)
+        if self.post_process and parallel_state.get_tensor_model_parallel_rank() == 0 and losses_reduced:
+            local[:2] = torch.stack([item["lm loss"].detach() for item in losses_reduced]).to(torch.float64).sum(0)
+        if check_grads:
+            local[2] = (~self._local_grads_finite()).to(torch.float64)
+        dist.all_reduce(local)
+        loss_sum, tokens, bad = local.tolist()
+        return loss_sum, int(tokens), bad == 0
+
+    def _local_grads_finite(self) -> torch.Tensor:
+        """One fused check on the device: min and max of every flat gradient buffer (one read-only
+        pass each, no converted copy, no overflow as a sum could have) are all finite exactly when
+        every gradient is (a NaN propagates into both)."""
+        extremes = [
+            torch.stack(torch.aminmax(buffer.grad_data))
+            for buffer in [*self.model.buffers, *getattr(self.model, "expert_parallel_buffers", [])]
+            if buffer.grad_data.numel()
+        ]
+        if not extremes:
+            return torch.ones((), dtype=torch.bool, device=self.device)
+        return torch.isfinite(torch.cat(extremes)).all()
 
     def train_step(self, micro_batches: Iterator[Batch], num_micro_batches: int, lr: float) -> StepResult:
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         losses = self._run(micro_batches, num_micro_batches, forward_only=False)
-        loss_sum, tokens = self._global_loss(losses)
+        loss_sum, tokens, grads_finite = self._step_scalars(losses, check_grads=True)
         loss = loss_sum / max(tokens, 1)
-        if not np.isfinite(loss) or not self._grads_finite():
+        if not math.isfinite(loss) or not grads_finite:
             return StepResult(loss=loss, grad_norm=float("nan"), tokens=tokens, skipped=True)
         # megatron's own OptimizerParamScheduler sets both per group: norms and biases sit in a
         # group with wd_mult 0, and lr_mult lets a recipe scale parts of the model.
@@ -269,7 +273,7 @@ class MegatronEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
             group["weight_decay"] = wd * group.get("wd_mult", 1.0)
-        ok, grad_norm, _ = self.optimizer.step()
+        ok, grad_norm, _ = self.optimizer.step()  # megatron's clipping reads its norm on the host itself
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         return StepResult(loss=loss, grad_norm=grad_norm, tokens=tokens, skipped=not ok)
 
@@ -282,7 +286,8 @@ class MegatronEngine:
         finally:
             for chunk in self.model_chunks:
                 chunk.train()
-        return self._global_loss(losses)
+        loss_sum, tokens, _ = self._step_scalars(losses, check_grads=False)
+        return loss_sum, tokens
 
     @torch.no_grad()
     def logits(self, tokens: np.ndarray) -> torch.Tensor | None:
