@@ -94,3 +94,17 @@ def test_engine_first_line_says_cpu_and_cuda_request_fails(tmp_path):
                                        "(training.precision=bf16 runs in fp32 on the CPU), gloo; local spec")
     assert first["engine"]["attention"] == "torch SDPA" and first["engine"]["device"] == "cpu"
     assert not any(first["engine"]["fusions"].values())
+
+
+def test_gpu_check_without_cuda_fails_with_one_line():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible: gpu_check would run")
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpu_check: no CUDA device visible (torch ")
