@@ -135,6 +135,8 @@ def score_methods(model_dir: str, texts: list[str], device: str, dtype_name: str
             sync(device)
             results[name]["seconds"] += time.perf_counter() - start
             results[name]["ppl"] += ppl
+        print(f"[score] {k + chunk}/{len(texts)} docs: " + ", ".join(
+            f"{name} {r['seconds']:.1f}s" for name, r in results.items()), file=sys.stderr, flush=True)
     tokens = sum(min(len(ids), max_doc_tokens) - 1 for ids in methods["ours"].annotator.encode(texts))
     for name in names:
         results[name]["tokens_per_s"] = tokens / results[name]["seconds"]

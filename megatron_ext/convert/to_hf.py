@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from cpt.config import ModelConfig
-from cpt.train.checkpoint import reading, resolve_load_path
+from cpt.train.checkpoint import resolve_load_path
 from megatron_ext.convert import files
 from megatron_ext.convert.files import HF_SUBDIR, TRAINER_STATE_FILE
 from megatron_ext.convert.dcp_read import CheckpointTensors
@@ -99,6 +99,8 @@ def mcore_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_reference: str | P
                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False) -> dict[str, Any]:
     """Export; returns the summary written to `convert_summary.json`. The checkpoint is held while
     it is read (a training run's retention leaves it alone meanwhile)."""
+    from cpt.train.checkpoint import reading
+
     ckpt = resolve_load_path(ckpt_dir)
     with reading(ckpt):
         return _export(ckpt, Path(out_dir), hf_reference, max_shard_bytes, overwrite)
