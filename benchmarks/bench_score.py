@@ -2,7 +2,7 @@
 documents and model, in one run; plus topic-tagging docs/s.
 
 Ours = `PerplexityAnnotator` as `cpt score` runs it (batch tokenization, its device's batching policy
-- length-bucketed batches up to `--max-batch-tokens` on GPU, one window per forward on CPU - head
+- length-bucketed batches up to `--max-batch-tokens`, 65536 on GPU, 2048 on CPU, no attention mask - head
 applied only to scored positions). Naive = for each document, `model(ids, labels=ids)` (the usual
 recipe). Padded = transformers batched the plain way: `--padded-batch` documents in input order,
 padded, attention mask, no bucketing. All in the same dtype on the same device (bf16 on GPU, fp32 on

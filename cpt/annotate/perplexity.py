@@ -85,39 +85,32 @@ def bucket_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[i
     return batches
 
 
-def default_max_batch_tokens(device: str, gpu_tokens: int) -> int | None:
+def default_max_batch_tokens(device: str, gpu_tokens: int) -> int:
     """The batching policy by device, when the user sets no --max-batch-tokens.
 
-    GPU: length-bucketed batches of up to `gpu_tokens` tokens; a GPU runs a batch of windows in
-    about the time of one, so batching is most of its speed. CPU: one window per forward (None):
-    the matmuls of a single window already keep the cores busy, so batching gains nothing there
-    while padding (even bucketed) adds work; one window per forward is exactly the per-document
-    loop's work, so it is never slower than it."""
-    return gpu_tokens if device.startswith("cuda") else None
+    GPU: length-bucketed batches of up to `gpu_tokens` tokens. CPU: buckets of up to 2048 tokens:
+    without an attention mask (see HFScorer._score_batch) a batch of similar-length windows runs
+    its larger matmuls at a higher rate than one window at a time, and bucketing keeps the padding
+    small (benchmarks/bench_score.py compares both with the per-document loop)."""
+    return gpu_tokens if device.startswith("cuda") else 2048
 
 
 class BucketedScorer(abc.ABC):
     """A Scorer that scores windows in length-bucketed batches of at most `max_batch_tokens`
-    tokens (None: one window per batch, longest first); a model backend implements `_score_batch`
-    (summed NLL per window of one batch)."""
+    tokens; a model backend implements `_score_batch` (summed NLL per window of one batch)."""
 
     max_length: int
-    max_batch_tokens: int | None
+    max_batch_tokens: int
 
     def score(self, windows: Sequence[Window]) -> tuple[np.ndarray, np.ndarray]:
         sums = np.zeros(len(windows), dtype=np.float64)
         counts = np.array([w.n_targets for w in windows], dtype=np.int64)
-        lengths = [len(w.tokens) for w in windows]
-        if self.max_batch_tokens is None:
-            batches = [[i] for i in sorted(range(len(windows)), key=lambda i: (-lengths[i], i))]
-        else:
-            batches = bucket_batches(lengths, self.max_batch_tokens)
-        for batch in batches:
+        for batch in bucket_batches([len(w.tokens) for w in windows], self.max_batch_tokens):
             sums[batch] = self._score_batch([windows[i] for i in batch])
         return sums, counts
 
     def _check_batch_tokens(self) -> None:
-        if self.max_batch_tokens is not None and self.max_batch_tokens < self.max_length:
+        if self.max_batch_tokens < self.max_length:
             raise ValueError(f"max_batch_tokens ({self.max_batch_tokens}) must be >= max_length ({self.max_length})")
 
     @abc.abstractmethod
@@ -175,7 +168,8 @@ class HFScorer(BucketedScorer):
 
     def _score_batch(self, windows: Sequence[Window]) -> np.ndarray:
         """Right-padded batch, no attention mask: the model is causal, so padding after a window
-        never reaches its positions, and without a mask attention takes its causal fast path."""
+        never reaches its positions, and without a mask attention takes its causal fast path. No
+        KV cache is built (nothing is generated)."""
         torch = self._torch
         longest = self._longest(windows)
         ids = torch.full((len(windows), longest), self.pad_id, dtype=torch.long)
@@ -189,14 +183,14 @@ class HFScorer(BucketedScorer):
         with torch.inference_mode():
             if self._split:
                 body = self.model.base_model
-                hidden = body(input_ids=ids).last_hidden_state[:, :-1][scored]
+                hidden = body(input_ids=ids, use_cache=False).last_hidden_state[:, :-1][scored]
                 head = self.model.get_output_embeddings()
                 nll = torch.cat([
                     torch.nn.functional.cross_entropy(head(hidden[k:k + self.head_chunk]).float(),
                                                       targets[k:k + self.head_chunk], reduction="none")
                     for k in range(0, len(targets), self.head_chunk)])
             else:
-                logits = self.model(input_ids=ids).logits[:, :-1][scored].float()
+                logits = self.model(input_ids=ids, use_cache=False).logits[:, :-1][scored].float()
                 nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
             sums = torch.zeros(len(windows), dtype=torch.float64, device=self.device)
             sums.index_add_(0, rows, nll.double())
