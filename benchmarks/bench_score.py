@@ -1,12 +1,16 @@
-"""Benchmark of `cpt score`: tokens/s of our scorer against a naive per-document transformers loop on
-the same documents and model, in one run; plus topic-tagging docs/s.
+"""Benchmark of `cpt score`: tokens/s of our scorer against two transformers baselines on the same
+documents and model, in one run; plus topic-tagging docs/s.
 
-Ours = `PerplexityAnnotator` as `cpt score` runs it (batch tokenization, length-bucketed batches up to
-`--max-batch-tokens`, head applied only to scored positions). Naive = for each document,
-`model(ids, labels=ids)` (the usual recipe). Both in the same dtype on the same device (bf16 on GPU,
-fp32 on CPU); both include tokenization. The maximum relative ppl difference between them is printed
-as a check that they compute the same thing. `--megatron` adds the same annotator over a cpt megatron
-checkpoint (`megatron_ext.scoring`; `import` converts --model first). Tagging = `TopicAnnotator` (MiniLM, 128 tokens).
+Ours = `PerplexityAnnotator` as `cpt score` runs it (batch tokenization, its device's batching policy
+- length-bucketed batches up to `--max-batch-tokens`, 65536 on GPU, 2048 on CPU, no attention mask - head
+applied only to scored positions). Naive = for each document, `model(ids, labels=ids)` (the usual
+recipe). Padded = transformers batched the plain way: `--padded-batch` documents in input order,
+padded, attention mask, no bucketing. All in the same dtype on the same device (bf16 on GPU, fp32 on
+CPU), all including tokenization, interleaved chunk by chunk (order rotating) so all three see the
+same load. The maximum relative ppl difference against naive is printed as a check that they compute
+the same thing; the load average is printed beside the figures. `--megatron` adds the same annotator
+over a cpt megatron checkpoint (`megatron_ext.scoring`; `import` converts --model first). Tagging =
+`TopicAnnotator` (MiniLM, 128 tokens).
 
 Defaults use the real assets (SmolLM2-135M, all-MiniLM-L6-v2, People's Daily + Wikipedia). On a
 machine without them, pass --model/--encoder folders and --corpus (jsonl with "text"); throughput does
@@ -18,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -45,47 +50,98 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def naive(model_dir: str, texts: list[str], device: str, dtype, max_doc_tokens: int) -> tuple[list[float], int, float]:
+class Naive:
+    """The per-document loop: `model(ids, labels=ids)` for each document (the usual recipe)."""
+
+    def __init__(self, model, tokenizer, device: str, max_doc_tokens: int) -> None:
+        self.model, self.tokenizer, self.device, self.max_doc_tokens = model, tokenizer, device, max_doc_tokens
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for text in texts:
+                ids = self.tokenizer(text, return_tensors="pt")["input_ids"][:, :self.max_doc_tokens].to(self.device)
+                out.append(math.exp(self.model(ids, labels=ids).loss.float().item()))
+        return out
+
+
+class PaddedBatches:
+    """transformers batched the plain way: `batch_size` documents in input order, padded to the
+    longest (no length bucketing), attention mask, per-document mean NLL from the logits."""
+
+    def __init__(self, model, tokenizer, device: str, max_doc_tokens: int, batch_size: int) -> None:
+        self.model, self.device, self.max_doc_tokens, self.batch_size = model, device, max_doc_tokens, batch_size
+        self.tokenizer = tokenizer
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "right"
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        import torch
+
+        out = []
+        with torch.inference_mode():
+            for k in range(0, len(texts), self.batch_size):
+                enc = self.tokenizer(texts[k:k + self.batch_size], return_tensors="pt", padding=True, truncation=True,
+                                     max_length=self.max_doc_tokens).to(self.device)
+                logits = self.model(**enc).logits[:, :-1].float()
+                labels, mask = enc["input_ids"][:, 1:], enc["attention_mask"][:, 1:].float()
+                nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, reduction="none")
+                out += torch.exp((nll * mask).sum(1) / mask.sum(1)).tolist()
+        return out
+
+
+class Ours:
+    """`PerplexityAnnotator` as `cpt score` runs it (its device's batching policy)."""
+
+    def __init__(self, model_dir: str, device: str, dtype_name: str, max_doc_tokens: int,
+                 max_batch_tokens: int | None) -> None:
+        from cpt.annotate.perplexity import PerplexityAnnotatorFactory
+
+        self.annotator = PerplexityAnnotatorFactory(model_dir, device=device, dtype=dtype_name,
+                                                    max_length=max_doc_tokens, max_batch_tokens=max_batch_tokens,
+                                                    max_doc_tokens=max_doc_tokens)()
+
+    def __call__(self, texts: list[str]) -> list[float]:
+        from cpt.annotate.docs import Doc
+
+        return [r.values["ppl"] for r in self.annotator([Doc(str(i), t) for i, t in enumerate(texts)])]
+
+
+def score_methods(model_dir: str, texts: list[str], device: str, dtype_name: str, max_doc_tokens: int,
+                  max_batch_tokens: int | None, padded_batch: int, chunk: int) -> dict:
+    """ours / naive / padded over the same documents, interleaved: chunk by chunk, each method in
+    turn, the order rotating, so all three see the same load on a shared machine. Seconds per
+    method are summed; each method's ppl list is in document order."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(device).eval()
-    with torch.inference_mode():  # warm-up
-        ids = tokenizer(texts[0], return_tensors="pt")["input_ids"][:, :max_doc_tokens].to(device)
-        model(ids, labels=ids)
-    sync(device)
-    start = time.perf_counter()
-    ppl, tokens = [], 0
-    with torch.inference_mode():
-        for text in texts:
-            ids = tokenizer(text, return_tensors="pt")["input_ids"][:, :max_doc_tokens].to(device)
-            ppl.append(math.exp(model(ids, labels=ids).loss.float().item()))
-            tokens += ids.shape[1] - 1
-    sync(device)
-    seconds = time.perf_counter() - start
-    del model
-    return ppl, tokens, seconds
-
-
-def ours(model_dir: str, texts: list[str], device: str, dtype_name: str, max_doc_tokens: int,
-         max_batch_tokens: int | None, chunk: int) -> tuple[list[float], int, float]:
-    from cpt.annotate.docs import Doc
-    from cpt.annotate.perplexity import PerplexityAnnotatorFactory
-
-    annotator = PerplexityAnnotatorFactory(model_dir, device=device, dtype=dtype_name, max_length=max_doc_tokens,
-                                           max_batch_tokens=max_batch_tokens, max_doc_tokens=max_doc_tokens)()
-    annotator([Doc("warm", texts[0])])
-    docs = [Doc(str(i), t) for i, t in enumerate(texts)]
-    sync(device)
-    start = time.perf_counter()
-    results = []
-    for k in range(0, len(docs), chunk):
-        results += annotator(docs[k:k + chunk])
-    sync(device)
-    seconds = time.perf_counter() - start
-    tokens = sum(min(len(ids), max_doc_tokens) - 1 for ids in annotator.encode(texts))
-    return [r.values["ppl"] for r in results], tokens, seconds
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype_name)).to(device).eval()
+    methods = {"ours": Ours(model_dir, device, dtype_name, max_doc_tokens, max_batch_tokens),
+               "naive": Naive(model, tokenizer, device, max_doc_tokens),
+               "padded": PaddedBatches(model, tokenizer, device, max_doc_tokens, padded_batch)}
+    for method in methods.values():  # warm-up
+        method(texts[:2])
+    results = {name: {"ppl": [], "seconds": 0.0} for name in methods}
+    names = list(methods)
+    for c, k in enumerate(range(0, len(texts), chunk)):
+        for name in names[c % 3:] + names[:c % 3]:
+            sync(device)
+            start = time.perf_counter()
+            ppl = methods[name](texts[k:k + chunk])
+            sync(device)
+            results[name]["seconds"] += time.perf_counter() - start
+            results[name]["ppl"] += ppl
+        print(f"[score] {k + chunk}/{len(texts)} docs: " + ", ".join(
+            f"{name} {r['seconds']:.1f}s" for name, r in results.items()), file=sys.stderr, flush=True)
+    tokens = sum(min(len(ids), max_doc_tokens) - 1 for ids in methods["ours"].annotator.encode(texts))
+    for name in names:
+        results[name]["tokens_per_s"] = tokens / results[name]["seconds"]
+    results["tokens"] = tokens
+    return results
 
 
 def megatron(checkpoint: str, model_dir: str, texts: list[str], device: str, dtype_name: str, max_doc_tokens: int,
@@ -145,7 +201,9 @@ def main() -> None:
     p.add_argument("--corpus", default=None, help="jsonl with a text field (default: People's Daily + Wikipedia)")
     p.add_argument("--docs", type=int, default=None, help="documents (default 48 on CPU, 2000 on GPU)")
     p.add_argument("--max-doc-tokens", type=int, default=256, help="tokens scored per document (both sides)")
-    p.add_argument("--max-batch-tokens", type=int, default=None)
+    p.add_argument("--max-batch-tokens", type=int, default=None, help="ours (default: its device's policy)")
+    p.add_argument("--padded-batch", type=int, default=None, help="documents per padded batch (default 8 CPU, 64 GPU)")
+    p.add_argument("--chunk", type=int, default=None, help="documents per interleaved turn (default 8 CPU, 500 GPU)")
     p.add_argument("--megatron", default=None,
                    help="also score with a cpt megatron checkpoint (a path, or 'import' to convert --model first)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -161,11 +219,12 @@ def main() -> None:
     model_dir = args.model or str(assets.smollm2_hf_dir())
     encoder_dir = args.encoder or str(assets.minilm_dir())
     dtype_name = "bfloat16" if gpu else "float32"
-    o_ppl, o_tokens, o_s = ours(model_dir, texts, args.device, dtype_name, args.max_doc_tokens,
-                                args.max_batch_tokens, 256)
-    n_ppl, n_tokens, n_s = naive(model_dir, texts, args.device, getattr(torch, dtype_name), args.max_doc_tokens)
-    assert o_tokens == n_tokens, (o_tokens, n_tokens)
-    diff = max(abs(a / b - 1) for a, b in zip(o_ppl, n_ppl))
+    res = score_methods(model_dir, texts, args.device, dtype_name, args.max_doc_tokens, args.max_batch_tokens,
+                        args.padded_batch or (64 if gpu else 8), args.chunk or (500 if gpu else 8))
+    o_tokens = n_tokens = res["tokens"]
+    n_ppl = res["naive"]["ppl"]
+    diff = max(abs(a / b - 1) for a, b in zip(res["ours"]["ppl"], n_ppl))
+    p_diff = max(abs(a / b - 1) for a, b in zip(res["padded"]["ppl"], n_ppl))
     extra = {}
     if args.megatron:
         m_ppl, m_tokens, m_s = megatron(args.megatron, model_dir, texts, args.device, dtype_name, args.max_doc_tokens,
@@ -177,12 +236,16 @@ def main() -> None:
     tag = tagging(encoder_dir, texts, args.device)
     print(f"device {args.device} ({torch.cuda.get_device_name() if gpu else 'cpu'}), {dtype_name}, {len(texts)} docs, "
           f"{o_tokens} scored tokens")
-    print(f"ours:  {o_s:.2f}s  {o_tokens / o_s:,.0f} tokens/s")
-    print(f"naive: {n_s:.2f}s  {n_tokens / n_s:,.0f} tokens/s")
-    print(f"max relative ppl difference ours vs naive: {diff:.2e}")
+    for name in ("ours", "naive", "padded"):
+        print(f"{name + ':':7s} {res[name]['seconds']:.2f}s  {res[name]['tokens_per_s']:,.0f} tokens/s")
+    print(f"max relative ppl difference vs naive: ours {diff:.2e}, padded {p_diff:.2e}")
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(f"tagging: {tag:,.1f} docs/s")
-    print(json.dumps({"bench": "score", "ours_tokens_per_s": round(o_tokens / o_s, 1),
-                      "naive_tokens_per_s": round(n_tokens / n_s, 1), "ratio": round((o_tokens / o_s) / (n_tokens / n_s), 3),
+    o, nv, pd = (res[k]["tokens_per_s"] for k in ("ours", "naive", "padded"))
+    print(json.dumps({"bench": "score", "ours_tokens_per_s": round(o, 1), "naive_tokens_per_s": round(nv, 1),
+                      "ratio": round(o / nv, 3), "padded_tokens_per_s": round(pd, 1), "ratio_padded": round(o / pd, 3),
+                      "loadavg": [round(x, 2) for x in load],
                       "tag_docs_per_s": round(tag, 2), "device": args.device, "docs": len(texts), "tokens": o_tokens, **extra}))
 
 

@@ -251,6 +251,10 @@ class TrainingConfig:
     eval_batches: int = _f(4, "global batches per validation run")
     eval_batches_per_stream: int = _f(1, "global batches per stream per validation run (data.valid_holdout > 0)")
     save_every: int = _f(0, "steps between checkpoints; 0 = only at the end")
+    keep_last: int = _f(0, "complete checkpoints kept, newest first (older ones deleted after each save); 0 = keep all")
+    keep_every: int = _f(0, "with keep_last: also keep checkpoints whose step is a multiple of this; 0 = none")
+    device: Literal["auto", "cuda", "cpu"] = _f(
+        "auto", "auto = the GPUs when torch sees them, the CPU only on a machine without GPUs; cuda/cpu never fall back")
     load: Optional[str] = _f(None, "checkpoint folder to start from; null = resume from output_dir if it holds one")
     tensorboard: bool = _f(True, "write TensorBoard events under output_dir/tensorboard")
 
@@ -259,7 +263,7 @@ class TrainingConfig:
         for name in ("seq_length", "micro_batch_size", "global_batch_size", "train_tokens", "log_every", "eval_batches",
                      "eval_batches_per_stream"):
             _require(getattr(self, name) > 0, f"training.{name}", "must be > 0")
-        for name in ("eval_every", "save_every", "max_skipped_steps"):
+        for name in ("eval_every", "save_every", "max_skipped_steps", "keep_last", "keep_every"):
             _require(getattr(self, name) >= 0, f"training.{name}", "must be >= 0")
         _require(
             self.global_batch_size % self.micro_batch_size == 0,

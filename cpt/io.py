@@ -33,6 +33,28 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+def fsync_dir(path: str | Path) -> None:
+    """Make a folder's entries (files created, renamed or removed in it) durable: after a rename
+    that commits something, the rename itself survives a crash only once its folder is fsynced."""
+    fd = os.open(str(path), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(path: str | Path) -> int:
+    """fsync every file and folder under `path` (files written by other code, e.g. a checkpoint's
+    shards, before a marker declares them complete). Returns the number of files."""
+    n = 0
+    for folder, _dirs, names in os.walk(path):
+        for name in names:
+            _fsync(os.path.join(folder, name))
+            n += 1
+        fsync_dir(folder)
+    return n
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; when the block ends without error, fsync it

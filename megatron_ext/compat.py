@@ -6,8 +6,34 @@ newer megatron-core that no longer needs it is left alone.
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
+
+# The megatron-core releases the engine tests have passed against (pyproject.toml declares the same
+# range; tests/test_megatron_range.py checks both). cpu.py and the fixes below adjust private APIs
+# of exactly these releases.
+MEGATRON_CORE_RANGE = ">=0.16.1,<0.17"
+
+
+def megatron_core_version() -> str:
+    from importlib.metadata import version
+
+    return version("megatron-core")
+
+
+def in_tested_range(found: str | None = None) -> bool:
+    from packaging.specifiers import SpecifierSet
+
+    return SpecifierSet(MEGATRON_CORE_RANGE).contains(found or megatron_core_version(), prereleases=True)
+
+
+def warn_if_untested(what: str) -> None:
+    """One warning naming the range, when the installed megatron-core is outside it."""
+    found = megatron_core_version()
+    if not in_tested_range(found):
+        warnings.warn(f"{what} was tested with megatron-core {MEGATRON_CORE_RANGE}; found {found}. "
+                      f"Run the engine tests on it before trusting a run.", stacklevel=3)
 
 
 def _fix_torch_adam_step_on_reshardable_load() -> None:
@@ -71,4 +97,5 @@ def prefer_foreach_adam(optimizer) -> None:
 
 
 def apply() -> None:
+    warn_if_untested("megatron_ext")
     _fix_torch_adam_step_on_reshardable_load()

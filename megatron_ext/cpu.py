@@ -9,8 +9,9 @@ Two more patches only save time on this path, with bit-identical results: collec
 one-rank group are skipped (gloo would copy the whole buffer), and the no-Apex gradient-clip scale
 runs in place.
 
-Verified with megatron-core 0.16.x (TP, PP, DP with the distributed optimizer, dist checkpointing);
-another version gets a warning, since the list of CUDA assumptions may have changed.
+Verified with the megatron-core releases of `megatron_ext.compat.MEGATRON_CORE_RANGE` (TP, PP, DP
+with the distributed optimizer, dist checkpointing); another version gets a warning, since the list
+of CUDA assumptions may have changed.
 """
 from __future__ import annotations
 
@@ -22,8 +23,6 @@ import warnings
 
 import torch
 import torch.distributed as dist
-
-VERIFIED_MEGATRON_VERSIONS = ("0.16.",)
 
 # megatron modules that create tensors with a hard-coded device="cuda" (or call torch.cuda.* at
 # module level through `torch.`), and the call in each that needs the redirect.
@@ -56,6 +55,11 @@ _enabled = False
 
 def cuda_absent() -> bool:
     return not torch.cuda.is_available()
+
+
+def active() -> bool:
+    """True once `enable` has redirected megatron-core to the CPU."""
+    return _enabled
 
 
 def _to_cpu_device(device):
@@ -240,15 +244,9 @@ def _patch_grad_clip_scale() -> None:
 
 
 def _check_version() -> None:
-    from importlib.metadata import version
+    from megatron_ext import compat
 
-    found = version("megatron-core")
-    if not found.startswith(VERIFIED_MEGATRON_VERSIONS):
-        warnings.warn(
-            f"megatron_ext.cpu was verified with megatron-core {VERIFIED_MEGATRON_VERSIONS}; found "
-            f"{found}. CPU runs may meet a CUDA call this layer does not redirect.",
-            stacklevel=3,
-        )
+    compat.warn_if_untested("megatron_ext.cpu (CPU runs may meet a CUDA call it does not redirect)")
 
 
 def _quiet_expected_warnings() -> None:
@@ -261,15 +259,15 @@ def _quiet_expected_warnings() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def enable() -> bool:
-    """Redirect megatron-core's CUDA assumptions to the CPU when CUDA is absent. Idempotent.
-
-    Returns True when the CPU layer is active.
+def enable(force: bool = False) -> bool:
+    """Redirect megatron-core's CUDA assumptions to the CPU when CUDA is absent, or always with
+    `force` (training.device=cpu on a GPU machine: this process then never touches its GPUs).
+    Idempotent. Returns True when the CPU layer is active.
     """
     global _enabled
     if _enabled:
         return True
-    if not cuda_absent():
+    if not force and not cuda_absent():
         return False
     _check_version()
     _quiet_expected_warnings()

@@ -3,22 +3,24 @@
 Parallel state (TP, PP, DP), megatron DDP with the distributed optimizer, AdamW, the pipeline
 schedule from `get_forward_backward_func()`, per-token loss averaged over the whole global batch
 (so every layout computes the same number), and distributed checkpoints that reshard across TP/PP.
-On a machine without CUDA `megatron_ext.cpu` is enabled first and the gloo backend is used.
+The device is `training.device` resolved by `megatron_ext.device` (never a silent CPU fallback);
+on the CPU `megatron_ext.cpu` redirects megatron's CUDA assumptions and the gloo backend is used.
 """
 from __future__ import annotations
 
 import datetime
 import json
+import math
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
-from megatron_ext import cpu
+from megatron_ext import cpu, device
 
 cpu.enable()
 
@@ -32,9 +34,10 @@ from megatron.core.pipeline_parallel import get_forward_backward_func  # noqa: E
 from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed  # noqa: E402
 
 from cpt.config import Recipe  # noqa: E402
+from cpt.io import write_json_atomic  # noqa: E402
 from cpt.train.engine import Batch, Layout, StepResult  # noqa: E402
 from megatron_ext import compat, features  # noqa: E402
-from megatron_ext.model import build_model, init_weights  # noqa: E402
+from megatron_ext.model import build_model, init_weights, kernel_summary  # noqa: E402
 
 compat.apply()
 
@@ -44,11 +47,12 @@ TRAINER_STATE_FILE = "trainer_state.json"
 OPTIMIZER_CKPT_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
 
 
-def init_distributed(timeout_minutes: int = 30) -> None:
-    """Join the torchrun world (or make a world of one). gloo on CPU, nccl on GPU."""
+def init_distributed(timeout_minutes: int = 30, choice: device.DeviceChoice | None = None) -> None:
+    """Join the torchrun world (or make a world of one). gloo on CPU, nccl on GPU; without a
+    `choice` (tools and tests), the GPU when torch sees one."""
     if dist.is_initialized():
         return
-    backend = "gloo" if cpu.cuda_absent() else "nccl"
+    backend = choice.backend if choice is not None else ("gloo" if cpu.cuda_absent() else "nccl")
     if backend == "nccl":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
     timeout = datetime.timedelta(minutes=timeout_minutes)
@@ -69,17 +73,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dtype(recipe: Recipe) -> torch.dtype:
-    if recipe.training.precision == "bf16" and not cpu.cuda_absent():
+def _dtype(recipe: Recipe, on_cpu: bool) -> torch.dtype:
+    if recipe.training.precision == "bf16" and not on_cpu:
         return torch.bfloat16
-    return torch.float32  # bf16 matmuls on CPU are slow and not what CPU runs are for
+    return torch.float32  # bf16 matmuls on CPU are slow and not what CPU runs are for (said in the first line)
+
+
+def _choose_device(recipe: Recipe) -> device.DeviceChoice:
+    choice = device.resolve(recipe.training.device, int(os.environ.get("LOCAL_RANK", 0)))
+    if choice.kind == "cpu":
+        cpu.enable(force=True)
+    return choice
 
 
 class MegatronEngine:
     """One process's share of a megatron-core model, its optimizer and checkpoints."""
 
-    def __init__(self, recipe: Recipe) -> None:
-        init_distributed()
+    def __init__(self, recipe: Recipe, async_save: Optional[bool] = None) -> None:
+        """`async_save`: write checkpoints in the background (default: on GPU only)."""
+        self.device_choice = _choose_device(recipe)
+        init_distributed(choice=self.device_choice)
         self.recipe = recipe
         par = recipe.parallel
         world = dist.get_world_size()
@@ -93,8 +106,11 @@ class MegatronEngine:
         # megatron's convention: a different seed per pipeline stage for dropout; init is separate.
         model_parallel_cuda_manual_seed(seed + 100 * parallel_state.get_pipeline_model_parallel_rank())
         torch.manual_seed(seed)
-        self.device = torch.device("cpu") if cpu.cuda_absent() else torch.device("cuda", torch.cuda.current_device())
-        self.dtype = _dtype(recipe)
+        on_cpu = self.device_choice.kind == "cpu"
+        self.device = torch.device("cpu") if on_cpu else torch.device("cuda", torch.cuda.current_device())
+        self.dtype = _dtype(recipe, on_cpu)
+        self.async_save = (not on_cpu) if async_save is None else async_save
+        self._async_queue = None
         self.layout = Layout(
             rank=dist.get_rank(),
             world_size=world,
@@ -125,7 +141,7 @@ class MegatronEngine:
             grad_reduce_in_fp32=True,
             overlap_grad_reduce=r.parallel.overlap_grad_reduce,
             use_distributed_optimizer=r.parallel.use_distributed_optimizer,
-            bucket_size=None if cpu.cuda_absent() else 40_000_000,
+            bucket_size=None if self.device.type == "cpu" else 40_000_000,
         )
         self.model = DistributedDataParallel(config=model.config, ddp_config=ddp_config, module=model)
         self.model_chunks = [self.model]
@@ -156,6 +172,20 @@ class MegatronEngine:
         dist.all_reduce(total, group=parallel_state.get_model_parallel_group())
         self.num_parameters = int(total.item())
         self.features = features.summary()
+        self.start_info = self._start_info(model.config)
+
+    def _start_info(self, config) -> dict[str, Any]:
+        kernels = kernel_summary(self.recipe.model, config)
+        fused = [k for k, on in kernels["fusions"].items() if on]
+        dtype = str(self.dtype).replace("torch.", "")
+        note = ""
+        if self.recipe.training.precision == "bf16" and self.dtype != torch.bfloat16:
+            note = " (training.precision=bf16 runs in fp32 on the CPU)"
+        line = (f"{self.device_choice.reason}; {dtype}{note}, {self.device_choice.backend}; "
+                f"{kernels['spec']} spec, attention: {kernels['attention']}; "
+                f"fusions: {', '.join(fused) or 'none'}; loss: {kernels['loss']}")
+        return {"line": line, "device": self.device_choice.kind, "dtype": dtype,
+                "backend": self.device_choice.backend, **kernels}
 
     # ------------------------------------------------------------------ steps
 
@@ -199,40 +229,43 @@ class MegatronEngine:
             forward_only=forward_only,
         )
 
-    def _global_loss(self, losses_reduced: list[dict]) -> tuple[float, int]:
-        """(token-summed loss, tokens) over the global batch, identical on every rank."""
-        totals = torch.zeros(2, dtype=torch.float64)
-        if self.post_process:
-            for item in losses_reduced:
-                totals += item["lm loss"].detach().to("cpu", torch.float64)
-        totals = totals.to(self.device)
-        # Sum over data-parallel replicas, then over pipeline stages (only the last holds a loss).
-        dist.all_reduce(totals, group=parallel_state.get_data_parallel_group())
-        dist.all_reduce(totals, group=parallel_state.get_pipeline_model_parallel_group())
-        # Tensor-parallel ranks of one stage hold the same loss; no reduction across them.
-        return float(totals[0]), int(totals[1])
+    def _step_scalars(self, losses_reduced: list[dict], check_grads: bool) -> tuple[float, int, bool]:
+        """(token-summed loss, tokens, all gradients finite) over the global batch, identical on
+        every rank, from ONE all-reduce and ONE device-to-host transfer.
 
-    def _grads_finite(self) -> bool:
-        # One read-only pass per grad buffer: min and max are both finite exactly when every
-        # gradient is (a NaN propagates into both). No overflow is possible, unlike a sum, and no
-        # converted copy is made (a float64 sum first casts the whole buffer: ~4x the time on CPU;
-        # isfinite().all() takes several passes).
-        ok = torch.ones(1, device=self.device)
-        for buffer in [*self.model.buffers, *getattr(self.model, "expert_parallel_buffers", [])]:
-            if buffer.grad_data.numel() == 0:
-                continue
-            lo, hi = torch.aminmax(buffer.grad_data)
-            ok *= torch.isfinite(lo) & torch.isfinite(hi)
-        dist.all_reduce(ok, op=dist.ReduceOp.MIN)
-        return bool(ok.item())
+        Each rank contributes [loss sum, tokens, non-finite flag]: the loss only from the first
+        tensor-parallel rank of the last pipeline stage (TP ranks hold the same loss, other stages
+        none), so a world-wide sum is the sum over data-parallel replicas; the flag counts ranks
+        whose gradients hold a NaN/inf."""
+        local = torch.zeros(3, dtype=torch.float64, device=self.device)
+        if self.post_process and parallel_state.get_tensor_model_parallel_rank() == 0 and losses_reduced:
+            local[:2] = torch.stack([item["lm loss"].detach() for item in losses_reduced]).to(torch.float64).sum(0)
+        if check_grads:
+            local[2] = (~self._local_grads_finite()).to(torch.float64)
+        dist.all_reduce(local)
+        loss_sum, tokens, bad = local.tolist()
+        return loss_sum, int(tokens), bad == 0
+
+    def _local_grads_finite(self) -> torch.Tensor:
+        """One fused check on the device: min and max of every flat gradient buffer (one read-only
+        pass each, no converted copy, no overflow as a sum could have) are all finite exactly when
+        every gradient is (a NaN propagates into both)."""
+        extremes = [
+            torch.stack(torch.aminmax(buffer.grad_data))
+            for buffer in [*self.model.buffers, *getattr(self.model, "expert_parallel_buffers", [])]
+            if buffer.grad_data.numel()
+        ]
+        if not extremes:
+            return torch.ones((), dtype=torch.bool, device=self.device)
+        return torch.isfinite(torch.cat(extremes)).all()
 
     def train_step(self, micro_batches: Iterator[Batch], num_micro_batches: int, lr: float) -> StepResult:
         self.model.zero_grad_buffer()
         self.optimizer.zero_grad()
         losses = self._run(micro_batches, num_micro_batches, forward_only=False)
-        loss_sum, tokens = self._global_loss(losses)
+        loss_sum, tokens, grads_finite = self._step_scalars(losses, check_grads=True)
         loss = loss_sum / max(tokens, 1)
-        if not np.isfinite(loss) or not self._grads_finite():
+        if not math.isfinite(loss) or not grads_finite:
             return StepResult(loss=loss, grad_norm=float("nan"), tokens=tokens, skipped=True)
         # megatron's own OptimizerParamScheduler sets both per group: norms and biases sit in a
         # group with wd_mult 0, and lr_mult lets a recipe scale parts of the model.
@@ -240,7 +273,7 @@ class MegatronEngine:
         for group in self.optimizer.param_groups:
             group["lr"] = lr * group.get("lr_mult", 1.0)
             group["weight_decay"] = wd * group.get("wd_mult", 1.0)
-        ok, grad_norm, _ = self.optimizer.step()
+        ok, grad_norm, _ = self.optimizer.step()  # megatron's clipping reads its norm on the host itself
         grad_norm = float(grad_norm) if grad_norm is not None else float("nan")
         return StepResult(loss=loss, grad_norm=grad_norm, tokens=tokens, skipped=not ok)
 
@@ -253,7 +286,8 @@ class MegatronEngine:
         finally:
             for chunk in self.model_chunks:
                 chunk.train()
-        return self._global_loss(losses)
+        loss_sum, tokens, _ = self._step_scalars(losses, check_grads=False)
+        return loss_sum, tokens
 
     @torch.no_grad()
     def logits(self, tokens: np.ndarray) -> torch.Tensor | None:
@@ -290,7 +324,7 @@ class MegatronEngine:
         tp = parallel_state.get_tensor_model_parallel_rank()
         dp = parallel_state.get_data_parallel_rank()
         state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state()}
-        if not cpu.cuda_absent():
+        if self.device.type == "cuda":
             state["cuda"] = torch.cuda.get_rng_state()
         from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
@@ -326,10 +360,16 @@ class MegatronEngine:
             if init is not None and not opt.optimizer.state:
                 init()
 
-    def save(self, directory: Path, trainer_state: dict[str, Any]) -> None:
-        """Write a dist checkpoint. `trainer_state["weights_only"]` (imports from HF) leaves out the
-        optimizer and RNG: a run started from it begins at step 0 with a fresh optimizer."""
+    def save(self, directory: Path, trainer_state: dict[str, Any],
+             on_written: Optional[Callable[[], None]] = None) -> None:
+        """Write a dist checkpoint into `directory`, then call `on_written()` on every rank (the
+        checkpoint manager's commit). With `async_save` (on GPU) the shards are copied to host
+        memory here and written by a background process while training goes on; `on_written` then
+        runs from `finish_saves`, after every rank's shards are on disk.
+        `trainer_state["weights_only"]` (imports from HF) leaves out the optimizer and RNG: a run
+        started from it begins at step 0 with a fresh optimizer."""
         directory = Path(directory)
+        self.finish_saves(blocking=True)  # one save in flight at a time
         if self.layout.rank == 0:
             directory.mkdir(parents=True, exist_ok=True)
         self.barrier()
@@ -337,10 +377,31 @@ class MegatronEngine:
         sd = self._sharded_state_dict(is_loading=False, with_optimizer=not weights_only)
         if not weights_only:
             sd["rng_state"] = self._rng_state()
-        dist_checkpointing.save(sd, str(directory))
+        request = dist_checkpointing.save(sd, str(directory), async_sharded_save=self.async_save)
         if self.layout.rank == 0:
-            (directory / TRAINER_STATE_FILE).write_text(json.dumps(trainer_state, indent=1, sort_keys=True))
-        self.barrier()
+            write_json_atomic(directory / TRAINER_STATE_FILE, trainer_state, indent=1, sort_keys=True)
+        if request is None:
+            self.barrier()
+            if on_written is not None:
+                on_written()
+            return
+        if on_written is not None:
+            request.add_finalize_fn(on_written)
+        self._save_queue().schedule_async_request(request)
+
+    def _save_queue(self):
+        if self._async_queue is None:
+            from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
+
+            self._async_queue = AsyncCallsQueue(persistent=False)
+        return self._async_queue
+
+    def finish_saves(self, blocking: bool = True) -> int:
+        """Finalize (commit) asynchronous saves whose shards are all written; with `blocking`, wait
+        for all. Collective: every rank calls it at the same point. Returns how many finished."""
+        if self._async_queue is None or not self._async_queue.get_num_unfinalized_calls():
+            return 0
+        return len(self._async_queue.maybe_finalize_async_calls(blocking=blocking))
 
     def load(self, directory: Path, load_optimizer: bool = True, load_rng: bool = True) -> dict[str, Any]:
         directory = Path(directory)
@@ -365,7 +426,7 @@ class MegatronEngine:
             rng = loaded["rng_state"]
             torch.set_rng_state(rng["torch"])
             np.random.set_state(rng["numpy"])
-            if "cuda" in rng and not cpu.cuda_absent():
+            if "cuda" in rng and self.device.type == "cuda":
                 torch.cuda.set_rng_state(rng["cuda"])
             from megatron.core.tensor_parallel.random import get_cuda_rng_tracker
 
@@ -395,6 +456,9 @@ class MegatronEngine:
         return box[0]
 
     def close(self) -> None:
+        self.finish_saves(blocking=True)
+        if self._async_queue is not None:
+            self._async_queue.close()
         if dist.is_initialized():
             dist.barrier()
             parallel_state.destroy_model_parallel()

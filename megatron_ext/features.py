@@ -33,10 +33,26 @@ def has_flash_attn() -> bool:
     return _importable("flash_attn")
 
 
-def summary() -> dict[str, bool]:
-    """What is available, for the run log."""
+def has_apex_wgrad_fusion() -> bool:
+    """Apex's CUDA extension behind megatron's gradient_accumulation_fusion on the local spec."""
+    return _importable("fused_weight_gradient_mlp_cuda")
+
+
+def version_of(distribution: str) -> str | None:
+    """The installed version of a distribution, or None (read from metadata, nothing imported)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return None
+
+
+def summary() -> dict[str, object]:
+    """What is available, for the run log: False when absent (or broken), else the version."""
+    te = has_transformer_engine() and (version_of("transformer-engine") or version_of("transformer_engine") or True)
     return {
-        "transformer_engine": has_transformer_engine(),
+        "transformer_engine": te,
         "apex": has_apex(),
-        "flash_attn": has_flash_attn(),
+        "flash_attn": has_flash_attn() and (version_of("flash-attn") or version_of("flash_attn") or True),
     }

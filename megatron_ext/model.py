@@ -34,12 +34,55 @@ from megatron.core.transformer.transformer_block import TransformerBlock, Transf
 
 from cpt.config import ModelConfig, ParallelConfig
 from megatron_ext import features
+from megatron_ext.loss import cross_entropy
 
 
 def padded_vocab_size(cfg: ModelConfig, tp: int) -> int:
     """megatron's make-vocab-size-divisible-by rule: pad to a multiple of (divisor × TP)."""
     multiple = cfg.make_vocab_size_divisible_by * tp
     return int(math.ceil(cfg.vocab_size / multiple) * multiple)
+
+
+def on_gpu() -> bool:
+    """The model runs on a GPU: CUDA visible and the CPU layer not forced (training.device=cpu)."""
+    from megatron_ext import cpu
+
+    return torch.cuda.is_available() and not cpu.active()
+
+
+def use_transformer_engine(cfg: ModelConfig) -> bool:
+    """TE layer spec: `attention_backend` te, or auto with TransformerEngine installed."""
+    if cfg.attention_backend == "te" and not features.has_transformer_engine():
+        raise RuntimeError("model.attention_backend=te but transformer-engine is not installed")
+    return cfg.attention_backend == "te" or (cfg.attention_backend == "auto" and features.has_transformer_engine())
+
+
+def fusion_settings(use_te: bool, gpu: bool) -> dict[str, object]:
+    """megatron's kernel-fusion switches: each on exactly when its kernel exists here.
+
+    - gradient_accumulation_fusion: the weight-gradient GEMM accumulates straight into the fp32
+      main_grad buffer (TE linear layers do it natively; the local spec needs Apex's
+      fused_weight_gradient_mlp_cuda);
+    - apply_rope_fusion: TE's fused RoPE kernel;
+    - bias_activation_fusion / bias_dropout_fusion: megatron's jit-fused SwiGLU and bias-dropout-add;
+    - attention_backend: auto lets TE pick flash (flash-attn or TE's own) or cuDNN fused attention
+      per shape; the local spec uses torch SDPA (its own flash / memory-efficient kernels).
+    On the CPU every switch is off: the fused kernels are CUDA kernels."""
+    from megatron.core.transformer.enums import AttnBackend
+
+    te_rope = False
+    if gpu and use_te:
+        from megatron.core.models.common.embeddings import rope_utils
+
+        te_rope = getattr(rope_utils, "fused_apply_rotary_pos_emb", None) is not None
+    return {
+        "gradient_accumulation_fusion": gpu and (use_te or features.has_apex_wgrad_fusion()),
+        "apply_rope_fusion": te_rope,
+        "bias_activation_fusion": gpu,
+        "bias_dropout_fusion": gpu,
+        "masked_softmax_fusion": False,  # only megatron's local DotProductAttention uses it; we use SDPA or TE
+        "attention_backend": AttnBackend.auto,
+    }
 
 
 def transformer_config(
@@ -78,11 +121,8 @@ def transformer_config(
         use_cpu_initialization=True,
         perform_initialization=False,  # init_weights() does it, layout-independently
         calculate_per_token_loss=True,  # loss = token mean over the whole global batch, any layout
-        gradient_accumulation_fusion=False,
-        bias_activation_fusion=False,
-        masked_softmax_fusion=False,
-        apply_rope_fusion=False,
         persist_layer_norm=False,
+        **fusion_settings(use_transformer_engine(cfg), on_gpu()),
         deallocate_pipeline_outputs=True,
         **recompute,
     )
@@ -242,27 +282,59 @@ def install_cached_rope() -> bool:
 
 
 class LlamaGPTModel(GPTModel):
-    """megatron's GPTModel; when the vocabulary is not split across TP ranks (and no fused TE loss
-    is configured), the loss is torch's fused cross entropy computed straight on the [s, b, V]
-    logits: the same math as megatron's vocab-parallel version (padded vocabulary rows included),
-    without its extra passes over the logits."""
+    """megatron's GPTModel whose loss is `megatron_ext.loss.cross_entropy`: at any TP, on the logits
+    in their own dtype (no fp32 copy of the [s, b, V] tensor), with the padded vocabulary rows left
+    out of the softmax (`real_vocab_size` is the tokenizer's vocabulary, before padding)."""
+
+    def __init__(self, *args, real_vocab_size: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.real_vocab_size = real_vocab_size
 
     def compute_language_model_loss(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-        if self.config.tensor_model_parallel_size > 1 or self.config.cross_entropy_loss_fusion:
-            return super().compute_language_model_loss(labels, logits)
         s, b, v = logits.shape
-        loss = F.cross_entropy(
-            logits.float().view(s * b, v), labels.transpose(0, 1).reshape(s * b), reduction="none"
-        )
+        group = _tp_group(self)
+        loss = cross_entropy(logits.reshape(s * b, v), labels.transpose(0, 1).reshape(s * b),
+                             self.real_vocab_size, group)
         return loss.view(s, b).transpose(0, 1).contiguous()  # [b, s], as megatron returns it
+
+
+def _tp_group(model: GPTModel):
+    pgs = getattr(model, "pg_collection", None)
+    if pgs is not None and getattr(pgs, "tp", None) is not None:
+        return pgs.tp
+    from megatron.core import parallel_state
+
+    return parallel_state.get_tensor_model_parallel_group()
+
+
+FUSIONS = ("gradient_accumulation_fusion", "apply_rope_fusion", "bias_activation_fusion", "bias_dropout_fusion",
+           "masked_softmax_fusion")
+
+
+def kernel_summary(cfg: ModelConfig, config: TransformerConfig) -> dict[str, object]:
+    """Which layer spec, attention kernels and fusions this model runs with (the run's first line)."""
+    have = features.summary()
+    if use_transformer_engine(cfg):
+        spec = "transformer_engine"
+        flash = f"flash-attn {have['flash_attn']}" if have["flash_attn"] else "TE's own flash"
+        attention = f"TE DotProductAttention (backend {config.attention_backend.name}: {flash} or cuDNN fused)"
+    else:
+        spec = "local"
+        attention = "torch SDPA" if cfg.attention_backend in ("auto", "sdpa") else "megatron local (unfused)"
+    return {
+        "spec": spec,
+        "attention": attention,
+        "fusions": {name: bool(getattr(config, name)) for name in FUSIONS},
+        "loss": "chunked vocab-parallel cross entropy on the logits' dtype, padded rows masked",
+        "transformer_engine": have["transformer_engine"],
+        "flash_attn": have["flash_attn"],
+        "apex": have["apex"],
+    }
 
 
 def layer_spec(cfg: ModelConfig) -> tuple[ModuleSpec, type]:
     """The transformer layer spec and the final-norm class for this machine."""
-    use_te = cfg.attention_backend == "te" or (cfg.attention_backend == "auto" and features.has_transformer_engine())
-    if cfg.attention_backend == "te" and not features.has_transformer_engine():
-        raise RuntimeError("model.attention_backend=te but transformer-engine is not installed")
-    if use_te:
+    if use_transformer_engine(cfg):
         from megatron.core.extensions.transformer_engine import TENorm
         from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_with_transformer_engine_spec
 
@@ -304,6 +376,7 @@ def build_model(
         post_process=post_process,
         share_embeddings_and_output_weights=cfg.tie_embeddings,
         position_embedding_type="rope",
+        real_vocab_size=cfg.vocab_size,
         rotary_base=int(cfg.rotary_base) if float(cfg.rotary_base).is_integer() else cfg.rotary_base,
         **rope,
     )

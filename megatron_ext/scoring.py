@@ -21,7 +21,7 @@ from typing import Sequence
 
 import numpy as np
 
-from cpt.annotate.perplexity import BucketedScorer, Window
+from cpt.annotate.perplexity import BucketedScorer, Window, default_max_batch_tokens
 from cpt.train.checkpoint import resolve_load_path
 
 HF_SUBDIR = "hf"  # inside an import: the source model's config and tokenizer (megatron_ext.convert.files)
@@ -75,9 +75,8 @@ class MegatronScorer(BucketedScorer):
         if dtype not in ("float32", "bfloat16", "float16"):
             raise ValueError(f"--dtype {dtype!r}: use float32, bfloat16 or float16")
         self.max_length = min(max_length or self.cfg.max_position_embeddings, self.cfg.max_position_embeddings)
-        self.max_batch_tokens = max_batch_tokens or (16384 if self.device.startswith("cuda") else 4096)
-        if self.max_batch_tokens < self.max_length:
-            raise ValueError(f"max_batch_tokens ({self.max_batch_tokens}) must be >= max_length ({self.max_length})")
+        self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(self.device, 16384)
+        self._check_batch_tokens()
         self._torch = torch
         self.model = self._load(ParallelConfig(), getattr(torch, dtype))
 

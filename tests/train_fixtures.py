@@ -14,7 +14,8 @@ import yaml
 
 EOD = 256
 # 257 real ids, declared as 264 so the TP-padded vocabulary (multiple of 4 x TP) is the same for
-# TP=1 and TP=2: megatron's softmax includes padded rows, so a different padding changes the loss.
+# TP=1 and TP=2 (padded rows take no part in the loss since megatron_ext.loss; the fixed size keeps
+# the embedding shapes, hence the init draws, alike).
 VOCAB = 264
 
 

@@ -85,6 +85,16 @@ def bucket_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[i
     return batches
 
 
+def default_max_batch_tokens(device: str, gpu_tokens: int) -> int:
+    """The batching policy by device, when the user sets no --max-batch-tokens.
+
+    GPU: length-bucketed batches of up to `gpu_tokens` tokens. CPU: buckets of up to 2048 tokens:
+    without an attention mask (see HFScorer._score_batch) a batch of similar-length windows runs
+    its larger matmuls at a higher rate than one window at a time, and bucketing keeps the padding
+    small (benchmarks/bench_score.py compares both with the per-document loop)."""
+    return gpu_tokens if device.startswith("cuda") else 2048
+
+
 class BucketedScorer(abc.ABC):
     """A Scorer that scores windows in length-bucketed batches of at most `max_batch_tokens`
     tokens; a model backend implements `_score_batch` (summed NLL per window of one batch)."""
@@ -98,6 +108,10 @@ class BucketedScorer(abc.ABC):
         for batch in bucket_batches([len(w.tokens) for w in windows], self.max_batch_tokens):
             sums[batch] = self._score_batch([windows[i] for i in batch])
         return sums, counts
+
+    def _check_batch_tokens(self) -> None:
+        if self.max_batch_tokens < self.max_length:
+            raise ValueError(f"max_batch_tokens ({self.max_batch_tokens}) must be >= max_length ({self.max_length})")
 
     @abc.abstractmethod
     def _score_batch(self, windows: Sequence[Window]) -> np.ndarray:
@@ -126,9 +140,8 @@ class HFScorer(BucketedScorer):
         config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
         context = int(getattr(config, "max_position_embeddings", 0) or 2048)
         self.max_length = min(max_length or context, context)
-        self.max_batch_tokens = max_batch_tokens or (65536 if self.device.startswith("cuda") else 4096)
-        if self.max_batch_tokens < self.max_length:
-            raise ValueError(f"max_batch_tokens ({self.max_batch_tokens}) must be >= max_length ({self.max_length})")
+        self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(self.device, 65536)
+        self._check_batch_tokens()
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=getattr(torch, dtype), local_files_only=True).to(self.device).eval()
         self.head_chunk = head_chunk
@@ -154,29 +167,30 @@ class HFScorer(BucketedScorer):
         return bool(torch.allclose(full, split, rtol=1e-3, atol=1e-3))
 
     def _score_batch(self, windows: Sequence[Window]) -> np.ndarray:
+        """Right-padded batch, no attention mask: the model is causal, so padding after a window
+        never reaches its positions, and without a mask attention takes its causal fast path. No
+        KV cache is built (nothing is generated)."""
         torch = self._torch
         longest = self._longest(windows)
         ids = torch.full((len(windows), longest), self.pad_id, dtype=torch.long)
-        mask = torch.zeros_like(ids)
         scored = torch.zeros((len(windows), longest - 1), dtype=torch.bool)
         for row, w in enumerate(windows):
             ids[row, :len(w.tokens)] = torch.from_numpy(w.tokens)
-            mask[row, :len(w.tokens)] = 1
             scored[row, w.first_target - 1:len(w.tokens) - 1] = True  # position t-1 predicts token t
-        ids, mask, scored = ids.to(self.device), mask.to(self.device), scored.to(self.device)
+        ids, scored = ids.to(self.device), scored.to(self.device)
         targets = ids[:, 1:][scored]
         rows = torch.arange(len(windows), device=self.device)[:, None].expand_as(scored)[scored]
         with torch.inference_mode():
             if self._split:
                 body = self.model.base_model
-                hidden = body(input_ids=ids, attention_mask=mask).last_hidden_state[:, :-1][scored]
+                hidden = body(input_ids=ids, use_cache=False).last_hidden_state[:, :-1][scored]
                 head = self.model.get_output_embeddings()
                 nll = torch.cat([
                     torch.nn.functional.cross_entropy(head(hidden[k:k + self.head_chunk]).float(),
                                                       targets[k:k + self.head_chunk], reduction="none")
                     for k in range(0, len(targets), self.head_chunk)])
             else:
-                logits = self.model(input_ids=ids, attention_mask=mask).logits[:, :-1][scored].float()
+                logits = self.model(input_ids=ids, use_cache=False).logits[:, :-1][scored].float()
                 nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
             sums = torch.zeros(len(windows), dtype=torch.float64, device=self.device)
             sums.index_add_(0, rows, nll.double())

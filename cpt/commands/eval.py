@@ -44,7 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pp.add_argument("--max-length", type=int, default=2048, help="context window (capped at the model's)")
     pp.add_argument("--stride", type=int, default=None, help="window step for long documents (default max-length/2)")
     pp.add_argument("--max-batch-tokens", type=int, default=None,
-                    help="padded tokens per forward pass (default 4096 on CPU, 65536 on GPU)")
+                    help="padded tokens per forward pass (default 2048 on CPU, 65536 on GPU)")
     pp.add_argument("--valid-holdout", type=float, default=None,
                     help="held-out share (default: the recipe's data.valid_holdout; must equal training's)")
     pp.add_argument("--valid-holdout-seed", type=int, default=None,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Callable, Iterator, Mapping, Optional, Protocol
 
 import numpy as np
 
@@ -42,6 +42,9 @@ Batch = Mapping[str, np.ndarray]
 class Engine(Protocol):
     layout: Layout
     num_parameters: int
+    start_info: Mapping[str, Any]
+    """What the run executes on: `line` (the run's first log line: device, dtype, kernels, attention
+    backend) and the same as fields (`device`, `dtype`, `spec`, `attention`, `fusions`, ...)."""
 
     def train_step(self, micro_batches: Iterator[Batch], num_micro_batches: int, lr: float) -> StepResult:
         """Forward/backward over this rank's micro-batches, then one optimizer step at `lr`.
@@ -55,8 +58,15 @@ class Engine(Protocol):
     def parameters_finite(self) -> bool:
         """True when every parameter on every rank is finite (checked before saving)."""
 
-    def save(self, directory: Path, trainer_state: dict[str, Any]) -> None:
-        """Write a complete checkpoint into `directory` (the loop handles temp names and `latest`)."""
+    def save(self, directory: Path, trainer_state: dict[str, Any],
+             on_written: Optional[Callable[[], None]] = None) -> None:
+        """Write a complete checkpoint into `directory` (the loop handles temp names and `latest`),
+        then call `on_written()` on every rank: at once, or from `finish_saves` for an engine that
+        writes in the background."""
+
+    def finish_saves(self, blocking: bool = True) -> int:
+        """Run `on_written` of background saves that are done (with `blocking`: wait for all).
+        Called on every rank at the same points; returns how many finished."""
 
     def load(self, directory: Path) -> dict[str, Any]:
         """Restore model and optimizer from `directory`; return the trainer state saved with them."""

@@ -31,7 +31,7 @@ import yaml
 from cpt.config import Recipe, recipe_to_dict
 from cpt.sampling.errors import StreamExhausted
 from cpt.sampling.parallel import DataParallelLayout
-from cpt.train.checkpoint import CheckpointManager, resolve_load_path, trainer_state_summary
+from cpt.train.checkpoint import CheckpointManager, reading, resolve_load_path, step_dir_name, trainer_state_summary
 from cpt.train.engine import Batch, Engine, StepResult
 from cpt.train.hook_runner import HookRunner
 from cpt.train.hooks import EvalMetrics, HookContext
@@ -125,8 +125,10 @@ class Trainer:
         self.tokens_per_step = t.global_batch_size * t.seq_length
         self.stage_steps = math.ceil(t.train_tokens / self.tokens_per_step)
         self.output_dir = Path(t.output_dir)
-        self.ckpt = CheckpointManager(self.output_dir / "checkpoints", self.layout.is_logging_rank, engine.barrier)
         self.logger = logger or MetricsLogger(self.output_dir, self.layout.is_logging_rank, t.tensorboard)
+        self.ckpt = CheckpointManager(self.output_dir / "checkpoints", self.layout.is_logging_rank, engine.barrier,
+                                      keep_last=t.keep_last, keep_every=t.keep_every,
+                                      log=lambda message: self.logger.event(self.state.step, message))
         self.state = TrainerState()
         self.state.extra["stage"] = self._stage_record(0, 0, 0)
         self.flops_per_token = model_flops_per_token(
@@ -135,6 +137,8 @@ class Trainer:
         self.hooks = HookRunner.from_specs(recipe.hooks, self._hook_context(), engine.broadcast_object)
         self.train_seconds = self.eval_seconds = 0.0  # this process's time in steps / in validation
         self._context()
+        info = dict(engine.start_info)  # the run's first line: device, dtype, kernels, attention
+        self.logger.event(self.state.step, info.pop("line"), engine=info)
 
     # ------------------------------------------------------------------ stage and data position
 
@@ -213,7 +217,8 @@ class Trainer:
             if t.load is None:
                 return False
             folder = resolve_load_path(t.load)
-        saved = self.engine.load(folder)
+        with reading(folder):  # another run's retention leaves it alone meanwhile
+            saved = self.engine.load(folder)
         if saved.get("weights_only"):  # e.g. imported from HF: weights only, the run starts at step 0
             self.logger.event(0, f"initialised weights from {folder} ({saved.get('source', 'import')})")
             return True
@@ -286,7 +291,8 @@ class Trainer:
             if self.has_validation and t.eval_every and step % t.eval_every == 0:
                 self._apply_weights(self.hooks.eval(step, self.evaluate()))
             if t.save_every and step % t.save_every == 0 and step < self.total_steps:
-                self.save()
+                self.save(wait=False)  # an asynchronous engine keeps training while it writes
+            self.engine.finish_saves(blocking=False)
         if self.has_validation and not (t.eval_every and self.state.step % t.eval_every == 0):
             self._apply_weights(self.hooks.eval(self.state.step, self.evaluate()))
         self.save()
@@ -393,7 +399,10 @@ class Trainer:
         return EvalMetrics(step=self.state.step, consumed_tokens=self.state.consumed_tokens, loss=loss, ppl=ppl,
                            streams=streams)
 
-    def save(self) -> Path:
+    def save(self, wait: bool = True) -> Path:
+        """Checkpoint the current step. The engine may write in the background (`wait=False`): the
+        checkpoint is committed (COMPLETE, `latest`, retention) once its files are written, at a
+        later step boundary (`engine.finish_saves`) or before the next save."""
         if not self.engine.parameters_finite():
             raise TrainingStopped(
                 f"step {self.state.step}: parameters hold non-finite values; refusing to write a checkpoint"
@@ -405,6 +414,15 @@ class Trainer:
         state = self.state.to_dict()
         state["layout"] = self.engine.layout_key()
         state["recipe"] = recipe_to_dict(self.recipe)
-        folder = self.ckpt.save(self.state.step, lambda d: self.engine.save(d, state))
-        self.logger.event(self.state.step, f"saved checkpoint {folder}")
-        return folder
+        step = self.state.step
+        self.engine.finish_saves(blocking=True)  # the previous save commits before this one begins
+        folder = self.ckpt.begin(step)
+
+        def committed() -> None:
+            final = self.ckpt.commit(step)
+            self.logger.event(self.state.step, f"saved checkpoint {final}", checkpoint_step=step)
+
+        self.engine.save(folder, state, on_written=committed)
+        if wait:
+            self.engine.finish_saves(blocking=True)
+        return self.ckpt.root / step_dir_name(step)

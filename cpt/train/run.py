@@ -87,6 +87,7 @@ def train_recipe(recipe: Recipe) -> int:
             print(f"training stopped: {exc}", file=sys.stderr)
             return 3
         finally:
+            engine.finish_saves(blocking=True)  # a background save commits while the run log is open
             trainer.logger.close()
             data.close()
         return 0

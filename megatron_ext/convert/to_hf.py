@@ -97,9 +97,18 @@ def _emit(writer: ShardedSafetensorsWriter, spec: TensorSpec, tensor: torch.Tens
 
 def mcore_to_hf(ckpt_dir: str | Path, out_dir: str | Path, hf_reference: str | Path | None = None,
                 max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES, overwrite: bool = False) -> dict[str, Any]:
-    """Export; returns the summary written to `convert_summary.json`."""
+    """Export; returns the summary written to `convert_summary.json`. The checkpoint is held while
+    it is read (a training run's retention leaves it alone meanwhile)."""
+    from cpt.train.checkpoint import reading
+
+    ckpt = resolve_load_path(ckpt_dir)
+    with reading(ckpt):
+        return _export(ckpt, Path(out_dir), hf_reference, max_shard_bytes, overwrite)
+
+
+def _export(ckpt: Path, out_dir: Path, hf_reference: str | Path | None, max_shard_bytes: int,
+            overwrite: bool) -> dict[str, Any]:
     start = time.perf_counter()
-    ckpt, out_dir = resolve_load_path(ckpt_dir), Path(out_dir)
     cfg, _ = checkpoint_model(ckpt)
     ref = _reference(ckpt, Path(hf_reference) if hf_reference else None)
     if out_dir.exists() and not overwrite:

@@ -101,7 +101,7 @@ def prepare(out: Path) -> None:
 
 def train_from_import(out: Path, ckpt: Path, hf: Path) -> dict:
     """`training.load: <import>` starts a run at step 0 from the HF weights: its first loss equals
-    transformers' loss on the same batch (softmax over the padded vocabulary, as megatron's)."""
+    transformers' loss on the same batch (softmax over the real vocabulary; padding takes no part)."""
     import torch
 
     from cpt.config import recipe_from_dict
@@ -129,8 +129,6 @@ def train_from_import(out: Path, ckpt: Path, hf: Path) -> dict:
     first = [r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if r["kind"] == "train"][0]
     batch = train.fetch(np.arange(2))
     logits = torch.from_numpy(hf_logits(hf, batch["tokens"].astype(np.int64)))
-    padded = engine.model.module.embedding.word_embeddings.weight.shape[0]
-    logits = torch.cat([logits, torch.zeros(*logits.shape[:2], padded - logits.shape[-1])], dim=-1)
     nll = torch.nn.functional.cross_entropy(logits.flatten(0, 1), torch.from_numpy(batch["labels"]).long().flatten(),
                                             reduction="none")
     mask = torch.from_numpy(batch["loss_mask"]).float().flatten()
