@@ -72,7 +72,8 @@ def _read(args: tuple) -> np.ndarray:
 
 
 def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "all", holdout: float = 0.0,
-                  holdout_seed: int = 0) -> list[Stream]:
+                  holdout_seed: int = 0, *, cache_dir: Optional[str] = None,
+                  tables: Optional[dict] = None) -> list[Stream]:
     """One Stream per recipe stream (each over the DocumentTable of its shard prefixes).
 
     split="train"/"valid": the documents outside / inside each stream's held-out share (`holdout`,
@@ -80,8 +81,17 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
     A stream whose share is 0 trains on all its documents and has no validation stream (split
     "valid" leaves it out). Validation streams are always read in a seeded shuffle order (a ppl
     order would evaluate only the easiest documents) and start over when they run out.
+
+    cache_dir: the on-disk index cache (tables and stream indices built once, memory-mapped), or None
+    to compute them in memory. tables: a dict shared between calls (the train and valid splits) so
+    that they read one DocumentTable per shard set; only the metadata columns the streams need
+    (filters, ppl orders, doc_id for a held-out split) are read.
     """
-    tables: dict[tuple[str, ...], DocumentTable] = {}
+    from cpt.sampling.index_cache import IndexCache
+
+    cache = IndexCache(cache_dir) if cache_dir else None
+    tables = {} if tables is None else tables
+    wanted = _needed_columns(specs, holdout)
     streams = []
     valid = split == "valid"
     for i, spec in enumerate(specs):
@@ -90,13 +100,13 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             continue
         key = tuple(spec.prefixes)
         if key not in tables:
-            tables[key] = DocumentTable.from_shards(list(key))
+            tables[key] = DocumentTable.from_shards(list(key), _available(key, wanted), cache=cache)
         stream = Stream(tables[key], StreamConfig(
             name=spec.name, seq_length=seq_length, filter=spec.filter,
             order="shuffle" if valid else spec.order, seed=spec.seed,
             on_exhausted="next_epoch" if valid else spec.on_exhausted,
             split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
-        ))
+        ), cache=cache)
         if stream.tokens_per_epoch == 0:
             side = (f"held-out (valid_holdout={share}; data.streams[{i}].valid_holdout: 0 trains on all of a "
                     "small stream's documents without validating it)" if valid else "training")
@@ -106,6 +116,30 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             )
         streams.append(stream)
     return streams
+
+
+def _needed_columns(specs: Sequence[StreamSpec], holdout: float) -> set[str]:
+    """Columns any stream of the recipe reads (the same for both splits, so they share a table)."""
+    from cpt.sampling.filters import filter_columns
+
+    cols: set[str] = set()
+    for spec in specs:
+        cols |= filter_columns(spec.filter)
+        if spec.order != "shuffle":
+            cols.add("ppl")
+        if holdout_share(spec, holdout):
+            cols.add("doc_id")
+    return cols
+
+
+def _available(prefixes: Sequence[str], wanted: set[str]) -> list[str]:
+    """The wanted columns the shards' sidecars have (a missing one is reported by the filter/order)."""
+    import pyarrow.parquet as pq
+
+    from cpt.shards.metadata import meta_path
+
+    names = set(pq.read_schema(meta_path(prefixes[0])).names)
+    return sorted(wanted & names)
 
 
 STATE_VERSION = 2

@@ -1,0 +1,94 @@
+"""A DocumentTable in the index cache: fixed-width arrays built shard by shard, memory-mapped.
+
+Arrays of an entry: `lengths` (int64), `source_of` (int32), `local_index` (int64), and per
+metadata column `col.<name>` (numbers) or `codes.<name>` (int32; the distinct strings are in the
+entry's description). The key is every shard's path and fingerprint plus the columns read, so a
+re-tagged or re-scored shard (new sidecar sha256) or another column set is another entry.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from cpt.sampling.columns import Categorical
+from cpt.sampling.documents import arrow_column, shard_fingerprint
+from cpt.sampling.index_cache import Builder, IndexCache
+
+
+def table_fields(shards: Sequence[Any], columns: Sequence[str] | None) -> dict[str, Any]:
+    return {
+        "sources": [[str(Path(str(s.prefix)).resolve()), shard_fingerprint(s)] for s in shards],
+        "columns": None if columns is None else sorted(set(columns)),
+    }
+
+
+def cached_table(cls: type, shards: Sequence[Any], columns: Sequence[str] | None, cache: IndexCache):
+    """The table of `shards` from `cache`, built there first if it is missing."""
+    entry = cache.get("table", table_fields(shards, columns), lambda b: _build(b, shards, columns))
+    meta = entry.meta
+    cols: dict[str, Any] = {}
+    for name, kind in meta["columns"].items():
+        if kind == "categorical":
+            cats = np.empty(len(meta["categories"][name]), dtype=object)
+            cats[:] = meta["categories"][name]
+            cols[name] = Categorical(entry.array(f"codes.{name}"), cats)
+        else:
+            cols[name] = entry.array(f"col.{name}")
+    return cls(entry.array("lengths"), cols, tuple(meta["sources"]), entry.array("source_of"),
+               entry.array("local_index"), tuple(meta["fingerprints"]))
+
+
+def _build(b: Builder, shards: Sequence[Any], columns: Sequence[str] | None) -> None:
+    counts = [s.n_documents for s in shards]
+    total = int(sum(counts))
+    lengths = b.create("lengths", (total,), np.int64)
+    source_of = b.create("source_of", (total,), np.int32)
+    local_index = b.create("local_index", (total,), np.int64)
+    kinds: dict[str, str] = {}
+    arrays: dict[str, np.ndarray] = {}
+    categories: dict[str, dict[Any, int]] = {}
+    lo = 0
+    for k, shard in enumerate(shards):
+        n = counts[k]
+        lengths[lo:lo + n] = shard.doc_lengths
+        source_of[lo:lo + n] = k
+        local_index[lo:lo + n] = np.arange(n, dtype=np.int64)
+        meta = shard.metadata(columns)
+        if k == 0:
+            kinds = {}
+        elif sorted(meta.column_names) != sorted(kinds):
+            raise ValueError(f"shard {shard.prefix}: metadata columns {sorted(meta.column_names)} differ from "
+                             f"{shards[0].prefix}'s {sorted(kinds)}; every shard of a stream needs the same columns")
+        for name in meta.column_names:
+            values = arrow_column(meta.column(name))
+            if k == 0:
+                kinds[name] = "categorical" if isinstance(values, Categorical) else "numeric"
+                if isinstance(values, Categorical):
+                    categories[name] = {}
+                    arrays[name] = b.create(f"codes.{name}", (total,), np.int32)
+                else:
+                    arrays[name] = b.create(f"col.{name}", (total,), values.dtype)
+            _fill(shard, name, kinds[name], values, arrays[name][lo:lo + n], categories.get(name))
+        del meta
+        lo += n
+    for arr in (lengths, source_of, local_index, *arrays.values()):
+        arr.flush()
+    b.meta.update(
+        sources=[str(s.prefix) for s in shards], fingerprints=[shard_fingerprint(s) for s in shards],
+        columns=kinds, categories={name: list(index) for name, index in categories.items()},
+    )
+
+
+def _fill(shard: Any, name: str, kind: str, values: Any, out: np.ndarray, index: dict | None) -> None:
+    if kind == "categorical":
+        if not isinstance(values, Categorical):
+            raise ValueError(f"shard {shard.prefix}: metadata column {name!r} holds numbers here, strings elsewhere")
+        remap = np.array([index.setdefault(v, len(index)) for v in values.categories], dtype=np.int32)
+        out[:] = remap[values.codes] if len(remap) else 0
+        return
+    if isinstance(values, Categorical) or not np.can_cast(values.dtype, out.dtype, casting="same_kind"):
+        raise ValueError(f"shard {shard.prefix}: metadata column {name!r} has type {values.dtype}, "
+                         f"{out.dtype} in the first shard of the stream")
+    out[:] = values
