@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "score": ("cpt.commands.score", "write ppl (causal-LM perplexity) for documents of shards or raw jsonl"),
     "eval": ("cpt.commands.eval", "evaluate a model: lm-evaluation-harness tasks, per-stream held-out perplexity"),
     "report": ("cpt.commands.report", "plots and a markdown/JSON summary of run folders (one per stage)"),
+    "data": ("cpt.commands.data", "build a recipe's on-disk stream index cache ahead of a job (build-cache)"),
 }
 
 
