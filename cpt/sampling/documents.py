@@ -93,13 +93,13 @@ class DocumentTable:
         """
         from cpt import shards
 
-        opened = [shards.open(p) for p in prefixes]
         if cache is not None:
             from cpt.sampling.table_cache import cached_table
 
-            return cached_table(cls, opened, columns, cache)
+            return cached_table(cls, prefixes, columns, cache)
         tables = []
-        for shard in opened:
+        for prefix in prefixes:
+            shard = shards.open(prefix)
             meta = shard.metadata(columns)
             cols = {name: arrow_column(meta.column(name)) for name in meta.column_names}
             n = shard.n_documents

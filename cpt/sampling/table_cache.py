@@ -17,16 +17,21 @@ from cpt.sampling.documents import arrow_column, shard_fingerprint
 from cpt.sampling.index_cache import Builder, IndexCache
 
 
-def table_fields(shards: Sequence[Any], columns: Sequence[str] | None) -> dict[str, Any]:
-    return {
-        "sources": [[str(Path(str(s.prefix)).resolve()), shard_fingerprint(s)] for s in shards],
-        "columns": None if columns is None else sorted(set(columns)),
-    }
+def table_fields(prefixes: Sequence[str], columns: Sequence[str] | None) -> dict[str, Any]:
+    """The key of a table: every shard's path and fingerprint (each shard opened, so validated,
+    one at a time and let go: nothing per document is kept), and the columns read."""
+    from cpt import shards
+
+    sources = []
+    for prefix in prefixes:
+        shard = shards.open(prefix)
+        sources.append([str(Path(str(shard.prefix)).resolve()), shard_fingerprint(shard)])
+    return {"sources": sources, "columns": None if columns is None else sorted(set(columns))}
 
 
-def cached_table(cls: type, shards: Sequence[Any], columns: Sequence[str] | None, cache: IndexCache):
-    """The table of `shards` from `cache`, built there first if it is missing."""
-    entry = cache.get("table", table_fields(shards, columns), lambda b: _build(b, shards, columns))
+def cached_table(cls: type, prefixes: Sequence[str], columns: Sequence[str] | None, cache: IndexCache):
+    """The table of the shards at `prefixes` from `cache`, built there first if it is missing."""
+    entry = cache.get("table", table_fields(prefixes, columns), lambda b: _build(b, prefixes, columns))
     meta = entry.meta
     cols: dict[str, Any] = {}
     for name, kind in meta["columns"].items():
@@ -40,8 +45,10 @@ def cached_table(cls: type, shards: Sequence[Any], columns: Sequence[str] | None
                entry.array("local_index"), tuple(meta["fingerprints"]))
 
 
-def _build(b: Builder, shards: Sequence[Any], columns: Sequence[str] | None) -> None:
-    counts = [s.n_documents for s in shards]
+def _build(b: Builder, prefixes: Sequence[str], columns: Sequence[str] | None) -> None:
+    from cpt import shards as shards_mod
+
+    counts = [shards_mod.open(p).n_documents for p in prefixes]
     total = int(sum(counts))
     lengths = b.create("lengths", (total,), np.int64)
     source_of = b.create("source_of", (total,), np.int32)
@@ -50,7 +57,12 @@ def _build(b: Builder, shards: Sequence[Any], columns: Sequence[str] | None) -> 
     arrays: dict[str, np.ndarray] = {}
     categories: dict[str, dict[Any, int]] = {}
     lo = 0
-    for k, shard in enumerate(shards):
+    sources, fingerprints, first = [], [], None
+    for k, prefix in enumerate(prefixes):
+        shard = shards_mod.open(prefix)  # one at a time: its per-document arrays go with it
+        sources.append(str(shard.prefix))
+        fingerprints.append(shard_fingerprint(shard))
+        first = first or shard.prefix
         n = counts[k]
         lengths[lo:lo + n] = shard.doc_lengths
         source_of[lo:lo + n] = k
@@ -60,7 +72,7 @@ def _build(b: Builder, shards: Sequence[Any], columns: Sequence[str] | None) -> 
             kinds = {}
         elif sorted(meta.column_names) != sorted(kinds):
             raise ValueError(f"shard {shard.prefix}: metadata columns {sorted(meta.column_names)} differ from "
-                             f"{shards[0].prefix}'s {sorted(kinds)}; every shard of a stream needs the same columns")
+                             f"{first}'s {sorted(kinds)}; every shard of a stream needs the same columns")
         for name in meta.column_names:
             values = arrow_column(meta.column(name))
             if k == 0:
@@ -71,12 +83,12 @@ def _build(b: Builder, shards: Sequence[Any], columns: Sequence[str] | None) -> 
                 else:
                     arrays[name] = b.create(f"col.{name}", (total,), values.dtype)
             _fill(shard, name, kinds[name], values, arrays[name][lo:lo + n], categories.get(name))
-        del meta
+        del meta, shard
         lo += n
     for arr in (lengths, source_of, local_index, *arrays.values()):
         arr.flush()
     b.meta.update(
-        sources=[str(s.prefix) for s in shards], fingerprints=[shard_fingerprint(s) for s in shards],
+        sources=sources, fingerprints=fingerprints,
         columns=kinds, categories={name: list(index) for name, index in categories.items()},
     )
 

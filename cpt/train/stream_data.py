@@ -59,10 +59,11 @@ _WORKER_SHARDS: dict[str, Any] = {}
 
 def _open_shard(prefix: str) -> Any:
     from cpt import shards
+    from cpt.sampling.reading import ShardTokens
 
     shard = _WORKER_SHARDS.get(prefix)
     if shard is None:
-        shard = _WORKER_SHARDS[prefix] = shards.open(prefix)
+        shard = _WORKER_SHARDS[prefix] = ShardTokens(shards.open(prefix))
     return shard
 
 
