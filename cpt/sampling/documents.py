@@ -100,14 +100,21 @@ class DocumentTable:
         tables = []
         for prefix in prefixes:
             shard = shards.open(prefix)
-            meta = shard.metadata(columns)
-            cols = {name: arrow_column(meta.column(name)) for name in meta.column_names}
+            cols = read_columns(shard, columns)
             n = shard.n_documents
             tables.append(
                 cls(np.asarray(shard.doc_lengths, np.int64), cols, (str(shard.prefix),), np.zeros(n, np.int32),
                     np.arange(n, dtype=np.int64), (shard_fingerprint(shard),))
             )
         return cls.concat(tables)
+
+
+def read_columns(shard: Any, columns: Sequence[str] | None) -> dict[str, Any]:
+    """The sidecar columns named (all for None, none for an empty list), as `arrow_column`s."""
+    if columns is not None and not len(columns):
+        return {}
+    meta = shard.metadata(columns)
+    return {name: arrow_column(meta.column(name)) for name in meta.column_names}
 
 
 def shard_fingerprint(shard: Any) -> str:

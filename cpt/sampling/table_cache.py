@@ -13,7 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cpt.sampling.columns import Categorical
-from cpt.sampling.documents import arrow_column, shard_fingerprint
+from cpt.sampling.documents import read_columns, shard_fingerprint
 from cpt.sampling.index_cache import Builder, IndexCache
 
 
@@ -67,14 +67,11 @@ def _build(b: Builder, prefixes: Sequence[str], columns: Sequence[str] | None) -
         lengths[lo:lo + n] = shard.doc_lengths
         source_of[lo:lo + n] = k
         local_index[lo:lo + n] = np.arange(n, dtype=np.int64)
-        meta = shard.metadata(columns)
-        if k == 0:
-            kinds = {}
-        elif sorted(meta.column_names) != sorted(kinds):
-            raise ValueError(f"shard {shard.prefix}: metadata columns {sorted(meta.column_names)} differ from "
+        meta = read_columns(shard, columns)
+        if k and sorted(meta) != sorted(kinds):
+            raise ValueError(f"shard {shard.prefix}: metadata columns {sorted(meta)} differ from "
                              f"{first}'s {sorted(kinds)}; every shard of a stream needs the same columns")
-        for name in meta.column_names:
-            values = arrow_column(meta.column(name))
+        for name, values in meta.items():
             if k == 0:
                 kinds[name] = "categorical" if isinstance(values, Categorical) else "numeric"
                 if isinstance(values, Categorical):
