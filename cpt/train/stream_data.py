@@ -13,10 +13,19 @@ repeat stage 1's documents. Those starting offsets are part of the state.
 
 Batches are megatron-style: tokens, labels, loss_mask, position_ids (+ attention_mask when
 document-boundary masking is on), built as megatron's GPTDataset builds them.
+
+Prefetch: once the loop has announced a step (`prepare_step`), each `fetch(indices)` also starts
+building the micro-batch `indices + global batch size` of the next step in a background thread.
+The ids of that batch are predicted from the weight history as it stands (a forked Blender: nothing
+is drawn), and at the next fetch the prediction is checked against the real ids: a weight change
+made in between (a data hook at the end of the step) makes it miss, and the batch is then built
+in the foreground, so prefetching never changes what is read. A thread, not a process: it starts
+nothing after CUDA/NCCL, and the reading it does releases the GIL in NumPy copies.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -150,7 +159,8 @@ class BlendedSamples:
     """Samples by global index through a Blender; `fetch(indices)` builds one micro-batch."""
 
     def __init__(self, streams: Sequence[Stream], weights: Sequence[float] | Mapping[str, float],
-                 seq_length: int, data: DataConfig, num_workers: Optional[int] = None) -> None:
+                 seq_length: int, data: DataConfig, num_workers: Optional[int] = None,
+                 prefetch: bool = True) -> None:
         self.streams = list(streams)
         self.offsets = np.zeros(len(self.streams), dtype=np.int64)  # first sample of each stream this stage
         self.blender = self._new_blender(weights)
@@ -158,6 +168,12 @@ class BlendedSamples:
         self.data = data
         workers = data.num_workers if num_workers is None else num_workers
         self._pool = ProcessPoolExecutor(workers) if workers > 0 else None
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="cpt-prefetch") if prefetch else None
+        self._streams_lock = threading.Lock()  # Stream packing caches are not thread-safe
+        self._step: Optional[tuple[int, int]] = None  # (start, stop) of the step announced last
+        self._predicted: Optional[tuple[int, np.ndarray, np.ndarray]] = None  # next step's ids, as of now
+        self._pending: dict[bytes, tuple[int, np.ndarray, np.ndarray, Future]] = {}
+        self.prefetch_hits = self.prefetch_misses = 0
 
     def _new_blender(self, weights: Sequence[float] | Mapping[str, float]) -> Blender:
         capacities = [None if s.capacity is None else max(s.capacity - int(off), 0)
@@ -181,26 +197,70 @@ class BlendedSamples:
 
     def prepare_step(self, start: int, stop: int) -> None:
         self.sample_ids(np.arange(start, stop, dtype=np.int64))
+        if self._step != (start, stop):
+            self._step, self._predicted = (start, stop), None
+            for key in [k for k, job in self._pending.items() if job[0] < start]:  # never asked for
+                self._pending.pop(key)[3].cancel()
 
     def _tokens(self, stream_ids: np.ndarray, within: np.ndarray) -> np.ndarray:
         out = np.empty((len(stream_ids), self.seq_length + 1), dtype=np.int64)
         jobs, rows = [], []
-        for k in np.unique(stream_ids):
-            sel = np.flatnonzero(stream_ids == k)
-            jobs.append((self.streams[int(k)].pieces(within[sel]), self.seq_length + 1))
-            rows.append(sel)
+        with self._streams_lock:
+            for k in np.unique(stream_ids):
+                sel = np.flatnonzero(stream_ids == k)
+                jobs.append((self.streams[int(k)].pieces(within[sel]), self.seq_length + 1))
+                rows.append(sel)
         results = self._pool.map(_read, jobs) if self._pool is not None else map(_read, jobs)
         for sel, tokens in zip(rows, results):
             out[sel] = tokens
         return out
 
-    def fetch(self, indices: np.ndarray) -> Batch:
-        stream_ids, within = self.sample_ids(np.asarray(indices, dtype=np.int64))
+    def _batch(self, stream_ids: np.ndarray, within: np.ndarray) -> Batch:
         sample = self._tokens(stream_ids, within)
         tokens, labels = sample[:, :-1], sample[:, 1:]
         d = self.data
         masks = ltor_masks(tokens, d.eod_token_id, d.reset_position_ids, d.reset_attention_mask, d.eod_mask_loss)
         return {"tokens": tokens, "labels": labels, **masks}
+
+    def fetch(self, indices: np.ndarray) -> Batch:
+        indices = np.asarray(indices, dtype=np.int64)
+        stream_ids, within = self.sample_ids(indices)
+        batch = self._prefetched(indices, stream_ids, within)
+        if batch is None:
+            batch = self._batch(stream_ids, within)
+        self._prefetch_next(indices)
+        return batch
+
+    # ------------------------------------------------------------------ prefetch
+
+    def _prefetched(self, indices: np.ndarray, stream_ids: np.ndarray, within: np.ndarray) -> Optional[Batch]:
+        """The batch built in the background for these indices, if it was built for these very ids."""
+        job = self._pending.pop(indices.tobytes(), None)
+        if job is None:
+            return None
+        _, ids, win, future = job
+        if np.array_equal(ids, stream_ids) and np.array_equal(win, within):
+            self.prefetch_hits += 1
+            return future.result()
+        future.cancel()
+        self.prefetch_misses += 1  # the weights changed after the prediction
+        return None
+
+    def _prefetch_next(self, indices: np.ndarray) -> None:
+        """Start building `indices` + one global batch (the same micro-batch of the next step)."""
+        if self._prefetch is None or self._step is None or not len(indices):
+            return
+        start, stop = self._step
+        nxt = indices + (stop - start)
+        if nxt.min() < stop or nxt.max() >= 2 * stop - start:
+            return  # not this step's indices (an evaluation pass)
+        if self._predicted is None or self._predicted[0] != stop:
+            ids = self.blender.sample_ids(stop, 2 * stop - start)  # forked: draws nothing
+            self._predicted = (stop, ids.stream, ids.index)
+        _, stream, index = self._predicted
+        s = stream[nxt - stop]
+        win = index[nxt - stop] + self.offsets[s]
+        self._pending[nxt.tobytes()] = (int(nxt.min()), s, win, self._prefetch.submit(self._batch, s, win))
 
     # the data position lives in the Blender: weight history + counts
 
@@ -261,5 +321,8 @@ class BlendedSamples:
         return carried
 
     def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.shutdown(cancel_futures=True)
+        self._pending.clear()
         if self._pool is not None:
             self._pool.shutdown()
