@@ -11,8 +11,8 @@ over its own streams; `continue_from(previous stage's state)` makes every stream
 with the same documents and config (same fingerprint) start where it stopped, so stage 2 does not
 repeat stage 1's documents. Those starting offsets are part of the state.
 
-Batches are megatron-style: tokens, labels, loss_mask, position_ids (+ attention_mask when
-document-boundary masking is on), built as megatron's GPTDataset builds them.
+Batches are megatron-style: tokens, labels, loss_mask, position_ids (+ document_ids when
+document-boundary masking is on), built by megatron's GPTDataset rules.
 
 Prefetch: once the loop has announced a step (`prepare_step`), each `fetch(indices)` also starts
 building the micro-batch `indices + global batch size` of the next step in a background thread.
@@ -37,29 +37,28 @@ from cpt.train.engine import Batch
 
 def ltor_masks(tokens: np.ndarray, eod: Optional[int], reset_position_ids: bool, reset_attention_mask: bool,
                eod_mask_loss: bool) -> dict[str, np.ndarray]:
-    """Loss mask, position ids and (optionally) a causal mask cut at end-of-document tokens, for
-    tokens [b, s]; the same rules as megatron's `_get_ltor_masks_and_position_ids`. The attention
-    mask is True where attention is NOT allowed."""
+    """Loss mask, position ids and (optionally) document ids for tokens [b, s], by the rules of
+    megatron's `_get_ltor_masks_and_position_ids`: a document ends with its end-of-document token,
+    positions restart after it (reset_position_ids), and attention stays within a document
+    (reset_attention_mask). Document masking is sent as `document_ids` [b, s] int32 (the number
+    of end-of-document tokens before each position), never as a dense (b, 1, s, s) mask: the engine
+    turns it into packed-sequence boundaries (megatron_ext.attention_mask)."""
     b, s = tokens.shape
     loss_mask = np.ones((b, s), dtype=np.float32)
     if eod_mask_loss:
         loss_mask[tokens == eod] = 0.0
     position_ids = np.broadcast_to(np.arange(s, dtype=np.int64), (b, s)).copy()
     out: dict[str, np.ndarray] = {"loss_mask": loss_mask, "position_ids": position_ids}
-    mask = None
+    if not (reset_position_ids or reset_attention_mask):
+        return out
+    starts = np.zeros((b, s), dtype=bool)  # a document starts at 0 and after every end-of-document token
+    starts[:, 0] = True
+    starts[:, 1:] = tokens[:, :-1] == eod
+    if reset_position_ids:
+        first = np.maximum.accumulate(np.where(starts, np.arange(s), 0), axis=1)
+        out["position_ids"] = position_ids - first
     if reset_attention_mask:
-        mask = np.broadcast_to(~np.tril(np.ones((s, s), dtype=bool)), (b, 1, s, s)).copy()
-    if reset_position_ids or reset_attention_mask:
-        for row in range(b):
-            prev = 0
-            for i in np.flatnonzero(tokens[row] == eod):
-                if reset_attention_mask:
-                    mask[row, 0, i + 1:, : i + 1] = True
-                if reset_position_ids:
-                    position_ids[row, i + 1:] -= i + 1 - prev
-                prev = i + 1
-    if mask is not None:
-        out["attention_mask"] = mask
+        out["document_ids"] = (np.cumsum(starts, axis=1, dtype=np.int64) - 1).astype(np.int32)
     return out
 
 
