@@ -10,7 +10,8 @@ hashing terabytes of zeros proves nothing).
 Recipe: stage 1's structure (recipes/llama3_synE/stage1_bilingual.yaml): 22 streams, lang x
 topic, ZH:EN 2:8, ppl_asc on the Chinese streams, valid_holdout 0.0005; seq 8192, global batch
 1024, micro batch 1, DP 64 simulated; the mixture changes every 500 steps (random weights: the
-topic-PPL controller's decisions need a model; the data path only sees a weight history).
+topic-PPL controller's decisions need a model; the data path only sees a weight history: here each
+stream's weight moves within 0.5x..1.5x of the recipe's).
 
 Each rank is a real process (python -I, PYTHONPATH = the code measured), timing:
   cold_build_s   one process builds the index cache (what `cpt data build-cache` does)
@@ -176,9 +177,10 @@ def _history_state(source, steps: int) -> dict:
     blender = Blender(b.stream_names, b.weights_at(0), capacities=b.state_dict()["capacities"],
                       fingerprints=b.state_dict()["fingerprints"])
     rng = np.random.default_rng(7)
+    base = b.weights_at(0)
     for start in range(0, steps, CHANGE_EVERY):
-        if start:
-            blender.set_weights(rng.random(blender.num_streams) + 0.05, effective_at=start * GBS)
+        if start:  # the controller's moves: each stream's weight within 0.5x..1.5x of the recipe's
+            blender.set_weights(base * rng.uniform(0.5, 1.5, blender.num_streams), effective_at=start * GBS)
         blender.next_samples(min(CHANGE_EVERY, steps - start) * GBS)
     return {"version": 2, "blender": blender.state_dict(), "offsets": {n: 0 for n in blender.stream_names}}
 

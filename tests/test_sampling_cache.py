@@ -183,3 +183,15 @@ def test_two_processes_building_at_once_build_one(tmp_path):
     assert results[0] == results[1]
     assert len(log.read_text().split()) == 1
     assert len(list((tmp_path / "c").glob("demo-*"))) == 1
+
+
+def test_shard_tokens_read_what_the_shard_reads(tmp_path):
+    from cpt import shards
+    from cpt.sampling.reading import ShardTokens
+
+    rng = np.random.default_rng(2)
+    prefix = write_shard(tmp_path / "p", rng.integers(0, 20, 25), ["zh"] * 25, rng.random(25).tolist())
+    shard = shards.open(prefix)
+    light = ShardTokens(shard)
+    for d in range(len(shard)):
+        np.testing.assert_array_equal(light[d], shard[d])
