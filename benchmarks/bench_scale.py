@@ -41,6 +41,7 @@ import numpy as np
 
 SEQ, GBS, MBS, DP = 8192, 1024, 1, 64
 RESUME_STEP, CHANGE_EVERY = 10_000, 500
+TRAIN_SAMPLES = -(-92_500_000_000 // (GBS * SEQ)) * GBS  # stage 1: 92.5B tokens
 TOPICS = ["mathematics", "physics", "chemistry", "biology", "medicine_health", "computer_science", "engineering",
           "law_politics", "economics_business", "humanities_history", "other_general"]
 TOPIC_P = np.array([6, 5, 4, 5, 7, 9, 6, 8, 10, 12, 28], dtype=np.float64) / 100
@@ -154,7 +155,8 @@ def _open_data(cfg: dict):
     kw = {}
     if cfg.get("cache_dir") and "cache_dir" in inspect.signature(build_streams).parameters:
         kw = {"cache_dir": cfg["cache_dir"], "tables": {}}
-    train = BlendedSamples(build_streams(specs, SEQ, "train", holdout, 0, **kw), {s.name: s.weight for s in specs},
+    train_kw = {**kw, "samples": TRAIN_SAMPLES} if kw and "samples" in inspect.signature(build_streams).parameters else kw
+    train = BlendedSamples(build_streams(specs, SEQ, "train", holdout, 0, **train_kw), {s.name: s.weight for s in specs},
                            SEQ, data, num_workers=0)
     valid = [BlendedSamples([s], [1.0], SEQ, data, num_workers=0)
              for s in build_streams(specs, SEQ, "valid", holdout, 0, **kw)]

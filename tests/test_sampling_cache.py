@@ -45,16 +45,16 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("segment", [65536, 64])
+@pytest.mark.parametrize("segment, samples", [(65536, None), (64, None), (64, 2000)])
 @pytest.mark.parametrize("kw", CONFIGS)
-def test_cached_stream_gives_the_uncached_samples(tmp_path, monkeypatch, segment, kw):
-    """Cold build, then a warm open: both equal the stream without a cache, inside and past the cached epoch."""
+def test_cached_stream_gives_the_uncached_samples(tmp_path, monkeypatch, segment, samples, kw):
+    """Cold build, then a warm open: both equal the stream without a cache, inside and past the cached epochs."""
     monkeypatch.setattr(stream_mod, "SEGMENT", segment)
     t = table()
     cfg = StreamConfig(name="s", seq_length=32, **kw)
     plain = Stream(t, cfg)
-    cold = Stream(t, cfg, cache=IndexCache(tmp_path))
-    warm = Stream(t, cfg, cache=IndexCache(tmp_path))
+    cold = Stream(t, cfg, cache=IndexCache(tmp_path), cache_samples=samples)
+    warm = Stream(t, cfg, cache=IndexCache(tmp_path), cache_samples=samples)
     assert (cold.cache_hit, warm.cache_hit) == (False, True)
     assert isinstance(warm.rows, np.memmap) or len(warm.rows) * 8 <= 4096
     cap = plain.capacity or 6 * (plain.tokens_per_epoch // 32)
@@ -66,6 +66,25 @@ def test_cached_stream_gives_the_uncached_samples(tmp_path, monkeypatch, segment
         assert s.fingerprint == plain.fingerprint
         assert_same_samples(plain, s, idx)
         assert_same_samples(plain, s, idx[::-1])  # resume-like: deep first, then from the start
+
+
+def test_an_entry_covering_too_few_epochs_is_rebuilt_with_more(tmp_path):
+    from cpt.sampling.stream_cache import epochs_for
+
+    t = table()
+    cfg = StreamConfig(name="s", seq_length=32, seed=3)
+    cache = IndexCache(tmp_path)
+    one = Stream(t, cfg, cache=cache)
+    per_epoch = one.tokens_per_epoch // 32
+    more = Stream(t, cfg, cache=cache, cache_samples=5 * per_epoch)  # needs 5 epochs: 8 cached
+    again = Stream(t, cfg, cache=cache, cache_samples=3 * per_epoch)
+    assert (one.cache_hit, more.cache_hit, again.cache_hit) == (False, False, True)
+    assert epochs_for(5 * per_epoch, one.tokens_per_epoch, 32) == 8 and len(again._stored_orders) >= 8
+    assert len(list(tmp_path.glob("stream-*"))) == 1
+    # deep reads come from the cache: no permutation is computed in memory
+    idx = np.arange(0, 7 * per_epoch, 7)
+    assert_same_samples(Stream(t, cfg), again, idx)
+    assert not again._epochs and not again._segments
 
 
 def test_key_changes_with_filter_seed_shard_and_metadata(tmp_path):

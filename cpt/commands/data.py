@@ -52,9 +52,10 @@ def build_cache(recipe) -> dict:
     start = time.perf_counter()
     tables: dict = {}
     rows = []
+    samples = -(-t.train_tokens // (t.global_batch_size * t.seq_length)) * t.global_batch_size
     for split in ("train", "valid"):
         for stream in build_streams(d.streams, t.seq_length, split, d.valid_holdout, d.valid_holdout_seed,
-                                    cache_dir=cache, tables=tables):
+                                    cache_dir=cache, tables=tables, samples=samples):
             rows.append({"split": split, "name": stream.name, "hit": bool(stream.cache_hit),
                          "documents": stream.num_documents, "tokens": stream.tokens_per_epoch,
                          "fingerprint": stream.fingerprint})

@@ -288,19 +288,26 @@ class Blender:
                 self._activate(len(self._active))
             entry = self._history[k]
             end = self._history[k + 1].start if k + 1 < len(self._history) else g + n - done
-            # pieces end at snapshot marks too, so the counts there come straight from the kernel
-            end = min(end, g + n - done, (g // SNAPSHOT_EVERY + 1) * SNAPSHOT_EVERY)
+            end = min(end, g + n - done)
             s_ids, idx = stream[done: done + end - g], index[done: done + end - g]
             counts = self._counts.copy()
             blend_into(entry.weights, self._active[k][0], counts, entry.start, g, s_ids, idx, backend=self._backend)
             m = self._cut_at_exhaustion(s_ids, idx, counts, g)
             if m < len(s_ids):
                 counts = self._counts + np.bincount(s_ids[:m], minlength=self.num_streams)
+            self._record_snapshots(g, s_ids[:m])
             self._counts, self._drawn = counts, g + m
-            if self._drawn % SNAPSHOT_EVERY == 0:
-                self._snapshots[self._drawn] = counts.copy()
             done += m
         return SampleIds(first, stream, index)
+
+    def _record_snapshots(self, g: int, s_ids: np.ndarray) -> None:
+        """Counts at every SNAPSHOT_EVERY mark in (g, g + len(s_ids)], from self._counts (at g)."""
+        c = self._counts.copy()
+        prev = g
+        for mark in range((g // SNAPSHOT_EVERY + 1) * SNAPSHOT_EVERY, g + len(s_ids) + 1, SNAPSHOT_EVERY):
+            c += np.bincount(s_ids[prev - g: mark - g], minlength=self.num_streams)
+            self._snapshots[mark] = c.copy()
+            prev = mark
 
     def _cut_at_exhaustion(self, s_ids: np.ndarray, idx: np.ndarray, counts: np.ndarray, g: int) -> int:
         """Samples of this piece that the streams can serve; on a shortfall apply the policy."""

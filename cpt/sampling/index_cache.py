@@ -85,13 +85,16 @@ class IndexCache:
         path = self.path_of(kind, fields)
         return Entry(path, hit=True) if is_complete(path) else None
 
-    def get(self, kind: str, fields: Mapping[str, Any], build: Callable[[Builder], None]) -> Entry:
-        """The entry for (kind, fields): opened if complete, else built by `build` under the lock."""
+    def get(self, kind: str, fields: Mapping[str, Any], build: Callable[[Builder], None],
+            accept: Callable[[Entry], bool] | None = None) -> Entry:
+        """The entry for (kind, fields): opened if complete (and `accept`ed: e.g. it covers enough
+        epochs), else built by `build` under the lock, replacing an entry that was not accepted."""
         path = self.path_of(kind, fields)
-        if is_complete(path):
+        ok = lambda: is_complete(path) and (accept is None or accept(Entry(path, hit=True)))  # noqa: E731
+        if ok():
             return Entry(path, hit=True)
         with _locked(self.root / f".{path.name}.lock"):
-            if is_complete(path):
+            if ok():
                 return Entry(path, hit=True)
             for stale in self.root.glob(f".{path.name}-*"):
                 shutil.rmtree(stale, ignore_errors=True)  # a build that was killed: never read

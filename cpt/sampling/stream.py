@@ -119,8 +119,11 @@ class Pieces:
 class Stream:
     """Random access to the samples of one stream: `locate(i)` says which tokens make sample i."""
 
-    def __init__(self, table: DocumentTable, config: StreamConfig, cache: Any = None) -> None:
-        """cache: an `IndexCache` to read this stream's indices from (built there on a miss), or None."""
+    def __init__(self, table: DocumentTable, config: StreamConfig, cache: Any = None,
+                 cache_samples: int | None = None) -> None:
+        """cache: an `IndexCache` to read this stream's indices from (built there on a miss), or None.
+        cache_samples: how many samples the run is expected to read from this stream (the cache then
+        covers that many epochs; None: one)."""
         self.config = config
         self.table = table
         self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -134,7 +137,7 @@ class Stream:
         else:
             from cpt.sampling.stream_cache import open_cached
 
-            open_cached(self, cache)
+            open_cached(self, cache, cache_samples)
 
     def _select(self) -> None:
         """Rows, lengths and fixed order from the table (the path without a cache, and the cache's build)."""

@@ -44,7 +44,7 @@ def build_training_data(recipe: Recipe) -> TrainingData:
         tables: dict = {}  # one DocumentTable per shard set, shared by the train and valid splits
         out.train = BlendedSamples(
             build_streams(d.streams, t.seq_length, "train", d.valid_holdout, d.valid_holdout_seed,
-                          cache_dir=cache, tables=tables),
+                          cache_dir=cache, tables=tables, samples=steps * t.global_batch_size),
             {s.name: s.weight for s in d.streams}, t.seq_length, d,
         )
         # only the streams with a held-out share (data.valid_holdout or their own) come back

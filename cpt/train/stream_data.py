@@ -82,7 +82,7 @@ def _read(args: tuple) -> np.ndarray:
 
 def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "all", holdout: float = 0.0,
                   holdout_seed: int = 0, *, cache_dir: Optional[str] = None,
-                  tables: Optional[dict] = None) -> list[Stream]:
+                  tables: Optional[dict] = None, samples: Optional[int] = None) -> list[Stream]:
     """One Stream per recipe stream (each over the DocumentTable of its shard prefixes).
 
     split="train"/"valid": the documents outside / inside each stream's held-out share (`holdout`,
@@ -94,13 +94,16 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
     cache_dir: the on-disk index cache (tables and stream indices built once, memory-mapped), or None
     to compute them in memory. tables: a dict shared between calls (the train and valid splits) so
     that they read one DocumentTable per shard set; only the metadata columns the streams need
-    (filters, ppl orders, doc_id for a held-out split) are read.
+    (filters, ppl orders, doc_id for a held-out split) are read. samples: the run's training samples;
+    the cache of a training stream then covers the epochs of twice its share of them (the mixture
+    may move), the rest is packed in memory if a stream is read further.
     """
     from cpt.sampling.index_cache import IndexCache
 
     cache = IndexCache(cache_dir) if cache_dir else None
     tables = {} if tables is None else tables
     wanted = _needed_columns(specs, holdout)
+    total_weight = sum(spec.weight for spec in specs) or 1.0
     streams = []
     valid = split == "valid"
     for i, spec in enumerate(specs):
@@ -115,7 +118,7 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             order="shuffle" if valid else spec.order, seed=spec.seed,
             on_exhausted="next_epoch" if valid else spec.on_exhausted,
             split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
-        ), cache=cache)
+        ), cache=cache, cache_samples=None if valid or not samples else int(2 * samples * spec.weight / total_weight))
         if stream.tokens_per_epoch == 0:
             side = (f"held-out (valid_holdout={share}; data.streams[{i}].valid_holdout: 0 trains on all of a "
                     "small stream's documents without validating it)" if valid else "training")
