@@ -53,3 +53,25 @@ class ShardTokens:
             return self._shard[document]
         start = int(self._pointers[document]) // self._item
         return self._tokens[start: start + int(self._lengths[document])]
+
+
+_READERS: dict[str, tuple[tuple[int, int], ShardTokens]] = {}
+
+
+def shard_tokens(prefix: str, shard: Any = None) -> ShardTokens:
+    """The process's reader of the shard at `prefix` (validated once: `cpt.shards.open`, or the
+    already opened `shard`); reopened when the shard's .idx was replaced since (inode or mtime)."""
+    import os
+
+    st = os.stat(f"{prefix}.idx")
+    stamp = (st.st_ino, st.st_mtime_ns)
+    known = _READERS.get(prefix)
+    if known is not None and known[0] == stamp:
+        return known[1]
+    if shard is None:
+        from cpt import shards
+
+        shard = shards.open(prefix)
+    reader = ShardTokens(shard)
+    _READERS[prefix] = (stamp, reader)
+    return reader

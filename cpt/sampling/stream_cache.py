@@ -46,7 +46,7 @@ def open_cached(stream: "Stream", cache: IndexCache, samples: int | None = None)
     fewer epochs than `samples` expected reads need)."""
     def enough(entry) -> bool:
         m = entry.meta
-        return m["epochs"] >= epochs_for(samples, m["tokens_per_epoch"], stream.config.seq_length)
+        return m.get("epochs", 0) >= epochs_for(samples, m["tokens_per_epoch"], stream.config.seq_length)
 
     entry = cache.get("stream", stream_fields(stream.table, stream.config), lambda b: _build(b, stream, samples),
                       accept=enough)

@@ -21,11 +21,14 @@ def table_fields(prefixes: Sequence[str], columns: Sequence[str] | None) -> dict
     """The key of a table: every shard's path and fingerprint (each shard opened, so validated,
     one at a time and let go: nothing per document is kept), and the columns read."""
     from cpt import shards
+    from cpt.sampling.reading import shard_tokens
 
     sources = []
     for prefix in prefixes:
         shard = shards.open(prefix)
-        sources.append([str(Path(str(shard.prefix)).resolve()), shard_fingerprint(shard)])
+        path = str(Path(str(shard.prefix)).resolve())
+        sources.append([path, shard_fingerprint(shard)])
+        shard_tokens(path, shard)  # the loader's reader: this process validates each shard once
     return {"sources": sources, "columns": None if columns is None else sorted(set(columns))}
 
 
@@ -60,7 +63,7 @@ def _build(b: Builder, prefixes: Sequence[str], columns: Sequence[str] | None) -
     sources, fingerprints, first = [], [], None
     for k, prefix in enumerate(prefixes):
         shard = shards_mod.open(prefix)  # one at a time: its per-document arrays go with it
-        sources.append(str(shard.prefix))
+        sources.append(str(Path(str(shard.prefix)).resolve()))  # readable from any working directory
         fingerprints.append(shard_fingerprint(shard))
         first = first or shard.prefix
         n = counts[k]

@@ -62,17 +62,10 @@ def ltor_masks(tokens: np.ndarray, eod: Optional[int], reset_position_ids: bool,
     return out
 
 
-_WORKER_SHARDS: dict[str, Any] = {}
-
-
 def _open_shard(prefix: str) -> Any:
-    from cpt import shards
-    from cpt.sampling.reading import ShardTokens
+    from cpt.sampling.reading import shard_tokens
 
-    shard = _WORKER_SHARDS.get(prefix)
-    if shard is None:
-        shard = _WORKER_SHARDS[prefix] = ShardTokens(shards.open(prefix))
-    return shard
+    return shard_tokens(prefix)
 
 
 def _read(args: tuple) -> np.ndarray:
