@@ -13,17 +13,21 @@ topic, ZH:EN 2:8, ppl_asc on the Chinese streams, valid_holdout 0.0005; seq 8192
 topic-PPL controller's decisions need a model; the data path only sees a weight history: here each
 stream's weight moves within 0.5x..1.5x of the recipe's).
 
-Each rank is a real process (python -I, PYTHONPATH = the code measured), timing:
-  cold_build_s   one process builds the index cache (what `cpt data build-cache` does)
+Each rank is a real process (PYTHONPATH = the code measured). Timings come from ranks run alone
+(--solo-ranks, default DP ranks 0 and 63, one after the other: 8 processes on a 2-core machine
+would time the scheduler); memory from --ranks run at once (one node's 8, sharing the cache):
+  cold_build_s   one process builds the index cache (what `cpt data build-cache` does); it then
+                 writes the data state of step 10,000 (weights changed every 500 steps)
   warm_start_s   a rank opens its streams (train + valid) from the cache and fetches step 0
-  resume_s       a rank restarts at step 10,000: streams opened again, blender state loaded
+  resume_s       a rank restarts at step 10,000: streams opened again, data state loaded
                  (verified by replay), step 10,000's micro-batches fetched
   loader_ms      blocking time of prepare_step + this rank's 16 fetches per step, prefetch on,
                  around a simulated compute of --compute-s per step (a weight change inside)
-  uss            peak private memory (psutil USS, sampled every 50 ms) per rank; the node figure
-                 is the sum over --ranks concurrent rank processes sharing the mmap'd cache
+  uss            peak private memory (psutil USS, sampled every 50 ms) of a rank; the node figure
+                 is the sum over the concurrent rank processes (the mmap'd cache is shared)
 "before" runs the same worker with another code tree (--before-code, e.g. `git archive` of the
-commit before this change) at --before-documents, one rank process.
+commit before this change) at --before-documents (its ranks alone; its node figure is 8 x one
+rank, computed: nothing is shared).
 
     python benchmarks/bench_scale.py --root /tmp/scale [--documents 100000000] [--before-code DIR]
 """
@@ -134,12 +138,25 @@ class UssSampler:
     def sample(self) -> int:
         uss = self.proc.memory_full_info().uss
         self.peak = max(self.peak, uss)
+        self.peak_anon = max(getattr(self, "peak_anon", 0), _anonymous_bytes())
         return uss
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return max(self.peak, self.sample())
+
+
+def _anonymous_bytes() -> int:
+    """Anonymous memory of this process (heap, arrays): USS minus file pages only it maps."""
+    try:
+        with open("/proc/self/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Anonymous:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def _open_data(cfg: dict):
@@ -197,13 +214,14 @@ def worker(cfg: dict) -> dict:
     rank, out = cfg["rank"], {"rank": cfg["rank"]}
     t0 = time.perf_counter()
     train, valid = _open_data(cfg)
-    if cfg["phase"] == "build":
+    if cfg["phase"] == "build":  # the cold build, then the state every rank resumes from
         out["cold_build_s"] = time.perf_counter() - t0
         out["uss_peak_mb"] = uss.stop() / 2**20
+        Path(cfg["state"]).write_text(json.dumps(_history_state(train, RESUME_STEP)))
         return out
     _step(train, layout, 0, rank)
     out["warm_start_s"] = time.perf_counter() - t0
-    state = _history_state(train, RESUME_STEP)
+    state = json.loads(Path(cfg["state"]).read_text())
     train.close()
     del train, valid
     gc.collect()
@@ -224,6 +242,7 @@ def worker(cfg: dict) -> dict:
     out["loader_ms_per_step"] = 1e3 * float(np.median(times))
     out["loader_ms_max"] = 1e3 * float(np.max(times))
     out["uss_peak_mb"] = uss.stop() / 2**20
+    out["anon_peak_mb"] = uss.peak_anon / 2**20
     return out
 
 
@@ -241,30 +260,36 @@ def run_workers(code: Path, cfgs: list[dict]) -> list[dict]:
     return results
 
 
-def measure(code: Path, shards: dict, cache_dir: str | None, ranks: list[int], args: argparse.Namespace,
-            cold: bool) -> dict:
+def measure(code: Path, shards: dict, cache_dir: str | None, args: argparse.Namespace, state: Path,
+            node_ranks: list[int], solo_ranks: list[int]) -> dict:
+    """Cold build (+ the resume state), then `node_ranks` as concurrent processes (memory: what one
+    node holds), then each of `solo_ranks` alone (timings without 8 processes on this machine's cores)."""
     base = {"specs": stream_specs(shards), "cache_dir": cache_dir, "steps": args.steps, "compute_s": args.compute_s,
-            "holdout": args.holdout}
-    out: dict = {}
-    if cold:
-        out.update(run_workers(code, [{**base, "phase": "build", "rank": 0}])[0])
-        out["build_uss_peak_mb"] = out.pop("uss_peak_mb")
-        del out["rank"]
-    res = run_workers(code, [{**base, "phase": "rank", "rank": r} for r in ranks])
-    out["ranks"] = res
+            "holdout": args.holdout, "state": str(state)}
+    out = run_workers(code, [{**base, "phase": "build", "rank": 0}])[0]
+    out["build_uss_peak_mb"] = out.pop("uss_peak_mb")
+    del out["rank"]
+    out["node"] = run_workers(code, [{**base, "phase": "rank", "rank": r} for r in node_ranks]) if node_ranks else []
+    out["solo"] = [run_workers(code, [{**base, "phase": "rank", "rank": r}])[0] for r in solo_ranks]
     return out
 
 
 def summarize(m: dict) -> dict:
-    ranks = m["ranks"]
-    return {
-        "warm_start_s": round(max(r["warm_start_s"] for r in ranks), 2),
-        "resume_s": round(max(r["resume_s"] for r in ranks), 2),
-        "rss_per_rank_mb": round(max(r["uss_peak_mb"] for r in ranks), 1),
-        "rss_node_8_ranks_mb": round(sum(r["uss_peak_mb"] for r in ranks) * 8 / len(ranks), 1),
-        "loader_ms_per_step": round(max(r["loader_ms_per_step"] for r in ranks), 2),
-        "rank_processes": len(ranks),
+    solo, node = m["solo"], m["node"]
+    out = {
+        "warm_start_s": round(max(r["warm_start_s"] for r in solo), 2),
+        "resume_s": round(max(r["resume_s"] for r in solo), 2),
+        "rss_per_rank_mb": round(max(r["uss_peak_mb"] for r in solo + node), 1),
+        "anon_per_rank_mb": round(max(r["anon_peak_mb"] for r in solo + node), 1),
+        "loader_ms_per_step": round(max(r["loader_ms_per_step"] for r in solo), 2),
+        "solo_ranks": [r["rank"] for r in solo],
     }
+    if node:
+        out["rss_node_8_ranks_mb"] = round(sum(r["uss_peak_mb"] for r in node) * 8 / len(node), 1)
+        out["node_ranks"] = [r["rank"] for r in node]
+        out["node_loader_ms_per_step"] = round(max(r["loader_ms_per_step"] for r in node), 2)
+        out["node_resume_s"] = round(max(r["resume_s"] for r in node), 2)
+    return out
 
 
 def main() -> None:
@@ -273,14 +298,15 @@ def main() -> None:
     p.add_argument("--root", default="/tmp/bench_scale")
     p.add_argument("--documents", type=int, default=100_000_000)
     p.add_argument("--shard-docs", type=int, default=4_000_000)
-    p.add_argument("--ranks", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5, 6, 63],
-                   help="DP ranks run as concurrent processes (one node's 8)")
+    p.add_argument("--ranks", type=int, nargs="*", default=[0, 1, 2, 3, 4, 5, 6, 7],
+                   help="DP ranks run as concurrent processes (one node's 8): the node's memory")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--compute-s", type=float, default=0.3)
     p.add_argument("--holdout", type=float, default=HOLDOUT, help="data.valid_holdout (stage 1: 0.0005)")
     p.add_argument("--before-code", help="code tree of the baseline (cpt/ with cpt._C built)")
     p.add_argument("--before-documents", type=int, default=2_000_000)
-    p.add_argument("--before-ranks", type=int, nargs="+", default=[0])
+    p.add_argument("--solo-ranks", type=int, nargs="+", default=[0, 63],
+                   help="DP ranks run alone, one after the other, for the timings")
     args = p.parse_args()
     if args.worker:
         print(json.dumps(worker(json.loads(args.worker))))
@@ -295,18 +321,19 @@ def main() -> None:
         import shutil
 
         shutil.rmtree(cache)
-    after = measure(here, shards, str(cache), args.ranks, args, cold=True)
+    after = measure(here, shards, str(cache), args, root / f"state_{args.documents}.json", args.ranks, args.solo_ranks)
     print(json.dumps(after), file=sys.stderr)
     result = {"bench": "scale", "documents": args.documents, "cold_build_s": round(after["cold_build_s"], 2),
               "build_uss_peak_mb": round(after["build_uss_peak_mb"], 1), **summarize(after)}
     if args.before_code:
         small = make_shards(root / f"shards_{args.before_documents}", args.before_documents, args.shard_docs)
-        before = measure(Path(args.before_code), small, None, args.before_ranks, args, cold=False)
+        before = measure(Path(args.before_code), small, None, args, root / f"state_before_{args.before_documents}.json",
+                         [], args.solo_ranks)
         print(json.dumps(before), file=sys.stderr)
         b = summarize(before)
-        b["rss_node_8_ranks_mb"] = round(b["rss_per_rank_mb"] * 8, 1)  # nothing shared: 8 private copies
-        per_doc = b["rss_per_rank_mb"] * 2**20 / args.before_documents
-        result["before"] = {"documents": args.before_documents, **b, "bytes_per_document_per_rank": round(per_doc, 1)}
+        b["rss_node_8_ranks_mb"] = round(b["rss_per_rank_mb"] * 8, 1)  # computed: nothing is shared
+        b["bytes_per_document_per_rank"] = round(b["rss_per_rank_mb"] * 2**20 / args.before_documents, 1)
+        result["before"] = {"documents": args.before_documents, **b}
     result["loadavg"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(result))
 

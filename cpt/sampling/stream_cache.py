@@ -10,7 +10,8 @@ per cached epoch: the ppl order, or the seed's permutation of that epoch), `boun
 (m + 1, 2): (flat position, offset) of boundaries 0..m, covering the cached epochs).
 
 How many epochs: at least what the caller expects the run to read from the stream (a sample count
-hint, e.g. twice the stream's share of the training samples), rounded up to a power of two; an
+hint, e.g. twice the stream's share of the training samples), rounded up to a power of two and at
+most MAX_EPOCHS; an
 entry covering fewer is rebuilt (same key, replaced under the lock). Samples past the cached epochs
 are packed in memory, as without a cache.
 """
@@ -34,10 +35,13 @@ def stream_fields(table: Any, config: Any) -> dict[str, Any]:
     return {"table": table.fingerprint, "config": asdict(config), "segment": stream_mod.SEGMENT}
 
 
+MAX_EPOCHS = 16  # a small stream read for hundreds of epochs packs its later epochs in memory
+
+
 def epochs_for(samples: int | None, tokens_per_epoch: int, seq_length: int) -> int:
-    """Epochs to cache for an expected `samples` reads: a power of two, at least one."""
+    """Epochs to cache for an expected `samples` reads: a power of two, at least one, at most MAX_EPOCHS."""
     per_epoch = max(tokens_per_epoch // seq_length, 1)
-    need = max(1, -(-int(samples or 0) // per_epoch))
+    need = min(max(1, -(-int(samples or 0) // per_epoch)), MAX_EPOCHS)
     return 1 << (need - 1).bit_length()
 
 
