@@ -266,9 +266,12 @@ def measure(code: Path, shards: dict, cache_dir: str | None, args: argparse.Name
     node holds), then each of `solo_ranks` alone (timings without 8 processes on this machine's cores)."""
     base = {"specs": stream_specs(shards), "cache_dir": cache_dir, "steps": args.steps, "compute_s": args.compute_s,
             "holdout": args.holdout, "state": str(state)}
-    out = run_workers(code, [{**base, "phase": "build", "rank": 0}])[0]
-    out["build_uss_peak_mb"] = out.pop("uss_peak_mb")
-    del out["rank"]
+    if args.warm_only:  # the cache and the state of an earlier run
+        out = {"cold_build_s": None, "build_uss_peak_mb": None}
+    else:
+        out = run_workers(code, [{**base, "phase": "build", "rank": 0}])[0]
+        out["build_uss_peak_mb"] = out.pop("uss_peak_mb")
+        del out["rank"]
     out["node"] = run_workers(code, [{**base, "phase": "rank", "rank": r} for r in node_ranks]) if node_ranks else []
     out["solo"] = [run_workers(code, [{**base, "phase": "rank", "rank": r}])[0] for r in solo_ranks]
     return out
@@ -302,6 +305,8 @@ def main() -> None:
                    help="DP ranks run as concurrent processes (one node's 8): the node's memory")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--compute-s", type=float, default=0.3)
+    p.add_argument("--warm-only", action="store_true",
+                   help="reuse the cache and resume state of an earlier run at this size (no cold build)")
     p.add_argument("--holdout", type=float, default=HOLDOUT, help="data.valid_holdout (stage 1: 0.0005)")
     p.add_argument("--before-code", help="code tree of the baseline (cpt/ with cpt._C built)")
     p.add_argument("--before-documents", type=int, default=2_000_000)
@@ -317,15 +322,17 @@ def main() -> None:
     shards = make_shards(root / f"shards_{args.documents}", args.documents, args.shard_docs)
     print(f"shards: {time.perf_counter() - t:.1f} s", file=sys.stderr)
     cache = root / f"cache_{args.documents}"
-    if cache.exists():
+    if cache.exists() and not args.warm_only:
         import shutil
 
         shutil.rmtree(cache)
     after = measure(here, shards, str(cache), args, root / f"state_{args.documents}.json", args.ranks, args.solo_ranks)
     print(json.dumps(after), file=sys.stderr)
-    result = {"bench": "scale", "documents": args.documents, "cold_build_s": round(after["cold_build_s"], 2),
-              "build_uss_peak_mb": round(after["build_uss_peak_mb"], 1), **summarize(after)}
-    if args.before_code:
+    rnd = lambda x, n: None if x is None else round(x, n)  # noqa: E731
+    result = {"bench": "scale", "documents": args.documents, "cold_build_s": rnd(after["cold_build_s"], 2),
+              "build_uss_peak_mb": rnd(after["build_uss_peak_mb"], 1), **summarize(after),
+              "compute_s": args.compute_s}
+    if args.before_code and not args.warm_only:
         small = make_shards(root / f"shards_{args.before_documents}", args.before_documents, args.shard_docs)
         before = measure(Path(args.before_code), small, None, args, root / f"state_before_{args.before_documents}.json",
                          [], args.solo_ranks)

@@ -169,6 +169,7 @@ class BlendedSamples:
         self._predicted: Optional[tuple[int, np.ndarray, np.ndarray]] = None  # next step's ids, as of now
         self._pending: dict[bytes, tuple[int, np.ndarray, np.ndarray, Future]] = {}
         self.prefetch_hits = self.prefetch_misses = 0
+        self._step_ids: Optional[tuple[Blender, int, np.ndarray, np.ndarray]] = None  # ids of the announced step
 
     def _new_blender(self, weights: Sequence[float] | Mapping[str, float]) -> Blender:
         capacities = [None if s.capacity is None else max(s.capacity - int(off), 0)
@@ -182,6 +183,11 @@ class BlendedSamples:
 
     def sample_ids(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(stream id, index within stream) of global samples `indices` (drawing ahead as needed)."""
+        known = self._step_ids
+        if known is not None and known[0] is self.blender and len(indices):
+            _, start, stream, within = known  # drawn samples never change: the announced step's ids
+            if indices.min() >= start and indices.max() < start + len(stream):
+                return stream[indices - start], within[indices - start]
         stop = int(indices.max()) + 1
         if stop > self.blender.drawn:
             self.blender.next_samples(stop - self.blender.drawn)
@@ -191,7 +197,8 @@ class BlendedSamples:
         return stream, ids.index[indices - lo] + self.offsets[stream]
 
     def prepare_step(self, start: int, stop: int) -> None:
-        self.sample_ids(np.arange(start, stop, dtype=np.int64))
+        stream, within = self.sample_ids(np.arange(start, stop, dtype=np.int64))
+        self._step_ids = (self.blender, start, stream, within)
         if self._step != (start, stop):
             self._step, self._predicted = (start, stop), None
             for key in [k for k, job in self._pending.items() if job[0] < start]:  # never asked for
