@@ -1,6 +1,7 @@
 """Loader prefetch: the next step's micro-batches are built in the background, and what the loop
 receives is the same as without prefetch, also when the weights change between steps."""
 import numpy as np
+import pytest
 
 from cpt.config import DataConfig
 from cpt.sampling import DataParallelLayout, DocumentTable, Stream, StreamConfig
@@ -50,3 +51,25 @@ def test_prefetched_batches_equal_the_synchronous_ones_across_weight_changes(tmp
         for k in a:
             np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     assert hits > 0 and misses > 0  # the steps after a change were predicted wrong and rebuilt
+
+
+def test_a_stream_running_dry_next_step_is_reported_by_that_step_not_by_the_prefetch(tmp_path):
+    from cpt.sampling import StreamExhausted
+    from test_sampling_cache import write_shard
+
+    rng = np.random.default_rng(1)
+    prefix = write_shard(tmp_path / "s", rng.integers(20, 60, 60), ["zh"] * 60, rng.random(60).tolist())
+    t = DocumentTable.from_shards([prefix], ["lang"])
+    stream = Stream(t, StreamConfig(name="zh", seq_length=SEQ, on_exhausted="stop"))
+    src = BlendedSamples([stream], [1.0], SEQ, DataConfig(), num_workers=0, prefetch=True)
+    steps_available = stream.capacity // GBS
+    layout = DataParallelLayout(global_batch_size=GBS, micro_batch_size=MBS, dp_size=1)
+    for step in range(steps_available):
+        first = step * GBS
+        src.prepare_step(first, first + GBS)
+        for m in range(GBS // MBS):
+            src.fetch(layout.global_indices(first, 0)[m * MBS:(m + 1) * MBS])  # the last step predicts a dry one
+    with pytest.raises(StreamExhausted):
+        first = steps_available * GBS
+        src.prepare_step(first, first + GBS)
+    src.close()

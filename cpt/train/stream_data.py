@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from cpt.config import DataConfig, StreamSpec, holdout_share
-from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, read_samples
+from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, StreamExhausted, read_samples
 from cpt.train.engine import Batch
 
 
@@ -257,9 +257,14 @@ class BlendedSamples:
         if nxt.min() < stop or nxt.max() >= 2 * stop - start:
             return  # not this step's indices (an evaluation pass)
         if self._predicted is None or self._predicted[0] != stop:
-            ids = self.blender.sample_ids(stop, 2 * stop - start)  # forked: draws nothing
-            self._predicted = (stop, ids.stream, ids.index)
+            try:
+                ids = self.blender.sample_ids(stop, 2 * stop - start)  # forked: draws nothing
+                self._predicted = (stop, ids.stream, ids.index)
+            except StreamExhausted:  # the next step runs a stream dry: its own fetch will say so
+                self._predicted = (stop, None, None)
         _, stream, index = self._predicted
+        if stream is None:
+            return
         s = stream[nxt - stop]
         win = index[nxt - stop] + self.offsets[s]
         self._pending[nxt.tobytes()] = (int(nxt.min()), s, win, self._prefetch.submit(self._batch, s, win))
