@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("cpt.commands.report", "plots and a markdown/JSON summary of run folders (one per stage)"),
     "trace": ("cpt.commands.trace", "which documents trained a step, or which steps trained a document"),
     "sweep": ("cpt.commands.sweep", "proxy experiments: arms x seeds of a recipe, then means, CIs, paired differences"),
+    "data": ("cpt.commands.data", "build a recipe's on-disk stream index cache ahead of a job (build-cache)"),
 }
 
 

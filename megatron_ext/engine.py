@@ -37,6 +37,7 @@ from cpt.config import Recipe  # noqa: E402
 from cpt.io import write_json_atomic  # noqa: E402
 from cpt.train.engine import Batch, Layout, StepResult  # noqa: E402
 from megatron_ext import compat, features  # noqa: E402
+from megatron_ext.attention_mask import pack_documents  # noqa: E402
 from megatron_ext.model import build_model, init_weights, kernel_summary  # noqa: E402
 
 compat.apply()
@@ -198,6 +199,7 @@ class MegatronEngine:
 
     def _forward_step(self, data_iterator: Iterator[Batch], model: torch.nn.Module):
         batch = self._to_device(next(data_iterator))
+        batch, packed = pack_documents(batch, self.recipe.parallel.pipeline_model_parallel_size)
         tokens = batch["tokens"].long()
         labels = batch["labels"].long()
         loss_mask = batch["loss_mask"].float()
@@ -205,7 +207,7 @@ class MegatronEngine:
         if position_ids is None:
             position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
         attention_mask = batch.get("attention_mask")
-        output = model(tokens, position_ids.long(), attention_mask, labels=labels)
+        output = model(tokens, position_ids.long(), attention_mask, labels=labels, packed_seq_params=packed)
         return output, partial(self._loss, loss_mask)
 
     @staticmethod

@@ -173,8 +173,11 @@ class SDPAttention(MegatronModule):
         attention_bias: Optional[torch.Tensor] = None,
         packed_seq_params: object = None,
     ) -> torch.Tensor:
-        if packed_seq_params is not None:
-            raise ValueError("SDPAttention does not support packed sequences; use the TE spec")
+        if packed_seq_params is not None:  # document masking: causal within each packed sequence
+            from megatron_ext.attention_mask import block_diagonal_attention
+
+            return block_diagonal_attention(query, key, value, packed_seq_params, self.softmax_scale,
+                                            self.dropout if self.training else 0.0)
         sq, b, heads, dim = query.shape
         q = query.permute(1, 2, 0, 3)  # [b, np, sq, hn]
         k = key.permute(1, 2, 0, 3)

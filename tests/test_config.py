@@ -142,4 +142,4 @@ def test_schema_keys_are_frozen():
 def test_cli_commands_are_frozen():
     from cpt.cli import COMMANDS
 
-    assert {"train", "demo"} <= set(COMMANDS)
+    assert {"train", "demo", "data"} <= set(COMMANDS)

@@ -101,7 +101,10 @@ def test_ltor_masks_match_megatron_gpt_dataset(reset_pos, reset_attn, eod_loss):
             torch.from_numpy(tokens[row]), 2, reset_pos, reset_attn, eod_loss, create_attention_mask=reset_attn)
         np.testing.assert_array_equal(ours["loss_mask"][row], loss_mask.numpy())
         np.testing.assert_array_equal(ours["position_ids"][row], pos.numpy())
+        assert "attention_mask" not in ours  # document masking travels as document ids, never dense
         if reset_attn:
-            np.testing.assert_array_equal(ours["attention_mask"][row], attn.numpy())
+            d = ours["document_ids"][row]
+            allowed = np.tril(np.ones((40, 40), dtype=bool)) & (d[:, None] == d[None, :])
+            np.testing.assert_array_equal(~allowed[None], attn.numpy())
         else:
-            assert "attention_mask" not in ours
+            assert "document_ids" not in ours

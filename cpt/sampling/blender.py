@@ -27,9 +27,10 @@ from cpt.sampling._native import kernel_version
 from cpt.sampling.errors import StreamExhausted
 
 STATE_VERSION = 1
-SNAPSHOT_EVERY = 1 << 20  # counts kept in memory every this many samples, to replay from nearby
+# counts kept in memory every this many samples (K int64 each), so that the ids of any range are
+# replayed from at most SNAPSHOT_EVERY - 1 samples before it: random access costs about one global batch
+SNAPSHOT_EVERY = 1 << 10
 EXHAUSTION_POLICIES = ("raise", "drop")
-_REPLAY_CHUNK = 1 << 20
 
 
 class SampleIds(NamedTuple):
@@ -182,7 +183,7 @@ class Blender:
         if start < min(stop, self._drawn):
             parts.append(self._replay(start, min(stop, self._drawn)))
         if stop > self._drawn:
-            ahead = copy.deepcopy(self)
+            ahead = self._fork()
             got = ahead.next_samples(stop - self._drawn)
             lo = max(start - self._drawn, 0)
             parts.append(SampleIds(self._drawn + lo, got.stream[lo:], got.index[lo:]))
@@ -287,19 +288,26 @@ class Blender:
                 self._activate(len(self._active))
             entry = self._history[k]
             end = self._history[k + 1].start if k + 1 < len(self._history) else g + n - done
-            # pieces end at snapshot marks too, so the counts there come straight from the kernel
-            end = min(end, g + n - done, (g // SNAPSHOT_EVERY + 1) * SNAPSHOT_EVERY)
+            end = min(end, g + n - done)
             s_ids, idx = stream[done: done + end - g], index[done: done + end - g]
             counts = self._counts.copy()
             blend_into(entry.weights, self._active[k][0], counts, entry.start, g, s_ids, idx, backend=self._backend)
             m = self._cut_at_exhaustion(s_ids, idx, counts, g)
             if m < len(s_ids):
                 counts = self._counts + np.bincount(s_ids[:m], minlength=self.num_streams)
+            self._record_snapshots(g, s_ids[:m])
             self._counts, self._drawn = counts, g + m
-            if self._drawn % SNAPSHOT_EVERY == 0:
-                self._snapshots[self._drawn] = counts.copy()
             done += m
         return SampleIds(first, stream, index)
+
+    def _record_snapshots(self, g: int, s_ids: np.ndarray) -> None:
+        """Counts at every SNAPSHOT_EVERY mark in (g, g + len(s_ids)], from self._counts (at g)."""
+        c = self._counts.copy()
+        prev = g
+        for mark in range((g // SNAPSHOT_EVERY + 1) * SNAPSHOT_EVERY, g + len(s_ids) + 1, SNAPSHOT_EVERY):
+            c += np.bincount(s_ids[prev - g: mark - g], minlength=self.num_streams)
+            self._snapshots[mark] = c.copy()
+            prev = mark
 
     def _cut_at_exhaustion(self, s_ids: np.ndarray, idx: np.ndarray, counts: np.ndarray, g: int) -> int:
         """Samples of this piece that the streams can serve; on a shortfall apply the policy."""
@@ -333,13 +341,27 @@ class Blender:
         self._active = self._active[: sum(e.start < at for e in self._history)]
         self._history = sorted([e for e in self._history if e.start != at] + [entry], key=lambda e: e.start)
 
+    def _fork(self) -> "Blender":
+        """A copy to draw ahead with (the recorded snapshots are shared read-only, not copied)."""
+        other = copy.copy(self)
+        other._history, other._active = list(self._history), list(self._active)
+        other._counts, other._snapshots = self._counts.copy(), dict(self._snapshots)
+        return other
+
+    def _nearest_counts(self, start: int) -> tuple[int, np.ndarray]:
+        """(g, counts at g) for the latest recorded point g <= start: a snapshot mark or an entry start."""
+        entry_start = self._history[self._segment_of(start)].start
+        mark = start - start % SNAPSHOT_EVERY
+        while mark > entry_start and mark not in self._snapshots:
+            mark -= SNAPSHOT_EVERY
+        if mark > entry_start:
+            return mark, self._snapshots[mark]
+        return entry_start, self._active[self._segment_of(start)][1]
+
     def _replay(self, start: int, stop: int) -> SampleIds:
-        """Samples [start, stop) with stop <= drawn, from the nearest recorded counts."""
-        k = self._segment_of(start)
-        g, counts = self._history[k].start, self._active[k][1]
-        for mark in sorted(self._snapshots):
-            if g < mark <= start:
-                g, counts = mark, self._snapshots[mark]
+        """Samples [start, stop) with stop <= drawn, from the nearest recorded counts; the marks
+        passed on the way are recorded, so no range is replayed from far twice."""
+        g, counts = self._nearest_counts(start)
         out_s, out_i = [], []
         counts = counts.copy()
         while g < stop:
@@ -348,7 +370,7 @@ class Blender:
             end = self._history[k + 1].start if k + 1 < len(self._history) else stop
             m = min(end, stop) - g
             if g < start:
-                m = min(m, start - g, _REPLAY_CHUNK)
+                m = min(m, start - g, (g // SNAPSHOT_EVERY + 1) * SNAPSHOT_EVERY - g)
             s_ids, idx, counts = blend_segment(
                 entry.weights, self._active[k][0], counts, entry.start, g, m, backend=self._backend
             )
@@ -356,6 +378,8 @@ class Blender:
                 out_s.append(s_ids)
                 out_i.append(idx)
             g += m
+            if g <= start and g % SNAPSHOT_EVERY == 0:
+                self._snapshots.setdefault(g, counts.copy())
             if g < stop and k + 1 < len(self._history) and g == self._history[k + 1].start:
                 counts = self._active[k + 1][1].copy()
         return SampleIds(start, np.concatenate(out_s), np.concatenate(out_i))

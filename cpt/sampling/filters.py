@@ -4,6 +4,9 @@ The expression is parsed with `ast` and only this grammar is accepted: column na
 number / bool / None constants, lists or tuples of constants, comparisons (==, !=, <, <=, >, >=,
 in, not in; chains allowed), `and`, `or`, `not`, parentheses. Anything else is refused with a
 message naming the construct, and an unknown column is refused naming the columns there are.
+
+A dictionary-encoded column (`cpt.sampling.columns.Categorical`) is compared once per distinct
+value and the answer mapped through its codes: the same result as comparing every document.
 """
 from __future__ import annotations
 
@@ -11,6 +14,8 @@ import ast
 from typing import Callable, Mapping
 
 import numpy as np
+
+from cpt.sampling.columns import Categorical
 
 _COMPARE: dict[type, Callable[[np.ndarray, object], np.ndarray]] = {
     ast.Eq: lambda a, b: a == b,
@@ -42,6 +47,17 @@ def select(expression: str | None, columns: Mapping[str, np.ndarray], n_rows: in
     return mask
 
 
+def filter_columns(expression: str | None) -> set[str]:
+    """The column names an expression reads (empty when it is None or does not parse)."""
+    if expression is None or not expression.strip():
+        return set()
+    try:
+        tree = ast.parse(expression, mode="eval")
+    except SyntaxError:
+        return set()
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+
+
 class _Evaluator:
     def __init__(self, expression: str, columns: Mapping[str, np.ndarray], n_rows: int):
         self.expression, self.columns, self.n_rows = expression, columns, n_rows
@@ -63,7 +79,8 @@ class _Evaluator:
         if isinstance(node, ast.Name):
             if node.id not in self.columns:
                 self.fail(node, f"unknown column {node.id!r}; the metadata has {sorted(self.columns)}")
-            return np.asarray(self.columns[node.id])
+            col = self.columns[node.id]
+            return col if isinstance(col, Categorical) else np.asarray(col)
         if isinstance(node, ast.Constant) and (node.value is None or isinstance(node.value, (str, int, float, bool))):
             return node.value
         if isinstance(node, (ast.List, ast.Tuple)):
@@ -72,7 +89,7 @@ class _Evaluator:
 
     def constant(self, node: ast.AST):
         value = self.visit(node)
-        if isinstance(value, np.ndarray):
+        if _is_column(value):
             self.fail(node, "list elements must be constants")
         return value
 
@@ -91,14 +108,27 @@ class _Evaluator:
                 self.fail(node, f"operator {type(op).__name__} is not allowed")
             if isinstance(op, (ast.In, ast.NotIn)) and not isinstance(right, tuple):
                 self.fail(node, "`in` needs a list of constants on its right")
-            a, b = (left, right) if isinstance(left, np.ndarray) else (right, left)
-            if not isinstance(a, np.ndarray):
+            a, b = (left, right) if _is_column(left) else (right, left)
+            if not _is_column(a):
                 self.fail(node, "a comparison needs a column on one side")
-            if not isinstance(left, np.ndarray) and isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+            if not _is_column(left) and isinstance(op, (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
                 op = {ast.Lt: ast.Gt(), ast.LtE: ast.GtE(), ast.Gt: ast.Lt(), ast.GtE: ast.LtE()}[type(op)]
             try:
-                out &= np.asarray(_COMPARE[type(op)](a, b), dtype=bool)
+                out &= _apply(_COMPARE[type(op)], a, b)
             except TypeError as e:
                 self.fail(node, f"cannot compare this column with {b!r}: {e}")
             left = right
         return out
+
+
+def _is_column(value) -> bool:
+    return isinstance(value, (np.ndarray, Categorical))
+
+
+def _apply(compare: Callable, a, b) -> np.ndarray:
+    """compare(column, other) per document; a Categorical against a constant: once per category."""
+    if isinstance(a, Categorical) and not _is_column(b):
+        return a.map(np.asarray(compare(a.categories, b), dtype=bool).reshape(len(a.categories)))
+    a = np.asarray(a)
+    b = np.asarray(b) if isinstance(b, Categorical) else b
+    return np.asarray(compare(a, b), dtype=bool)

@@ -5,6 +5,13 @@ curriculum), `ppl_desc`. Ties in perplexity keep table order. Documents are pack
 GPTDataset does (samples of seq_length + add_extra_token tokens across document boundaries,
 epochs back to back), in segments of SEGMENT samples so memory stays bounded: only the cursor at
 the start of each segment is kept, plus a few recently used segments.
+
+With an `IndexCache` (cpt.sampling.index_cache) the selection (table rows), their lengths, the
+order of epoch 0 and the packed boundaries of the first epoch are computed once, by the code path
+without a cache, saved under the stream's fingerprint and memory-mapped: opening a stream or
+resuming deep into it then reads those arrays instead of filtering the table and packing from
+sample 0, and the ranks of a node share them through the page cache. Epochs after the first are
+ordered and packed in memory as without a cache, from the cursor where the cached epoch ends.
 """
 from __future__ import annotations
 
@@ -12,7 +19,7 @@ import hashlib
 import json
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -112,26 +119,45 @@ class Pieces:
 class Stream:
     """Random access to the samples of one stream: `locate(i)` says which tokens make sample i."""
 
-    def __init__(self, table: DocumentTable, config: StreamConfig) -> None:
+    def __init__(self, table: DocumentTable, config: StreamConfig, cache: Any = None,
+                 cache_samples: int | None = None) -> None:
+        """cache: an `IndexCache` to read this stream's indices from (built there on a miss), or None.
+        cache_samples: how many samples the run is expected to read from this stream (the cache then
+        covers that many epochs; None: one)."""
         self.config = config
         self.table = table
-        mask = select(config.filter, table.columns, len(table))
+        self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._segments: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._stored_orders: dict[int, np.ndarray] = {}  # epoch -> order, from the cache
+        self._bounds: np.ndarray | None = None  # cached boundaries of the first segments
+        self._n_cached_segments = 0
+        self.cache_hit: bool | None = None  # None: no cache; else whether the entry was already built
+        if cache is None:
+            self._select()
+        else:
+            from cpt.sampling.stream_cache import open_cached
+
+            open_cached(self, cache, cache_samples)
+
+    def _select(self) -> None:
+        """Rows, lengths and fixed order from the table (the path without a cache, and the cache's build)."""
+        config, table = self.config, self.table
+        rows = np.flatnonzero(select(config.filter, table.columns, len(table)))
         if config.split != "all":
             if "doc_id" not in table.columns:
                 raise ValueError(f"stream {config.name!r}: split={config.split!r} needs a 'doc_id' metadata column")
-            valid = held_out(table.columns["doc_id"], config.holdout, config.holdout_seed)
-            mask &= valid if config.split == "valid" else ~valid
-        self.rows = np.flatnonzero(mask)
+            # the hash depends on the document alone, so hashing only the selected rows gives the same split
+            valid = held_out(np.asarray(table.columns["doc_id"][rows]), config.holdout, config.holdout_seed)
+            rows = rows[valid if config.split == "valid" else ~valid]
+        self.rows = rows
         self._lengths = np.asarray(table.lengths[self.rows], dtype=np.int64)
         if np.any(self._lengths >= 2**31):
             raise ValueError(f"stream {config.name!r}: a document has 2**31 tokens or more")
         self._fixed_order = self._ppl_order() if config.order != "shuffle" else None
         self.tokens_per_epoch = int(self._lengths.sum())
-        self._epochs: OrderedDict[int, np.ndarray] = OrderedDict()
         # about one epoch per segment for small streams, so asking for a sample never packs many epochs
         self._seg_len = min(SEGMENT, max(64, self.tokens_per_epoch // config.seq_length))
         self._cursors: list[tuple[int, int]] = [(0, 0)]  # cursor at boundary k * self._seg_len
-        self._segments: OrderedDict[int, np.ndarray] = OrderedDict()
 
     # ----------------------------------------------------------------------------------- properties
     @property
@@ -178,6 +204,8 @@ class Stream:
     def _order(self, epoch: int) -> np.ndarray:
         if self._fixed_order is not None:
             return self._fixed_order
+        if epoch in self._stored_orders:
+            return self._stored_orders[epoch]
         if epoch not in self._epochs:
             # legacy RandomState: its streams are frozen by NumPy's policy, so orders never change
             rng = np.random.RandomState([self.config.seed, epoch])
@@ -202,6 +230,9 @@ class Stream:
     # ------------------------------------------------------------------------------------ packing
     def _segment(self, k: int) -> np.ndarray:
         """Boundaries k*L .. (k+1)*L (inclusive; L = self._seg_len) as (flat position, offset) rows."""
+        if k < self._n_cached_segments:
+            L = self._seg_len
+            return self._bounds[k * L: (k + 1) * L + 1]
         if k in self._segments:
             self._segments.move_to_end(k)
             return self._segments[k]

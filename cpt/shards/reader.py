@@ -73,7 +73,8 @@ class Shard:
 
     @property
     def n_tokens(self) -> int:
-        return int(self.doc_offsets[-1])
+        # summed from the memory-mapped index: opening a 100M-document shard set must not build offsets
+        return int(self.index.sequence_lengths.sum(dtype=np.int64))
 
     def __getitem__(self, i: int) -> np.ndarray:
         if not -len(self) <= i < len(self):

@@ -41,12 +41,15 @@ def build_training_data(recipe: Recipe) -> TrainingData:
     if d.streams:
         from cpt.train.stream_data import BlendedSamples, build_streams
 
+        tables: dict = {}  # one DocumentTable per shard set, shared by the train and valid splits
         out.train = BlendedSamples(
-            build_streams(d.streams, t.seq_length, "train", d.valid_holdout, d.valid_holdout_seed),
+            build_streams(d.streams, t.seq_length, "train", d.valid_holdout, d.valid_holdout_seed,
+                          cache_dir=cache, tables=tables, samples=steps * t.global_batch_size),
             {s.name: s.weight for s in d.streams}, t.seq_length, d,
         )
         # only the streams with a held-out share (data.valid_holdout or their own) come back
-        for stream in build_streams(d.streams, t.seq_length, "valid", d.valid_holdout, d.valid_holdout_seed):
+        for stream in build_streams(d.streams, t.seq_length, "valid", d.valid_holdout, d.valid_holdout_seed,
+                                    cache_dir=cache, tables=tables):
             out.valid_streams[stream.name] = BlendedSamples([stream], [1.0], t.seq_length, d, num_workers=0)
     else:
         from megatron_ext.datasets import build_dataset

@@ -11,59 +11,61 @@ over its own streams; `continue_from(previous stage's state)` makes every stream
 with the same documents and config (same fingerprint) start where it stopped, so stage 2 does not
 repeat stage 1's documents. Those starting offsets are part of the state.
 
-Batches are megatron-style: tokens, labels, loss_mask, position_ids (+ attention_mask when
-document-boundary masking is on), built as megatron's GPTDataset builds them.
+Batches are megatron-style: tokens, labels, loss_mask, position_ids (+ document_ids when
+document-boundary masking is on), built by megatron's GPTDataset rules.
+
+Prefetch: once the loop has announced a step (`prepare_step`), each `fetch(indices)` also starts
+building the micro-batch `indices + global batch size` of the next step in a background thread.
+The ids of that batch are predicted from the weight history as it stands (a forked Blender: nothing
+is drawn), and at the next fetch the prediction is checked against the real ids: a weight change
+made in between (a data hook at the end of the step) makes it miss, and the batch is then built
+in the foreground, so prefetching never changes what is read. A thread, not a process: it starts
+nothing after CUDA/NCCL, and the reading it does releases the GIL in NumPy copies.
 """
 from __future__ import annotations
 
-from concurrent.futures import ProcessPoolExecutor
+import threading
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
 from cpt.config import DataConfig, StreamSpec, holdout_share
-from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, read_samples
+from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, StreamExhausted, read_samples
 from cpt.train.engine import Batch
 
 
 def ltor_masks(tokens: np.ndarray, eod: Optional[int], reset_position_ids: bool, reset_attention_mask: bool,
                eod_mask_loss: bool) -> dict[str, np.ndarray]:
-    """Loss mask, position ids and (optionally) a causal mask cut at end-of-document tokens, for
-    tokens [b, s]; the same rules as megatron's `_get_ltor_masks_and_position_ids`. The attention
-    mask is True where attention is NOT allowed."""
+    """Loss mask, position ids and (optionally) document ids for tokens [b, s], by the rules of
+    megatron's `_get_ltor_masks_and_position_ids`: a document ends with its end-of-document token,
+    positions restart after it (reset_position_ids), and attention stays within a document
+    (reset_attention_mask). Document masking is sent as `document_ids` [b, s] int32 (the number
+    of end-of-document tokens before each position), never as a dense (b, 1, s, s) mask: the engine
+    turns it into packed-sequence boundaries (megatron_ext.attention_mask)."""
     b, s = tokens.shape
     loss_mask = np.ones((b, s), dtype=np.float32)
     if eod_mask_loss:
         loss_mask[tokens == eod] = 0.0
     position_ids = np.broadcast_to(np.arange(s, dtype=np.int64), (b, s)).copy()
     out: dict[str, np.ndarray] = {"loss_mask": loss_mask, "position_ids": position_ids}
-    mask = None
+    if not (reset_position_ids or reset_attention_mask):
+        return out
+    starts = np.zeros((b, s), dtype=bool)  # a document starts at 0 and after every end-of-document token
+    starts[:, 0] = True
+    starts[:, 1:] = tokens[:, :-1] == eod
+    if reset_position_ids:
+        first = np.maximum.accumulate(np.where(starts, np.arange(s), 0), axis=1)
+        out["position_ids"] = position_ids - first
     if reset_attention_mask:
-        mask = np.broadcast_to(~np.tril(np.ones((s, s), dtype=bool)), (b, 1, s, s)).copy()
-    if reset_position_ids or reset_attention_mask:
-        for row in range(b):
-            prev = 0
-            for i in np.flatnonzero(tokens[row] == eod):
-                if reset_attention_mask:
-                    mask[row, 0, i + 1:, : i + 1] = True
-                if reset_position_ids:
-                    position_ids[row, i + 1:] -= i + 1 - prev
-                prev = i + 1
-    if mask is not None:
-        out["attention_mask"] = mask
+        out["document_ids"] = (np.cumsum(starts, axis=1, dtype=np.int64) - 1).astype(np.int32)
     return out
 
 
-_WORKER_SHARDS: dict[str, Any] = {}
-
-
 def _open_shard(prefix: str) -> Any:
-    from cpt import shards
+    from cpt.sampling.reading import shard_tokens
 
-    shard = _WORKER_SHARDS.get(prefix)
-    if shard is None:
-        shard = _WORKER_SHARDS[prefix] = shards.open(prefix)
-    return shard
+    return shard_tokens(prefix)
 
 
 def _read(args: tuple) -> np.ndarray:
@@ -72,7 +74,8 @@ def _read(args: tuple) -> np.ndarray:
 
 
 def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "all", holdout: float = 0.0,
-                  holdout_seed: int = 0) -> list[Stream]:
+                  holdout_seed: int = 0, *, cache_dir: Optional[str] = None,
+                  tables: Optional[dict] = None, samples: Optional[int] = None) -> list[Stream]:
     """One Stream per recipe stream (each over the DocumentTable of its shard prefixes).
 
     split="train"/"valid": the documents outside / inside each stream's held-out share (`holdout`,
@@ -80,8 +83,20 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
     A stream whose share is 0 trains on all its documents and has no validation stream (split
     "valid" leaves it out). Validation streams are always read in a seeded shuffle order (a ppl
     order would evaluate only the easiest documents) and start over when they run out.
+
+    cache_dir: the on-disk index cache (tables and stream indices built once, memory-mapped), or None
+    to compute them in memory. tables: a dict shared between calls (the train and valid splits) so
+    that they read one DocumentTable per shard set; only the metadata columns the streams need
+    (filters, ppl orders, doc_id for a held-out split) are read. samples: the run's training samples;
+    the cache of a training stream then covers the epochs of twice its share of them (the mixture
+    may move), the rest is packed in memory if a stream is read further.
     """
-    tables: dict[tuple[str, ...], DocumentTable] = {}
+    from cpt.sampling.index_cache import IndexCache
+
+    cache = IndexCache(cache_dir) if cache_dir else None
+    tables = {} if tables is None else tables
+    wanted = _needed_columns(specs, holdout)
+    total_weight = sum(spec.weight for spec in specs) or 1.0
     streams = []
     valid = split == "valid"
     for i, spec in enumerate(specs):
@@ -90,13 +105,13 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             continue
         key = tuple(spec.prefixes)
         if key not in tables:
-            tables[key] = DocumentTable.from_shards(list(key))
+            tables[key] = DocumentTable.from_shards(list(key), _available(key, wanted), cache=cache)
         stream = Stream(tables[key], StreamConfig(
             name=spec.name, seq_length=seq_length, filter=spec.filter,
             order="shuffle" if valid else spec.order, seed=spec.seed,
             on_exhausted="next_epoch" if valid else spec.on_exhausted,
             split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
-        ))
+        ), cache=cache, cache_samples=None if valid or not samples else int(2 * samples * spec.weight / total_weight))
         if stream.tokens_per_epoch == 0:
             side = (f"held-out (valid_holdout={share}; data.streams[{i}].valid_holdout: 0 trains on all of a "
                     "small stream's documents without validating it)" if valid else "training")
@@ -108,6 +123,30 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
     return streams
 
 
+def _needed_columns(specs: Sequence[StreamSpec], holdout: float) -> set[str]:
+    """Columns any stream of the recipe reads (the same for both splits, so they share a table)."""
+    from cpt.sampling.filters import filter_columns
+
+    cols: set[str] = set()
+    for spec in specs:
+        cols |= filter_columns(spec.filter)
+        if spec.order != "shuffle":
+            cols.add("ppl")
+        if holdout_share(spec, holdout):
+            cols.add("doc_id")
+    return cols
+
+
+def _available(prefixes: Sequence[str], wanted: set[str]) -> list[str]:
+    """The wanted columns the shards' sidecars have (a missing one is reported by the filter/order)."""
+    import pyarrow.parquet as pq
+
+    from cpt.shards.metadata import meta_path
+
+    names = set(pq.read_schema(meta_path(prefixes[0])).names)
+    return sorted(wanted & names)
+
+
 STATE_VERSION = 2
 
 
@@ -115,7 +154,8 @@ class BlendedSamples:
     """Samples by global index through a Blender; `fetch(indices)` builds one micro-batch."""
 
     def __init__(self, streams: Sequence[Stream], weights: Sequence[float] | Mapping[str, float],
-                 seq_length: int, data: DataConfig, num_workers: Optional[int] = None) -> None:
+                 seq_length: int, data: DataConfig, num_workers: Optional[int] = None,
+                 prefetch: bool = True) -> None:
         self.streams = list(streams)
         self.offsets = np.zeros(len(self.streams), dtype=np.int64)  # first sample of each stream this stage
         self.blender = self._new_blender(weights)
@@ -123,6 +163,13 @@ class BlendedSamples:
         self.data = data
         workers = data.num_workers if num_workers is None else num_workers
         self._pool = ProcessPoolExecutor(workers) if workers > 0 else None
+        self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="cpt-prefetch") if prefetch else None
+        self._streams_lock = threading.Lock()  # Stream packing caches are not thread-safe
+        self._step: Optional[tuple[int, int]] = None  # (start, stop) of the step announced last
+        self._predicted: Optional[tuple[int, np.ndarray, np.ndarray]] = None  # next step's ids, as of now
+        self._pending: dict[bytes, tuple[int, np.ndarray, np.ndarray, Future]] = {}
+        self.prefetch_hits = self.prefetch_misses = 0
+        self._step_ids: Optional[tuple[Blender, int, np.ndarray, np.ndarray]] = None  # ids of the announced step
 
     def _new_blender(self, weights: Sequence[float] | Mapping[str, float]) -> Blender:
         capacities = [None if s.capacity is None else max(s.capacity - int(off), 0)
@@ -136,6 +183,11 @@ class BlendedSamples:
 
     def sample_ids(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(stream id, index within stream) of global samples `indices` (drawing ahead as needed)."""
+        known = self._step_ids
+        if known is not None and known[0] is self.blender and len(indices):
+            _, start, stream, within = known  # drawn samples never change: the announced step's ids
+            if indices.min() >= start and indices.max() < start + len(stream):
+                return stream[indices - start], within[indices - start]
         stop = int(indices.max()) + 1
         if stop > self.blender.drawn:
             self.blender.next_samples(stop - self.blender.drawn)
@@ -145,27 +197,77 @@ class BlendedSamples:
         return stream, ids.index[indices - lo] + self.offsets[stream]
 
     def prepare_step(self, start: int, stop: int) -> None:
-        self.sample_ids(np.arange(start, stop, dtype=np.int64))
+        stream, within = self.sample_ids(np.arange(start, stop, dtype=np.int64))
+        self._step_ids = (self.blender, start, stream, within)
+        if self._step != (start, stop):
+            self._step, self._predicted = (start, stop), None
+            for key in [k for k, job in self._pending.items() if job[0] < start]:  # never asked for
+                self._pending.pop(key)[3].cancel()
 
     def _tokens(self, stream_ids: np.ndarray, within: np.ndarray) -> np.ndarray:
         out = np.empty((len(stream_ids), self.seq_length + 1), dtype=np.int64)
         jobs, rows = [], []
-        for k in np.unique(stream_ids):
-            sel = np.flatnonzero(stream_ids == k)
-            jobs.append((self.streams[int(k)].pieces(within[sel]), self.seq_length + 1))
-            rows.append(sel)
+        with self._streams_lock:
+            for k in np.unique(stream_ids):
+                sel = np.flatnonzero(stream_ids == k)
+                jobs.append((self.streams[int(k)].pieces(within[sel]), self.seq_length + 1))
+                rows.append(sel)
         results = self._pool.map(_read, jobs) if self._pool is not None else map(_read, jobs)
         for sel, tokens in zip(rows, results):
             out[sel] = tokens
         return out
 
-    def fetch(self, indices: np.ndarray) -> Batch:
-        stream_ids, within = self.sample_ids(np.asarray(indices, dtype=np.int64))
+    def _batch(self, stream_ids: np.ndarray, within: np.ndarray) -> Batch:
         sample = self._tokens(stream_ids, within)
         tokens, labels = sample[:, :-1], sample[:, 1:]
         d = self.data
         masks = ltor_masks(tokens, d.eod_token_id, d.reset_position_ids, d.reset_attention_mask, d.eod_mask_loss)
         return {"tokens": tokens, "labels": labels, **masks}
+
+    def fetch(self, indices: np.ndarray) -> Batch:
+        indices = np.asarray(indices, dtype=np.int64)
+        stream_ids, within = self.sample_ids(indices)
+        batch = self._prefetched(indices, stream_ids, within)
+        if batch is None:
+            batch = self._batch(stream_ids, within)
+        self._prefetch_next(indices)
+        return batch
+
+    # ------------------------------------------------------------------ prefetch
+
+    def _prefetched(self, indices: np.ndarray, stream_ids: np.ndarray, within: np.ndarray) -> Optional[Batch]:
+        """The batch built in the background for these indices, if it was built for these very ids."""
+        job = self._pending.pop(indices.tobytes(), None)
+        if job is None:
+            return None
+        _, ids, win, future = job
+        if np.array_equal(ids, stream_ids) and np.array_equal(win, within):
+            self.prefetch_hits += 1
+            return future.result()
+        future.cancel()
+        self.prefetch_misses += 1  # the weights changed after the prediction
+        return None
+
+    def _prefetch_next(self, indices: np.ndarray) -> None:
+        """Start building `indices` + one global batch (the same micro-batch of the next step)."""
+        if self._prefetch is None or self._step is None or not len(indices):
+            return
+        start, stop = self._step
+        nxt = indices + (stop - start)
+        if nxt.min() < stop or nxt.max() >= 2 * stop - start:
+            return  # not this step's indices (an evaluation pass)
+        if self._predicted is None or self._predicted[0] != stop:
+            try:
+                ids = self.blender.sample_ids(stop, 2 * stop - start)  # forked: draws nothing
+                self._predicted = (stop, ids.stream, ids.index)
+            except StreamExhausted:  # the next step runs a stream dry: its own fetch will say so
+                self._predicted = (stop, None, None)
+        _, stream, index = self._predicted
+        if stream is None:
+            return
+        s = stream[nxt - stop]
+        win = index[nxt - stop] + self.offsets[s]
+        self._pending[nxt.tobytes()] = (int(nxt.min()), s, win, self._prefetch.submit(self._batch, s, win))
 
     # the data position lives in the Blender: weight history + counts
 
@@ -226,5 +328,8 @@ class BlendedSamples:
         return carried
 
     def close(self) -> None:
+        if self._prefetch is not None:
+            self._prefetch.shutdown(cancel_futures=True)
+        self._pending.clear()
         if self._pool is not None:
             self._pool.shutdown()
