@@ -1,6 +1,6 @@
 """Topic classifier accuracy on the labelled check sets, per encoder: zero-shot and after training.
 
-Check sets (tests/data/topic_check/README.md): 252 People's Daily passages labelled by reading
+Check sets (cpt/annotate/labels/README.md): 252 People's Daily passages labelled by reading
 them (every third of each topic held out: 83), and the held-out English Wikipedia passages of the
 classifier tests (66, from articles never trained on). "Trained" = one classifier per encoder
 trained on both languages' training sides (169 Chinese + 129 English passages), evaluated on each
@@ -23,11 +23,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def measure(encoder: str) -> dict:
-    from annotate_fixtures import en_check_set, wiki_split, zh_check_split
+    from cpt.annotate.checksets import en_check_set, wiki_split, zh_check_split
     from cpt.annotate import taxonomy
     from cpt.annotate.classifier import TopicClassifier, TrainConfig, train
 

@@ -1,5 +1,5 @@
 """Chinese topic tagging with the multilingual encoder (USE multilingual v3, `use-m3`), measured on
-the labelled People's Daily check set (tests/data/topic_check): zero-shot and trained accuracy,
+the labelled People's Daily check set (cpt/annotate/labels): zero-shot and trained accuracy,
 English on the held-out Wikipedia passages, the People's Daily topic histogram, the encoder a saved
 classifier records (and refuses to swap), the default encoder by language. The figures are printed
 (pytest -s); benchmarks/bench_topic_check.py prints the table for every encoder."""

@@ -151,9 +151,12 @@ class USEEncoder:
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
     def has_tokens(self, texts: Sequence[str]) -> list[bool]:
-        return [any(i not in self._empty for i in self._tokenizer.encode(t.strip()[:2000], out_type=int,
-                                                                         add_bos=False, add_eos=False))
-                for t in texts]
+        # the tokenizer is pure Python: look at 200 characters first, at 2,000 only when those had none
+        return [self._any_token(t.strip()[:200]) or self._any_token(t.strip()[200:2000]) for t in texts]
+
+    def _any_token(self, text: str) -> bool:
+        ids = self._tokenizer.encode(text, out_type=int, add_bos=False, add_eos=False) if text else []
+        return any(i not in self._empty for i in ids)
 
     def identity(self) -> dict[str, Any]:
         from importlib.metadata import version
@@ -183,7 +186,7 @@ def load_encoder(name: str, device: str | None = None, max_length: int = 128) ->
 
         return HFEncoder(minilm_dir(), device, max_length, name=MINILM)
     if name == USE_M3:
-        return USEEncoder(max_chars=8 * max_length)
+        return USEEncoder(max_chars=4 * max_length)
     if Path(name).is_dir():
         return HFEncoder(name, device, max_length)
     raise ValueError(f"encoder {name!r} is neither a registered encoder ({', '.join(ENCODERS)}) nor a folder")
