@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from cpt.annotate import taxonomy as taxonomy_mod
-    from cpt.annotate.classifier import TrainConfig
+    from cpt.annotate.classifier import TrainConfig, check_labels
     from cpt.annotate.docs import read_labeled
     from cpt.annotate.fit import FitConfig, fit, split
 
@@ -52,6 +52,9 @@ def run(args: argparse.Namespace) -> int:
         train_set, eval_set = examples, read_labeled(args.eval, args.text_key, args.label_key)
     else:
         train_set, eval_set = split(examples, args.eval_fraction, args.seed)
+    check_labels([e.label for e in examples if e.label is not None], tax, args.train)  # before loading a model
+    if args.eval:
+        check_labels([e.label for e in eval_set if e.label is not None], tax, args.eval)
     encoder, why = _choose_encoder(args.encoder, [e.lang for e in examples])
     print(f"cpt tag-train: encoder {encoder} ({why})", file=sys.stderr)
     report = fit(encoder, tax, train_set, eval_set, config, train_config, args.out,
