@@ -7,10 +7,10 @@ Ours = `PerplexityAnnotator` as `cpt score` runs it (batch tokenization, length-
 fp32 on CPU); both include tokenization. The maximum relative ppl difference between them is printed
 as a check that they compute the same thing. `--megatron` adds the same annotator over a cpt megatron
 checkpoint (`megatron_ext.scoring`; `import` converts --model first). Tagging = `TopicAnnotator` with each
-encoder of --encoders (MiniLM at 128 tokens, the multilingual USE at 1,024 characters), in the same run,
+encoder of --encoders (MiniLM at 128 tokens, the multilingual USE at 512 characters), in the same run,
 in alternating order over two rounds (the better round of each is reported).
 
-Defaults use the real assets (SmolLM2-135M, all-MiniLM-L6-v2, People's Daily + Wikipedia). On a
+Defaults use the real assets (SmolLM2-135M, all-MiniLM-L6-v2, USE multilingual v3, People's Daily + Wikipedia). On a
 machine without them, pass --model/--encoders folders and --corpus (jsonl with "text"); throughput does
 not depend on the weights' values, so a folder with the same config and tokenizer measures the same.
 Last printed line: one JSON object.

