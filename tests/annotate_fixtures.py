@@ -3,84 +3,12 @@ and a mixed Chinese + English corpus. Everything comes from installed packages (
 from __future__ import annotations
 
 import random
-import re
 from functools import lru_cache
 
 from cpt import assets
+from cpt.annotate.checksets import (  # noqa: F401  (re-exported for the tests)
+    WIKI_TOPICS, en_check_set, enwiki, passages, wiki_split, zh_check_set, zh_check_split)
 from cpt.annotate.docs import Labeled
-
-# Topics (built-in taxonomy ids) assigned to gensim's Wikipedia articles. Only articles whose topic
-# is unambiguous are used; disambiguation pages, one-letter pages and mixed ones ("Answer",
-# "Adventure", "Ayn Rand") are left out.
-WIKI_TOPICS: dict[str, str] = {
-    # physics & astronomy
-    "Albedo": "physics", "International Atomic Time": "physics", "Astronomer": "physics",
-    "Apollo 11": "physics", "Apollo 8": "physics", "Astronaut": "physics", "Amateur astronomy": "physics",
-    "Ampere": "physics", "Albert Einstein": "physics",
-    # chemistry
-    "Alchemy": "chemistry", "Alkane": "chemistry", "Acid": "chemistry", "Alkali metal": "chemistry",
-    "Atomic number": "chemistry", "Asphalt": "chemistry",
-    # biology
-    "Amphibian": "biology", "Algae": "biology", "Aardvark": "biology", "Aardwolf": "biology",
-    "Actinopterygii": "biology", "Agnostida": "biology", "Agricultural science": "biology", "Agriculture": "biology",
-    # mathematics
-    "Arithmetic mean": "mathematics", "Analysis of variance": "mathematics", "Alain Connes": "mathematics",
-    "Abacus": "mathematics",
-    # computer science
-    "ASCII": "computer_science", "Algorithm": "computer_science", "Algorithms (journal)": "computer_science",
-    "Assistive technology": "computer_science", "Android (robot)": "computer_science",
-    "American National Standards Institute": "computer_science",
-    # law & politics
-    "Appellate procedure in the United States": "law_politics", "Appellate court": "law_politics",
-    "Arraignment": "law_politics", "Abstract (law)": "law_politics", "Articles of Confederation": "law_politics",
-    "Politics of Angola": "law_politics", "Foreign relations of Angola": "law_politics", "Anarchism": "law_politics",
-    # humanities & history
-    "Aristotle": "humanities_history", "Achilles": "humanities_history", "Abraham Lincoln": "humanities_history",
-    "Arthur Schopenhauer": "humanities_history", "Altruism": "humanities_history",
-    "American Revolutionary War": "humanities_history", "Albert Sidney Johnston": "humanities_history",
-    "Allah": "humanities_history", "Apollo": "humanities_history", "Animal Farm": "humanities_history",
-    "Aldous Huxley": "humanities_history", "Andrei Tarkovsky": "humanities_history", "Art": "humanities_history",
-    # geography and countries -> other / general
-    "Alabama": "other_general", "Algeria": "other_general", "Andorra": "other_general", "Alaska": "other_general",
-    "Asia": "other_general", "Aruba": "other_general", "Atlantic Ocean": "other_general", "Angola": "other_general",
-    "Alberta": "other_general", "Afghanistan": "other_general", "Albania": "other_general",
-    "Azerbaijan": "other_general", "Aa River": "other_general",
-}
-
-
-@lru_cache(maxsize=None)
-def enwiki() -> dict[str, str]:
-    """Title -> plain text of the 106 articles (parsing the dump takes seconds: done once)."""
-    return dict(assets.enwiki_plain_articles())
-
-
-def _passages(text: str, per_article: int, min_chars: int = 250) -> list[str]:
-    """The first prose paragraphs of an article (lists, tables and headings skipped)."""
-    out = []
-    for para in re.split(r"\n\s*\n|\n", text):
-        para = para.strip()
-        if len(para) < min_chars or para[0] in "*|{!=#:;":
-            continue
-        out.append(para[:1200])
-        if len(out) == per_article:
-            break
-    return out
-
-
-@lru_cache(maxsize=None)
-def wiki_split(per_article: int = 3) -> tuple[list[Labeled], list[Labeled]]:
-    """(train, held-out) passages; the held-out articles never contribute to training."""
-    articles = enwiki()
-    missing = set(WIKI_TOPICS) - set(articles)
-    assert not missing, f"articles not in the gensim sample: {missing}"
-    train, held = [], []
-    seen: dict[str, int] = {}
-    for title, topic in WIKI_TOPICS.items():
-        k = seen[topic] = seen.get(topic, -1) + 1
-        target = held if k % 3 == 1 else train  # every third article of each topic is held out
-        target += [Labeled(p, topic, "en") for p in _passages(articles[title], per_article)]
-    return train, held
-
 
 NEWSGROUP_TOPICS = {"alt.atheism": "religion", "sci.space": "space"}
 
@@ -118,7 +46,9 @@ def mixed_corpus(n_zh: int = 12, n_en: int = 12) -> list[dict]:
     en_articles = list(enwiki().values())
     en = []
     for text in en_articles:
-        en += [{"text": p, "lang": "en"} for p in _passages(text, 1, min_chars=400)]
+        en += [{"text": p, "lang": "en"} for p in passages(text, 1, min_chars=400)]
         if len(en) == n_en:
             break
     return zh + en
+
+

@@ -16,7 +16,7 @@ from cpt.annotate import taxonomy
 from cpt.annotate.bootstrap import EmbeddingLabeler, LLMLabeler
 from cpt.annotate.classifier import TopicClassifier, TrainConfig
 from cpt.annotate.docs import Doc, write_jsonl
-from cpt.annotate.encoder import Encoder
+from cpt.annotate.encoder import load_encoder
 from cpt.annotate.fit import FitConfig, fit
 from cpt.annotate.metrics import evaluate
 from cpt.annotate.modelfiles import ModelFolderError
@@ -77,7 +77,7 @@ def test_bootstrapped_labels_embedding_path(encoder_dir, news_taxonomy):
     unlabelled = [type(e)(e.text, None, e.lang) for e in train]
     report = fit(encoder_dir, news_taxonomy, unlabelled, held, FitConfig(bootstrap="embedding"),
                  TrainConfig(epochs=0.5, lr=1e-4, batch_size=16, max_length=64, train_layers=2),
-                 labeller_factory=lambda: EmbeddingLabeler(Encoder(encoder_dir, max_length=64), news_taxonomy))
+                 labeller_factory=lambda: EmbeddingLabeler(load_encoder(encoder_dir, max_length=64), news_taxonomy))
     zero_shot, trained = report["labeller_eval"], report["eval"]
     print(f"\nbootstrap (embedding) on newsgroups: zero-shot labeller accuracy {zero_shot['accuracy']:.3f}, "
           f"classifier trained on its labels {trained['accuracy']:.3f} (chance 0.5)")

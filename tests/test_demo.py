@@ -21,6 +21,8 @@ from cpt.demo.pipeline import SETTINGS, build_steps
 from cpt.demo.runner import Runner, Step, StepFailed
 
 DEMO_TIMEOUT_S = 900
+TOPIC_STREAMS = ("zh_law_politics", "zh_economics", "zh_humanities", "zh_general",
+                 "en_humanities", "en_science", "en_society", "en_computing")
 
 
 def _cpt(*args: str, timeout: float = DEMO_TIMEOUT_S) -> subprocess.CompletedProcess:
@@ -55,7 +57,7 @@ def test_every_step_ran_and_the_last_line_is_the_json_record(demo):
     assert all(v > 0 for v in record["steps_cpu_seconds"].values())
     assert len(record["load_average"]) == 3
     assert record["seconds"] >= sum(record["steps_seconds"].values()) - 1.0
-    streams = {"zh_humanities", "zh_science", "en_humanities", "en_science", "code", "synthetic", "en_general",
+    streams = {*TOPIC_STREAMS, "code", "synthetic", "en_general",
                "overall"}
     assert set(record["ppl_before"]) == streams and set(record["ppl_after"]) == streams
     for k, before in record["ppl_before"].items():
@@ -86,13 +88,13 @@ def test_stage2_continues_stage1_with_the_new_blend(demo):
     assert train2[0]["phase"] == "decay" and train2[-1]["lr"] < train1[-1]["lr"]
     start = [r for r in s2 if r["kind"] == "event" and "starts from stage 'stage1'" in r.get("message", "")]
     assert len(start) == 1 and start[0].get("previous_stage") == "stage1"
-    # the new blend: seven streams, synthetic at 2/10, and stage 1's streams carried on
+    # the new blend: eleven streams, synthetic at 2/10, and stage 1's streams carried on
     data2 = [r for r in s2 if r["kind"] == "data"][0]
-    assert set(data2["weights"]) == {"zh_humanities", "zh_science", "en_humanities", "en_science", "code",
+    assert set(data2["weights"]) == {*TOPIC_STREAMS, "code",
                                      "synthetic", "en_general"}
     assert data2["weights"]["synthetic"] == pytest.approx(0.2, abs=1e-6)
     assert sum(v for k, v in data2["weights"].items() if k.startswith("zh_")) == pytest.approx(0.1, abs=1e-6)
-    assert set(start[0]["carried_streams"]) == {"zh_humanities", "zh_science", "en_humanities", "en_science", "code",
+    assert set(start[0]["carried_streams"]) == {*TOPIC_STREAMS, "code",
                                                 "en_general"}
     data1 = [r for r in s1 if r["kind"] == "data"][0]
     assert sum(v for k, v in data1["weights"].items() if k.startswith("zh_")) == pytest.approx(0.2, abs=1e-6)
@@ -169,6 +171,18 @@ def test_failing_step_names_its_command_and_log_tail(tmp_path):
     assert "cpt preprocess --input nope.jsonl" in text and "logs/preprocess-missing.log" in text
     assert "last" in text and "nope" in text.split("---", 2)[-1]
     assert not runner.marker("preprocess-missing").exists()
+
+
+def test_topic_streams_come_from_the_multilingual_tagger(demo):
+    """The tagger is USE multilingual with its head trained on the labelled check sets (its held-out report
+    is in the classifier folder), and every (language, topic) stream of the recipes trained and validated."""
+    out, _ = demo
+    report = json.loads((out / "models" / "topic_clf" / "cpt_train_report.json").read_text())
+    assert report["encoder"]["kind"] == "use-m3" and report["eval"]["accuracy"] >= 0.6
+    evals = [r for r in _records(out / "stage1" / "metrics.jsonl") if r["kind"] == "eval"]
+    assert set(TOPIC_STREAMS) <= set(evals[-1]["streams"])
+    data1 = [r for r in _records(out / "stage1" / "metrics.jsonl") if r["kind"] == "data"][0]
+    assert all(data1["weights"][name] > 0 for name in TOPIC_STREAMS)
 
 
 def test_corpus_is_deterministic(demo, tmp_path):

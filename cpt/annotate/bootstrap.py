@@ -18,12 +18,12 @@ from typing import Sequence
 
 import numpy as np
 
-from cpt.annotate.encoder import Encoder
+from cpt.annotate.encoder import TextEncoder
 from cpt.annotate.taxonomy import Taxonomy, Topic
 
 
 class EmbeddingLabeler:
-    def __init__(self, encoder: Encoder, taxonomy: Taxonomy, temperature: float = 0.05):
+    def __init__(self, encoder: TextEncoder, taxonomy: Taxonomy, temperature: float = 0.05):
         self.encoder, self.taxonomy, self.temperature = encoder, taxonomy, temperature
         self._topic_vectors: dict[str, tuple[tuple[Topic, ...], np.ndarray]] = {}
 

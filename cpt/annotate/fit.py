@@ -62,11 +62,14 @@ def bootstrap_labels(examples: Sequence[Labeled], labeller, min_conf: float = 0.
     return kept, dropped
 
 
-def fit(encoder_dir: str | Path, taxonomy: Taxonomy, train_set: Sequence[Labeled], eval_set: Sequence[Labeled],
+def fit(encoder, taxonomy: Taxonomy, train_set: Sequence[Labeled], eval_set: Sequence[Labeled],
         config: FitConfig, train_config: clf_mod.TrainConfig, out: str | Path | None = None,
         labeller_factory: Callable[[], Any] | None = None, device: str | None = None,
         log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train (on given or bootstrapped labels), report on `eval_set`, save to `out`; returns the report."""
+    """Train (on given or bootstrapped labels), report on `eval_set`, save to `out`; returns the report.
+
+    `encoder`: a registered encoder name or an HF folder (`cpt.annotate.encoder.load_encoder`), or a
+    loaded `TextEncoder`."""
     report: dict[str, Any] = {"taxonomy": taxonomy.name, "bootstrap": config.bootstrap,
                               "train_config": clf_mod.config_dict(train_config)}
     gold_eval = [e for e in eval_set if e.label is not None]
@@ -83,14 +86,17 @@ def fit(encoder_dir: str | Path, taxonomy: Taxonomy, train_set: Sequence[Labeled
             report["labeller_eval"] = labeller_report.to_dict()
             log(f"{config.bootstrap} labeller on held-out data:\n{labeller_report.format()}")
         train_set, dropped = bootstrap_labels(train_set, labeller, config.min_conf)
+        if getattr(getattr(labeller, "encoder", None), "name", None) == str(encoder):
+            encoder = labeller.encoder  # the embedding labeller's encoder, already loaded: train on it
         report["bootstrap_dropped"] = dropped
         log(f"bootstrapped {len(train_set)} training labels (dropped {dropped})")
     if not train_set:
         raise ValueError("no training examples left (all dropped by bootstrapping?)")
     clf_mod.check_labels([e.label for e in train_set], taxonomy)
-    model = clf_mod.train(encoder_dir, taxonomy, [e.text for e in train_set], [e.label for e in train_set],
+    model = clf_mod.train(encoder, taxonomy, [e.text for e in train_set], [e.label for e in train_set],
                           train_config, device, log)
     report["n_train"] = len(train_set)
+    report["encoder"] = model.encoder.identity()
     if gold_eval:
         clf_mod.check_labels([e.label for e in gold_eval], taxonomy, "evaluation data")
         held = model.evaluate([e.text for e in gold_eval], [e.label for e in gold_eval], [e.lang for e in gold_eval])

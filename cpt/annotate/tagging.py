@@ -1,8 +1,9 @@
 """Batch topic tagging: the annotator that fills `topic` and `topic_conf` from a trained classifier.
 
-Texts are truncated to the classifier's `max_length` tokens (the head of a document decides its
-topic). Documents that are empty, or whose text tokenizes to nothing (only whitespace or characters
-the tokenizer drops), are skipped with a reason rather than given a confident guess.
+Texts are truncated to the classifier's `max_length` (the head of a document decides its topic).
+Documents that are empty, or whose text tokenizes to nothing in the classifier's encoder (only
+whitespace or characters the tokenizer drops), are skipped with a reason rather than given a
+confident guess.
 """
 from __future__ import annotations
 
@@ -28,13 +29,10 @@ class TopicAnnotator:
                 nonempty.append(i)
             else:
                 results[i] = Result(doc.doc_id, None, "empty")
-        special = set(self.classifier.tokenizer.all_special_ids)
-        # the first 2,000 characters are enough to know whether any token survives
-        encoded = self.classifier.tokenizer([docs[i].text.strip()[:2000] for i in nonempty],
-                                            add_special_tokens=False)["input_ids"] if nonempty else []
+        texts = [docs[i].text for i in nonempty]
         keep = []
-        for i, ids in zip(nonempty, encoded):
-            if any(t not in special for t in ids):
+        for i, has in zip(nonempty, self.classifier.encoder.has_tokens(texts)):
+            if has:
                 keep.append(i)
             else:
                 results[i] = Result(docs[i].doc_id, None, "no_tokens")
@@ -56,10 +54,12 @@ class TopicAnnotatorFactory:
     device: str | None = None
     max_length: int | None = None
     batch_size: int = 64
+    encoder: str | None = None
+    """When set, the encoder the classifier must have been trained with (refused otherwise)."""
 
     def __call__(self) -> TopicAnnotator:
         from cpt.annotate import taxonomy
 
         tax = taxonomy.load(self.taxonomy_path) if self.taxonomy_path else None
-        clf = TopicClassifier.load(self.model_dir, tax, self.device, self.max_length)
+        clf = TopicClassifier.load(self.model_dir, tax, self.device, self.max_length, self.encoder)
         return TopicAnnotator(clf, self.batch_size)

@@ -17,10 +17,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=int, default=None,
                         help="tokens of each document the classifier reads (default: its training length)")
     parser.add_argument("--batch-size", type=int, default=64, help="documents per forward pass")
+    parser.add_argument("--encoder", default=None,
+                        help="refuse to run unless --model was trained with this encoder (minilm, use-m3, hf)")
     add_input_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
+
     from cpt.annotate.inputs import check_merge_arguments, run_inputs
     from cpt.annotate.runner import Ready
     from cpt.annotate.tagging import TopicAnnotator, TopicAnnotatorFactory
@@ -35,8 +39,10 @@ def run(args: argparse.Namespace) -> int:
         return run_inputs(args, None, "topic", TopicAnnotator.columns, {})
     if not args.model:
         raise ValueError("--model is required (a classifier folder written by `cpt tag-train`)")
-    factory = TopicAnnotatorFactory(args.model, args.taxonomy, args.device, args.max_length, args.batch_size)
-    annotator = factory()  # load here: a bad folder or taxonomy fails before any work starts
+    factory = TopicAnnotatorFactory(args.model, args.taxonomy, args.device, args.max_length, args.batch_size,
+                                    args.encoder)
+    annotator = factory()  # load here: a bad folder, taxonomy or encoder fails before any work starts
+    print(f"cpt tag: encoder {annotator.classifier.encoder.name}", file=sys.stderr)
     if args.workers == 1:
         factory = Ready(annotator)
     run_key = {"annotator": "topic", "model": str(args.model), "max_length": args.max_length,

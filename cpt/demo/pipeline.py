@@ -3,7 +3,7 @@
     corpus            zh / en / code / en_general jsonl from installed packages (cpt.demo.corpus)
     base-model        (tiny only) a random 2-layer Llama with SmolLM2's tokenizer
     preprocess-*      cpt preprocess: SmolLM2 tokenizer -> data/zh, data/en_code, data/en_general shards
-    tag-train, tag    cpt tag-train --bootstrap embedding (MiniLM zero-shot labels), cpt tag
+    tag-train, tag    cpt tag-train (multilingual USE encoder) on the labelled check sets, cpt tag
     score             cpt score: SmolLM2 perplexity of the Chinese documents (the ppl_asc curriculum)
     synth-*           cpt synth (SmolLM2-135M-Instruct): science QA from snippets, code QA from LeetCode
     preprocess-synthetic          -> data/synthetic
@@ -33,6 +33,8 @@ RECIPES = Path(__file__).resolve().parents[2] / "recipes" / "demo"
 BASE_MCORE = "models/base_mcore"
 EXPORT = "models/export"
 LM_EVAL_TASK = "cpt_next_sentence"
+TAG_ENCODER = "use-m3"
+"""The demo corpus is Chinese and English: the multilingual encoder (what `cpt tag-train` picks for it anyway)."""
 
 
 @dataclass(frozen=True)
@@ -94,20 +96,23 @@ def base_hf(root: Path, settings: DemoSettings) -> str:
 
 
 def build_steps(root: Path, settings: DemoSettings) -> list[Step]:
-    """The demo's steps for this size (arguments relative to the demo folder `root`)."""
+    """The demo's steps for this size (arguments relative to the demo folder `root`), in order."""
     from cpt.assets import smollm2_hf_dir
 
     smollm2 = str(smollm2_hf_dir())
     model = base_hf(root, settings)
-    s = settings
-    steps: list[Step] = [
-        Step("corpus", action=_corpus_action(s.size), outputs=("corpus/manifest.json",),
-             describe="build corpus/*.jsonl from installed packages"),
-    ]
+    return [*_data_steps(settings, smollm2), *_annotate_steps(settings, model), *_synth_steps(settings, smollm2),
+            *_train_steps(root, settings, model)]
+
+
+def _data_steps(s: DemoSettings, smollm2: str) -> list[Step]:
+    """corpus (and at tiny size the random base model), then the three shard sets."""
+    steps = [Step("corpus", action=_corpus_action(s.size), outputs=("corpus/manifest.json",),
+                  describe="build corpus/*.jsonl from installed packages")]
     if s.size == "tiny":
         steps.append(Step("base-model", action=_tiny_model_action(smollm2), outputs=("models/tiny_hf/config.json",),
                           describe="random-init tiny Llama with SmolLM2's tokenizer"))
-    steps += [
+    return steps + [
         Step("preprocess-zh", ["preprocess", "--input", "corpus/zh.jsonl", "--output-prefix", "data/zh",
                                "--tokenizer-model", smollm2, "--no-progress"], ("data/zh.manifest.json",)),
         Step("preprocess-en", ["preprocess", "--input", "corpus/en.jsonl", "corpus/code.jsonl",
@@ -117,16 +122,28 @@ def build_steps(root: Path, settings: DemoSettings) -> list[Step]:
         Step("preprocess-en-general", ["preprocess", "--input", "corpus/en_general.jsonl", "--output-prefix",
                                        "data/en_general", "--tokenizer-model", smollm2, "--no-progress"],
              ("data/en_general.manifest.json",)),
-        Step("tag-train", ["tag-train", "--train", "corpus/tag_train.jsonl", "--bootstrap", "embedding",
-                           "--out", "models/topic_clf", "--epochs", "1", "--max-length", str(s.tag_max_length)],
+    ]
+
+
+def _annotate_steps(s: DemoSettings, model: str) -> list[Step]:
+    """Topics (the multilingual encoder: the corpus is Chinese and English) and the Chinese perplexities."""
+    return [
+        # the labelled check sets (corpus/tag_train.jsonl), 20% held out for the printed report
+        Step("tag-train", ["tag-train", "--train", "corpus/tag_train.jsonl", "--encoder", TAG_ENCODER,
+                           "--out", "models/topic_clf", "--max-length", str(s.tag_max_length)],
              ("models/topic_clf",)),
         Step("tag", ["tag", "--model", "models/topic_clf", "data/zh", "data/en_code", "--no-progress"],
              ("data/zh.topic.summary.json", "data/en_code.topic.summary.json")),
         Step("score", ["score", "--model", model, "data/zh", "--max-length", "128",
                        "--max-doc-tokens", str(s.score_max_doc_tokens), "--no-progress"],
              ("data/zh.ppl.summary.json",)),
-        # science QA from tagged English snippets (SmolLM2-135M often misses the format: few pairs kept) and
-        # code QA from LeetCode problems (the problem is the question: every generation is kept)
+    ]
+
+
+def _synth_steps(s: DemoSettings, smollm2: str) -> list[Step]:
+    """Science QA from tagged English snippets (SmolLM2-135M often misses the format: few pairs kept) and
+    code QA from LeetCode problems (the problem is the question: every generation is kept), tokenized."""
+    return [
         Step("synth-science", ["synth", "--shards", "data/en_code", "--discipline-by", "topic",
                                "--output", "synth/science.jsonl", "--model", smollm2,
                                "--max-snippets", str(s.synth_snippets), "--pairs-per-snippet", "2",
@@ -143,8 +160,13 @@ def build_steps(root: Path, settings: DemoSettings) -> list[Step]:
                                       "--output-prefix", "data/synthetic", "--tokenizer-model", smollm2,
                                       "--keep-fields", "discipline", "--on-error", "skip", "--no-progress"],
              ("data/synthetic.manifest.json",)),
+    ]
+
+
+def _train_steps(root: Path, s: DemoSettings, model: str) -> list[Step]:
+    """Import, the base model's numbers, both stages, export, the same numbers after, the report."""
+    return [
         Step("convert", ["convert", "hf-to-mcore", model, BASE_MCORE, "--overwrite"], (f"{BASE_MCORE}/COMPLETE",)),
-        # the base model's numbers, before any training
         Step("eval-ppl-before", _ppl_argv(model, "eval/ppl_before.json", s), ("eval/ppl_before.json",)),
         Step("eval-lm-before", _lm_eval_argv(model, "eval/lm_eval_before.json", s), ("eval/lm_eval_before.json",)),
         Step("stage1", ["train", str(RECIPES / "stage1.yaml")], ("stage1/checkpoints/latest",),
@@ -158,7 +180,6 @@ def build_steps(root: Path, settings: DemoSettings) -> list[Step]:
         Step("eval-lm-after", _lm_eval_argv(EXPORT, "eval/lm_eval_after.json", s), ("eval/lm_eval_after.json",)),
         Step("report", ["report", "stage1", "stage2", "--out", "report"], ("report",)),
     ]
-    return steps
 
 
 def _corpus_action(size: str) -> Callable[[Path], object]:
