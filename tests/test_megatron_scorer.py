@@ -48,7 +48,8 @@ def test_megatron_checkpoint_scores_like_the_hf_model(corpus, capsys):
     assert tokenizer_dir(steps) == steps / "step_00000001" / "hf"
 
     out = corpus / "megatron.parquet"
-    assert main(["score", "--model", str(steps), *SCORE, str(corpus / "corpus.jsonl"), "--out", str(out)]) == 0
+    assert main(["score", "--model", str(steps), *SCORE, str(corpus / "corpus.jsonl"), "--id-key", "id",
+                 "--out", str(out)]) == 0
     capsys.readouterr()
     got = {r["doc_id"]: r for r in pq.read_table(out).to_pylist()}
     summary = (corpus / "megatron.parquet.summary.json").read_text()
@@ -58,7 +59,7 @@ def test_megatron_checkpoint_scores_like_the_hf_model(corpus, capsys):
                                     max_doc_tokens=120)()
     from cpt.annotate.docs import read_jsonl
 
-    want = {r.doc_id: r for r in hf(list(read_jsonl(corpus / "corpus.jsonl")))}
+    want = {r.doc_id: r for r in hf(list(read_jsonl(corpus / "corpus.jsonl", id_key="id")))}
     assert got.keys() == want.keys()
     assert got["short"]["skip"] == want["short"].skip == "too_few_tokens"
     compared = 0
