@@ -9,24 +9,9 @@ import torch.nn.functional as F
 
 from cpt.config import ModelConfig, ParallelConfig
 from cpt.train.stream_data import ltor_masks
+from train_fixtures import megatron_world  # noqa: F401 (a fixture)
 
 EOD = 2
-
-
-@pytest.fixture(scope="module")
-def world():
-    from megatron.core import parallel_state
-    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
-
-    from megatron_ext.engine import init_distributed
-
-    init_distributed()
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(1, 1)
-    model_parallel_cuda_manual_seed(0)
-    yield
-    parallel_state.destroy_model_parallel()
 
 
 def documents(b=3, s=40, seed=0):
@@ -82,7 +67,7 @@ def test_block_diagonal_attention_equals_the_dense_mask(heads, groups):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-5)
 
 
-def test_packed_model_equals_the_dense_mask_model(world):
+def test_packed_model_equals_the_dense_mask_model(megatron_world):
     """A 2-layer Llama: per-token losses and all gradients, packed documents vs dense mask."""
     from megatron_ext.attention_mask import pack_documents
     from megatron_ext.model import build_model, init_weights

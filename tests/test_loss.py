@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from megatron_ext import loss as loss_mod
 from launch import launch, torchrun
+from train_fixtures import megatron_world  # noqa: F401 (a fixture)
 
 
 def _case(rows: int, vocab: int, dtype: torch.dtype, seed: int = 0):
@@ -89,23 +90,7 @@ def test_tensor_parallel_equals_single_process(tmp_path):
     assert torch.count_nonzero(grad[:, 21:]) == 0
 
 
-@pytest.fixture(scope="module")
-def world():
-    from megatron.core import parallel_state
-    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
-
-    from megatron_ext.engine import init_distributed
-
-    init_distributed()
-    if parallel_state.model_parallel_is_initialized():
-        parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(1, 1)
-    model_parallel_cuda_manual_seed(0)
-    yield
-    parallel_state.destroy_model_parallel()
-
-
-def test_model_loss_and_parameter_gradients_equal_todays(world):
+def test_model_loss_and_parameter_gradients_equal_todays(megatron_world):
     from cpt.config import ModelConfig, ParallelConfig
     from megatron_ext.model import build_model, init_weights
 

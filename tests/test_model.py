@@ -6,23 +6,7 @@ import pytest
 import torch
 
 from cpt.config import ModelConfig
-
-
-@pytest.fixture(scope="module")
-def world():
-    from megatron.core import parallel_state
-
-    from megatron_ext.engine import init_distributed
-
-    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
-
-    init_distributed()
-    if parallel_state.model_parallel_is_initialized():  # an in-process command test ran before
-        parallel_state.destroy_model_parallel()
-    parallel_state.initialize_model_parallel(1, 1)
-    model_parallel_cuda_manual_seed(0)
-    yield
-    parallel_state.destroy_model_parallel()
+from train_fixtures import megatron_world  # noqa: F401 (a fixture)
 
 
 def _tconf(heads: int, groups: int):
@@ -34,7 +18,7 @@ def _tconf(heads: int, groups: int):
 
 
 @pytest.mark.parametrize("heads, groups", [(4, 4), (4, 2), (8, 1)])
-def test_sdpa_matches_megatron_dot_product_attention(world, heads, groups):
+def test_sdpa_matches_megatron_dot_product_attention(megatron_world, heads, groups):
     from megatron.core.transformer.dot_product_attention import DotProductAttention
     from megatron.core.transformer.enums import AttnMaskType
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 EOD = 256
@@ -133,3 +134,21 @@ class RecordingSamples:
 
     def __getattr__(self, name):  # prepare_step, state_dict, set_weights, weights_at, ...
         return getattr(self.inner, name)
+
+
+@pytest.fixture(scope="module")
+def megatron_world():
+    """A one-process megatron world (gloo, TP = PP = 1, seeded) for tests that build megatron modules
+    in the test process; an in-process command test may have left one behind, so start afresh."""
+    from megatron.core import parallel_state
+    from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
+
+    from megatron_ext.engine import init_distributed
+
+    init_distributed()
+    if parallel_state.model_parallel_is_initialized():
+        parallel_state.destroy_model_parallel()
+    parallel_state.initialize_model_parallel(1, 1)
+    model_parallel_cuda_manual_seed(0)
+    yield
+    parallel_state.destroy_model_parallel()
