@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator, Literal
@@ -41,6 +42,27 @@ def fsync_dir(path: str | Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def publish_dir(src: str | Path, final: str | Path) -> None:
+    """Rename a fully written (and fsynced) folder `src` to `final` and make the rename durable; an
+    existing `final` is removed first through `remove_dir` (a rerun of the same output wins)."""
+    src, final = Path(src), Path(final)
+    if final.exists():
+        remove_dir(final)
+    os.replace(src, final)
+    fsync_dir(final.parent)
+
+
+def remove_dir(path: str | Path) -> None:
+    """Remove a committed folder so that no reader ever sees it half-deleted: rename it out of its
+    namespace (`NAME.deleting`, atomic), then delete. A `.deleting` left by a kill is removed first."""
+    path = Path(path)
+    doomed = path.with_name(path.name + ".deleting")
+    if doomed.exists():
+        shutil.rmtree(doomed)
+    os.replace(path, doomed)
+    shutil.rmtree(doomed)
 
 
 def fsync_tree(path: str | Path) -> int:

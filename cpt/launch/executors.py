@@ -6,6 +6,8 @@ own retries are turned off so that every retry is counted and named in one place
 """
 from __future__ import annotations
 
+import abc
+
 import json
 import os
 import subprocess
@@ -40,7 +42,7 @@ def _log_tail(launch_dir: Path, attempt: Attempt) -> str:
         return "no log"
 
 
-class Executor:
+class Executor(abc.ABC):
     """Submit attempts, report finished ones. Subclasses implement `submit` and `wait`."""
 
     def __init__(self, spec: LaunchSpec, launch_dir: Path):
@@ -59,12 +61,13 @@ class Executor:
     def submit_many(self, batch: Sequence[tuple[Task, int]]) -> list[Attempt]:
         return [self.submit(task, number) for task, number in batch]
 
+    @abc.abstractmethod
     def submit(self, task: Task, number: int) -> Attempt:
-        raise NotImplementedError
+        """Start attempt `number` of `task` where this executor runs things."""
 
+    @abc.abstractmethod
     def wait(self, running: list[Attempt], timeout: float) -> list[tuple[Attempt, dict | None, str | None]]:
         """Attempts that ended within `timeout`: (attempt, run_task's dict, None) or (attempt, None, why)."""
-        raise NotImplementedError
 
     def plan_merge(self, merge: Task | None) -> None:
         """The merge that will follow the tasks (Slurm submits it at once, as a dependent job)."""

@@ -50,7 +50,7 @@ class RayExecutor(Executor):
         self.ray, self.owned, self.in_flight = ray, False, {}
         address = self.spec.ray_address or os.environ.get("RAY_ADDRESS")
         if ray.is_initialized() and not self.spec.ray_address:
-            pass
+            self.owned = False  # a Ray this process already joined: use it, leave it running
         elif address:
             check_reachable(address)
             ray.init(address=address, log_to_driver=False, configure_logging=False)

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
-from cpt.io import fsync_dir, fsync_tree, write_text_atomic
+from cpt.io import fsync_dir, fsync_tree, publish_dir, remove_dir, write_text_atomic
 
 COMPLETE = "COMPLETE"
 LATEST = "latest"
@@ -89,10 +89,7 @@ class CheckpointManager:
             fsync_tree(partial)
             write_text_atomic(partial / COMPLETE, f"{step}\n")
             fsync_dir(partial)
-            if final.exists():  # the same step saved again (a rerun): the new one wins
-                _delete(final)
-            os.replace(partial, final)
-            fsync_dir(self.root)
+            publish_dir(partial, final)  # the same step saved again (a rerun): the new one wins
             write_text_atomic(self.root / LATEST, final.name + "\n")
             fsync_dir(self.root)
             self.apply_retention()
@@ -114,7 +111,7 @@ class CheckpointManager:
             if is_held(folder):
                 self.log(f"retention: {folder.name} kept while a reader holds it")
                 continue
-            _delete(folder)
+            remove_dir(folder)
             deleted.append(folder)
         if deleted:
             fsync_dir(self.root)
@@ -129,15 +126,6 @@ class CheckpointManager:
 
 def _step_of(folder: Path) -> int:
     return int(STEP_DIR.fullmatch(folder.name).group(1))
-
-
-def _delete(folder: Path) -> None:
-    """Rename out of the checkpoint namespace first (atomic), then remove."""
-    doomed = folder.with_name(folder.name + ".deleting")
-    if doomed.exists():
-        shutil.rmtree(doomed)
-    os.replace(folder, doomed)
-    shutil.rmtree(doomed)
 
 
 def is_complete(folder: Path) -> bool:
