@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from rounds import add_rounds_option, alternating  # noqa: E402
+
 
 MODES = ("direct", "ray", "ray_cold")
 
@@ -89,7 +91,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mb", type=float, default=200.0, help="corpus size in MB (default 200)")
     p.add_argument("--slices", type=int, default=2, help="--num-shards of the Ray run (default 2)")
-    p.add_argument("--rounds", type=int, default=1, help="runs of each mode, alternating order (default 1)")
+    add_rounds_option(p)
     p.add_argument("--port", type=int, default=6391, help="port of the Ray head started for the `ray` mode")
     p.add_argument("--keep", default=None, help="keep the corpus and outputs in this folder")
     args = p.parse_args()
@@ -106,12 +108,10 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in MODES}
     head = start_cluster(args.port)
     try:
-        for r in range(args.rounds):
-            for mode in (MODES if r % 2 == 0 else MODES[::-1]):
-                seconds = run(mode, corpus, work / mode, str(smollm2_hf_dir()), args.slices,
-                              f"127.0.0.1:{args.port}")
-                times[mode].append(seconds)
-                print(f"round {r} {mode}: {seconds:.1f} s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+        for r, mode in alternating(MODES, args.rounds):
+            seconds = run(mode, corpus, work / mode, str(smollm2_hf_dir()), args.slices, f"127.0.0.1:{args.port}")
+            times[mode].append(seconds)
+            print(f"round {r} {mode}: {seconds:.1f} s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
     finally:
         head.terminate()
         head.wait(timeout=60)
