@@ -70,6 +70,21 @@ def test_bad_cases_say_one_line(corpus, single, tmp_path, capsys, monkeypatch):
     assert main(preprocess_argv(corpus, tmp_path / "b", *RAY, "--ray-address", "127.0.0.1:9")) == 1
     (line,) = _error_lines(capsys)
     assert line.startswith("cpt preprocess: error: cannot reach the Ray cluster at 127.0.0.1:9 (")
+    # a head that answers but refuses the driver's token: Ray's ConnectionError caused by an
+    # AuthenticationError (as ray.init raises it after its retries) becomes one line naming the fix
+    from cpt.launch.ray_executor import join_failure
+
+    try:
+        try:
+            raise ray.exceptions.AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing")
+        except ray.exceptions.AuthenticationError as cause:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
+    except ConnectionError as e:
+        line = join_failure("10.0.0.1:6379", e)
+    assert line.startswith("the Ray cluster at 10.0.0.1:6379 refused this driver's authentication token") \
+        and "RAY_AUTH_TOKEN" in line and "\n" not in line
+    assert join_failure("h:1", ConnectionError("Failed to connect\nto h:1")) == \
+        "cannot join the Ray cluster at h:1: ConnectionError: to h:1"
 
     # a slice that fails on every attempt: its chunk's folder name is taken by a file
     out = tmp_path / "fail"
