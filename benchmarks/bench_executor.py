@@ -116,13 +116,17 @@ def main() -> None:
         head.terminate()
         head.wait(timeout=60)
     identical = same_output(work / "direct", work / "ray") and same_output(work / "direct", work / "ray_cold")
-    retried = sum(json.loads((work / f"{m}.launch" / "summary.json").read_text())["retried"] for m in MODES[1:])
+    summaries = {m: json.loads((work / f"{m}.launch" / "summary.json").read_text()) for m in MODES[1:]}
+    retried = sum(s["retried"] for s in summaries.values())
+    ray = summaries["ray"]  # where the last `ray` run's time went: executor start, slices (own time), merge
+    phases = {**ray.get("phase_seconds", {}),
+              "slice_ran_s": [a["ran_seconds"] for task in ray["tasks"] for a in task["attempts"] if a["ok"]]}
     best = {m: min(t) for m, t in times.items()}
     print(json.dumps({
         "bench": "executor", "ray_s": round(best["ray"], 2), "direct_s": round(best["direct"], 2),
         "ratio": round(best["ray"] / best["direct"], 3), "slices": args.slices,
         "ray_cold_s": round(best["ray_cold"], 2), "ratio_cold": round(best["ray_cold"] / best["direct"], 3),
-        "identical": identical, "mb": round(info["bytes"] / 1e6, 1), "rounds": args.rounds, "retried": retried,
+        "identical": identical, "ray_phases": phases, "mb": round(info["bytes"] / 1e6, 1), "rounds": args.rounds, "retried": retried,
         "load_average_before": round(load_before, 1), "load_average_end": round(os.getloadavg()[0], 1),
     }))
 
