@@ -120,7 +120,8 @@ def main() -> None:
     retried = sum(s["retried"] for s in summaries.values())
     ray = summaries["ray"]  # where the last `ray` run's time went: executor start, slices (own time), merge
     phases = {**ray.get("phase_seconds", {}),
-              "slice_ran_s": [a["ran_seconds"] for task in ray["tasks"] for a in task["attempts"] if a["ok"]]}
+              "slice_ran_s": [a["ran_seconds"] for task in ray["tasks"] for a in task["attempts"] if a["ok"]],
+              "slice_cpu_s": [a["cpu_seconds"] for task in ray["tasks"] for a in task["attempts"] if a["ok"]]}
     best = {m: min(t) for m, t in times.items()}
     print(json.dumps({
         "bench": "executor", "ray_s": round(best["ray"], 2), "direct_s": round(best["direct"], 2),

@@ -27,7 +27,8 @@ def test_local_pool_equals_one_process(corpus, single, tmp_path):
     assert s["succeeded"] == 3 and s["retried"] == 0 and s["docs"] == json.loads(
         (tmp_path / "local.summary.json").read_text())["read"]
     assert set(s["phase_seconds"]) == {"start", "tasks", "merge"}  # where the launch's time went
-    assert all(0 < a["ran_seconds"] <= a["seconds"] for task in s["tasks"] for a in task["attempts"])
+    assert all(0 < a["ran_seconds"] <= a["seconds"] and a["cpu_seconds"] > 0
+               for task in s["tasks"] for a in task["attempts"])
 
 
 @pytest.mark.slow

@@ -116,7 +116,8 @@ def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec,
                                  "seconds": round(time.time() - attempt.started, 3),
                                  # seconds: from submission (queueing, worker start); ran_seconds: the task's own
                                  **({"pid": outcome["pid"], "host": outcome["host"],
-                                     "ran_seconds": outcome.get("seconds")} if outcome else {})})
+                                     "ran_seconds": outcome.get("seconds"),
+                                     "cpu_seconds": outcome.get("cpu_seconds")} if outcome else {})})
             if error is None:
                 rec.result = outcome["result"]
                 board.done.add(attempt.task.name)
