@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
+from rounds import add_rounds_option, alternating  # noqa: E402
+
 
 MODES = ("direct", "ray", "ray_cold")
 
@@ -89,7 +91,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--mb", type=float, default=200.0, help="corpus size in MB (default 200)")
     p.add_argument("--slices", type=int, default=2, help="--num-shards of the Ray run (default 2)")
-    p.add_argument("--rounds", type=int, default=1, help="runs of each mode, alternating order (default 1)")
+    add_rounds_option(p)
     p.add_argument("--port", type=int, default=6391, help="port of the Ray head started for the `ray` mode")
     p.add_argument("--keep", default=None, help="keep the corpus and outputs in this folder")
     args = p.parse_args()
@@ -106,23 +108,26 @@ def main() -> None:
     times: dict[str, list[float]] = {m: [] for m in MODES}
     head = start_cluster(args.port)
     try:
-        for r in range(args.rounds):
-            for mode in (MODES if r % 2 == 0 else MODES[::-1]):
-                seconds = run(mode, corpus, work / mode, str(smollm2_hf_dir()), args.slices,
-                              f"127.0.0.1:{args.port}")
-                times[mode].append(seconds)
-                print(f"round {r} {mode}: {seconds:.1f} s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+        for r, mode in alternating(MODES, args.rounds):
+            seconds = run(mode, corpus, work / mode, str(smollm2_hf_dir()), args.slices, f"127.0.0.1:{args.port}")
+            times[mode].append(seconds)
+            print(f"round {r} {mode}: {seconds:.1f} s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
     finally:
         head.terminate()
         head.wait(timeout=60)
     identical = same_output(work / "direct", work / "ray") and same_output(work / "direct", work / "ray_cold")
-    retried = sum(json.loads((work / f"{m}.launch" / "summary.json").read_text())["retried"] for m in MODES[1:])
+    summaries = {m: json.loads((work / f"{m}.launch" / "summary.json").read_text()) for m in MODES[1:]}
+    retried = sum(s["retried"] for s in summaries.values())
+    ray = summaries["ray"]  # where the last `ray` run's time went: executor start, slices (own time), merge
+    phases = {**ray.get("phase_seconds", {}),
+              "slice_ran_s": [a["ran_seconds"] for task in ray["tasks"] for a in task["attempts"] if a["ok"]],
+              "slice_cpu_s": [a["cpu_seconds"] for task in ray["tasks"] for a in task["attempts"] if a["ok"]]}
     best = {m: min(t) for m, t in times.items()}
     print(json.dumps({
         "bench": "executor", "ray_s": round(best["ray"], 2), "direct_s": round(best["direct"], 2),
         "ratio": round(best["ray"] / best["direct"], 3), "slices": args.slices,
         "ray_cold_s": round(best["ray_cold"], 2), "ratio_cold": round(best["ray_cold"] / best["direct"], 3),
-        "identical": identical, "mb": round(info["bytes"] / 1e6, 1), "rounds": args.rounds, "retried": retried,
+        "identical": identical, "ray_phases": phases, "mb": round(info["bytes"] / 1e6, 1), "rounds": args.rounds, "retried": retried,
         "load_average_before": round(load_before, 1), "load_average_end": round(os.getloadavg()[0], 1),
     }))
 

@@ -33,6 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
+from rounds import add_rounds_option, alternating  # noqa: E402
+
 
 def run_sweep(sweep: Path, out: Path, local_cpus: int) -> float:
     shutil.rmtree(out, ignore_errors=True)
@@ -62,7 +64,7 @@ def report_seconds(out: Path) -> float:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--steps", type=int, default=8, help="training steps per run (default 8)")
-    p.add_argument("--rounds", type=int, default=1, help="runs of each mode, alternating order (default 1)")
+    add_rounds_option(p)
     p.add_argument("--keep", default=None, help="keep the data and sweep folders here")
     args = p.parse_args()
     from sweep_fixtures import write_base, write_sweep
@@ -73,8 +75,7 @@ def main() -> None:
     load_before = os.getloadavg()
     walls: dict[str, list[float]] = {"serial": [], "parallel": []}
     own: dict[str, list[float]] = {"serial": [], "parallel": []}
-    order = [m for r in range(args.rounds) for m in (("serial", "parallel") if r % 2 == 0 else ("parallel", "serial"))]
-    for mode in order:
+    for _, mode in alternating(("serial", "parallel"), args.rounds):
         out = work / f"sweep_{mode}"
         walls[mode].append(run_sweep(sweep, out, 1 if mode == "serial" else 2))
         own[mode].append(sum(runs_seconds(out)))

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from annotate_fixtures import mixed_corpus
 from cpt.assets import mistral_tokenizer_dir
+from cpt.corpus.files import list_inputs
+from cpt.corpus.plan import make_plan, shard_slice
+from cpt.shards.pipeline import PreprocessConfig, run_preprocess
 
 SP_MODEL = str(mistral_tokenizer_dir() / "tokenizer.model.v1")  # SentencePiece: loads in milliseconds
 SUFFIXES = (".bin", ".idx", ".meta.parquet", ".manifest.json", ".skipped.jsonl")
@@ -29,6 +33,33 @@ def write_corpus(root: Path) -> Path:
             f.write(json.dumps(d, ensure_ascii=False) + "\n")
     pq.write_table(pa.Table.from_pylist(docs[1::2]), root / "b.parquet", row_group_size=3)
     return root
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """The module's corpus (imported by a test module, pytest registers it there)."""
+    return write_corpus(tmp_path_factory.mktemp("launch") / "corpus")
+
+
+@pytest.fixture(scope="module")
+def single(corpus, tmp_path_factory) -> Path:
+    """The one-process `cpt preprocess` output of `corpus`: what every launch must equal."""
+    out = tmp_path_factory.mktemp("single") / "one"
+    run_preprocess(PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
+                                    chunk_mb=float(CHUNK_MB), progress=False))
+    return out
+
+
+def launch_summary(out: Path) -> dict:
+    """OUT.launch/summary.json of the launch that wrote prefix `out`."""
+    return json.loads((out.parent / f"{out.name}.launch" / "summary.json").read_text())
+
+
+def slice_chunks(corpus: Path, index: int, count: int) -> list[int]:
+    """The chunk indices slice `index` of `count` processes (the corpus gives each several)."""
+    plan = make_plan(list_inputs([str(corpus)])[0], int(float(CHUNK_MB) * (1 << 20)))
+    assert len(plan) >= 3 * count, "the corpus must give every slice several chunks"
+    return [c.index for c in shard_slice(plan, index, count)]
 
 
 def files_of(prefix: Path | str) -> dict[str, bytes]:

@@ -15,44 +15,26 @@ from cpt.cli import main
 from cpt.launch import LaunchSpec
 from cpt.launch.argv import argv_of
 from cpt.shards.build import DELAY_ENV, chunk_dir
-from cpt.shards.pipeline import PreprocessConfig, run_preprocess
-from launch_fixtures import CHUNK_MB, SP_MODEL, SliceKiller, files_of, preprocess_argv, write_corpus
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("launch") / "corpus")
-
-
-@pytest.fixture(scope="module")
-def single(corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("single") / "one"
-    run_preprocess(PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
-                                    chunk_mb=float(CHUNK_MB), progress=False))
-    return out
-
-
-def _summary(out) -> dict:
-    return json.loads((out.parent / f"{out.name}.launch" / "summary.json").read_text())
+from launch_fixtures import (SliceKiller, corpus, files_of, launch_summary,  # noqa: F401
+                             preprocess_argv, single, slice_chunks)
 
 
 def test_local_pool_equals_one_process(corpus, single, tmp_path):
     out = tmp_path / "local"
     assert main(preprocess_argv(corpus, out, "--executor", "local", "--num-shards", "3", "--local-cpus", "2")) == 0
     assert files_of(out) == files_of(single)
-    s = _summary(out)
+    s = launch_summary(out)
     assert s["succeeded"] == 3 and s["retried"] == 0 and s["docs"] == json.loads(
         (tmp_path / "local.summary.json").read_text())["read"]
+    assert set(s["phase_seconds"]) == {"start", "tasks", "merge"}  # where the launch's time went
+    assert all(0 < a["ran_seconds"] <= a["seconds"] and a["cpu_seconds"] > 0
+               for task in s["tasks"] for a in task["attempts"])
 
 
 @pytest.mark.slow
 def test_submitit_local_equals_one_process_after_a_killed_job(corpus, single, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    from cpt.corpus.files import list_inputs
-    from cpt.corpus.plan import make_plan, shard_slice
-
-    plan = make_plan(list_inputs([str(corpus)])[0], int(float(CHUNK_MB) * (1 << 20)))
-    first = shard_slice(plan, 1, 4)[0].index
+    first = slice_chunks(corpus, 1, 4)[0]
     out = tmp_path / "sub"
     monkeypatch.setenv(DELAY_ENV, "0.3")
     killer = SliceKiller(tmp_path / "sub.launch", "slice-00001-of-00004",
@@ -62,7 +44,7 @@ def test_submitit_local_equals_one_process_after_a_killed_job(corpus, single, tm
     killer.join()
     assert killer.killed_pid is not None
     assert files_of(out) == files_of(single)
-    s = _summary(out)
+    s = launch_summary(out)
     task = next(t for t in s["tasks"] if t["name"] == "slice-00001-of-00004")
     assert [a["ok"] for a in task["attempts"]] == [False, True] and s["retried"] == 1
     assert 1 <= task["result"]["chunks_resumed"] < task["result"]["chunks"]

@@ -10,11 +10,10 @@ import sys
 import pytest
 
 from cpt.cli import main
-from cpt.corpus.files import list_inputs
-from cpt.corpus.plan import make_plan, shard_slice
 from cpt.shards.build import DELAY_ENV, chunk_dir
 from cpt.shards.pipeline import PreprocessConfig, run_preprocess
-from launch_fixtures import CHUNK_MB, SP_MODEL, SliceKiller, files_of, preprocess_argv, write_corpus
+from launch_fixtures import (CHUNK_MB, SP_MODEL, SliceKiller, corpus, files_of, launch_summary,  # noqa: F401
+                             preprocess_argv, single, slice_chunks)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -29,42 +28,19 @@ def cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    return write_corpus(tmp_path_factory.mktemp("launch") / "corpus")
-
-
-@pytest.fixture(scope="module")
-def single(corpus, tmp_path_factory):
-    out = tmp_path_factory.mktemp("single") / "one"
-    run_preprocess(PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
-                                    chunk_mb=float(CHUNK_MB), progress=False))
-    return out
-
-
-def _slice_chunks(corpus, index: int, count: int) -> list[int]:
-    plan = make_plan(list_inputs([str(corpus)])[0], int(float(CHUNK_MB) * (1 << 20)))
-    assert len(plan) >= 3 * count, "the corpus must give every slice several chunks"
-    return [c.index for c in shard_slice(plan, index, count)]
-
-
-def _summary(out) -> dict:
-    return json.loads((out.parent / f"{out.name}.launch" / "summary.json").read_text())
-
-
 def test_four_slices_equal_one_process_also_after_a_killed_worker(corpus, single, tmp_path, monkeypatch):
     out = tmp_path / "ray"
     assert main(preprocess_argv(corpus, out, *RAY)) == 0
     assert files_of(out) == files_of(single)
     assert not (tmp_path / "ray.cpt-work").exists()
-    summary = _summary(out)
+    summary = launch_summary(out)
     assert summary["succeeded"] == 4 and summary["failed"] == [] and summary["merge"]["ran"]
     assert json.loads((tmp_path / "ray.summary.json").read_text())["written"] > 0
 
     # SIGKILL the Ray worker running slice 1 once it committed its first chunk: the retry resumes
     monkeypatch.setenv(DELAY_ENV, "0.3")  # CPT_* reach the tasks: slow enough to be caught mid-slice
     killed_out = tmp_path / "killed"
-    mine = _slice_chunks(corpus, 1, 4)
+    mine = slice_chunks(corpus, 1, 4)
     killer = SliceKiller(tmp_path / "killed.launch", "slice-00001-of-00004",
                          lambda: (chunk_dir(f"{killed_out}.cpt-work", mine[0]) / "text.manifest.json").is_file())
     killer.start()
@@ -72,11 +48,11 @@ def test_four_slices_equal_one_process_also_after_a_killed_worker(corpus, single
     killer.join()
     assert killer.killed_pid is not None
     assert files_of(killed_out) == files_of(single)
-    task = next(t for t in _summary(killed_out)["tasks"] if t["name"] == "slice-00001-of-00004")
+    task = next(t for t in launch_summary(killed_out)["tasks"] if t["name"] == "slice-00001-of-00004")
     assert [a["ok"] for a in task["attempts"]] == [False, True]
     assert "Ray worker died" in task["attempts"][0]["error"] and task["attempts"][0].get("pid") is None
     assert 1 <= task["result"]["chunks_resumed"] < task["result"]["chunks"] == len(mine)
-    assert _summary(killed_out)["retried"] == 1
+    assert launch_summary(killed_out)["retried"] == 1
 
 
 def _error_lines(capsys) -> list[str]:
@@ -94,6 +70,21 @@ def test_bad_cases_say_one_line(corpus, single, tmp_path, capsys, monkeypatch):
     assert main(preprocess_argv(corpus, tmp_path / "b", *RAY, "--ray-address", "127.0.0.1:9")) == 1
     (line,) = _error_lines(capsys)
     assert line.startswith("cpt preprocess: error: cannot reach the Ray cluster at 127.0.0.1:9 (")
+    # a head that answers but refuses the driver's token: Ray's ConnectionError caused by an
+    # AuthenticationError (as ray.init raises it after its retries) becomes one line naming the fix
+    from cpt.launch.ray_executor import join_failure
+
+    try:
+        try:
+            raise ray.exceptions.AuthenticationError("RPC error: InvalidAuthToken: Authentication token is missing")
+        except ray.exceptions.AuthenticationError as cause:
+            raise ConnectionError("Failed to connect to Ray cluster at 10.0.0.1:6379") from cause
+    except ConnectionError as e:
+        line = join_failure("10.0.0.1:6379", e)
+    assert line.startswith("the Ray cluster at 10.0.0.1:6379 refused this driver's authentication token") \
+        and "RAY_AUTH_TOKEN" in line and "\n" not in line
+    assert join_failure("h:1", ConnectionError("Failed to connect\nto h:1")) == \
+        "cannot join the Ray cluster at h:1: ConnectionError: to h:1"
 
     # a slice that fails on every attempt: its chunk's folder name is taken by a file
     out = tmp_path / "fail"
@@ -102,20 +93,20 @@ def test_bad_cases_say_one_line(corpus, single, tmp_path, capsys, monkeypatch):
     from cpt.shards.pipeline import prepare
 
     prepare(cfg)  # the work folder of this very plan, as the launch will find it
-    blocker = chunk_dir(f"{out}.cpt-work", _slice_chunks(corpus, 2, 4)[-1])
+    blocker = chunk_dir(f"{out}.cpt-work", slice_chunks(corpus, 2, 4)[-1])
     blocker.write_text("not a folder")
     assert main(preprocess_argv(corpus, out, *RAY, "--max-retries", "1")) == 1
     (line,) = _error_lines(capsys)
     assert "1 task(s) failed after 2 attempt(s): slice-00002-of-00004 (NotADirectoryError" in line
     assert "the merge did not run; rerun the same command to finish only these" in line
     assert not (tmp_path / "fail.bin").exists()
-    summary = _summary(out)
+    summary = launch_summary(out)
     assert summary["failed"] == ["slice-00002-of-00004"] and not summary["merge"]["ran"]
     # fixed, the same command finishes only the failed slice
     blocker.unlink()
     assert main(preprocess_argv(corpus, out, *RAY)) == 0
     assert files_of(out) == files_of(single)
-    results = {t["name"]: t["result"] for t in _summary(out)["tasks"]}
+    results = {t["name"]: t["result"] for t in launch_summary(out)["tasks"]}
     for name, r in results.items():
         if name == "slice-00002-of-00004":
             assert r["chunks_resumed"] < r["chunks"]

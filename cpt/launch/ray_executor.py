@@ -44,6 +44,21 @@ def check_reachable(address: str) -> None:
                           f"check --ray-address / RAY_ADDRESS and that the head node is up") from None
 
 
+def join_failure(address: str, error: BaseException) -> str:
+    """One line for a cluster that answers but refuses us: Ray raises a ConnectionError whose cause
+    chain holds the reason; token authentication (on by default in recent Ray) is the usual one."""
+    chain, e = [], error
+    while e is not None and len(chain) < 8:
+        chain.append(e)
+        e = e.__cause__ or e.__context__
+    if any(type(c).__name__ == "AuthenticationError" for c in chain):
+        return (f"the Ray cluster at {address} refused this driver's authentication token: give it the cluster's "
+                f"token (RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token, see `ray get-auth-token`), "
+                f"or start the cluster with RAY_AUTH_MODE=disabled on a private network")
+    root = chain[-1]
+    return f"cannot join the Ray cluster at {address}: {type(root).__name__}: {_last_line(str(root))}"
+
+
 class RayExecutor(Executor):
     def start(self) -> None:
         ray = _import_ray()
@@ -53,7 +68,10 @@ class RayExecutor(Executor):
             self.owned = False  # a Ray this process already joined: use it, leave it running
         elif address:
             check_reachable(address)
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError, ray.exceptions.RayError) as e:
+                raise LaunchError(join_failure(address, e)) from None
             self.owned = True
         else:
             # address="local": a new Ray of our own even where another one runs on this machine
@@ -96,4 +114,4 @@ class RayExecutor(Executor):
                             f"log: {_log_tail(self.launch_dir, a)})"
 
 
-__all__ = ["RayExecutor", "check_reachable"]
+__all__ = ["RayExecutor", "check_reachable", "join_failure"]

@@ -8,7 +8,8 @@ the work of the attempt before it. When every task succeeded, the merge task run
 for local and Ray, as a dependent job for Slurm); when any task failed for good, the merge does not
 run and `LaunchError` names the failed tasks and their logs - rerunning the same command then
 finishes only those, as the finished ones find their output committed. Either way
-`LAUNCH/summary.json` records every attempt (written last).
+`LAUNCH/summary.json` records every attempt and the seconds of each phase (starting the executor,
+the tasks, the merge), so a slow launch shows where its time went (written last).
 """
 from __future__ import annotations
 
@@ -66,20 +67,25 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     t0 = time.time()
     records = {t.name: TaskRecord(t) for t in tasks}
     board = Board(f"{label} {spec.executor}", [t.units for t in tasks], names, launch_dir, spec.progress)
+    phases: dict[str, float] = {}
     if executor is None:
         executor = make_executor(spec, launch_dir)
         executor.start()
+    phases["start"] = time.time() - t0
     try:
         executor.plan_merge(merge)
         _drive(executor, records, spec, board)
+        phases["tasks"] = time.time() - t0 - phases["start"]
         failed = [r for r in records.values() if not r.ok]
         merged = None
         if not failed and merge is not None:
             merged = executor.run_merge(merge, [records[n].attempts[-1]["handle_id"] for n in names])
+            phases["merge"] = time.time() - t0 - phases["start"] - phases["tasks"]
         board.refresh(force=True)
     finally:
         executor.stop()
     summary = _summary(records, merge, merged, spec, label, board, time.time() - t0)
+    summary["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
     from cpt.io import write_json_atomic
 
     write_json_atomic(launch_dir / "summary.json", summary, sort_keys=True)
@@ -108,7 +114,10 @@ def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec,
             rec.attempts.append({"attempt": attempt.number, "handle_id": attempt.handle_id,
                                  "ok": error is None, "error": error,
                                  "seconds": round(time.time() - attempt.started, 3),
-                                 **({k: outcome[k] for k in ("pid", "host")} if outcome else {})})
+                                 # seconds: from submission (queueing, worker start); ran_seconds: the task's own
+                                 **({"pid": outcome["pid"], "host": outcome["host"],
+                                     "ran_seconds": outcome.get("seconds"),
+                                     "cpu_seconds": outcome.get("cpu_seconds")} if outcome else {})})
             if error is None:
                 rec.result = outcome["result"]
                 board.done.add(attempt.task.name)

@@ -109,15 +109,17 @@ def _apply_threads() -> None:
 def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict[str, Any]:
     """Run one attempt of `task` in this process (a pool worker, a Ray worker, a Slurm job).
 
-    Returns {"result": fn's dict, "seconds", "pid", "host"}; an exception in the task propagates
-    after its traceback went to the attempt's log.
+    Returns {"result": fn's dict, "seconds", "cpu_seconds", "pid", "host"}; an exception in the
+    task propagates after its traceback went to the attempt's log. `cpu_seconds` (this process and
+    the children it waited for) beside `seconds` tells a slice that waited for a CPU from one that
+    had more work.
     """
     import socket
     import traceback
 
     task = task if isinstance(task, Task) else Task.from_json(task)
     progress = (Path(launch_dir) / "progress" / f"{task.name}.json").absolute()
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     with _redirected(log_path(launch_dir, task.name, attempt).absolute()), \
             _environment({**task.env, PROGRESS_ENV: str(progress)}, task.cwd):
         print(f"[launch] {task.name} attempt {attempt} on {socket.gethostname()} pid {os.getpid()}: "
@@ -130,8 +132,15 @@ def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict
             traceback.print_exc()
             raise
         print(f"[launch] {task.name} done in {time.perf_counter() - t0:.1f} s", flush=True)
-    return {"result": result, "seconds": round(time.perf_counter() - t0, 3), "pid": os.getpid(),
-            "host": socket.gethostname()}
+    return {"result": result, "seconds": round(time.perf_counter() - t0, 3),
+            "cpu_seconds": round(_cpu_seconds() - cpu0, 3), "pid": os.getpid(), "host": socket.gethostname()}
+
+
+def _cpu_seconds() -> float:
+    import resource
+
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 __all__ = ["Task", "TaskFailed", "log_path", "resolve", "run_task"]

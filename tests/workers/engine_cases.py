@@ -6,7 +6,6 @@ metrics.jsonl, plus whatever the case measures. The pytest module compares the r
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from train_fixtures import RecordingSamples, stream_recipe, tiny_recipe  # noqa:
 
 from cpt.config import recipe_from_dict  # noqa: E402
 from cpt.train.loop import Trainer, TrainingStopped  # noqa: E402
+from worker_cases import run_cases  # noqa: E402
 
 # megatron is imported inside functions: dist_checkpointing's save spawns a helper process that
 # re-imports this __main__ module, and a top-level megatron import would cost it ~9 s.
@@ -246,15 +246,8 @@ CASES = {"ref": run_layout, "tp2": run_layout, "pp2": run_layout, "dp2": run_lay
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--valid", required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--streams", help="cpt shard prefix with lang en/zh documents")
-    parser.add_argument("cases", nargs="+", choices=sorted(CASES))
-    args = parser.parse_args()
-    for case in args.cases:
-        CASES[case](case, args)
+    run_cases(CASES, train={"required": True}, valid={"required": True},
+              streams={"help": "cpt shard prefix with lang en/zh documents"})
 
 
 if __name__ == "__main__":

@@ -9,12 +9,10 @@ English validation PPL rise (forgetting), so the controller raises the English s
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -22,6 +20,7 @@ from train_fixtures import RecordingSamples, stream_recipe  # noqa: E402
 
 from cpt.config import recipe_from_dict  # noqa: E402
 from cpt.train.loop import Trainer  # noqa: E402
+from worker_cases import run_cases  # noqa: E402
 
 PRE_STEPS, STEPS, KILL_AT, GBS = 24, 6, 4, 8
 LR_MAX = {"pre": 3e-3, "s1": 6e-3, "s2": 6e-3}  # s1 forgets English fast
@@ -143,13 +142,7 @@ CASES = {"pre": run_pre, "straight": run_straight, "dp2": run_straight, "resume"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--prefix", required=True, help="cpt shard prefix with lang en/zh documents")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("cases", nargs="+", choices=sorted(CASES))
-    args = parser.parse_args()
-    for case in args.cases:
-        CASES[case](case, args)
+    run_cases(CASES, prefix={"required": True, "help": "cpt shard prefix with lang en/zh documents"})
 
 
 if __name__ == "__main__":

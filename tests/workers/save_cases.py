@@ -10,7 +10,6 @@ load_latest resumes kill_save's run folder in a new process: which step, and doe
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -24,6 +23,7 @@ from train_fixtures import tiny_recipe  # noqa: E402
 from cpt.config import recipe_from_dict  # noqa: E402
 from cpt.train.checkpoint import complete_checkpoints  # noqa: E402
 from cpt.train.loop import Trainer  # noqa: E402
+from worker_cases import run_cases  # noqa: E402
 
 
 def _trainer(args, case: str, training: dict, async_save: bool = False) -> tuple[Trainer, object, Path]:
@@ -98,13 +98,7 @@ CASES = {"sync": run_saves, "async": run_saves, "kill_save": run_kill_save, "loa
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--train", required=True)
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("cases", nargs="+", choices=sorted(CASES))
-    args = parser.parse_args()
-    for case in args.cases:
-        CASES[case](case, args)
+    run_cases(CASES, train={"required": True})
 
 
 if __name__ == "__main__":
