@@ -116,6 +116,21 @@ class Pieces:
         ]
 
 
+@dataclass(frozen=True)
+class StreamHead:
+    """Where a stream starts after a recipe edit: the rest of epoch `epoch`, then epochs epoch + 1, ...
+
+    The rest of the epoch is the stream's order of that epoch without the documents already trained
+    in it (`excluded`, a bool per table row: the consumed-documents ledger), led by the document the
+    edit cut (`partial`: its table row, read from token `offset` on) when the stream still selects it.
+    """
+
+    epoch: int
+    excluded: np.ndarray  # bool per table row
+    partial: int | None = None  # table row of the document cut by the edit, or None
+    offset: int = 0  # its first token not yet trained
+
+
 class Stream:
     """Random access to the samples of one stream: `locate(i)` says which tokens make sample i."""
 
@@ -132,6 +147,8 @@ class Stream:
         self._bounds: np.ndarray | None = None  # cached boundaries of the first segments
         self._n_cached_segments = 0
         self.cache_hit: bool | None = None  # None: no cache; else whether the entry was already built
+        self.head: StreamHead | None = None  # the rest of an epoch cut by a recipe edit (see start_head)
+        self._head_rows = np.zeros(0, np.int64)
         if cache is None:
             self._select()
         else:
@@ -174,7 +191,8 @@ class Stream:
         extra = self.config.add_extra_token
         if self.config.on_exhausted == "next_epoch" and self.tokens_per_epoch > 0:
             return None
-        return max(self.tokens_per_epoch - extra, 0) // self.config.seq_length
+        tokens = self._head_tokens() if self.head is not None else self.tokens_per_epoch
+        return max(tokens - extra, 0) // self.config.seq_length
 
     @property
     def fingerprint(self) -> str:
@@ -216,16 +234,73 @@ class Stream:
 
     def _flat_lengths(self, start: int, count: int) -> np.ndarray:
         """Lengths of the documents at flat positions [start, start + count) (epochs back to back)."""
-        n = self.num_documents
+        n, h = self.num_documents, len(self._head_rows)
         out = []
-        while count > 0:
-            epoch, j = divmod(start, n)
+        if start < h:
+            take = min(count, h - start)
+            out.append(self.table.lengths[self._head_rows[start: start + take]])
+            start, count = start + take, count - take
+        while count > 0 and n > 0:
+            epoch, j = divmod(start - h, n)
+            epoch += self._first_epoch
             if epoch > 0 and self.config.on_exhausted == "stop":
                 break
             take = min(count, n - j)
             out.append(self._lengths[self._order(epoch)[j : j + take]])
             start, count = start + take, count - take
         return np.concatenate(out).astype(np.int32) if out else np.zeros(0, np.int32)
+
+    def rows_at(self, pos: np.ndarray) -> np.ndarray:
+        """Table rows of the documents at flat positions `pos` (the head first, then whole epochs)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        h = len(self._head_rows)
+        rows = np.empty(len(pos), np.int64)
+        in_head = pos < h
+        rows[in_head] = self._head_rows[pos[in_head]]
+        epoch, j = np.divmod(pos[~in_head] - h, max(self.num_documents, 1))
+        rest = np.empty(len(j), np.int64)
+        for e in np.unique(epoch):
+            m = epoch == e
+            rest[m] = self.rows[self._order(int(e) + self._first_epoch)[j[m]]]
+        rows[~in_head] = rest
+        return rows
+
+    def epoch_at(self, pos: int) -> tuple[int, int]:
+        """(epoch, index within that epoch's order) of flat position `pos`; the head is its epoch's
+        rest, so its index counts from the head's start."""
+        h = len(self._head_rows)
+        if pos < h:
+            return self.head.epoch, pos
+        epoch, j = divmod(pos - h, max(self.num_documents, 1))
+        return epoch + self._first_epoch, j
+
+    @property
+    def _first_epoch(self) -> int:
+        return 0 if self.head is None else self.head.epoch + 1
+
+    def start_head(self, head: StreamHead) -> None:
+        """Start this stream (its sample 0) at `head`: the rest of an epoch a recipe edit cut.
+
+        Samples are packed from there in memory (the index cache's packing covers streams that start
+        at epoch 0); the selection and the orders still come from the cache.
+        """
+        if self.config.on_exhausted == "stop" and head.epoch > 0:
+            raise ValueError(f"stream {self.name!r}: a `stop` stream has one epoch, not a head in epoch {head.epoch}")
+        keep = np.ones(len(self.rows), bool) if head.excluded is None else ~head.excluded[self.rows]
+        rows = self.rows[self._order(head.epoch)]
+        rows = rows[keep[self._order(head.epoch)]]
+        offset = 0
+        at = int(np.searchsorted(self.rows, head.partial)) if head.partial is not None else len(self.rows)
+        if at < len(self.rows) and self.rows[at] == head.partial:  # rows are in table order
+            rows = np.concatenate([[head.partial], rows[rows != head.partial]]).astype(np.int64)
+            offset = head.offset
+        self.head, self._head_rows = head, rows
+        self._bounds, self._n_cached_segments = None, 0
+        self._segments.clear()
+        self._cursors = [(0, offset)]
+
+    def _head_tokens(self) -> int:
+        return int(self.table.lengths[self._head_rows].sum()) - self._cursors[0][1] if self.head else 0
 
     # ------------------------------------------------------------------------------------ packing
     def _segment(self, k: int) -> np.ndarray:
@@ -297,11 +372,7 @@ class Stream:
         total = int(per.sum())
         owner = np.repeat(np.arange(n_samples), per)
         pos = np.repeat(p0, per) + (np.arange(total) - np.repeat(np.cumsum(per) - per, per))
-        epoch, j = np.divmod(pos, max(self.num_documents, 1))
-        rows = np.empty(total, np.int64)
-        for e in np.unique(epoch):
-            m = epoch == e
-            rows[m] = self.rows[self._order(int(e))[j[m]]]
+        rows = self.rows_at(pos)
         start = np.where(pos == p0[owner], o0[owner], 0)
         stop = np.where(pos == p1[owner], o1[owner] + self.config.add_extra_token, self.table.lengths[rows])
         keep = stop > start

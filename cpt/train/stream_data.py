@@ -147,7 +147,8 @@ def _available(prefixes: Sequence[str], wanted: set[str]) -> list[str]:
     return sorted(wanted & names)
 
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+READS = (2, 3)  # version 2: no stream records, ledgers or segments (resumable with its own streams only)
 
 
 class BlendedSamples:
@@ -158,7 +159,10 @@ class BlendedSamples:
                  prefetch: bool = True) -> None:
         self.streams = list(streams)
         self.offsets = np.zeros(len(self.streams), dtype=np.int64)  # first sample of each stream this stage
+        self.start = 0  # stage position of the Blender's sample 0 (moves at a recipe edit)
+        self.closed: list[dict[str, Any]] = []  # data states of the segments before a recipe edit
         self.blender = self._new_blender(weights)
+        self.recipe_weights = dict(zip(self.stream_names, self.blender.weights_at(0).tolist()))
         self.seq_length = seq_length
         self.data = data
         workers = data.num_workers if num_workers is None else num_workers
@@ -182,12 +186,16 @@ class BlendedSamples:
         return self.blender.stream_names
 
     def sample_ids(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(stream id, index within stream) of global samples `indices` (drawing ahead as needed)."""
+        """(stream id, index within stream) of stage positions `indices` (drawing ahead as needed);
+        positions before a recipe edit are the closed segments' (see cpt.trace), not these streams'."""
         known = self._step_ids
         if known is not None and known[0] is self.blender and len(indices):
             _, start, stream, within = known  # drawn samples never change: the announced step's ids
             if indices.min() >= start and indices.max() < start + len(stream):
                 return stream[indices - start], within[indices - start]
+        if len(indices) and int(indices.min()) < self.start:
+            raise ValueError(f"sample {int(indices.min())} is before this segment (a recipe edit at {self.start})")
+        indices = indices - self.start
         stop = int(indices.max()) + 1
         if stop > self.blender.drawn:
             self.blender.next_samples(stop - self.blender.drawn)
@@ -258,7 +266,7 @@ class BlendedSamples:
             return  # not this step's indices (an evaluation pass)
         if self._predicted is None or self._predicted[0] != stop:
             try:
-                ids = self.blender.sample_ids(stop, 2 * stop - start)  # forked: draws nothing
+                ids = self.blender.sample_ids(stop - self.start, 2 * stop - start - self.start)  # forked: draws nothing
                 self._predicted = (stop, ids.stream, ids.index)
             except StreamExhausted:  # the next step runs a stream dry: its own fetch will say so
                 self._predicted = (stop, None, None)
@@ -272,11 +280,11 @@ class BlendedSamples:
     # the data position lives in the Blender: weight history + counts
 
     def set_weights(self, weights: Sequence[float] | Mapping[str, float], effective_at: int) -> None:
-        self.blender.set_weights(weights, effective_at=effective_at)
+        self.blender.set_weights(weights, effective_at=effective_at - self.start)
 
     def weights_at(self, global_sample: int) -> dict[str, float]:
         """Shares in force for `global_sample` (scheduled changes included)."""
-        return dict(zip(self.stream_names, self.blender.weights_at(global_sample).tolist()))
+        return dict(zip(self.stream_names, self.blender.weights_at(global_sample - self.start).tolist()))
 
     def samples(self) -> dict[str, int]:
         """Samples drawn from each stream in this stage."""
@@ -291,31 +299,50 @@ class BlendedSamples:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "blender": self.blender.state_dict(),
-            "offsets": dict(zip(self.stream_names, self.offsets.tolist())),
-        }
+        """The Blender's state, stream offsets, and what a recipe edit needs: each stream's record
+        (config, shards, fingerprints), head and consumed-documents ledger, and the closed segments."""
+        from cpt.train.recipe_edit import segment_state
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume this stage exactly (same streams, same documents; refused otherwise)."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"data state version {state.get('version')!r}; this cpt reads {STATE_VERSION}")
+        return {"version": STATE_VERSION, **segment_state(self), "segments": list(self.closed)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+        """Resume this stage: exactly when the recipe's streams and weights are the checkpoint's;
+        else as a recipe edit (see cpt.train.recipe_edit), whose diff is returned (None: no edit).
+        Raises ValueError with one line when the edit cannot keep its promise."""
+        from cpt.train.recipe_edit import load_or_edit
+
+        if state.get("version") not in READS:
+            raise ValueError(f"data state version {state.get('version')!r}; this cpt reads {list(READS)}")
+        return load_or_edit(self, state)
+
+    def load_exact(self, state: Mapping[str, Any]) -> None:
+        """Restore a segment's state into these streams (same names and fingerprints; refused otherwise)."""
+        from cpt.train.recipe_edit import restore_heads
+
         offsets = state["offsets"]
         if sorted(offsets) != sorted(self.stream_names):
             raise ValueError(
                 f"data state: streams {sorted(offsets)} in the checkpoint, {sorted(self.stream_names)} in the "
                 "recipe; resume a stage with its own streams (a new stage needs a new training.stage name)"
             )
+        restore_heads(self, state)
         self.offsets = np.array([int(offsets[n]) for n in self.stream_names], dtype=np.int64)
+        self.start = int(state.get("start", 0))
+        self.closed = list(state.get("segments", ()))
+        weights = state.get("recipe_weights") or dict(zip(state["blender"]["streams"],
+                                                           state["blender"]["history"][0]["weights"]))
+        self.recipe_weights = {n: float(weights[n]) for n in self.stream_names}
         self.blender = self._new_blender(self.blender.weights_at(0))
         self.blender.load_state_dict(state["blender"])
 
     def continue_from(self, previous: Mapping[str, Any]) -> dict[str, int]:
         """Start this stage where the previous stage's streams stopped (a stream carries on only if
-        its name and fingerprint are unchanged). Returns {stream: first sample index} carried."""
-        if previous.get("version") != STATE_VERSION:
-            raise ValueError(f"previous stage's data state version {previous.get('version')!r}; need {STATE_VERSION}")
+        its name and fingerprint are unchanged, with its head if a recipe edit gave it one).
+        Returns {stream: first sample index} carried."""
+        from cpt.train.recipe_edit import restore_heads
+
+        if previous.get("version") not in READS:
+            raise ValueError(f"previous stage's data state version {previous.get('version')!r}; need one of {list(READS)}")
         old = previous["blender"]
         fingerprints = dict(zip(old["streams"], old.get("fingerprints") or [None] * len(old["streams"])))
         drawn = {name: int(c) + int(previous["offsets"].get(name, 0)) for name, c in zip(old["streams"], old["counts"])}
@@ -324,6 +351,7 @@ class BlendedSamples:
             if stream.name in drawn and fingerprints.get(stream.name) == stream.fingerprint:
                 self.offsets[k] = drawn[stream.name]
                 carried[stream.name] = drawn[stream.name]
+        restore_heads(self, previous, only=set(carried))
         self.blender = self._new_blender(self.blender.weights_at(0))
         return carried
 

@@ -1,0 +1,193 @@
+"""Recipe edits mid-run at the data level: resume a BlendedSamples state under another recipe.
+
+Each kind of edit (weights, a stream added, a stream dropped, a filter changed, the shards
+re-tagged) is checked by counting what the whole run trained: every token of every document, from
+the pieces of every sample drawn before and after the edit (a sample's last token is the next
+one's label, not trained). Before the edit every stream is in its first epoch, so the promise reads:
+after the edit, each stream of the new recipe first trains, each exactly once, the documents it
+selects that no stream trained before the edit (finishing a document the edit cut), and nothing
+else; then it goes on with its next epochs.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from cpt.config import DataConfig
+from cpt.sampling import DocumentTable, Stream, StreamConfig
+from cpt.train.recipe_edit import RecipeEditRefused
+from cpt.train.stream_data import BlendedSamples
+
+SEQ, N = 32, 240
+BEFORE = 90  # samples before the edit: every stream is in its first epoch
+
+
+def _table(topics=None, lengths=None) -> DocumentTable:
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 90, N) if lengths is None else lengths
+    topics = [("a", "b", "c")[i % 3] for i in range(N)] if topics is None else topics
+    return DocumentTable.from_columns(lengths, {"topic": topics}, source="shard0")
+
+
+def _streams(table, spec: dict[str, str]) -> list[Stream]:
+    return [Stream(table, StreamConfig(name=n, seq_length=SEQ, filter=f, seed=3 + i))
+            for i, (n, f) in enumerate(spec.items())]
+
+
+def _samples(table, spec: dict[str, str], weights: dict[str, float]) -> BlendedSamples:
+    return BlendedSamples(_streams(table, spec), weights, SEQ, DataConfig(), num_workers=0, prefetch=False)
+
+
+def _trained(samples: BlendedSamples, lo: int, hi: int) -> dict[str, list[tuple[int, int, int]]]:
+    """{stream: [(table row, start, stop) trained, in order]} of stage positions [lo, hi)."""
+    stream_ids, within = samples.sample_ids(np.arange(lo, hi, dtype=np.int64))
+    out: dict[str, list] = {n: [] for n in samples.stream_names}
+    for pos in range(hi - lo):
+        s = samples.streams[int(stream_ids[pos])]
+        pieces = s.pieces([within[pos]]).for_sample(0)
+        last = pieces[-1]
+        pieces[-1] = last._replace(stop=last.stop - 1)  # the label token: trained by the next sample
+        out[s.name] += [(int(p.document), p.start, p.stop) for p in pieces if p.stop > p.start]
+    return out
+
+
+def _cover(table, uses) -> list[np.ndarray]:
+    cov = [np.zeros(int(n), int) for n in table.lengths]
+    for row, a, b in uses:
+        cov[row][a:b] += 1
+    return cov
+
+
+def _edit(before_spec, before_w, after_spec, after_w, after_table=None, after_samples=3000):
+    """Draw BEFORE samples, checkpoint (through JSON), resume under the new recipe, draw more."""
+    table = _table()
+    first = _samples(table, before_spec, before_w)
+    used_before = [u for v in _trained(first, 0, BEFORE).values() for u in v]
+    state = json.loads(json.dumps(first.state_dict()))
+    second = _samples(after_table or table, after_spec, after_w)
+    diff = second.load_state_dict(state)
+    after = _trained(second, BEFORE, BEFORE + after_samples)
+    return table, used_before, second, diff, after
+
+
+def _assert_no_repeat_no_skip(table, used_before, second, after) -> None:
+    """Each stream of the new recipe: first exactly the rest of the epoch (what no stream trained
+    before, each token once, a cut document finished), then only its next epochs."""
+    before = _cover(table, used_before)
+    assert all(c.max() <= 1 for c in before)  # first epoch: no repeat before the edit either
+    for s in second.streams:
+        selected = set(s.rows.tolist())
+        rest = {r for r in selected if before[r].min() == 0}  # not (or not fully) trained before
+        uses, cov = after[s.name], [c.copy() for c in before]
+        done = 0
+        for k, (row, a, b) in enumerate(uses):
+            assert row in rest, f"{s.name}: document {row} trained again within the epoch (use {k})"
+            cov[row][a:b] += 1
+            assert cov[row].max() <= 1, f"{s.name}: tokens of document {row} trained twice within the epoch"
+            if cov[row].min() == 1:
+                done += 1
+            if done == len(rest):
+                break
+        assert done == len(rest), f"{s.name}: {len(rest) - done} documents of the epoch skipped"
+        nxt = {row for row, a, b in uses[k + 1:] if a == 0}  # the next epoch: every selected document
+        assert nxt == selected or not uses[k + 1:]
+
+
+SPEC = {"A": 'topic == "a"', "B": 'topic == "b"'}
+W = {"A": 0.6, "B": 0.4}
+
+
+def test_unedited_resume_is_exact_and_reports_no_change():
+    table = _table()
+    whole = _samples(table, SPEC, W)
+    want = whole.sample_ids(np.arange(0, 400))
+    first = _samples(table, SPEC, W)
+    first.sample_ids(np.arange(0, BEFORE))
+    state = json.loads(json.dumps(first.state_dict()))
+    again = _samples(table, SPEC, W)
+    assert again.load_state_dict(state) is None and again.start == 0 and not again.closed
+    got = again.sample_ids(np.arange(BEFORE, 400))
+    np.testing.assert_array_equal(got[0], want[0][BEFORE:])
+    np.testing.assert_array_equal(got[1], want[1][BEFORE:])
+
+
+def test_weights_edit_keeps_the_history_and_adds_one_entry():
+    table, used, second, diff, after = _edit(SPEC, W, SPEC, {"A": 0.2, "B": 0.8})
+    assert diff["at_sample"] == BEFORE and diff["weights"]["A"] == pytest.approx([0.6, 0.2])
+    last = second.blender.history[-1]
+    assert last.start == BEFORE and last.reason == "recipe_change" and second.start == 0
+    _assert_no_repeat_no_skip(table, used, second, after)
+    # saved and resumed again with the same recipe: no second change
+    again = _samples(table, SPEC, {"A": 0.2, "B": 0.8})
+    assert again.load_state_dict(json.loads(json.dumps(second.state_dict()))) is None
+
+
+def test_add_a_stream():
+    table, used, second, diff, after = _edit(SPEC, W, {**SPEC, "C": 'topic == "c"'}, {"A": 0.4, "B": 0.3, "C": 0.3})
+    assert diff["added"] == ["C"] and not diff["dropped"] and not diff["changed"]
+    assert second.start == BEFORE and len(second.closed) == 1 and second.closed[0]["stop"] == BEFORE
+    _assert_no_repeat_no_skip(table, used, second, after)
+
+
+def test_drop_a_stream():
+    table, used, second, diff, after = _edit(SPEC, W, {"A": SPEC["A"]}, {"A": 1.0})
+    assert diff["dropped"] == ["B"] and not diff["added"] and not diff["changed"]
+    assert second.streams[0].head is None  # unchanged: carries on where it stopped
+    _assert_no_repeat_no_skip(table, used, second, after)
+
+
+def test_change_a_filter():
+    table, used, second, diff, after = _edit(SPEC, W, {"A": 'topic in ["a", "c"]', "B": SPEC["B"]}, W)
+    assert diff["changed"] == {"A": {"filter": ['topic == "a"', 'topic in ["a", "c"]']}}
+    assert second.streams[0].head is not None and second.streams[1].head is None
+    _assert_no_repeat_no_skip(table, used, second, after)
+
+
+def test_retag_moves_documents_between_streams_without_repeats():
+    topics = [("a", "b", "c")[i % 3] for i in range(N)]
+    retagged = [("b" if t == "a" and i % 2 else "a" if t == "b" and i % 4 == 1 else t) for i, t in enumerate(topics)]
+    table, used, second, diff, after = _edit(SPEC, W, SPEC, W, after_table=_table(retagged))
+    assert set(diff["changed"]) == {"A", "B"}
+    assert diff["changed"]["A"] == {"metadata": "changed (re-tagged or re-scored shards)"}
+    moved_and_trained = {r for r, a, b in used if topics[r] != retagged[r]}
+    assert moved_and_trained  # the test moves documents already trained
+    _assert_no_repeat_no_skip(table, used, second, after)
+
+
+def test_refused_when_a_shard_has_other_tokens():
+    lengths = np.random.default_rng(0).integers(5, 90, N)
+    lengths[7] += 1
+    with pytest.raises(RecipeEditRefused, match=r"^refusing recipe change: shard shard0 has other tokens than at "
+                                                 r"the checkpoint .* restore the shard, or train the new tokens"):
+        _edit(SPEC, W, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1}, after_table=_table(lengths=lengths))
+
+
+def test_refused_when_a_held_out_split_changes():
+    table = _table()
+    first = _samples(table, SPEC, W)
+    first.sample_ids(np.arange(BEFORE))
+    state = json.loads(json.dumps(first.state_dict()))
+    streams = _streams(table, SPEC)
+    cfg = dataclasses.replace(streams[0].config, split="train", holdout=0.2)
+    table2 = DocumentTable.from_columns(table.lengths, {"topic": list(table.columns["topic"].tolist()),
+                                                        "doc_id": np.arange(N)}, source="shard0")
+    edited = BlendedSamples([Stream(table2, cfg), streams[1]], W, SEQ, DataConfig(), num_workers=0, prefetch=False)
+    with pytest.raises(RecipeEditRefused, match=r"stream 'A': split changed 'all' -> 'train': documents already "
+                                                r"trained would move into validation"):
+        edited.load_state_dict(state)
+
+
+def test_refused_from_a_state_without_ledgers():
+    table = _table()
+    first = _samples(table, SPEC, W)
+    first.sample_ids(np.arange(BEFORE))
+    state = first.state_dict()
+    old = {"version": 2, "blender": state["blender"], "offsets": state["offsets"]}
+    same = _samples(table, SPEC, W)
+    assert same.load_state_dict(old) is None  # version 2 still resumes with its own streams
+    edited = _samples(table, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1})
+    with pytest.raises(RecipeEditRefused, match=r"data state \(version 2\) has no consumed-documents ledger"):
+        edited.load_state_dict(old)
