@@ -191,3 +191,63 @@ def test_refused_from_a_state_without_ledgers():
     edited = _samples(table, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1})
     with pytest.raises(RecipeEditRefused, match=r"data state \(version 2\) has no consumed-documents ledger"):
         edited.load_state_dict(old)
+
+
+# ---------------------------------------------------------------- the real trainer, and `cpt trace`
+
+@pytest.fixture(scope="module")
+def edited_run(tmp_path_factory):
+    import sys
+    from pathlib import Path
+
+    from launch import launch
+    from train_fixtures import write_lang_shards
+
+    root = tmp_path_factory.mktemp("recipe_edit")
+    prefix = write_lang_shards(root / "lang")
+    worker = Path(__file__).parent / "workers" / "recipe_edit_cases.py"
+    launch([sys.executable, str(worker), "--prefix", prefix, "--out", str(root / "out")])
+    return json.loads((root / "out" / "result.json").read_text()), root / "out" / "run"
+
+
+@pytest.mark.slow
+def test_trainer_logs_each_edit_and_refuses_a_held_out_change(edited_run):
+    result, _ = edited_run
+    changes = [r for r in result["records"] if r["kind"] == "event" and "recipe_change" in r]
+    assert [c["step"] for c in changes] == [2, 4]
+    first, second = changes[0]["recipe_change"], changes[1]["recipe_change"]
+    assert first["added"] == ["en_late"] and first["changed"]["en"] == {
+        "filter": ['lang == "en" and line <= 40', 'lang == "en" and line <= 20']}
+    assert first["weights"]["zh_a"] == pytest.approx([0.3, 0.1]) and first["at_sample"] == 2 * 8
+    assert set(second["changed"]) == {"zh_a", "zh_b", "en", "en_late"} and second["at_sample"] == 4 * 8
+    assert all(v == {"metadata": "changed (re-tagged or re-scored shards)"} for v in second["changed"].values())
+    assert result["refused"].startswith("refusing recipe change: stream 'en': split changed 'all' -> 'train'")
+
+
+@pytest.mark.slow
+def test_trace_across_edits_equals_what_the_trainer_fetched_and_nothing_repeats(edited_run):
+    from cpt.trace import open_stages, trace_doc, trace_step
+
+    result, run = edited_run
+    fetched = [x for launch_ in ("v1", "v2", "v3") for x in result["seen"][launch_]]
+    assert [x[0] for x in fetched] == list(range(6 * 8))
+    stages = open_stages([run])
+    traced = [s for step in range(1, 7) for s in trace_step(stages, step)]
+    names = {"v1": ["en", "zh_a", "zh_b"], "v2": ["en", "zh_a", "zh_b", "en_late"]}
+    want = [(pos, names["v1" if pos < 16 else "v2"][stream], index) for pos, stream, index in fetched]
+    assert [(s.position, s.stream, s.index) for s in traced] == want
+    # every token of every document trained at most once, and each document from its first token on
+    cover: dict[str, list[tuple[int, int]]] = {}
+    for s in traced:
+        pieces = [dict(p) for p in s.pieces]
+        pieces[-1]["stop"] -= 1  # the label of the last position: trained by the next sample
+        for p in pieces:
+            if p["stop"] > p["start"]:
+                cover.setdefault(p["doc_id"], []).append((p["start"], p["stop"]))
+    for doc, ranges in cover.items():
+        ranges.sort()
+        assert ranges[0][0] == 0 and all(a[1] == b[0] for a, b in zip(ranges, ranges[1:])), (doc, ranges)
+    for doc in sorted(cover)[::3]:
+        hits = trace_doc(stages, doc)
+        assert sorted((h["start"], min(h["stop"], h["start"] + 10**9)) for h in hits)[0][0] == 0
+        assert {h["sample"] for h in hits} == {s.sample for s in traced if any(p["doc_id"] == doc for p in s.pieces)}

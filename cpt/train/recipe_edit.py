@@ -64,7 +64,8 @@ def stream_record(stream: "Stream") -> dict[str, Any]:
     """What a later edit (and trace) needs to know of a stream: config, shards, fingerprints."""
     t = stream.table
     return {"config": asdict(stream.config), "fingerprint": stream.fingerprint, "table": t.fingerprint,
-            "sources": list(t.sources), "tokens": token_fingerprints(t), "documents": len(t)}
+            "sources": list(t.sources), "source_fingerprints": list(t.fingerprints), "tokens": token_fingerprints(t),
+            "documents": len(t)}
 
 
 def segment_state(samples: "BlendedSamples") -> dict[str, Any]:
