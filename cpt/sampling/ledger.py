@@ -61,7 +61,7 @@ def consumed(stream: "Stream", index: int) -> Ledger:
     is the last sample's label (the extra token) is not counted: the next sample trains on it."""
     bits = np.zeros(len(stream.table), bool)
     if index == 0:
-        pos, off = stream._cursors[0]
+        pos, off = stream.cursor(0)
     else:
         _, after = stream.boundaries_many([index - 1])
         pos, off = int(after[0, 0]), int(after[0, 1])

@@ -149,6 +149,7 @@ class Stream:
         self.cache_hit: bool | None = None  # None: no cache; else whether the entry was already built
         self.head: StreamHead | None = None  # the rest of an epoch cut by a recipe edit (see start_head)
         self._head_rows = np.zeros(0, np.int64)
+        self._cursor_table = np.zeros((0, 2), np.int64)  # cursors at k * seg_len from the cache, k < len
         if cache is None:
             self._select()
         else:
@@ -297,10 +298,18 @@ class Stream:
         self.head, self._head_rows = head, rows
         self._bounds, self._n_cached_segments = None, 0
         self._segments.clear()
-        self._cursors = [(0, offset)]
+        self._cursor_table, self._cursors = np.zeros((0, 2), np.int64), [(0, offset)]
 
     def _head_tokens(self) -> int:
-        return int(self.table.lengths[self._head_rows].sum()) - self._cursors[0][1] if self.head else 0
+        return int(self.table.lengths[self._head_rows].sum()) - self.cursor(0)[1] if self.head else 0
+
+    def cursor(self, k: int) -> tuple[int, int]:
+        """(flat position, offset) where sample k * seg_len starts, if known (see _segment)."""
+        t = self._cursor_table
+        return (int(t[k, 0]), int(t[k, 1])) if k < len(t) else self._cursors[k - len(t)]
+
+    def _known_cursors(self) -> int:
+        return len(self._cursor_table) + len(self._cursors)
 
     # ------------------------------------------------------------------------------------ packing
     def _segment(self, k: int) -> np.ndarray:
@@ -311,9 +320,9 @@ class Stream:
         if k in self._segments:
             self._segments.move_to_end(k)
             return self._segments[k]
-        while len(self._cursors) <= k:
-            self._segment(len(self._cursors) - 1)
-        pos, offset = self._cursors[k]
+        while self._known_cursors() <= k:
+            self._segment(self._known_cursors() - 1)
+        pos, offset = self.cursor(k)
         parts = [np.array([[pos, offset]], dtype=np.int64)]
         need = self._seg_len
         mean_len = max(self.tokens_per_epoch / max(self.num_documents, 1), 1.0)
@@ -330,7 +339,7 @@ class Stream:
                 window *= 2  # a sample longer than the window: look further
             pos = pos + p
         seg = np.concatenate(parts)
-        if len(self._cursors) == k + 1 and len(seg) == self._seg_len + 1:
+        if self._known_cursors() == k + 1 and len(seg) == self._seg_len + 1:
             self._cursors.append((int(seg[-1, 0]), int(seg[-1, 1])))
         self._segments[k] = seg
         while len(self._segments) > _CACHED_SEGMENTS:

@@ -88,15 +88,15 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
     to compute them in memory. tables: a dict shared between calls (the train and valid splits) so
     that they read one DocumentTable per shard set; only the metadata columns the streams need
     (filters, ppl orders, doc_id for a held-out split) are read. samples: the run's training samples;
-    the cache of a training stream then covers the epochs of twice its share of them (the mixture
-    may move), the rest is packed in memory if a stream is read further.
+    the cache of a training stream then covers what `_expected_reads` expects it to give (packing
+    cursors for all of it, whole packed epochs up to the cache's limit); a stream read further packs
+    the rest in memory.
     """
     from cpt.sampling.index_cache import IndexCache
 
     cache = IndexCache(cache_dir) if cache_dir else None
     tables = {} if tables is None else tables
     wanted = _needed_columns(specs, holdout)
-    total_weight = sum(spec.weight for spec in specs) or 1.0
     streams = []
     valid = split == "valid"
     for i, spec in enumerate(specs):
@@ -111,7 +111,7 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             order="shuffle" if valid else spec.order, seed=spec.seed,
             on_exhausted="next_epoch" if valid else spec.on_exhausted,
             split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
-        ), cache=cache, cache_samples=None if valid or not samples else int(2 * samples * spec.weight / total_weight))
+        ), cache=cache, cache_samples=None if valid or not samples else _expected_reads(spec, specs, samples))
         if stream.tokens_per_epoch == 0:
             side = (f"held-out (valid_holdout={share}; data.streams[{i}].valid_holdout: 0 trains on all of a "
                     "small stream's documents without validating it)" if valid else "training")
@@ -121,6 +121,14 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             )
         streams.append(stream)
     return streams
+
+
+def _expected_reads(spec: StreamSpec, specs: Sequence[StreamSpec], samples: int) -> int:
+    """Samples the cache of a training stream covers: twice its share of the run's samples, and at
+    least twice a uniform share (the mixture may move: a controller or a recipe edit raises a
+    stream's weight; beyond this a stream packs from its last cached cursor, in memory)."""
+    total = sum(s.weight for s in specs) or 1.0
+    return int(2 * samples * max(spec.weight / total, 1 / len(specs)))
 
 
 def _needed_columns(specs: Sequence[StreamSpec], holdout: float) -> set[str]:
