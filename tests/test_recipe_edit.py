@@ -61,15 +61,29 @@ def _cover(table, uses) -> list[np.ndarray]:
     return cov
 
 
-def _edit(before_spec, before_w, after_spec, after_w, after_table=None, after_samples=3000):
-    """Draw BEFORE samples, checkpoint (through JSON), resume under the new recipe, draw more."""
+def _current_epoch(uses: list[tuple[int, int, int]], documents: int, lengths) -> list[tuple[int, int, int]]:
+    """The uses of a stream's epoch in progress: epoch k starts with its (k * documents + 1)-th
+    document start (an unedited stream trains its documents once per epoch, back to back)."""
+    starts = [k for k, (_, a, _) in enumerate(uses) if a == 0]
+    if not starts:
+        return []
+    row, _, stop = uses[-1]
+    if len(starts) % documents == 0 and stop == lengths[row]:
+        return []  # the last epoch just ended: the next one has trained nothing yet
+    return uses[starts[(len(starts) - 1) // documents * documents]:]
+
+
+def _edit(before_spec, before_w, after_spec, after_w, after_table=None, after_samples=3000, before=BEFORE):
+    """Draw `before` samples, checkpoint (through JSON), resume under the new recipe, draw more;
+    returns the uses of each stream's epoch in progress at the edit, and those after it."""
     table = _table()
     first = _samples(table, before_spec, before_w)
-    used_before = [u for v in _trained(first, 0, BEFORE).values() for u in v]
+    trained = _trained(first, 0, before)
+    used_before = [u for s in first.streams for u in _current_epoch(trained[s.name], s.num_documents, table.lengths)]
     state = json.loads(json.dumps(first.state_dict()))
     second = _samples(after_table or table, after_spec, after_w)
     diff = second.load_state_dict(state)
-    after = _trained(second, BEFORE, BEFORE + after_samples)
+    after = _trained(second, before, before + after_samples)
     return table, used_before, second, diff, after
 
 
@@ -77,7 +91,7 @@ def _assert_no_repeat_no_skip(table, used_before, second, after) -> None:
     """Each stream of the new recipe: first exactly the rest of the epoch (what no stream trained
     before, each token once, a cut document finished), then only its next epochs."""
     before = _cover(table, used_before)
-    assert all(c.max() <= 1 for c in before)  # first epoch: no repeat before the edit either
+    assert all(c.max() <= 1 for c in before)  # within an epoch: no repeat before the edit either
     for s in second.streams:
         selected = set(s.rows.tolist())
         rest = {r for r in selected if before[r].min() == 0}  # not (or not fully) trained before
@@ -155,6 +169,36 @@ def test_retag_moves_documents_between_streams_without_repeats():
     moved_and_trained = {r for r, a, b in used if topics[r] != retagged[r]}
     assert moved_and_trained  # the test moves documents already trained
     _assert_no_repeat_no_skip(table, used, second, after)
+
+
+def test_edit_in_a_later_epoch_resumes_the_rest_of_that_epoch():
+    """Streams deep in their third and fourth epochs: the edited one trains the rest of its epoch."""
+    deep = 800
+    table, used, second, diff, after = _edit(SPEC, W, {"A": 'topic in ["a", "c"]', "B": SPEC["B"]}, W,
+                                             before=deep)
+    assert diff["resumes"]["A"]["epoch"] >= 2 and used
+    _assert_no_repeat_no_skip(table, used, second, after)
+
+
+def test_two_edits_the_second_while_a_stream_still_trains_the_rest_of_its_epoch():
+    """A filter change, 40 samples, then a re-tag: the second edit's ledgers include the first's, and
+    a stream may have to finish two documents the edit cut."""
+    table = _table()
+    first = _samples(table, SPEC, W)
+    used = [u for v in _trained(first, 0, BEFORE).values() for u in v]
+    spec2 = {"A": 'topic in ["a", "c"]', "B": SPEC["B"]}
+    second = _samples(table, spec2, W)
+    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    used += [u for v in _trained(second, BEFORE, BEFORE + 40).values() for u in v]
+    assert second.streams[0].head is not None
+    retagged = [("b" if t == "a" and i % 2 else t) for i, t in enumerate(table.columns["topic"].tolist())]
+    third = _samples(_table(retagged), spec2, W)
+    diff = third.load_state_dict(json.loads(json.dumps(second.state_dict())))
+    assert set(diff["changed"]) == {"A", "B"} and len(third.closed) == 2
+    # B finishes two cut documents: its own, and A's, which the re-tag moved into B
+    assert len(diff["resumes"]["B"]["cut_documents"]) == 2
+    after = _trained(third, BEFORE + 40, BEFORE + 40 + 3000)
+    _assert_no_repeat_no_skip(table, used, third, after)
 
 
 def test_refused_when_a_shard_has_other_tokens():

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import numpy as np
 
 if TYPE_CHECKING:
-    from cpt.sampling.stream import Stream
+    from cpt.sampling.stream import Stream, StreamHead
 
 
 @dataclass(frozen=True)
@@ -69,13 +69,27 @@ def consumed(stream: "Stream", index: int) -> Ledger:
     if stream.config.on_exhausted == "stop" and epoch > 0:  # a `stop` stream's one epoch is all trained
         bits[stream.rows] = True
         return Ledger(0, bits)
+    skip = 0
     if stream.head is not None and epoch == stream.head.epoch:
         rows = stream._head_rows
         bits[stream.rows] = stream.head.excluded[stream.rows]  # trained in this epoch before the edit
+        skip = int(stream._head_skip[j]) if j < len(rows) else 0
     else:
-        rows, j = stream.rows[stream._order(epoch)], j
+        rows = stream.rows[stream._order(epoch)]
     bits[rows[:j]] = True
-    if off > 0:
+    if off + skip > 0:
         bits[rows[j]] = True
-        return Ledger(epoch, bits, int(rows[j]), off)
+        return Ledger(epoch, bits, int(rows[j]), off + skip)
     return Ledger(epoch, bits)
+
+
+def head_to_dict(head: "StreamHead") -> dict[str, Any]:
+    return {"epoch": head.epoch, "documents": len(head.excluded), "bits": encode_bits(head.excluded),
+            "partials": [list(p) for p in head.partials]}
+
+
+def head_from_dict(d: Mapping[str, Any]) -> "StreamHead":
+    from cpt.sampling.stream import StreamHead
+
+    return StreamHead(int(d["epoch"]), decode_bits(d["bits"], int(d["documents"])),
+                      tuple((int(r), int(o)) for r, o in d.get("partials", ())))

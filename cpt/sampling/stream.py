@@ -121,14 +121,14 @@ class StreamHead:
     """Where a stream starts after a recipe edit: the rest of epoch `epoch`, then epochs epoch + 1, ...
 
     The rest of the epoch is the stream's order of that epoch without the documents already trained
-    in it (`excluded`, a bool per table row: the consumed-documents ledger), led by the document the
-    edit cut (`partial`: its table row, read from token `offset` on) when the stream still selects it.
+    in it (`excluded`, a bool per table row: the consumed-documents ledger), led by the documents the
+    edit cut (`partials`: (table row, first token not yet trained)) that the stream selects, each
+    read on from where it stopped.
     """
 
     epoch: int
     excluded: np.ndarray  # bool per table row
-    partial: int | None = None  # table row of the document cut by the edit, or None
-    offset: int = 0  # its first token not yet trained
+    partials: tuple[tuple[int, int], ...] = ()
 
 
 class Stream:
@@ -149,6 +149,7 @@ class Stream:
         self.cache_hit: bool | None = None  # None: no cache; else whether the entry was already built
         self.head: StreamHead | None = None  # the rest of an epoch cut by a recipe edit (see start_head)
         self._head_rows = np.zeros(0, np.int64)
+        self._head_skip = np.zeros(0, np.int64)
         self._cursor_table = np.zeros((0, 2), np.int64)  # cursors at k * seg_len from the cache, k < len
         if cache is None:
             self._select()
@@ -239,7 +240,7 @@ class Stream:
         out = []
         if start < h:
             take = min(count, h - start)
-            out.append(self.table.lengths[self._head_rows[start: start + take]])
+            out.append(self.table.lengths[self._head_rows[start: start + take]] - self._head_skip[start: start + take])
             start, count = start + take, count - take
         while count > 0 and n > 0:
             epoch, j = divmod(start - h, n)
@@ -287,21 +288,33 @@ class Stream:
         """
         if self.config.on_exhausted == "stop" and head.epoch > 0:
             raise ValueError(f"stream {self.name!r}: a `stop` stream has one epoch, not a head in epoch {head.epoch}")
-        keep = np.ones(len(self.rows), bool) if head.excluded is None else ~head.excluded[self.rows]
-        rows = self.rows[self._order(head.epoch)]
-        rows = rows[keep[self._order(head.epoch)]]
-        offset = 0
-        at = int(np.searchsorted(self.rows, head.partial)) if head.partial is not None else len(self.rows)
-        if at < len(self.rows) and self.rows[at] == head.partial:  # rows are in table order
-            rows = np.concatenate([[head.partial], rows[rows != head.partial]]).astype(np.int64)
-            offset = head.offset
-        self.head, self._head_rows = head, rows
+        order = self._order(head.epoch)
+        rows = self.rows[order][~head.excluded[self.rows][order]]
+        lead = [(int(r), int(o)) for r, o in head.partials if self.selects(r)]
+        lead_rows = np.array([r for r, _ in lead], np.int64)
+        self._head_rows = np.concatenate([lead_rows, rows[~np.isin(rows, lead_rows)]]).astype(np.int64)
+        self._head_skip = np.zeros(len(self._head_rows), np.int64)  # tokens trained before the edit
+        self._head_skip[: len(lead)] = [o for _, o in lead]
+        self.head = head
         self._bounds, self._n_cached_segments = None, 0
         self._segments.clear()
-        self._cursor_table, self._cursors = np.zeros((0, 2), np.int64), [(0, offset)]
+        self._cursor_table, self._cursors = np.zeros((0, 2), np.int64), [(0, 0)]
+
+    def selects(self, row: int) -> bool:
+        """Whether table row `row` is one of this stream's documents."""
+        at = int(np.searchsorted(self.rows, row))  # rows are in table order
+        return at < len(self.rows) and int(self.rows[at]) == int(row)
+
+    def _skip_at(self, pos: np.ndarray) -> np.ndarray:
+        """Tokens of the document at each flat position trained before the stream started (a head's
+        cut documents); 0 elsewhere."""
+        skip = np.zeros(len(pos), np.int64)
+        in_head = pos < len(self._head_rows)
+        skip[in_head] = self._head_skip[pos[in_head]]
+        return skip
 
     def _head_tokens(self) -> int:
-        return int(self.table.lengths[self._head_rows].sum()) - self.cursor(0)[1] if self.head else 0
+        return int(self.table.lengths[self._head_rows].sum() - self._head_skip.sum()) if self.head else 0
 
     def cursor(self, k: int) -> tuple[int, int]:
         """(flat position, offset) where sample k * seg_len starts, if known (see _segment)."""
@@ -382,8 +395,9 @@ class Stream:
         owner = np.repeat(np.arange(n_samples), per)
         pos = np.repeat(p0, per) + (np.arange(total) - np.repeat(np.cumsum(per) - per, per))
         rows = self.rows_at(pos)
-        start = np.where(pos == p0[owner], o0[owner], 0)
-        stop = np.where(pos == p1[owner], o1[owner] + self.config.add_extra_token, self.table.lengths[rows])
+        shift = self._skip_at(pos)  # packing offsets count from a cut document's first untrained token
+        start = np.where(pos == p0[owner], o0[owner], 0) + shift
+        stop = np.where(pos == p1[owner], o1[owner] + self.config.add_extra_token + shift, self.table.lengths[rows])
         keep = stop > start
         offsets = np.zeros(n_samples + 1, np.int64)
         np.cumsum(np.bincount(owner[keep], minlength=n_samples), out=offsets[1:])

@@ -70,8 +70,7 @@ def open_cached(stream: "Stream", cache: IndexCache, samples: int | None = None)
     if stream.config.order == "shuffle":
         stream._stored_orders = {e: orders[e] for e in range(len(orders))}
     bounds = entry.array("bounds")[: int(meta["rows_used"])]
-    L, n_seg = stream._seg_len, int(meta["n_segments"])
-    stream._bounds, stream._n_cached_segments = bounds, n_seg
+    stream._bounds, stream._n_cached_segments = bounds, int(meta["n_segments"])
     stream._cursor_table, stream._cursors = entry.array("cursors"), []
 
 

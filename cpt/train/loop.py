@@ -260,8 +260,8 @@ class Trainer:
         parts = [f"{k} {change[k]}" for k in ("added", "dropped") if change.get(k)]
         parts += [f"changed {sorted(change['changed'])}"] if change.get("changed") else []
         share = lambda w: "-" if w is None else f"{w:.4g}"  # noqa: E731
-        parts += [f"weights {{{', '.join(f'{n}: {share(a)} -> {share(b)}' for n, (a, b) in change['weights'].items())}}}"] \
-            if change.get("weights") else []
+        weights = ", ".join(f"{n}: {share(a)} -> {share(b)}" for n, (a, b) in change.get("weights", {}).items())
+        parts += [f"weights {{{weights}}}"] if weights else []
         self.logger.event(self.state.step, f"recipe change at step {self.state.step}: " + "; ".join(parts),
                           recipe_change=change)
         self._log_data()

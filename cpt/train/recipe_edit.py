@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from cpt.sampling.ledger import Ledger, consumed
+from cpt.sampling.ledger import Ledger, consumed, head_from_dict, head_to_dict
 from cpt.sampling.stream import StreamHead
 
 if TYPE_CHECKING:
@@ -74,10 +74,10 @@ def segment_state(samples: "BlendedSamples") -> dict[str, Any]:
     heads, ledgers = {}, {}
     for k, s in enumerate(samples.streams):
         if s.head is not None:
-            h = s.head
-            heads[s.name] = Ledger(h.epoch, h.excluded, h.partial, h.offset).to_dict()
+            heads[s.name] = head_to_dict(s.head)
         ledgers[s.name] = consumed(s, int(samples.offsets[k] + counts[k])).to_dict()
-    return {"blender": samples.blender.state_dict(), "offsets": dict(zip(samples.stream_names, samples.offsets.tolist())),
+    offsets = dict(zip(samples.stream_names, samples.offsets.tolist()))
+    return {"blender": samples.blender.state_dict(), "offsets": offsets,
             "start": samples.start, "recipe_weights": dict(samples.recipe_weights),
             "streams": {s.name: stream_record(s) for s in samples.streams}, "heads": heads, "ledgers": ledgers}
 
@@ -87,8 +87,7 @@ def restore_heads(samples: "BlendedSamples", state: Mapping[str, Any], only: set
     for s in samples.streams:
         d = state.get("heads", {}).get(s.name)
         if d is not None and (only is None or s.name in only):
-            h = Ledger.from_dict(d)
-            s.start_head(StreamHead(h.epoch, h.bits, h.partial, h.offset))
+            s.start_head(head_from_dict(d))
 
 
 def load_or_edit(samples: "BlendedSamples", state: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -96,7 +95,9 @@ def load_or_edit(samples: "BlendedSamples", state: Mapping[str, Any]) -> dict[st
     new_weights = dict(samples.recipe_weights)
     b = state["blender"]
     old_fp = dict(zip(b["streams"], b.get("fingerprints") or [None] * len(b["streams"])))
-    if list(b["streams"]) == list(samples.stream_names) and all(old_fp[s.name] == s.fingerprint for s in samples.streams):
+    same = all(old_fp[s.name] == s.fingerprint for s in samples.streams) if list(b["streams"]) == list(
+        samples.stream_names) else False
+    if same:
         samples.load_exact(state)
         old_weights = dict(samples.recipe_weights)
         if all(abs(old_weights[n] - new_weights[n]) <= 1e-12 for n in new_weights):
@@ -181,27 +182,27 @@ def _start_heads(streams: list["Stream"], old: Mapping[str, Any], ledgers: Mappi
                 _refuse(f"stream {n!r}: its ledger has {len(ledgers[n].bits)} documents, its shards now {len(s.table)}")
             excluded |= ledgers[n].bits
         epoch = ledgers[s.name].epoch if s.name in over else 0
-        row, offset = partials.get(s.name, (None, 0))
-        if epoch or row is not None or excluded.any():
-            s.start_head(StreamHead(epoch, excluded, row, offset))
+        cut = partials.get(s.name, [])
+        if epoch or cut or excluded.any():
+            s.start_head(StreamHead(epoch, excluded, tuple(cut)))
         resumes[s.name] = {"epoch": epoch, "documents_left": len(s._head_rows) if s.head else s.num_documents,
-                           "cut_document": row}
+                           "cut_documents": [row for row, _ in cut]}
     return resumes
 
 
 def _cut_documents(streams: list["Stream"], old: Mapping[str, Any], ledgers: Mapping[str, Ledger],
-                   carried: set[str]) -> dict[str, tuple[int, int]]:
-    """{new stream: (table row, offset)}: who finishes each document the edit cut - the stream of
-    the same name if it still selects it, else the first new stream over those shards that does."""
-    out: dict[str, tuple[int, int]] = {}
+                   carried: set[str]) -> dict[str, list[tuple[int, int]]]:
+    """{new stream: [(table row, offset)]}: who finishes each document the edit cut - the stream of
+    the same name if it still selects it, else the first new stream over those shards that does (a
+    re-tag may have moved it). A cut document no new stream selects is left, as its filter says."""
+    out: dict[str, list[tuple[int, int]]] = {}
     for name, led in ledgers.items():
         if led.partial is None or name in carried:
             continue
-        over = [s for s in streams if tuple(s.table.sources) == tuple(old[name]["sources"]) and s.name not in out]
+        over = [s for s in streams if tuple(s.table.sources) == tuple(old[name]["sources"])]
         over.sort(key=lambda s: s.name != name)
         for s in over:
-            at = int(np.searchsorted(s.rows, led.partial))
-            if at < len(s.rows) and s.rows[at] == led.partial:
-                out[s.name] = (led.partial, led.offset)
+            if s.selects(led.partial):
+                out.setdefault(s.name, []).append((led.partial, led.offset))
                 break
     return out

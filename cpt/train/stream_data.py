@@ -311,7 +311,8 @@ class BlendedSamples:
         (config, shards, fingerprints), head and consumed-documents ledger, and the closed segments."""
         from cpt.train.recipe_edit import segment_state
 
-        return {"version": STATE_VERSION, **segment_state(self), "segments": list(self.closed)}
+        with self._streams_lock:  # the ledgers read the streams' packing, which the prefetch thread also uses
+            return {"version": STATE_VERSION, **segment_state(self), "segments": list(self.closed)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> Optional[dict[str, Any]]:
         """Resume this stage: exactly when the recipe's streams and weights are the checkpoint's;
@@ -350,7 +351,8 @@ class BlendedSamples:
         from cpt.train.recipe_edit import restore_heads
 
         if previous.get("version") not in READS:
-            raise ValueError(f"previous stage's data state version {previous.get('version')!r}; need one of {list(READS)}")
+            raise ValueError(f"previous stage's data state version {previous.get('version')!r}; "
+                             f"need one of {list(READS)}")
         old = previous["blender"]
         fingerprints = dict(zip(old["streams"], old.get("fingerprints") or [None] * len(old["streams"])))
         drawn = {name: int(c) + int(previous["offsets"].get(name, 0)) for name, c in zip(old["streams"], old["counts"])}
