@@ -11,7 +11,8 @@ already trained is trained again and none the new recipe selects is skipped:
   its namesake was in, else 0) in its own order, without the documents that the checkpoint's
   streams over the same shards trained in their epochs in progress (the union of their
   consumed-documents ledgers: a document re-tagged from one stream into another is not trained
-  twice), led by a document the edit cut when the stream selects it; then its next epochs as usual.
+  twice), led by the documents the edit cut that it selects (its namesake's first, each read on
+  from the token where it stopped); then its next epochs as usual.
 - Weights: the new recipe's weights apply from the edit; an unchanged stream set keeps the
   Blender's history and adds one entry (reason `recipe_change`); a changed set opens a new segment:
   a new Blender over the new streams from the checkpoint's sample on, the old segment's data state
