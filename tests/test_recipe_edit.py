@@ -260,6 +260,8 @@ def test_trainer_logs_each_edit_and_refuses_a_held_out_change(edited_run):
     changes = [r for r in result["records"] if r["kind"] == "event" and "recipe_change" in r]
     assert [c["step"] for c in changes] == [2, 4]
     first, second = changes[0]["recipe_change"], changes[1]["recipe_change"]
+    assert changes[0]["message"] == ("recipe change at step 2: added ['en_late']; changed ['en']; "
+                                     "weights {zh_a: 0.3 -> 0.1, en_late: - -> 0.2}")
     assert first["added"] == ["en_late"] and first["changed"]["en"] == {
         "filter": ['lang == "en" and line <= 40', 'lang == "en" and line <= 20']}
     assert first["weights"]["zh_a"] == pytest.approx([0.3, 0.1]) and first["at_sample"] == 2 * 8

@@ -262,6 +262,7 @@ class Trainer:
         share = lambda w: "-" if w is None else f"{w:.4g}"  # noqa: E731
         weights = ", ".join(f"{n}: {share(a)} -> {share(b)}" for n, (a, b) in change.get("weights", {}).items())
         parts += [f"weights {{{weights}}}"] if weights else []
+        parts = parts or ["streams reordered"]
         self.logger.event(self.state.step, f"recipe change at step {self.state.step}: " + "; ".join(parts),
                           recipe_change=change)
         self._log_data()
