@@ -3,18 +3,21 @@
 The run: one stage over a real shard (Python help topics tokenized by `cpt preprocess` with
 Mistral's SentencePiece model, documents split into 22 topics), 22 streams (one per topic,
 shuffled, starting a new epoch when they run out), weights changed 3 times, 10M samples drawn.
-Its checkpoint is written as the trainer writes one (trainer_state.json with the recipe, the stage
-record and the Blender state; no model tensors: trace does not read them). Then, as `cpt trace
+The streams are opened as the trainer opens them, through the run's index cache sized for the run's
+samples (built here, untimed, as the trainer builds it at its start). Its checkpoint is written as
+the trainer writes one (trainer_state.json with the recipe, the stage record and the data state:
+Blender, ledgers; no model tensors: trace does not read them). Then, as `cpt trace
 RUN --step N` does: open the stage, rebuild its streams, load (and verify) the Blender state, and
 list every sample of step N with its pieces and their documents' metadata.
 
 Figures: trace_ms, a cold trace (a fresh process's work after imports: open + rebuild + replay +
 pieces + metadata), best of --repeat, split into open_replay_ms (rebuild the streams, load and verify
-the Blender state) and ids_pieces_ms (sample ids, each stream's packing up to the step, metadata);
+the Blender state) and ids_pieces_ms (sample ids, each stream's packing of the step's segments from the cached cursors, metadata);
 warm_ms, another step on the opened stage; load average. The streams here are small (about one
-epoch per packing segment), the worst case for a stream's packing walk to a deep index.
-ledger_bytes_per_m_docs is the consumed-documents ledger of issue 16 item 4, not built yet: null.
-Last line: {"bench": "trace", "trace_ms": ..., "ledger_bytes_per_m_docs": null, ...}.
+epoch per packing segment): without the cache's cursors each would pack from its sample 0.
+ledger_bytes_per_m_docs: the consumed-documents ledgers of all streams as the checkpoint stores them
+(base64 text of compressed bitmaps), per million documents of the shard.
+Last line: {"bench": "trace", "trace_ms": ..., "ledger_bytes_per_m_docs": ..., ...}.
 """
 from __future__ import annotations
 
@@ -54,7 +57,7 @@ def _shard(folder: Path, docs_per_topic: int) -> str:
     return prefix
 
 
-def _recipe(prefix: str, run: Path, gbs: int, seq: int, rng) -> dict:
+def _recipe(prefix: str, run: Path, gbs: int, seq: int, samples: int, rng) -> dict:
     weights = (rng.random(STREAMS) + 0.05).tolist()
     return {
         "model": dict(num_layers=2, hidden_size=64, ffn_hidden_size=176, num_attention_heads=4,
@@ -62,7 +65,7 @@ def _recipe(prefix: str, run: Path, gbs: int, seq: int, rng) -> dict:
         "data": {"streams": [{"name": f"t{i}", "prefixes": [prefix], "filter": f'topic == "t{i}"',
                               "weight": weights[i], "seed": i} for i in range(STREAMS)], "eod_token_id": 2},
         "training": dict(output_dir=str(run), seq_length=seq, micro_batch_size=gbs // 8, global_batch_size=gbs,
-                         train_tokens=10**12, precision="fp32", tensorboard=False),
+                         train_tokens=samples * seq, precision="fp32", tensorboard=False),
     }
 
 
@@ -72,11 +75,12 @@ def simulate(prefix: str, run: Path, samples: int, gbs: int, seq: int) -> int:
     from cpt.train.stream_data import BlendedSamples, build_streams
 
     rng = np.random.default_rng(0)
-    recipe = recipe_from_dict(_recipe(prefix, run, gbs, seq, rng))
+    recipe = recipe_from_dict(_recipe(prefix, run, gbs, seq, samples, rng))
     d = recipe.data
-    data = BlendedSamples(build_streams(d.streams, seq, "train"), {s.name: s.weight for s in d.streams}, seq, d,
-                          num_workers=0)
     steps = samples // gbs
+    # as the trainer opens them: through the run's index cache, sized for the run's samples
+    streams = build_streams(d.streams, seq, "train", cache_dir=str(run / "data_cache"), samples=steps * gbs)
+    data = BlendedSamples(streams, {s.name: s.weight for s in d.streams}, seq, d, num_workers=0, prefetch=False)
     for c in range(1, CHANGES + 1):
         data.set_weights((rng.random(STREAMS) + 0.05).tolist(), effective_at=(steps * c // (CHANGES + 1)) * gbs)
     data.blender.next_samples(steps * gbs)
@@ -85,11 +89,14 @@ def simulate(prefix: str, run: Path, samples: int, gbs: int, seq: int) -> int:
              "extra": {"stage": {"name": "main", "start_step": 0, "start_samples": 0, "start_tokens": 0},
                        "data": data.state_dict()},
              "layout": {"tp": 1, "pp": 1, "dp": 8}, "recipe": recipe_to_dict(recipe)}
+    ledgers = state["extra"]["data"]["ledgers"]
+    documents = ledgers[next(iter(ledgers))]["documents"]  # every stream's ledger covers the shard's documents
+    ledger_bytes = sum(len(x["bits"]) for x in ledgers.values())
     ckpt = run / "checkpoints" / f"step_{steps:08d}"
     ckpt.mkdir(parents=True)
     (ckpt / "trainer_state.json").write_text(json.dumps(state))
     (ckpt / "COMPLETE").write_text(f"{steps}\n")
-    return steps
+    return steps, ledger_bytes * 1_000_000 / documents
 
 
 def main() -> None:
@@ -106,7 +113,7 @@ def main() -> None:
         tmp = Path(tmp)
         prefix = _shard(tmp, args.docs_per_topic)
         t0 = time.perf_counter()
-        steps = simulate(prefix, tmp / "run", args.samples, args.global_batch_size, args.seq_length)
+        steps, ledger_per_m = simulate(prefix, tmp / "run", args.samples, args.global_batch_size, args.seq_length)
         simulate_s = time.perf_counter() - t0
         deep = steps - 7
         cold, replay, pieces = [], [], []
@@ -132,8 +139,7 @@ def main() -> None:
                       "open_replay_ms": round(min(replay) * 1e3, 1), "ids_pieces_ms": round(min(pieces) * 1e3, 1),
                       "samples_drawn": steps * args.global_batch_size, "streams": STREAMS, "weight_changes": CHANGES,
                       "step": deep, "samples_in_step": args.global_batch_size,
-                      "ledger_bytes_per_m_docs": None,
-                      "ledger_note": "the consumed-documents ledger (issue 16 item 4) is not built yet",
+                      "ledger_bytes_per_m_docs": round(ledger_per_m),
                       "loadavg": [round(x, 2) for x in os.getloadavg()]}))
 
 

@@ -88,6 +88,27 @@ def test_an_entry_covering_too_few_epochs_is_rebuilt_with_more(tmp_path):
     assert not again._epochs and not again._segments
 
 
+def test_cursors_reach_past_the_cached_epochs_without_packing_from_the_start(tmp_path, monkeypatch):
+    """A stream read for many more epochs than the cache packs keeps a cursor per packing segment for
+    all the expected reads: a deep sample packs its own segment only, and equals the uncached one."""
+    from cpt.sampling.stream_cache import MAX_EPOCHS
+
+    monkeypatch.setattr(stream_mod, "SEGMENT", 64)
+    t = table()
+    cfg = StreamConfig(name="s", seq_length=32, seed=5)
+    per_epoch = Stream(t, cfg).tokens_per_epoch // 32
+    deep = (3 * MAX_EPOCHS) * per_epoch
+    Stream(t, cfg, cache=IndexCache(tmp_path), cache_samples=deep + 1000)
+    warm = Stream(t, cfg, cache=IndexCache(tmp_path))  # trace's open: whatever the entry covers
+    assert warm.cache_hit and len(warm._cursor_table) * warm._seg_len > deep
+    packed = []
+    real = Stream._segment
+    monkeypatch.setattr(Stream, "_segment", lambda self, k: (self is warm and packed.append(k)) or real(self, k))
+    idx = np.array([deep, deep + 1, deep + 37])
+    assert_same_samples(Stream(t, cfg), warm, idx)
+    assert sorted(set(packed)) == sorted(set((idx // warm._seg_len).tolist()))  # its own segments, not from 0
+
+
 def test_key_changes_with_filter_seed_shard_and_metadata(tmp_path):
     from cpt.sampling.stream_cache import stream_fields
 

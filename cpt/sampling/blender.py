@@ -144,7 +144,8 @@ class Blender:
         return advance_targets(base, self._history[k].weights, global_sample - self._history[k].start)
 
     # -------------------------------------------------------------------------------------- changes
-    def set_weights(self, weights: Sequence[float] | Mapping[str, float], effective_at: int | None = None) -> None:
+    def set_weights(self, weights: Sequence[float] | Mapping[str, float], effective_at: int | None = None,
+                    reason: str = "set_weights") -> None:
         """Use `weights` from global sample `effective_at` (default: the next sample) onwards.
 
         A change scheduled at the same sample as an earlier scheduled one replaces it. Samples already
@@ -155,7 +156,7 @@ class Blender:
             raise ValueError(
                 f"set_weights: effective_at={start} is in the past: samples 0..{self._drawn - 1} are already drawn"
             )
-        entry = WeightChange(start, tuple(self._check_weights(weights).tolist()))
+        entry = WeightChange(start, tuple(self._check_weights(weights).tolist()), reason=reason)
         self._history = [e for e in self._history if e.start != start] + [entry]
         self._history.sort(key=lambda e: e.start)
 

@@ -29,7 +29,7 @@ import numpy as np
 
 import cpt.io
 
-CACHE_VERSION = 2  # bump when an entry's arrays change meaning or layout
+CACHE_VERSION = 3  # bump when an entry's arrays change meaning or layout
 _COMPLETE = "complete.json"
 _DESCRIPTION = "description.json"
 

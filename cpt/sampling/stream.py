@@ -116,6 +116,21 @@ class Pieces:
         ]
 
 
+@dataclass(frozen=True)
+class StreamHead:
+    """Where a stream starts after a recipe edit: the rest of epoch `epoch`, then epochs epoch + 1, ...
+
+    The rest of the epoch is the stream's order of that epoch without the documents already trained
+    in it (`excluded`, a bool per table row: the consumed-documents ledger), led by the documents the
+    edit cut (`partials`: (table row, first token not yet trained)) that the stream selects, each
+    read on from where it stopped.
+    """
+
+    epoch: int
+    excluded: np.ndarray  # bool per table row
+    partials: tuple[tuple[int, int], ...] = ()
+
+
 class Stream:
     """Random access to the samples of one stream: `locate(i)` says which tokens make sample i."""
 
@@ -132,6 +147,10 @@ class Stream:
         self._bounds: np.ndarray | None = None  # cached boundaries of the first segments
         self._n_cached_segments = 0
         self.cache_hit: bool | None = None  # None: no cache; else whether the entry was already built
+        self.head: StreamHead | None = None  # the rest of an epoch cut by a recipe edit (see start_head)
+        self._head_rows = np.zeros(0, np.int64)
+        self._head_skip = np.zeros(0, np.int64)
+        self._cursor_table = np.zeros((0, 2), np.int64)  # cursors at k * seg_len from the cache, k < len
         if cache is None:
             self._select()
         else:
@@ -174,7 +193,8 @@ class Stream:
         extra = self.config.add_extra_token
         if self.config.on_exhausted == "next_epoch" and self.tokens_per_epoch > 0:
             return None
-        return max(self.tokens_per_epoch - extra, 0) // self.config.seq_length
+        tokens = self._head_tokens() if self.head is not None else self.tokens_per_epoch
+        return max(tokens - extra, 0) // self.config.seq_length
 
     @property
     def fingerprint(self) -> str:
@@ -216,16 +236,93 @@ class Stream:
 
     def _flat_lengths(self, start: int, count: int) -> np.ndarray:
         """Lengths of the documents at flat positions [start, start + count) (epochs back to back)."""
-        n = self.num_documents
+        n, h = self.num_documents, len(self._head_rows)
         out = []
-        while count > 0:
-            epoch, j = divmod(start, n)
+        if start < h:
+            take = min(count, h - start)
+            out.append(self.table.lengths[self._head_rows[start: start + take]] - self._head_skip[start: start + take])
+            start, count = start + take, count - take
+        while count > 0 and n > 0:
+            epoch, j = divmod(start - h, n)
+            epoch += self._first_epoch
             if epoch > 0 and self.config.on_exhausted == "stop":
                 break
             take = min(count, n - j)
             out.append(self._lengths[self._order(epoch)[j : j + take]])
             start, count = start + take, count - take
         return np.concatenate(out).astype(np.int32) if out else np.zeros(0, np.int32)
+
+    def rows_at(self, pos: np.ndarray) -> np.ndarray:
+        """Table rows of the documents at flat positions `pos` (the head first, then whole epochs)."""
+        pos = np.asarray(pos, dtype=np.int64)
+        h = len(self._head_rows)
+        rows = np.empty(len(pos), np.int64)
+        in_head = pos < h
+        rows[in_head] = self._head_rows[pos[in_head]]
+        epoch, j = np.divmod(pos[~in_head] - h, max(self.num_documents, 1))
+        rest = np.empty(len(j), np.int64)
+        for e in np.unique(epoch):
+            m = epoch == e
+            rest[m] = self.rows[self._order(int(e) + self._first_epoch)[j[m]]]
+        rows[~in_head] = rest
+        return rows
+
+    def epoch_at(self, pos: int) -> tuple[int, int]:
+        """(epoch, index within that epoch's order) of flat position `pos`; the head is its epoch's
+        rest, so its index counts from the head's start."""
+        h = len(self._head_rows)
+        if pos < h:
+            return self.head.epoch, pos
+        epoch, j = divmod(pos - h, max(self.num_documents, 1))
+        return epoch + self._first_epoch, j
+
+    @property
+    def _first_epoch(self) -> int:
+        return 0 if self.head is None else self.head.epoch + 1
+
+    def start_head(self, head: StreamHead) -> None:
+        """Start this stream (its sample 0) at `head`: the rest of an epoch a recipe edit cut.
+
+        Samples are packed from there in memory (the index cache's packing covers streams that start
+        at epoch 0); the selection and the orders still come from the cache.
+        """
+        if self.config.on_exhausted == "stop" and head.epoch > 0:
+            raise ValueError(f"stream {self.name!r}: a `stop` stream has one epoch, not a head in epoch {head.epoch}")
+        order = self._order(head.epoch)
+        rows = self.rows[order][~head.excluded[self.rows][order]]
+        lead = [(int(r), int(o)) for r, o in head.partials if self.selects(r)]
+        lead_rows = np.array([r for r, _ in lead], np.int64)
+        self._head_rows = np.concatenate([lead_rows, rows[~np.isin(rows, lead_rows)]]).astype(np.int64)
+        self._head_skip = np.zeros(len(self._head_rows), np.int64)  # tokens trained before the edit
+        self._head_skip[: len(lead)] = [o for _, o in lead]
+        self.head = head
+        self._bounds, self._n_cached_segments = None, 0
+        self._segments.clear()
+        self._cursor_table, self._cursors = np.zeros((0, 2), np.int64), [(0, 0)]
+
+    def selects(self, row: int) -> bool:
+        """Whether table row `row` is one of this stream's documents."""
+        at = int(np.searchsorted(self.rows, row))  # rows are in table order
+        return at < len(self.rows) and int(self.rows[at]) == int(row)
+
+    def _skip_at(self, pos: np.ndarray) -> np.ndarray:
+        """Tokens of the document at each flat position trained before the stream started (a head's
+        cut documents); 0 elsewhere."""
+        skip = np.zeros(len(pos), np.int64)
+        in_head = pos < len(self._head_rows)
+        skip[in_head] = self._head_skip[pos[in_head]]
+        return skip
+
+    def _head_tokens(self) -> int:
+        return int(self.table.lengths[self._head_rows].sum() - self._head_skip.sum()) if self.head else 0
+
+    def cursor(self, k: int) -> tuple[int, int]:
+        """(flat position, offset) where sample k * seg_len starts, if known (see _segment)."""
+        t = self._cursor_table
+        return (int(t[k, 0]), int(t[k, 1])) if k < len(t) else self._cursors[k - len(t)]
+
+    def _known_cursors(self) -> int:
+        return len(self._cursor_table) + len(self._cursors)
 
     # ------------------------------------------------------------------------------------ packing
     def _segment(self, k: int) -> np.ndarray:
@@ -236,9 +333,9 @@ class Stream:
         if k in self._segments:
             self._segments.move_to_end(k)
             return self._segments[k]
-        while len(self._cursors) <= k:
-            self._segment(len(self._cursors) - 1)
-        pos, offset = self._cursors[k]
+        while self._known_cursors() <= k:
+            self._segment(self._known_cursors() - 1)
+        pos, offset = self.cursor(k)
         parts = [np.array([[pos, offset]], dtype=np.int64)]
         need = self._seg_len
         mean_len = max(self.tokens_per_epoch / max(self.num_documents, 1), 1.0)
@@ -255,7 +352,7 @@ class Stream:
                 window *= 2  # a sample longer than the window: look further
             pos = pos + p
         seg = np.concatenate(parts)
-        if len(self._cursors) == k + 1 and len(seg) == self._seg_len + 1:
+        if self._known_cursors() == k + 1 and len(seg) == self._seg_len + 1:
             self._cursors.append((int(seg[-1, 0]), int(seg[-1, 1])))
         self._segments[k] = seg
         while len(self._segments) > _CACHED_SEGMENTS:
@@ -297,13 +394,10 @@ class Stream:
         total = int(per.sum())
         owner = np.repeat(np.arange(n_samples), per)
         pos = np.repeat(p0, per) + (np.arange(total) - np.repeat(np.cumsum(per) - per, per))
-        epoch, j = np.divmod(pos, max(self.num_documents, 1))
-        rows = np.empty(total, np.int64)
-        for e in np.unique(epoch):
-            m = epoch == e
-            rows[m] = self.rows[self._order(int(e))[j[m]]]
-        start = np.where(pos == p0[owner], o0[owner], 0)
-        stop = np.where(pos == p1[owner], o1[owner] + self.config.add_extra_token, self.table.lengths[rows])
+        rows = self.rows_at(pos)
+        shift = self._skip_at(pos)  # packing offsets count from a cut document's first untrained token
+        start = np.where(pos == p0[owner], o0[owner], 0) + shift
+        stop = np.where(pos == p1[owner], o1[owner] + self.config.add_extra_token + shift, self.table.lengths[rows])
         keep = stop > start
         offsets = np.zeros(n_samples + 1, np.int64)
         np.cumsum(np.bincount(owner[keep], minlength=n_samples), out=offsets[1:])

@@ -7,7 +7,11 @@ so cached and uncached streams give the same samples.
 
 Arrays: `rows` (int64 table rows, stream order of the table), `lengths` (int64), `orders` (one row
 per cached epoch: the ppl order, or the seed's permutation of that epoch), `bounds` (int64
-(m + 1, 2): (flat position, offset) of boundaries 0..m, covering the cached epochs).
+(m + 1, 2): (flat position, offset) of boundaries 0..m, covering the cached epochs), `cursors`
+(int64 (c, 2): the boundary at the start of every packing segment, k * seg_len, covering all the
+samples the run is expected to read, however many epochs that is): sample i is then packed from
+the cursor of its segment, never from sample 0 (what a deep resume or `cpt trace` of a late step
+needs), at 16 bytes per segment.
 
 How many epochs: at least what the caller expects the run to read from the stream (a sample count
 hint, e.g. twice the stream's share of the training samples), rounded up to a power of two and at
@@ -50,7 +54,8 @@ def open_cached(stream: "Stream", cache: IndexCache, samples: int | None = None)
     fewer epochs than `samples` expected reads need)."""
     def enough(entry) -> bool:
         m = entry.meta
-        return m.get("epochs", 0) >= epochs_for(samples, m["tokens_per_epoch"], stream.config.seq_length)
+        return (m.get("epochs", 0) >= epochs_for(samples, m["tokens_per_epoch"], stream.config.seq_length)
+                and m.get("cursor_samples", 0) >= _cursor_samples(samples, m["seg_len"]))
 
     entry = cache.get("stream", stream_fields(stream.table, stream.config), lambda b: _build(b, stream, samples),
                       accept=enough)
@@ -65,10 +70,8 @@ def open_cached(stream: "Stream", cache: IndexCache, samples: int | None = None)
     if stream.config.order == "shuffle":
         stream._stored_orders = {e: orders[e] for e in range(len(orders))}
     bounds = entry.array("bounds")[: int(meta["rows_used"])]
-    L, n_seg = stream._seg_len, int(meta["n_segments"])
-    stream._bounds, stream._n_cached_segments = bounds, n_seg
-    n_full = min(n_seg, (len(bounds) - 1) // L)
-    stream._cursors = [(int(bounds[j * L, 0]), int(bounds[j * L, 1])) for j in range(n_full + 1)]
+    stream._bounds, stream._n_cached_segments = bounds, int(meta["n_segments"])
+    stream._cursor_table, stream._cursors = entry.array("cursors"), []
 
 
 def _build(b: Builder, stream: "Stream", samples: int | None) -> None:
@@ -88,10 +91,29 @@ def _build(b: Builder, stream: "Stream", samples: int | None) -> None:
     orders = b.create("orders", (n_orders, stream.num_documents), np.int64)
     for e in range(n_orders):
         orders[e] = stream._order(e)
+    b.save("cursors", _cursors(stream, _cursor_samples(samples, stream._seg_len)))
     b.save("rows", stream.rows)
     b.save("lengths", stream._lengths)
     b.meta.update(name=stream.name, documents=int(len(stream.rows)), tokens_per_epoch=stream.tokens_per_epoch,
-                  seg_len=stream._seg_len, n_segments=n_seg, samples=int(end - 1), epochs=epochs, rows_used=end)
+                  seg_len=stream._seg_len, n_segments=n_seg, samples=int(end - 1), epochs=epochs, rows_used=end,
+                  cursor_samples=_cursor_samples(samples, stream._seg_len))
+
+
+def _cursor_samples(samples: int | None, seg_len: int) -> int:
+    """Samples the cursors cover for an expected `samples` reads: whole segments, at least one."""
+    return max(1, -(-int(samples or 0) // seg_len)) * seg_len
+
+
+def _cursors(stream: "Stream", samples: int) -> np.ndarray:
+    """The cursor at the start of every segment up to `samples` (fewer for a `stop` stream)."""
+    k = stream._known_cursors() - 1  # the bounds of the cached epochs gave these
+    while k * stream._seg_len < samples:
+        stream._segment(k)  # appends cursor k + 1 when the segment is whole
+        stream._segments.clear()
+        if stream._known_cursors() != k + 2:
+            break  # a `stop` stream's last, partial segment
+        k += 1
+    return np.array([stream.cursor(j) for j in range(stream._known_cursors())], np.int64).reshape(-1, 2)
 
 
 def _segments_to_cache(stream: "Stream", epochs: int) -> int:

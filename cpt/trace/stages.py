@@ -31,6 +31,7 @@ class Stage:
     checkpoints: list[tuple[int, Path, dict[str, Any]]]
     """(step, folder, trainer state) of every complete checkpoint, by step."""
     _data: Any = field(default=None, repr=False)
+    _parts: Any = field(default=None, repr=False)
 
     @property
     def state(self) -> dict[str, Any]:
@@ -79,6 +80,32 @@ class Stage:
             self._data = _replayable_data(self)
         return self._data
 
+    def parts(self) -> list[tuple[int, int | None, Any]]:
+        """(first position, position after or None, samples) of each segment of the stage: one unless
+        a recipe edit resumed it under other streams (see cpt.train.recipe_edit)."""
+        data = self.data()
+        if self._parts is None:
+            self._parts = [(int(r.get("start", 0)), int(r["stop"]), None) for r in data.closed]
+        out = []
+        for k, (start, stop, samples) in enumerate(self._parts):
+            if samples is None:
+                samples = _segment_data(self, data.closed[k])
+                self._parts[k] = (start, stop, samples)
+            out.append((start, stop, samples))
+        return [*out, (data.start, None, data)]
+
+    def data_at(self, position: int):
+        """The samples of the segment that holds stage position `position`."""
+        for start, stop, samples in self.parts():
+            if start <= position and (stop is None or position < stop):
+                return samples
+        raise TraceError(f"position {position}: in no segment of stage {self.name!r}")
+
+
+def cache_dir(stage: Stage) -> str:
+    """The stage's on-disk index cache, as the trainer used it (data.cache_dir, else in the stage folder)."""
+    return stage.recipe.data.cache_dir or str(stage.folder / "data_cache")
+
 
 def _replayable_data(stage: Stage):
     from cpt.train.stream_data import BlendedSamples, build_streams
@@ -88,10 +115,66 @@ def _replayable_data(stage: Stage):
     if not d.streams or data_state is None:
         raise TraceError(f"{stage.folder}: stage {stage.name!r} trains on data.blend (megatron's GPTDataset), "
                          "not data.streams; trace replays the Blender of stream runs only")
-    streams = build_streams(d.streams, t.seq_length, "train", d.valid_holdout, d.valid_holdout_seed)
-    samples = BlendedSamples(streams, {s.name: s.weight for s in d.streams}, t.seq_length, d, num_workers=0)
+    streams = build_streams(d.streams, t.seq_length, "train", d.valid_holdout, d.valid_holdout_seed,
+                            cache_dir=cache_dir(stage))
+    samples = BlendedSamples(streams, {s.name: s.weight for s in d.streams}, t.seq_length, d, num_workers=0,
+                             prefetch=False)
     samples.load_state_dict(data_state)
     return samples
+
+
+def _segment_data(stage: Stage, record: dict[str, Any]):
+    """A segment closed by a recipe edit, rebuilt from its record: its streams as they were (from the
+    index cache when the shards' metadata changed since), its heads, offsets and Blender."""
+    from cpt.sampling.index_cache import IndexCache
+    from cpt.train.stream_data import BlendedSamples
+
+    cache = IndexCache(cache_dir(stage))
+    streams = [_segment_stream(stage, name, record["streams"][name], cache) for name in record["blender"]["streams"]]
+    t = stage.recipe.training
+    samples = BlendedSamples(streams, record["recipe_weights"], t.seq_length, stage.recipe.data, num_workers=0,
+                             prefetch=False)
+    samples.load_exact(record)
+    return samples
+
+
+def _segment_stream(stage: Stage, name: str, rec: dict[str, Any], cache: Any):
+    import dataclasses
+
+    from cpt.sampling import DocumentTable, Stream, StreamConfig
+    from cpt.sampling.stream_cache import stream_fields
+    from cpt.train.recipe_edit import token_fingerprints
+    from cpt.train.stream_data import _available
+
+    config = StreamConfig(**rec["config"])
+    wanted = _needed_columns_of(config)
+    table = DocumentTable.from_shards(rec["sources"], _available(rec["sources"], wanted), cache=cache)
+    if token_fingerprints(table) != rec["tokens"]:
+        raise TraceError(f"stream {name!r} of stage {stage.name!r}: its shards {rec['sources']} have other tokens "
+                         "than when it trained; trace cannot replay the steps before the recipe edit")
+    if table.fingerprint != rec["table"]:  # metadata changed since: open the stream's indices as they were
+        table = dataclasses.replace(table, fingerprints=tuple(rec["source_fingerprints"]))
+        entry = cache.path_of("stream", stream_fields(table, config))
+        if cache.lookup("stream", stream_fields(table, config)) is None:
+            raise TraceError(f"stream {name!r} of stage {stage.name!r} trained before its shards' metadata changed; "
+                             f"its indices as they were are no longer in the index cache ({entry}): trace cannot "
+                             "replay the steps before the recipe edit")
+    stream = Stream(table, config, cache=cache)
+    if stream.fingerprint != rec["fingerprint"]:
+        raise TraceError(f"stream {name!r} of stage {stage.name!r}: rebuilt with fingerprint {stream.fingerprint}, "
+                         f"trained with {rec['fingerprint']}; trace cannot replay the steps before the recipe edit")
+    return stream
+
+
+def _needed_columns_of(config: Any) -> set[str]:
+    from cpt.sampling.filters import filter_columns
+
+    cols = set(filter_columns(config.filter))
+    if config.order != "shuffle":
+        cols.add(config.ppl_column)
+    if config.split != "all":
+        cols.add("doc_id")
+    return cols
 
 
 def _checkpoints(folder: Path) -> list[tuple[int, Path, dict[str, Any]]]:

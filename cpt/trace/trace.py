@@ -60,7 +60,7 @@ def trace_step(stages: Sequence[Stage], step: int, dp_rank: int | None = None,
     rank, micro = _ranks(layout)
     order = layout.positions(dp_rank) if dp_rank is not None else np.arange(layout.global_batch_size)
     first = stage.position(step)
-    data = stage.data()
+    data = stage.data_at(first)
     stream_ids, within = data.sample_ids(first + order)
     info = info or DocumentInfo()
     names = data.stream_names
@@ -75,12 +75,12 @@ def trace_step(stages: Sequence[Stage], step: int, dp_rank: int | None = None,
     return out
 
 
-def _consumed(stage: Stage) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
-    """(first position, stream ids, indices within stream) of the stage's checkpointed samples, in chunks."""
-    data = stage.data()
+def _consumed(stage: Stage, start: int, stop: int | None, data) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """(first position, stream ids, indices within stream) of one segment's checkpointed samples, in chunks."""
     total = (stage.last_step - stage.start_step) * stage.global_batch_size
-    for lo in range(0, total, _CHUNK):
-        positions = np.arange(lo, min(lo + _CHUNK, total), dtype=np.int64)
+    end = total if stop is None else min(stop, total)
+    for lo in range(start, end, _CHUNK):
+        positions = np.arange(lo, min(lo + _CHUNK, end), dtype=np.int64)
         stream, within = data.sample_ids(positions)
         yield lo, stream, within
 
@@ -92,24 +92,31 @@ def trace_doc(stages: Sequence[Stage], doc_id: str | int, info: DocumentInfo | N
     hits: list[dict[str, Any]] = []
     known = False
     for stage in stages:
-        data = stage.data()
-        prefixes = {spec.name: [str(p) for p in spec.prefixes] for spec in stage.recipe.data.streams}
-        places = {k: {prefix: set(info.find(prefix, target).tolist()) for prefix in prefixes[name]}
-                  for k, name in enumerate(data.stream_names)}
-        places = {k: {p: d for p, d in v.items() if d} for k, v in places.items()}
-        places = {k: v for k, v in places.items() if v}
-        known = known or bool(places)
-        if places:
-            hits += _hits_in_stage(stage, places)
+        for start, stop, data in stage.parts():
+            places = _places(data, target, info)
+            known = known or bool(places)
+            if places:
+                hits += _hits_in_segment(stage, start, stop, data, places)
     if not known:
         raise TraceError(f"doc id {doc_id}: in none of the stages' stream shards")
-    return hits
+    return sorted(hits, key=lambda h: (h["sample"], h["start"]))
 
 
-def _hits_in_stage(stage: Stage, places: dict[int, dict[str, set[int]]]) -> list[dict[str, Any]]:
-    data = stage.data()
+def _places(data, target: int, info: DocumentInfo) -> dict[int, dict[str, set[int]]]:
+    """{stream id: {shard prefix: document indices}} where document `target` is in a segment's streams."""
+    places = {}
+    for k, stream in enumerate(data.streams):
+        found = {prefix: set(info.find(prefix, target).tolist()) for prefix in stream.table.sources}
+        found = {p: d for p, d in found.items() if d}
+        if found:
+            places[k] = found
+    return places
+
+
+def _hits_in_segment(stage: Stage, start: int, stop: int | None, data,
+                     places: dict[int, dict[str, set[int]]]) -> list[dict[str, Any]]:
     hits = []
-    for lo, stream, within in _consumed(stage):
+    for lo, stream, within in _consumed(stage, start, stop, data):
         for k, docs in places.items():
             sel = np.flatnonzero(stream == k)
             if not len(sel):
@@ -127,4 +134,4 @@ def _hits_in_stage(stage: Stage, places: dict[int, dict[str, set[int]]]) -> list
                              "stream": data.stream_names[k], "index": int(within[sel[sample]]),
                              "shard": pieces.sources[int(pieces.source[j])], "document": int(pieces.document[j]),
                              "start": int(pieces.start[j]), "stop": int(pieces.stop[j])})
-    return sorted(hits, key=lambda h: (h["sample"], h["start"]))
+    return hits

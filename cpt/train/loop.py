@@ -227,12 +227,15 @@ class Trainer:
         data_state = state.extra.get("data")
         self.state = state
         if previous["name"] == t.stage:
+            change = None
             if data_state is not None and hasattr(self.train_data, "load_state_dict"):
-                self.train_data.load_state_dict(data_state)
+                change = self.train_data.load_state_dict(data_state)
             if "hooks" in state.extra:
                 self.hooks.load_state_dict(state.extra["hooks"], str(folder))
             self._context()
             self.logger.event(self.state.step, f"resumed from {folder} at {trainer_state_summary(saved)}")
+            if change:
+                self._log_recipe_change(change)
             return True
         # a new stage: counters and optimizer carry on, data and hooks start this stage's way
         state.extra = {"stage": self._stage_record(state.step, state.consumed_samples, state.consumed_tokens),
@@ -248,6 +251,21 @@ class Trainer:
             previous_stage=previous["name"], carried_streams=carried,
         )
         return True
+
+    def _log_recipe_change(self, change: dict[str, Any]) -> None:
+        """The `recipe_change` event: what the resumed recipe changed, and where each edited stream resumes."""
+        if change["at_sample"] != self.data_position:
+            raise ValueError(f"data state ends at sample {change['at_sample']} of the stage, the checkpoint at "
+                             f"{self.data_position}: the checkpoint is inconsistent")
+        parts = [f"{k} {change[k]}" for k in ("added", "dropped") if change.get(k)]
+        parts += [f"changed {sorted(change['changed'])}"] if change.get("changed") else []
+        share = lambda w: "-" if w is None else f"{w:.4g}"  # noqa: E731
+        weights = ", ".join(f"{n}: {share(a)} -> {share(b)}" for n, (a, b) in change.get("weights", {}).items())
+        parts += [f"weights {{{weights}}}"] if weights else []
+        parts = parts or ["streams reordered"]
+        self.logger.event(self.state.step, f"recipe change at step {self.state.step}: " + "; ".join(parts),
+                          recipe_change=change)
+        self._log_data()
 
     # ------------------------------------------------------------------ the loop
 

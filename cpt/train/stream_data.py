@@ -88,15 +88,15 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
     to compute them in memory. tables: a dict shared between calls (the train and valid splits) so
     that they read one DocumentTable per shard set; only the metadata columns the streams need
     (filters, ppl orders, doc_id for a held-out split) are read. samples: the run's training samples;
-    the cache of a training stream then covers the epochs of twice its share of them (the mixture
-    may move), the rest is packed in memory if a stream is read further.
+    the cache of a training stream then covers what `_expected_reads` expects it to give (packing
+    cursors for all of it, whole packed epochs up to the cache's limit); a stream read further packs
+    the rest in memory.
     """
     from cpt.sampling.index_cache import IndexCache
 
     cache = IndexCache(cache_dir) if cache_dir else None
     tables = {} if tables is None else tables
     wanted = _needed_columns(specs, holdout)
-    total_weight = sum(spec.weight for spec in specs) or 1.0
     streams = []
     valid = split == "valid"
     for i, spec in enumerate(specs):
@@ -111,7 +111,7 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             order="shuffle" if valid else spec.order, seed=spec.seed,
             on_exhausted="next_epoch" if valid else spec.on_exhausted,
             split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
-        ), cache=cache, cache_samples=None if valid or not samples else int(2 * samples * spec.weight / total_weight))
+        ), cache=cache, cache_samples=None if valid or not samples else _expected_reads(spec, specs, samples))
         if stream.tokens_per_epoch == 0:
             side = (f"held-out (valid_holdout={share}; data.streams[{i}].valid_holdout: 0 trains on all of a "
                     "small stream's documents without validating it)" if valid else "training")
@@ -121,6 +121,14 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             )
         streams.append(stream)
     return streams
+
+
+def _expected_reads(spec: StreamSpec, specs: Sequence[StreamSpec], samples: int) -> int:
+    """Samples the cache of a training stream covers: twice its share of the run's samples, and at
+    least twice a uniform share (the mixture may move: a controller or a recipe edit raises a
+    stream's weight; beyond this a stream packs from its last cached cursor, in memory)."""
+    total = sum(s.weight for s in specs) or 1.0
+    return int(2 * samples * max(spec.weight / total, 1 / len(specs)))
 
 
 def _needed_columns(specs: Sequence[StreamSpec], holdout: float) -> set[str]:
@@ -147,7 +155,8 @@ def _available(prefixes: Sequence[str], wanted: set[str]) -> list[str]:
     return sorted(wanted & names)
 
 
-STATE_VERSION = 2
+STATE_VERSION = 3
+READS = (2, 3)  # version 2: no stream records, ledgers or segments (resumable with its own streams only)
 
 
 class BlendedSamples:
@@ -158,7 +167,10 @@ class BlendedSamples:
                  prefetch: bool = True) -> None:
         self.streams = list(streams)
         self.offsets = np.zeros(len(self.streams), dtype=np.int64)  # first sample of each stream this stage
+        self.start = 0  # stage position of the Blender's sample 0 (moves at a recipe edit)
+        self.closed: list[dict[str, Any]] = []  # data states of the segments before a recipe edit
         self.blender = self._new_blender(weights)
+        self.recipe_weights = dict(zip(self.stream_names, self.blender.weights_at(0).tolist()))
         self.seq_length = seq_length
         self.data = data
         workers = data.num_workers if num_workers is None else num_workers
@@ -182,12 +194,16 @@ class BlendedSamples:
         return self.blender.stream_names
 
     def sample_ids(self, indices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(stream id, index within stream) of global samples `indices` (drawing ahead as needed)."""
+        """(stream id, index within stream) of stage positions `indices` (drawing ahead as needed);
+        positions before a recipe edit are the closed segments' (see cpt.trace), not these streams'."""
         known = self._step_ids
         if known is not None and known[0] is self.blender and len(indices):
             _, start, stream, within = known  # drawn samples never change: the announced step's ids
             if indices.min() >= start and indices.max() < start + len(stream):
                 return stream[indices - start], within[indices - start]
+        if len(indices) and int(indices.min()) < self.start:
+            raise ValueError(f"sample {int(indices.min())} is before this segment (a recipe edit at {self.start})")
+        indices = indices - self.start
         stop = int(indices.max()) + 1
         if stop > self.blender.drawn:
             self.blender.next_samples(stop - self.blender.drawn)
@@ -258,7 +274,7 @@ class BlendedSamples:
             return  # not this step's indices (an evaluation pass)
         if self._predicted is None or self._predicted[0] != stop:
             try:
-                ids = self.blender.sample_ids(stop, 2 * stop - start)  # forked: draws nothing
+                ids = self.blender.sample_ids(stop - self.start, 2 * stop - start - self.start)  # forked: draws nothing
                 self._predicted = (stop, ids.stream, ids.index)
             except StreamExhausted:  # the next step runs a stream dry: its own fetch will say so
                 self._predicted = (stop, None, None)
@@ -272,11 +288,11 @@ class BlendedSamples:
     # the data position lives in the Blender: weight history + counts
 
     def set_weights(self, weights: Sequence[float] | Mapping[str, float], effective_at: int) -> None:
-        self.blender.set_weights(weights, effective_at=effective_at)
+        self.blender.set_weights(weights, effective_at=effective_at - self.start)
 
     def weights_at(self, global_sample: int) -> dict[str, float]:
         """Shares in force for `global_sample` (scheduled changes included)."""
-        return dict(zip(self.stream_names, self.blender.weights_at(global_sample).tolist()))
+        return dict(zip(self.stream_names, self.blender.weights_at(global_sample - self.start).tolist()))
 
     def samples(self) -> dict[str, int]:
         """Samples drawn from each stream in this stage."""
@@ -291,31 +307,52 @@ class BlendedSamples:
         )
 
     def state_dict(self) -> dict[str, Any]:
-        return {
-            "version": STATE_VERSION,
-            "blender": self.blender.state_dict(),
-            "offsets": dict(zip(self.stream_names, self.offsets.tolist())),
-        }
+        """The Blender's state, stream offsets, and what a recipe edit needs: each stream's record
+        (config, shards, fingerprints), head and consumed-documents ledger, and the closed segments."""
+        from cpt.train.recipe_edit import segment_state
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume this stage exactly (same streams, same documents; refused otherwise)."""
-        if state.get("version") != STATE_VERSION:
-            raise ValueError(f"data state version {state.get('version')!r}; this cpt reads {STATE_VERSION}")
+        with self._streams_lock:  # the ledgers read the streams' packing, which the prefetch thread also uses
+            return {"version": STATE_VERSION, **segment_state(self), "segments": list(self.closed)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+        """Resume this stage: exactly when the recipe's streams and weights are the checkpoint's;
+        else as a recipe edit (see cpt.train.recipe_edit), whose diff is returned (None: no edit).
+        Raises ValueError with one line when the edit cannot keep its promise."""
+        from cpt.train.recipe_edit import load_or_edit
+
+        if state.get("version") not in READS:
+            raise ValueError(f"data state version {state.get('version')!r}; this cpt reads {list(READS)}")
+        return load_or_edit(self, state)
+
+    def load_exact(self, state: Mapping[str, Any]) -> None:
+        """Restore a segment's state into these streams (same names and fingerprints; refused otherwise)."""
+        from cpt.train.recipe_edit import restore_heads
+
         offsets = state["offsets"]
         if sorted(offsets) != sorted(self.stream_names):
             raise ValueError(
                 f"data state: streams {sorted(offsets)} in the checkpoint, {sorted(self.stream_names)} in the "
                 "recipe; resume a stage with its own streams (a new stage needs a new training.stage name)"
             )
+        restore_heads(self, state)
         self.offsets = np.array([int(offsets[n]) for n in self.stream_names], dtype=np.int64)
+        self.start = int(state.get("start", 0))
+        self.closed = list(state.get("segments", ()))
+        weights = state.get("recipe_weights") or dict(zip(state["blender"]["streams"],
+                                                           state["blender"]["history"][0]["weights"]))
+        self.recipe_weights = {n: float(weights[n]) for n in self.stream_names}
         self.blender = self._new_blender(self.blender.weights_at(0))
         self.blender.load_state_dict(state["blender"])
 
     def continue_from(self, previous: Mapping[str, Any]) -> dict[str, int]:
         """Start this stage where the previous stage's streams stopped (a stream carries on only if
-        its name and fingerprint are unchanged). Returns {stream: first sample index} carried."""
-        if previous.get("version") != STATE_VERSION:
-            raise ValueError(f"previous stage's data state version {previous.get('version')!r}; need {STATE_VERSION}")
+        its name and fingerprint are unchanged, with its head if a recipe edit gave it one).
+        Returns {stream: first sample index} carried."""
+        from cpt.train.recipe_edit import restore_heads
+
+        if previous.get("version") not in READS:
+            raise ValueError(f"previous stage's data state version {previous.get('version')!r}; "
+                             f"need one of {list(READS)}")
         old = previous["blender"]
         fingerprints = dict(zip(old["streams"], old.get("fingerprints") or [None] * len(old["streams"])))
         drawn = {name: int(c) + int(previous["offsets"].get(name, 0)) for name, c in zip(old["streams"], old["counts"])}
@@ -324,6 +361,7 @@ class BlendedSamples:
             if stream.name in drawn and fingerprints.get(stream.name) == stream.fingerprint:
                 self.offsets[k] = drawn[stream.name]
                 carried[stream.name] = drawn[stream.name]
+        restore_heads(self, previous, only=set(carried))
         self.blender = self._new_blender(self.blender.weights_at(0))
         return carried
 
