@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cpt.config import DataConfig
 from cpt.sampling import DocumentTable, Stream, StreamConfig
+from cpt.train.data_bits import BITS_FILE, load_data_state, split_bits, write_bits
 from cpt.train.recipe_edit import RecipeEditRefused
 from cpt.train.stream_data import BlendedSamples
 
@@ -35,6 +38,14 @@ def _table(topics=None, lengths=None) -> DocumentTable:
 def _streams(table, spec: dict[str, str]) -> list[Stream]:
     return [Stream(table, StreamConfig(name=n, seq_length=SEQ, filter=f, seed=3 + i))
             for i, (n, f) in enumerate(spec.items())]
+
+
+def _saved(samples: BlendedSamples) -> dict:
+    """The data state as a checkpoint stores it (JSON + the bitmaps file), read back."""
+    state, arrays = split_bits(samples.state_dict())
+    with tempfile.TemporaryDirectory() as d:
+        write_bits(Path(d) / BITS_FILE, arrays)
+        return load_data_state(json.loads(json.dumps(state)), d)
 
 
 def _samples(table, spec: dict[str, str], weights: dict[str, float]) -> BlendedSamples:
@@ -80,7 +91,7 @@ def _edit(before_spec, before_w, after_spec, after_w, after_table=None, after_sa
     first = _samples(table, before_spec, before_w)
     trained = _trained(first, 0, before)
     used_before = [u for s in first.streams for u in _current_epoch(trained[s.name], s.num_documents, table.lengths)]
-    state = json.loads(json.dumps(first.state_dict()))
+    state = _saved(first)
     second = _samples(after_table or table, after_spec, after_w)
     diff = second.load_state_dict(state)
     after = _trained(second, before, before + after_samples)
@@ -120,7 +131,7 @@ def test_unedited_resume_is_exact_and_reports_no_change():
     want = whole.sample_ids(np.arange(0, 400))
     first = _samples(table, SPEC, W)
     first.sample_ids(np.arange(0, BEFORE))
-    state = json.loads(json.dumps(first.state_dict()))
+    state = _saved(first)
     again = _samples(table, SPEC, W)
     assert again.load_state_dict(state) is None and again.start == 0 and not again.closed
     got = again.sample_ids(np.arange(BEFORE, 400))
@@ -136,7 +147,7 @@ def test_weights_edit_keeps_the_history_and_adds_one_entry():
     _assert_no_repeat_no_skip(table, used, second, after)
     # saved and resumed again with the same recipe: no second change
     again = _samples(table, SPEC, {"A": 0.2, "B": 0.8})
-    assert again.load_state_dict(json.loads(json.dumps(second.state_dict()))) is None
+    assert again.load_state_dict(_saved(second)) is None
 
 
 def test_add_a_stream():
@@ -188,12 +199,12 @@ def test_two_edits_the_second_while_a_stream_still_trains_the_rest_of_its_epoch(
     used = [u for v in _trained(first, 0, BEFORE).values() for u in v]
     spec2 = {"A": 'topic in ["a", "c"]', "B": SPEC["B"]}
     second = _samples(table, spec2, W)
-    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    second.load_state_dict(_saved(first))
     used += [u for v in _trained(second, BEFORE, BEFORE + 40).values() for u in v]
     assert second.streams[0].head is not None
     retagged = [("b" if t == "a" and i % 2 else t) for i, t in enumerate(table.columns["topic"].tolist())]
     third = _samples(_table(retagged), spec2, W)
-    diff = third.load_state_dict(json.loads(json.dumps(second.state_dict())))
+    diff = third.load_state_dict(_saved(second))
     assert set(diff["changed"]) == {"A", "B"} and len(third.closed) == 2
     # B finishes two cut documents: its own, and A's, which the re-tag moved into B
     assert len(diff["resumes"]["B"]["cut_documents"]) == 2
@@ -213,7 +224,7 @@ def test_refused_when_a_held_out_split_changes():
     table = _table()
     first = _samples(table, SPEC, W)
     first.sample_ids(np.arange(BEFORE))
-    state = json.loads(json.dumps(first.state_dict()))
+    state = _saved(first)
     streams = _streams(table, SPEC)
     cfg = dataclasses.replace(streams[0].config, split="train", holdout=0.2)
     table2 = DocumentTable.from_columns(table.lengths, {"topic": list(table.columns["topic"].tolist()),
