@@ -100,10 +100,13 @@ def _edit(before_spec, before_w, after_spec, after_w, after_table=None, after_sa
 
 def _assert_no_repeat_no_skip(table, used_before, second, after) -> None:
     """Each stream of the new recipe: first exactly the rest of the epoch (what no stream trained
-    before, each token once, a cut document finished), then only its next epochs."""
-    before = _cover(table, used_before)
-    assert all(c.max() <= 1 for c in before)  # within an epoch: no repeat before the edit either
+    before, each token once, a cut document finished), then only its next epochs. `used_before`:
+    the uses of every stream's epoch in progress (disjoint filters), or {stream: the uses of its
+    own epoch in progress} (overlapping filters)."""
+    own = isinstance(used_before, dict)  # {stream: uses}: each stream's own epoch (overlapping filters)
     for s in second.streams:
+        before = _cover(table, used_before.get(s.name, []) if own else used_before)
+        assert all(c.max() <= 1 for c in before)  # within an epoch: no repeat before the edit either
         selected = set(s.rows.tolist())
         rest = {r for r in selected if before[r].min() == 0}  # not (or not fully) trained before
         uses, cov = after[s.name], [c.copy() for c in before]
@@ -210,6 +213,45 @@ def test_two_edits_the_second_while_a_stream_still_trains_the_rest_of_its_epoch(
     assert len(diff["resumes"]["B"]["cut_documents"]) == 2
     after = _trained(third, BEFORE + 40, BEFORE + 40 + 3000)
     _assert_no_repeat_no_skip(table, used, third, after)
+
+
+def test_disjoint_streams_share_one_bitmap_overlapping_ones_keep_their_own():
+    table = _table()
+    disjoint = _samples(table, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1})
+    disjoint.sample_ids(np.arange(BEFORE))
+    state, arrays = split_bits(disjoint.state_dict())
+    assert len(arrays) == 1 and {d["bits"]["$bits"] for d in state["ledgers"].values()} == {"b0"}
+    trained = _trained(_samples(table, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1}), 0, BEFORE)
+    whole = {r for uses in trained.values() for r, _, _ in uses}
+    assert set(np.flatnonzero(arrays["b0"]).tolist()) == whole  # the union of what the three trained
+    overlap = _samples(table, {"A": 'topic in ["a", "b"]', "B": 'topic in ["b", "c"]'}, W)
+    overlap.sample_ids(np.arange(BEFORE))
+    state, arrays = split_bits(overlap.state_dict())
+    assert len(arrays) == 2 and not any(d["shared"] for d in state["ledgers"].values())
+    assert "ledgers" not in overlap.state_dict(ledgers=False)  # what the ranks that do not write compute
+
+
+def test_overlapping_filters_each_stream_keeps_its_own_epoch():
+    """A selects topics a, b (weight 0.9: past its first epoch), B topics b, c (in its first). A's
+    filter changes: it skips what A trained in its epoch in progress, not what B trained in B's; an
+    added stream over the same shards starts its first epoch with all its documents."""
+    table = _table()
+    spec = {"A": 'topic in ["a", "b"]', "B": 'topic in ["b", "c"]'}
+    w = {"A": 0.9, "B": 0.1}
+    first = _samples(table, spec, w)
+    before = 500
+    trained = _trained(first, 0, before)
+    own = {s.name: _current_epoch(trained[s.name], s.num_documents, table.lengths) for s in first.streams}
+    assert len({r for r, a, _ in trained["A"] if a == 0}) < len([u for u in trained["A"] if u[1] == 0])  # epochs >= 1
+    second = _samples(table, {"A": 'topic == "b"', "B": spec["B"], "C": 'topic in ["a", "b"]'},
+                      {"A": 0.4, "B": 0.3, "C": 0.3})
+    diff = second.load_state_dict(_saved(first))
+    assert diff["resumes"]["A"]["epoch"] >= 1 and diff["resumes"]["C"]["epoch"] == 0
+    assert diff["resumes"]["C"]["documents_left"] == second.streams[2].num_documents and second.streams[2].head is None
+    b_trained_only = {r for r, _, _ in own["B"]} - {r for r, _, _ in own["A"]}
+    assert b_trained_only & set(second.streams[0].rows.tolist())  # documents the old union rule skipped
+    after = _trained(second, before, before + 3000)
+    _assert_no_repeat_no_skip(table, own, second, after)
 
 
 def test_refused_when_a_shard_has_other_tokens():
