@@ -350,3 +350,19 @@ def test_trace_across_edits_equals_what_the_trainer_fetched_and_nothing_repeats(
         hits = trace_doc(stages, doc)
         assert sorted((h["start"], min(h["stop"], h["start"] + 10**9)) for h in hits)[0][0] == 0
         assert {h["sample"] for h in hits} == {s.sample for s in traced if any(p["doc_id"] == doc for p in s.pieces)}
+
+
+@pytest.mark.slow
+def test_topic_ppl_controller_follows_an_edit_that_drops_and_adds_streams(edited_run):
+    """A tiny run with the topic-PPL controller, edited after step 2 (zh_b dropped, en_late added):
+    the run goes on, and the controller's first update after the edit moves the new stream set."""
+    result, _ = edited_run
+    records = result["mixture_records"]
+    change = [r for r in records if r["kind"] == "event" and "recipe_change" in r]
+    assert len(change) == 1 and change[0]["recipe_change"]["dropped"] == ["zh_b"]
+    mixture = [r for r in records if r["kind"] == "mixture"]
+    assert [r["step"] for r in mixture] == [1, 2, 3, 4]
+    followed = mixture[2]
+    assert followed["streams_changed"] == {"dropped": ["zh_b"], "added": ["en_late"]}
+    assert set(followed["weights_after"]) == {"en", "zh_a", "en_late"} and followed["delta_ppl"]["en_late"] == 0.0
+    assert "streams_changed" not in mixture[3] and set(mixture[3]["delta_ppl"]) == {"en", "zh_a", "en_late"}
