@@ -86,12 +86,17 @@ def consumed(stream: "Stream", index: int, bits: np.ndarray | None = None) -> Le
         rows = stream._head_rows
         bits[stream.rows] = stream.head.excluded[stream.rows]  # trained in this epoch before the edit
         skip = int(stream._head_skip[j]) if j < len(rows) else 0
-    else:
-        rows = stream.rows[stream._order(epoch)]
-    bits[rows[:j]] = True
-    if off + skip > 0:
-        bits[rows[j]] = True
-        return Ledger(epoch, bits, int(rows[j]), off + skip, shared)
+        bits[rows[:j]] = True
+        cut = int(rows[j]) if off + skip > 0 else None
+    else:  # marked among the stream's own documents first: a scatter into a small array, then in table order
+        order = stream._order(epoch)
+        mine = np.zeros(stream.num_documents, bool)
+        mine[order[:j]] = True
+        bits[stream.rows[mine]] = True
+        cut = int(stream.rows[order[j]]) if off > 0 else None
+    if cut is not None:
+        bits[cut] = True
+        return Ledger(epoch, bits, cut, off + skip, shared)
     return Ledger(epoch, bits, shared=shared)
 
 
