@@ -254,6 +254,38 @@ def test_overlapping_filters_each_stream_keeps_its_own_epoch():
     _assert_no_repeat_no_skip(table, own, second, after)
 
 
+def test_bitmaps_live_in_a_binary_file_beside_the_trainer_state(tmp_path):
+    table = _table()
+    first = _samples(table, SPEC, W)
+    first.sample_ids(np.arange(BEFORE))
+    state, arrays = split_bits(first.state_dict())
+    text = json.dumps(state)  # what trainer_state.json holds: references, no bits
+    assert '"$bits": "b0"' in text and "base64" not in text and len(arrays) == 1
+    with pytest.raises(ValueError, match=r"refers to bitmaps in data_bits.npz, which is missing \(copy the whole"):
+        load_data_state(json.loads(text), tmp_path)
+    write_bits(tmp_path / BITS_FILE, arrays)
+    back = load_data_state(json.loads(text), tmp_path)
+    np.testing.assert_array_equal(back["ledgers"]["A"]["bits"], arrays["b0"])
+    assert back["ledgers"]["A"]["bits"] is back["ledgers"]["B"]["bits"]  # one shared bitmap, read once
+
+
+def test_version_3_states_with_base64_bitmaps_still_resume_and_edit():
+    import base64
+    import zlib
+
+    table = _table()
+    first = _samples(table, SPEC, W)
+    first.sample_ids(np.arange(BEFORE))
+    state = first.state_dict()
+    v3 = {**state, "version": 3, "ledgers": {
+        n: {k: v for k, v in d.items() if k != "shared"} | {"bits": base64.b64encode(zlib.compress(
+            np.packbits(d["bits"]).tobytes())).decode()} for n, d in state["ledgers"].items()}}
+    same = _samples(table, SPEC, W)
+    assert same.load_state_dict(json.loads(json.dumps(v3))) is None
+    edited = _samples(table, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1})
+    assert edited.load_state_dict(json.loads(json.dumps(v3)))["added"] == ["C"]
+
+
 def test_refused_when_a_shard_has_other_tokens():
     lengths = np.random.default_rng(0).integers(5, 90, N)
     lengths[7] += 1
