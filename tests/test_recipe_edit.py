@@ -153,6 +153,20 @@ def test_weights_edit_keeps_the_history_and_adds_one_entry():
     assert again.load_state_dict(_saved(second)) is None
 
 
+def test_an_edit_keeps_the_shares_a_controller_reached_for_the_streams_it_does_not_reweight():
+    table = _table()
+    first = _samples(table, SPEC, W)
+    first.set_weights({"A": 0.9, "B": 0.1}, effective_at=50)  # a mixture controller's move
+    first.sample_ids(np.arange(BEFORE))
+    added = _samples(table, {**SPEC, "C": 'topic == "c"'}, {**W, "C": 0.5})
+    added.load_state_dict(_saved(first))
+    assert added.weights_at(BEFORE) == pytest.approx({"A": 0.9 / 1.5, "B": 0.1 / 1.5, "C": 0.5 / 1.5})
+    reweighted = _samples(table, SPEC, {"A": 0.6, "B": 0.2})
+    diff = reweighted.load_state_dict(_saved(first))
+    assert list(diff["weights"]) == ["B"]
+    assert reweighted.weights_at(BEFORE) == pytest.approx({"A": 0.9 / 1.1, "B": 0.2 / 1.1})
+
+
 def test_add_a_stream():
     table, used, second, diff, after = _edit(SPEC, W, {**SPEC, "C": 'topic == "c"'}, {"A": 0.4, "B": 0.3, "C": 0.3})
     assert diff["added"] == ["C"] and not diff["dropped"] and not diff["changed"]

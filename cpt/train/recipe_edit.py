@@ -21,8 +21,10 @@ already trained is trained again and none the new recipe selects is skipped:
     trained once per epoch of each), so an edited stream skips what its namesake trained in its
     epoch in progress and finishes only its namesake's cut document, and an added stream starts at
     epoch 0 with all its documents.
-- Weights: the new recipe's weights apply from the edit; an unchanged stream set keeps the
-  Blender's history and adds one entry (reason `recipe_change`); a changed set opens a new segment:
+- Weights: from the edit on, a stream the edit added or re-weighted gets the new recipe's weight,
+  every other stream keeps the share in force at the checkpoint (what a mixture controller made
+  of it; see `kept_shares`); an unchanged stream set keeps the Blender's history and adds one
+  entry (reason `recipe_change`); a changed set opens a new segment:
   a new Blender over the new streams from the checkpoint's sample on, the old segment's data state
   kept in the new state's `segments` (what `cpt trace` replays for the steps before the edit).
 
@@ -115,10 +117,29 @@ def load_or_edit(samples: "BlendedSamples", state: Mapping[str, Any]) -> dict[st
         if all(abs(old_weights[n] - new_weights[n]) <= 1e-12 for n in new_weights):
             return None
         at = samples.start + samples.blender.drawn
-        samples.blender.set_weights(new_weights, effective_at=samples.blender.drawn, reason="recipe_change")
+        weights = kept_shares(state, new_weights)
+        samples.blender.set_weights(weights, effective_at=samples.blender.drawn, reason="recipe_change")
         samples.recipe_weights = new_weights
-        return {"at_sample": at, "weights": {n: [old_weights[n], new_weights[n]] for n in new_weights}}
+        return {"at_sample": at, "weights": {n: [old_weights[n], new_weights[n]] for n in new_weights
+                                             if abs(old_weights[n] - new_weights[n]) > 1e-12}}
     return _edit(samples, state, new_weights)
+
+
+def kept_shares(state: Mapping[str, Any], new_weights: Mapping[str, float]) -> dict[str, float]:
+    """The Blender's weights from the edit on: the new recipe's weight for a stream the edit added or
+    re-weighted; for every other stream the share in force at the checkpoint (a mixture controller's
+    moves are kept), in the units of the checkpoint's recipe weights."""
+    b = state["blender"]
+    old_recipe = state.get("recipe_weights") or dict(zip(b["streams"], b["history"][0]["weights"]))
+    drawn = int(b["drawn"])
+    entry = [h for h in b["history"] if int(h["start"]) <= drawn][-1]
+    in_force = dict(zip(b["streams"], entry["weights"]))
+    scale = sum(old_recipe.values()) / (sum(in_force.values()) or 1.0)
+    out = {}
+    for n, w in new_weights.items():
+        kept = n in in_force and n in old_recipe and abs(old_recipe[n] - w) <= 1e-12
+        out[n] = float(in_force[n]) * scale if kept else float(w)
+    return out
 
 
 def _edit(samples: "BlendedSamples", state: Mapping[str, Any], new_weights: dict[str, float]) -> dict[str, Any]:
@@ -142,7 +163,7 @@ def _edit(samples: "BlendedSamples", state: Mapping[str, Any], new_weights: dict
     samples.closed = [*state.get("segments", ()), {**closed, "stop": at}]
     samples.start = at
     samples.recipe_weights = new_weights
-    samples.blender = samples._new_blender(new_weights)
+    samples.blender = samples._new_blender(kept_shares(state, new_weights))
     return diff
 
 

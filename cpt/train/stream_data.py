@@ -173,7 +173,9 @@ class BlendedSamples:
         self.closed: list[dict[str, Any]] = []  # data states of the segments before a recipe edit
         self.overlapping: Optional[frozenset] = None  # shard sets two streams select a document of (once computed)
         self.blender = self._new_blender(weights)
-        self.recipe_weights = dict(zip(self.stream_names, self.blender.weights_at(0).tolist()))
+        # the recipe's own weights, as written (an edit compares them: adding a stream re-weights no other)
+        self.recipe_weights = {n: float(weights[n] if isinstance(weights, Mapping) else weights[k])
+                               for k, n in enumerate(self.stream_names)}
         self.seq_length = seq_length
         self.data = data
         workers = data.num_workers if num_workers is None else num_workers
