@@ -363,8 +363,9 @@ def test_exp3_refuses_a_recipe_edit_of_its_streams():
     resumed.load_state_dict(json.loads(json.dumps(hook.state_dict())))
     run = Run({"a": 0.5, "c": 0.5})
     resumed.on_train_start(run.ctx)
-    with pytest.raises(ValueError, match=r"^hook 'exp3' \(exp3\): its checkpoint controls streams \['a', 'b', 'c'\], "
-                                         r"the resumed recipe validates \['a', 'c'\]: exp3 does not follow a recipe edit"):
+    with pytest.raises(ValueError, match=r"^hook 'exp3' \(exp3\): its checkpoint controls streams "
+                                         r"\['a', 'b', 'c'\], the resumed recipe validates \['a', 'c'\]: "
+                                         r"exp3 does not follow a recipe edit"):
         resumed.on_eval(run.ctx, 30, evals(30, {"a": 10.0, "c": 10.0}))
 
 
