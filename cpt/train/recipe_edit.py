@@ -164,6 +164,7 @@ def _edit(samples: "BlendedSamples", state: Mapping[str, Any], new_weights: dict
     samples.start = at
     samples.recipe_weights = new_weights
     samples.blender = samples._new_blender(kept_shares(state, new_weights))
+    samples.overlapping = None  # the new segment's streams: checked again at its first save
     return diff
 
 
