@@ -15,17 +15,28 @@ pieces + metadata), best of --repeat, split into open_replay_ms (rebuild the str
 the Blender state) and ids_pieces_ms (sample ids, each stream's packing of the step's segments from the cached cursors, metadata);
 warm_ms, another step on the opened stage; load average. The streams here are small (about one
 epoch per packing segment): without the cache's cursors each would pack from its sample 0.
-ledger_bytes_per_m_docs: the consumed-documents ledgers of all streams as the checkpoint stores them
-(base64 text of compressed bitmaps), per million documents of the shard.
-Last line: {"bench": "trace", "trace_ms": ..., "ledger_bytes_per_m_docs": ..., ...}.
+ledger_bytes_per_m_docs: the data state's bitmaps file of that checkpoint (data_bits.npz: the
+streams' consumed-documents ledgers), per million documents of the shard.
+
+Ledgers at paper scale (--scale-documents, default 100M; 0 skips): an in-memory table of that many
+documents (log-normal lengths, mean ~900 tokens; 22 topics with stage 1's shares), 22 streams
+(one per topic, shuffled, seq 8192), each stopped mid-epoch at the position a 10,000-step run of
+global batch 1024 gives it; each stream's packing around that position is warmed first (a training
+rank has just read it). Then what the rank that writes a checkpoint does: the disjointness check of
+the streams' selections (once per segment: scale_overlap_s), the ledgers (scale_ledger_s), splitting
+out and writing the bitmaps file (scale_write_s, scale_bits_bytes); for comparison the size the
+version-3 data state had (a base64 bitmap per stream inside trainer_state.json: scale_v3_json_bytes).
+Last line: {"bench": "trace", "trace_ms": ..., "ledger_bytes_per_m_docs": ..., "scale_...": ...}.
 """
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import tempfile
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -89,14 +100,57 @@ def simulate(prefix: str, run: Path, samples: int, gbs: int, seq: int) -> int:
              "extra": {"stage": {"name": "main", "start_step": 0, "start_samples": 0, "start_tokens": 0},
                        "data": data.state_dict()},
              "layout": {"tp": 1, "pp": 1, "dp": 8}, "recipe": recipe_to_dict(recipe)}
-    ledgers = state["extra"]["data"]["ledgers"]
-    documents = ledgers[next(iter(ledgers))]["documents"]  # every stream's ledger covers the shard's documents
-    ledger_bytes = sum(len(x["bits"]) for x in ledgers.values())
+    from cpt.train.data_bits import BITS_FILE, split_bits, write_bits
+
+    documents = len(streams[0].table)
+    state["extra"]["data"], bits = split_bits(state["extra"]["data"])
     ckpt = run / "checkpoints" / f"step_{steps:08d}"
     ckpt.mkdir(parents=True)
+    ledger_bytes = write_bits(ckpt / BITS_FILE, bits)
     (ckpt / "trainer_state.json").write_text(json.dumps(state))
     (ckpt / "COMPLETE").write_text(f"{steps}\n")
     return steps, ledger_bytes * 1_000_000 / documents
+
+
+TOPIC_SHARES = np.array([6, 5, 4, 5, 7, 9, 6, 8, 10, 12, 28], np.float64) / 100  # stage 1's 11 topics
+
+
+def ledgers_at_scale(documents: int, folder: Path, steps: int = 10_000, gbs: int = 1024, seq: int = 8192) -> dict:
+    """The checkpoint writer's ledger work at `documents` documents, 22 streams (module docstring)."""
+    from cpt.sampling import DocumentTable, Stream, StreamConfig
+    from cpt.sampling.ledger import consumed, overlapping_sets, stream_ledgers
+    from cpt.train.data_bits import BITS_FILE, split_bits, write_bits
+
+    rng = np.random.default_rng(0)
+    shares = np.concatenate([0.2 * TOPIC_SHARES, 0.8 * TOPIC_SHARES])  # zh x 11 topics, en x 11 topics
+    topic = rng.choice(STREAMS, size=documents, p=shares).astype(np.int8)
+    lengths = np.clip(rng.lognormal(6.3, 1.0, documents), 16, 200_000).astype(np.int64)
+    table = DocumentTable(lengths, {"topic": topic}, ("synthetic",), np.zeros(documents, np.int32),
+                          np.arange(documents, dtype=np.int64), ("synthetic-100m",))
+    streams = [Stream(table, StreamConfig(name=f"s{k}", seq_length=seq, filter=f"topic == {k}", seed=k))
+               for k in range(STREAMS)]
+    # each stream mid-epoch where a run of `steps` steps leaves it (samples in proportion to its tokens)
+    tokens = np.array([s.tokens_per_epoch for s in streams], np.float64)
+    positions = (steps * gbs * tokens / tokens.sum()).astype(np.int64)
+    for s, i in zip(streams, positions):
+        s.boundaries_many([i - 1])  # warm: a training rank has just packed around its position
+    t0 = time.perf_counter()
+    overlapping = overlapping_sets(streams)
+    t1 = time.perf_counter()
+    ledgers = stream_ledgers(streams, positions.tolist(), overlapping)
+    t2 = time.perf_counter()
+    tree, arrays = split_bits({n: led.to_dict() for n, led in ledgers.items()})
+    size = write_bits(folder / BITS_FILE, arrays)
+    t3 = time.perf_counter()
+    v3 = 0
+    for s, i in zip(streams, positions):  # version 3: one bitmap per stream, base64 text in the JSON
+        packed = np.packbits(consumed(s, int(i)).bits).tobytes()
+        v3 += len(base64.b64encode(zlib.compress(packed, 6)))
+    trained = int(arrays["b0"].sum())
+    return {"scale_documents": documents, "scale_streams": STREAMS, "scale_trained_in_epoch": trained,
+            "scale_overlap_s": round(t1 - t0, 3), "scale_ledger_s": round(t2 - t1, 3),
+            "scale_write_s": round(t3 - t2, 3), "scale_bits_bytes": size, "scale_v3_json_bytes": v3,
+            "scale_bytes_per_m_docs": round(size * 1_000_000 / documents)}
 
 
 def main() -> None:
@@ -106,6 +160,7 @@ def main() -> None:
     ap.add_argument("--global-batch-size", type=int, default=1024)
     ap.add_argument("--seq-length", type=int, default=128)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--scale-documents", type=int, default=100_000_000)
     args = ap.parse_args()
     from cpt.trace import open_stages, trace_step
 
@@ -130,6 +185,8 @@ def main() -> None:
         t0 = time.perf_counter()
         trace_step(stages, max(1, deep - 1000), dp_rank=3)
         warm = time.perf_counter() - t0
+        del stages
+        scale = ledgers_at_scale(args.scale_documents, tmp) if args.scale_documents else {}
     assert len(traced) == args.global_batch_size and all(s.pieces for s in traced)
     print(f"simulated {steps * args.global_batch_size:,} samples ({steps} steps) over {STREAMS} streams with "
           f"{CHANGES} weight changes in {simulate_s:.1f} s; trace of step {deep}: cold "
@@ -139,7 +196,7 @@ def main() -> None:
                       "open_replay_ms": round(min(replay) * 1e3, 1), "ids_pieces_ms": round(min(pieces) * 1e3, 1),
                       "samples_drawn": steps * args.global_batch_size, "streams": STREAMS, "weight_changes": CHANGES,
                       "step": deep, "samples_in_step": args.global_batch_size,
-                      "ledger_bytes_per_m_docs": round(ledger_per_m),
+                      "ledger_bytes_per_m_docs": round(ledger_per_m), **scale,
                       "loadavg": [round(x, 2) for x in os.getloadavg()]}))
 
 

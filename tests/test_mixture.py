@@ -325,14 +325,48 @@ def test_topic_ppl_refuses_foreign_state():
     state = hook.state_dict()
     with pytest.raises(ValueError, match="'version' is 99"):
         TopicPPLMixture().load_state_dict({**state, "version": 99})
-    with pytest.raises(ValueError, match="field 'streams'"):
-        TopicPPLMixture(streams=["a", "b"]).load_state_dict(state)
     with pytest.raises(ValueError, match="'kind'"):
         TopicPPLMixture().load_state_dict(EXP3Mixture().state_dict())
     with pytest.raises(ValueError, match="missing fields"):
         TopicPPLMixture().load_state_dict({"version": 1, "kind": "topic_ppl", "streams": None})
     with pytest.raises(ValueError, match="expected a mapping"):
         TopicPPLMixture().load_state_dict([1])
+
+
+def test_topic_ppl_follows_a_recipe_edit_of_its_streams():
+    """Resumed under a recipe that dropped b and added d: b's state goes, d joins with dp 0 at its
+    first update (factor 1), the others move as without the edit, and the record says so."""
+    hook = TopicPPLMixture(alpha=0.5)
+    two_evals(hook)
+    resumed = TopicPPLMixture(alpha=0.5)
+    resumed.load_state_dict(json.loads(json.dumps(hook.state_dict())))
+    run = Run({"a": 0.5, "c": 0.2, "d": 0.3})
+    assert resumed.on_train_start(run.ctx) is None  # b is gone: no refusal
+    update = run.apply(resumed.on_eval(run.ctx, 30, evals(30, {"a": 12.0, "c": 10.0, "d": 7.0})))
+    assert resumed.streams == ("a", "c", "d") and set(resumed.reference_ppl) == {"a", "c", "d"}
+    record = run.logs[-1][1]
+    assert record["streams_changed"] == {"dropped": ["b"], "added": ["d"]}
+    assert record["delta_ppl"]["d"] == 0.0 and record["factor"]["d"] == 1.0 and record["factor"]["a"] > 1.0
+    assert sum(update.weights.values()) == pytest.approx(1.0) and update.weights["a"] > 0.5
+    # with the `streams` option, the resumed recipe's option wins over the checkpoint's streams
+    named = TopicPPLMixture(streams=["a", "b"])
+    named.load_state_dict(json.loads(json.dumps(hook.state_dict())))
+    assert named.streams == ("a", "b") and set(named.reference_ppl) == {"a", "b"}
+
+
+def test_exp3_refuses_a_recipe_edit_of_its_streams():
+    hook = EXP3Mixture(seed=1)
+    run = Run(W3)
+    for step in (10, 20):
+        run.apply(hook.on_eval(run.ctx, step, evals(step, FIRST)))
+    resumed = EXP3Mixture(seed=1)
+    resumed.load_state_dict(json.loads(json.dumps(hook.state_dict())))
+    run = Run({"a": 0.5, "c": 0.5})
+    resumed.on_train_start(run.ctx)
+    with pytest.raises(ValueError, match=r"^hook 'exp3' \(exp3\): its checkpoint controls streams "
+                                         r"\['a', 'b', 'c'\], the resumed recipe validates \['a', 'c'\]: "
+                                         r"exp3 does not follow a recipe edit"):
+        resumed.on_eval(run.ctx, 30, evals(30, {"a": 10.0, "c": 10.0}))
 
 
 def test_default_streams_are_fixed_at_the_first_eval():

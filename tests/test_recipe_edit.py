@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from cpt.config import DataConfig
 from cpt.sampling import DocumentTable, Stream, StreamConfig
+from cpt.train.data_bits import BITS_FILE, load_data_state, split_bits, write_bits
 from cpt.train.recipe_edit import RecipeEditRefused
 from cpt.train.stream_data import BlendedSamples
 
@@ -35,6 +38,14 @@ def _table(topics=None, lengths=None) -> DocumentTable:
 def _streams(table, spec: dict[str, str]) -> list[Stream]:
     return [Stream(table, StreamConfig(name=n, seq_length=SEQ, filter=f, seed=3 + i))
             for i, (n, f) in enumerate(spec.items())]
+
+
+def _saved(samples: BlendedSamples) -> dict:
+    """The data state as a checkpoint stores it (JSON + the bitmaps file), read back."""
+    state, arrays = split_bits(samples.state_dict())
+    with tempfile.TemporaryDirectory() as d:
+        write_bits(Path(d) / BITS_FILE, arrays)
+        return load_data_state(json.loads(json.dumps(state)), d)
 
 
 def _samples(table, spec: dict[str, str], weights: dict[str, float]) -> BlendedSamples:
@@ -80,7 +91,7 @@ def _edit(before_spec, before_w, after_spec, after_w, after_table=None, after_sa
     first = _samples(table, before_spec, before_w)
     trained = _trained(first, 0, before)
     used_before = [u for s in first.streams for u in _current_epoch(trained[s.name], s.num_documents, table.lengths)]
-    state = json.loads(json.dumps(first.state_dict()))
+    state = _saved(first)
     second = _samples(after_table or table, after_spec, after_w)
     diff = second.load_state_dict(state)
     after = _trained(second, before, before + after_samples)
@@ -89,10 +100,13 @@ def _edit(before_spec, before_w, after_spec, after_w, after_table=None, after_sa
 
 def _assert_no_repeat_no_skip(table, used_before, second, after) -> None:
     """Each stream of the new recipe: first exactly the rest of the epoch (what no stream trained
-    before, each token once, a cut document finished), then only its next epochs."""
-    before = _cover(table, used_before)
-    assert all(c.max() <= 1 for c in before)  # within an epoch: no repeat before the edit either
+    before, each token once, a cut document finished), then only its next epochs. `used_before`:
+    the uses of every stream's epoch in progress (disjoint filters), or {stream: the uses of its
+    own epoch in progress} (overlapping filters)."""
+    own = isinstance(used_before, dict)  # {stream: uses}: each stream's own epoch (overlapping filters)
     for s in second.streams:
+        before = _cover(table, used_before.get(s.name, []) if own else used_before)
+        assert all(c.max() <= 1 for c in before)  # within an epoch: no repeat before the edit either
         selected = set(s.rows.tolist())
         rest = {r for r in selected if before[r].min() == 0}  # not (or not fully) trained before
         uses, cov = after[s.name], [c.copy() for c in before]
@@ -120,7 +134,7 @@ def test_unedited_resume_is_exact_and_reports_no_change():
     want = whole.sample_ids(np.arange(0, 400))
     first = _samples(table, SPEC, W)
     first.sample_ids(np.arange(0, BEFORE))
-    state = json.loads(json.dumps(first.state_dict()))
+    state = _saved(first)
     again = _samples(table, SPEC, W)
     assert again.load_state_dict(state) is None and again.start == 0 and not again.closed
     got = again.sample_ids(np.arange(BEFORE, 400))
@@ -136,7 +150,21 @@ def test_weights_edit_keeps_the_history_and_adds_one_entry():
     _assert_no_repeat_no_skip(table, used, second, after)
     # saved and resumed again with the same recipe: no second change
     again = _samples(table, SPEC, {"A": 0.2, "B": 0.8})
-    assert again.load_state_dict(json.loads(json.dumps(second.state_dict()))) is None
+    assert again.load_state_dict(_saved(second)) is None
+
+
+def test_an_edit_keeps_the_shares_a_controller_reached_for_the_streams_it_does_not_reweight():
+    table = _table()
+    first = _samples(table, SPEC, W)
+    first.set_weights({"A": 0.9, "B": 0.1}, effective_at=50)  # a mixture controller's move
+    first.sample_ids(np.arange(BEFORE))
+    added = _samples(table, {**SPEC, "C": 'topic == "c"'}, {**W, "C": 0.5})
+    added.load_state_dict(_saved(first))
+    assert added.weights_at(BEFORE) == pytest.approx({"A": 0.9 / 1.5, "B": 0.1 / 1.5, "C": 0.5 / 1.5})
+    reweighted = _samples(table, SPEC, {"A": 0.6, "B": 0.2})
+    diff = reweighted.load_state_dict(_saved(first))
+    assert list(diff["weights"]) == ["B"]
+    assert reweighted.weights_at(BEFORE) == pytest.approx({"A": 0.9 / 1.1, "B": 0.2 / 1.1})
 
 
 def test_add_a_stream():
@@ -188,17 +216,88 @@ def test_two_edits_the_second_while_a_stream_still_trains_the_rest_of_its_epoch(
     used = [u for v in _trained(first, 0, BEFORE).values() for u in v]
     spec2 = {"A": 'topic in ["a", "c"]', "B": SPEC["B"]}
     second = _samples(table, spec2, W)
-    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    second.load_state_dict(_saved(first))
     used += [u for v in _trained(second, BEFORE, BEFORE + 40).values() for u in v]
     assert second.streams[0].head is not None
     retagged = [("b" if t == "a" and i % 2 else t) for i, t in enumerate(table.columns["topic"].tolist())]
     third = _samples(_table(retagged), spec2, W)
-    diff = third.load_state_dict(json.loads(json.dumps(second.state_dict())))
+    diff = third.load_state_dict(_saved(second))
     assert set(diff["changed"]) == {"A", "B"} and len(third.closed) == 2
     # B finishes two cut documents: its own, and A's, which the re-tag moved into B
     assert len(diff["resumes"]["B"]["cut_documents"]) == 2
     after = _trained(third, BEFORE + 40, BEFORE + 40 + 3000)
     _assert_no_repeat_no_skip(table, used, third, after)
+
+
+def test_disjoint_streams_share_one_bitmap_overlapping_ones_keep_their_own():
+    table = _table()
+    disjoint = _samples(table, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1})
+    disjoint.sample_ids(np.arange(BEFORE))
+    state, arrays = split_bits(disjoint.state_dict())
+    assert len(arrays) == 1 and {d["bits"]["$bits"] for d in state["ledgers"].values()} == {"b0"}
+    trained = _trained(_samples(table, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1}), 0, BEFORE)
+    whole = {r for uses in trained.values() for r, _, _ in uses}
+    assert set(np.flatnonzero(arrays["b0"]).tolist()) == whole  # the union of what the three trained
+    overlap = _samples(table, {"A": 'topic in ["a", "b"]', "B": 'topic in ["b", "c"]'}, W)
+    overlap.sample_ids(np.arange(BEFORE))
+    state, arrays = split_bits(overlap.state_dict())
+    assert len(arrays) == 2 and not any(d["shared"] for d in state["ledgers"].values())
+    assert "ledgers" not in overlap.state_dict(ledgers=False)  # what the ranks that do not write compute
+
+
+def test_overlapping_filters_each_stream_keeps_its_own_epoch():
+    """A selects topics a, b (weight 0.9: past its first epoch), B topics b, c (in its first). A's
+    filter changes: it skips what A trained in its epoch in progress, not what B trained in B's; an
+    added stream over the same shards starts its first epoch with all its documents."""
+    table = _table()
+    spec = {"A": 'topic in ["a", "b"]', "B": 'topic in ["b", "c"]'}
+    w = {"A": 0.9, "B": 0.1}
+    first = _samples(table, spec, w)
+    before = 500
+    trained = _trained(first, 0, before)
+    own = {s.name: _current_epoch(trained[s.name], s.num_documents, table.lengths) for s in first.streams}
+    assert len({r for r, a, _ in trained["A"] if a == 0}) < len([u for u in trained["A"] if u[1] == 0])  # epochs >= 1
+    second = _samples(table, {"A": 'topic == "b"', "B": spec["B"], "C": 'topic in ["a", "b"]'},
+                      {"A": 0.4, "B": 0.3, "C": 0.3})
+    diff = second.load_state_dict(_saved(first))
+    assert diff["resumes"]["A"]["epoch"] >= 1 and diff["resumes"]["C"]["epoch"] == 0
+    assert diff["resumes"]["C"]["documents_left"] == second.streams[2].num_documents and second.streams[2].head is None
+    b_trained_only = {r for r, _, _ in own["B"]} - {r for r, _, _ in own["A"]}
+    assert b_trained_only & set(second.streams[0].rows.tolist())  # documents the old union rule skipped
+    after = _trained(second, before, before + 3000)
+    _assert_no_repeat_no_skip(table, own, second, after)
+
+
+def test_bitmaps_live_in_a_binary_file_beside_the_trainer_state(tmp_path):
+    table = _table()
+    first = _samples(table, SPEC, W)
+    first.sample_ids(np.arange(BEFORE))
+    state, arrays = split_bits(first.state_dict())
+    text = json.dumps(state)  # what trainer_state.json holds: references, no bits
+    assert '"$bits": "b0"' in text and "base64" not in text and len(arrays) == 1
+    with pytest.raises(ValueError, match=r"refers to bitmaps in data_bits.npz, which is missing \(copy the whole"):
+        load_data_state(json.loads(text), tmp_path)
+    write_bits(tmp_path / BITS_FILE, arrays)
+    back = load_data_state(json.loads(text), tmp_path)
+    np.testing.assert_array_equal(back["ledgers"]["A"]["bits"], arrays["b0"])
+    assert back["ledgers"]["A"]["bits"] is back["ledgers"]["B"]["bits"]  # one shared bitmap, read once
+
+
+def test_version_3_states_with_base64_bitmaps_still_resume_and_edit():
+    import base64
+    import zlib
+
+    table = _table()
+    first = _samples(table, SPEC, W)
+    first.sample_ids(np.arange(BEFORE))
+    state = first.state_dict()
+    v3 = {**state, "version": 3, "ledgers": {
+        n: {k: v for k, v in d.items() if k != "shared"} | {"bits": base64.b64encode(zlib.compress(
+            np.packbits(d["bits"]).tobytes())).decode()} for n, d in state["ledgers"].items()}}
+    same = _samples(table, SPEC, W)
+    assert same.load_state_dict(json.loads(json.dumps(v3))) is None
+    edited = _samples(table, {**SPEC, "C": 'topic == "c"'}, {"A": 1, "B": 1, "C": 1})
+    assert edited.load_state_dict(json.loads(json.dumps(v3)))["added"] == ["C"]
 
 
 def test_refused_when_a_shard_has_other_tokens():
@@ -213,7 +312,7 @@ def test_refused_when_a_held_out_split_changes():
     table = _table()
     first = _samples(table, SPEC, W)
     first.sample_ids(np.arange(BEFORE))
-    state = json.loads(json.dumps(first.state_dict()))
+    state = _saved(first)
     streams = _streams(table, SPEC)
     cfg = dataclasses.replace(streams[0].config, split="train", holdout=0.2)
     table2 = DocumentTable.from_columns(table.lengths, {"topic": list(table.columns["topic"].tolist()),
@@ -297,3 +396,19 @@ def test_trace_across_edits_equals_what_the_trainer_fetched_and_nothing_repeats(
         hits = trace_doc(stages, doc)
         assert sorted((h["start"], min(h["stop"], h["start"] + 10**9)) for h in hits)[0][0] == 0
         assert {h["sample"] for h in hits} == {s.sample for s in traced if any(p["doc_id"] == doc for p in s.pieces)}
+
+
+@pytest.mark.slow
+def test_topic_ppl_controller_follows_an_edit_that_drops_and_adds_streams(edited_run):
+    """A tiny run with the topic-PPL controller, edited after step 2 (zh_b dropped, en_late added):
+    the run goes on, and the controller's first update after the edit moves the new stream set."""
+    result, _ = edited_run
+    records = result["mixture_records"]
+    change = [r for r in records if r["kind"] == "event" and "recipe_change" in r]
+    assert len(change) == 1 and change[0]["recipe_change"]["dropped"] == ["zh_b"]
+    mixture = [r for r in records if r["kind"] == "mixture"]
+    assert [r["step"] for r in mixture] == [1, 2, 3, 4]
+    followed = mixture[2]
+    assert followed["streams_changed"] == {"dropped": ["zh_b"], "added": ["en_late"]}
+    assert set(followed["weights_after"]) == {"en", "zh_a", "en_late"} and followed["delta_ppl"]["en_late"] == 0.0
+    assert "streams_changed" not in mixture[3] and set(mixture[3]["delta_ppl"]) == {"en", "zh_a", "en_late"}

@@ -158,29 +158,44 @@ def stream_metric(eval_metrics: EvalMetrics, stream: str, key: str, who: str) ->
 
 class ValidatedStreamsController(MixtureController):
     """A controller over streams that have per-stream validation: the `streams` option, else every
-    stream validated at the first eval (then fixed, and checked against the run at every start)."""
+    validated stream, found at the first eval of each launch and then fixed (a resumed recipe may
+    have added or dropped validated streams: see `_follow`)."""
 
     streams: Optional[tuple[str, ...]] = None
+    _streams_option: Optional[tuple[str, ...]] = None
+    _resolved = False  # the streams of this launch are known
 
     def _check_validated(self, streams: Sequence[str]) -> None:
         """Extra checks of the streams found at the first eval (subclasses: e.g. against groups)."""
 
     def on_train_start(self, ctx: HookContext) -> Optional[MixtureUpdate]:
-        if self.streams is not None:
+        if self._streams_option is not None:  # without the option, this launch's first eval resolves them
             self._check_known(ctx, self.streams, "streams")
+        self._resolved = False
         return None
 
     def _resolve_streams(self, ctx: HookContext, eval_metrics: EvalMetrics) -> tuple[str, ...]:
-        """The controlled streams: the option, else (fixed at the first eval) every validated stream."""
-        if self.streams is None:
+        """The controlled streams: the option, else every validated stream of the run."""
+        if self._streams_option is None and not self._resolved:
+            self._resolved = True
             validated = tuple(s for s in ctx.stream_names if s in eval_metrics.streams)
             if not validated:
                 raise self._err("streams", "not set and no stream has per-stream validation "
                                            f"at step {eval_metrics.step}")
-            self._check_validated(validated)
-            self.streams = validated
+            if self.streams is not None and set(validated) != set(self.streams):
+                self._follow(self.streams, validated)
+            if validated != self.streams:
+                self._check_validated(validated)
+                self.streams = validated
         self._check_known(ctx, self.streams, "streams")
         return self.streams
+
+    def _follow(self, old: Sequence[str], new: Sequence[str]) -> None:
+        """The controlled streams changed (a recipe edit at a resume): carry the state over, or refuse."""
+        raise ValueError(
+            f"hook {self.name!r} ({self.kind}): its checkpoint controls streams {list(old)}, the resumed "
+            f"recipe validates {list(new)}: {self.kind} does not follow a recipe edit of its streams; keep "
+            "them (or name them in its `streams` option) while it runs")
 
     def _live_metric(self, ctx: HookContext, eval_metrics: EvalMetrics,
                      metric: str) -> tuple[tuple[str, ...], list[str], dict[str, float]]:

@@ -33,6 +33,14 @@ Guards, applied after r_i(t) is proposed, all on shares of the whole mixture:
    those cannot hold T_g (e.g. n * min_share > T_g after streams ran dry), the bounds are scaled to
    the total and the group is logged under `infeasible_groups` -- a run is not stopped for it.
 
+Recipe edits (cpt.train.recipe_edit): the controller follows a resumed recipe whose streams
+changed. Without the `streams` option it controls every validated stream of the run, re-resolved
+at each eval; with it, the option of the resumed recipe wins over the checkpoint's. A stream that
+left keeps no state (its reference PPL is dropped); a stream that joined has the PPL of its first
+eval as reference, so its dp is 0 at that update (its share moves only as its group is
+renormalised) and it moves like the others from the next update on. The update that follows an
+edit logs `streams_changed` ({dropped, added}).
+
 Exhausted streams (ctx.exhausted()) get share 0 and are left out of every sum and normalisation.
 With `every: k`, updates happen at evals 1 + k, 1 + 2k, ... and dp is measured over the k evals
 since the previous update. Every quantity of every update is logged as one "mixture" record.
@@ -112,6 +120,7 @@ class TopicPPLMixture(ValidatedStreamsController):
         self.evals = 0
         self.updates = 0
         self.reference_ppl: dict[str, float] = {}
+        self._changed: Optional[dict[str, list[str]]] = None  # streams a recipe edit dropped/added, to log
 
     # ---- options ---------------------------------------------------------------------------------
 
@@ -172,6 +181,8 @@ class TopicPPLMixture(ValidatedStreamsController):
         self.reference_ppl.update(ppl)
         self.updates += 1
         figures = {"eval": self.evals, "update": self.updates, **figures}
+        if self._changed:  # the first update after a recipe edit says what the controller followed
+            figures["streams_changed"], self._changed = self._changed, None
         return self._finish(ctx, before, new, figures, f"update {self.updates} at eval {self.evals}")
 
     def _update(self, before: Mapping[str, float], ppl: Mapping[str, float], live: Sequence[str],
@@ -229,18 +240,26 @@ class TopicPPLMixture(ValidatedStreamsController):
 
     # ---- state -----------------------------------------------------------------------------------
 
+    def _follow(self, old: Sequence[str], new: Sequence[str]) -> None:
+        """Carry the state over to the streams of an edited recipe (see the module docstring)."""
+        self.reference_ppl = {s: p for s, p in self.reference_ppl.items() if s in new}
+        self._changed = {"dropped": [s for s in old if s not in new], "added": [s for s in new if s not in old]}
+
     def state_dict(self) -> dict[str, Any]:
         return self._state(self.streams, evals=self.evals, updates=self.updates,
                            reference_ppl=dict(self.reference_ppl))
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self._check_state(state, self._streams_option, ("evals", "updates", "reference_ppl"))
+        self._check_state(state, None, ("evals", "updates", "reference_ppl"))
         streams = None if state["streams"] is None else tuple(state["streams"])
-        if streams is not None:
-            self._check_named(streams)
         ref = {str(k): float(v) for k, v in dict(state["reference_ppl"]).items()}
         if streams is not None and not set(ref) <= set(streams):
             raise ValueError(f"{type(self).__name__} {self.name!r}: refusing state: reference_ppl names "
                              f"{sorted(set(ref) - set(streams))} outside its streams")
         self.streams, self.reference_ppl = streams, ref
         self.evals, self.updates = int(state["evals"]), int(state["updates"])
+        option = self._streams_option
+        if option is not None and streams is not None and set(option) != set(streams):
+            self._follow(streams, option)  # the resumed recipe's option wins
+        if option is not None:
+            self.streams = option

@@ -110,6 +110,8 @@ def cache_dir(stage: Stage) -> str:
 def _replayable_data(stage: Stage):
     from cpt.train.stream_data import BlendedSamples, build_streams
 
+    from cpt.train.data_bits import load_data_state
+
     recipe, data_state = stage.recipe, stage.state["extra"].get("data")
     d, t = recipe.data, recipe.training
     if not d.streams or data_state is None:
@@ -119,7 +121,7 @@ def _replayable_data(stage: Stage):
                             cache_dir=cache_dir(stage))
     samples = BlendedSamples(streams, {s.name: s.weight for s in d.streams}, t.seq_length, d, num_workers=0,
                              prefetch=False)
-    samples.load_state_dict(data_state)
+    samples.load_state_dict(load_data_state(data_state, stage.checkpoints[-1][1]))
     return samples
 
 

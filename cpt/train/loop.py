@@ -32,6 +32,7 @@ from cpt.config import Recipe, recipe_to_dict
 from cpt.sampling.errors import StreamExhausted
 from cpt.sampling.parallel import DataParallelLayout
 from cpt.train.checkpoint import CheckpointManager, reading, resolve_load_path, step_dir_name, trainer_state_summary
+from cpt.train.data_bits import BITS_FILE, load_data_state, split_bits, write_bits
 from cpt.train.engine import Batch, Engine, StepResult
 from cpt.train.hook_runner import HookRunner
 from cpt.train.hooks import EvalMetrics, HookContext
@@ -225,6 +226,8 @@ class Trainer:
         state = TrainerState.from_dict(saved, str(folder))
         previous = state.extra.get("stage") or {"name": "main", "start_step": 0, "start_samples": 0, "start_tokens": 0}
         data_state = state.extra.get("data")
+        if data_state is not None:
+            data_state = load_data_state(data_state, folder)
         self.state = state
         if previous["name"] == t.stage:
             change = None
@@ -425,8 +428,10 @@ class Trainer:
             raise TrainingStopped(
                 f"step {self.state.step}: parameters hold non-finite values; refusing to write a checkpoint"
             )
-        if hasattr(self.train_data, "state_dict"):
-            self.state.extra["data"] = self.train_data.state_dict()
+        bits: dict[str, Any] = {}  # the data state's bitmaps: a binary file beside the trainer state
+        if hasattr(self.train_data, "state_dict"):  # ledgers only where the trainer state is written
+            data = self.train_data.state_dict(ledgers=self.layout.is_logging_rank)
+            self.state.extra["data"], bits = split_bits(data)
         if self.hooks:
             self.state.extra["hooks"] = self.hooks.state_dict()
         state = self.state.to_dict()
@@ -437,6 +442,8 @@ class Trainer:
         folder = self.ckpt.begin(step)
 
         def committed() -> None:
+            if bits and self.layout.is_logging_rank:
+                write_bits(folder / BITS_FILE, bits)
             final = self.ckpt.commit(step)
             self.logger.event(self.state.step, f"saved checkpoint {final}", checkpoint_step=step)
 

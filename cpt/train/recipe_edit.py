@@ -8,13 +8,23 @@ already trained is trained again and none the new recipe selects is skipped:
 - A stream whose name and fingerprint (documents + config) are unchanged carries on exactly, as a
   stream does across stages (its offset, and its head if an earlier edit gave it one).
 - Every other stream of the new recipe starts with a `StreamHead`: the rest of its epoch (the one
-  its namesake was in, else 0) in its own order, without the documents that the checkpoint's
-  streams over the same shards trained in their epochs in progress (the union of their
-  consumed-documents ledgers: a document re-tagged from one stream into another is not trained
-  twice), led by the documents the edit cut that it selects (its namesake's first, each read on
-  from the token where it stopped); then its next epochs as usual.
-- Weights: the new recipe's weights apply from the edit; an unchanged stream set keeps the
-  Blender's history and adds one entry (reason `recipe_change`); a changed set opens a new segment:
+  its namesake was in, else 0) in its own order, without the documents already trained in it, led
+  by the documents the edit cut that it selects (each read on from the token where it stopped);
+  then its next epochs as usual. Which documents count as trained depends on the checkpoint's
+  streams over the same shards (see cpt.sampling.ledger):
+  - their filters were disjoint (one stream per topic): a document belonged to one stream, and
+    whether it was trained in that stream's epoch in progress travels with it (their shared
+    ledger): a document re-tagged from one stream into another is not trained twice, and a cut
+    document is finished by its namesake if that still selects it, else by the first new stream
+    over those shards that does;
+  - their filters overlapped: each stream has its own epochs (a document two streams select is
+    trained once per epoch of each), so an edited stream skips what its namesake trained in its
+    epoch in progress and finishes only its namesake's cut document, and an added stream starts at
+    epoch 0 with all its documents.
+- Weights: from the edit on, a stream the edit added or re-weighted gets the new recipe's weight,
+  every other stream keeps the share in force at the checkpoint (what a mixture controller made
+  of it; see `kept_shares`); an unchanged stream set keeps the Blender's history and adds one
+  entry (reason `recipe_change`); a changed set opens a new segment:
   a new Blender over the new streams from the checkpoint's sample on, the old segment's data state
   kept in the new state's `segments` (what `cpt trace` replays for the steps before the edit).
 
@@ -30,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 
 import numpy as np
 
-from cpt.sampling.ledger import Ledger, consumed, head_from_dict, head_to_dict
+from cpt.sampling.ledger import Ledger, head_from_dict, head_to_dict, overlapping_sets, stream_ledgers
 from cpt.sampling.stream import StreamHead
 
 if TYPE_CHECKING:
@@ -69,18 +79,21 @@ def stream_record(stream: "Stream") -> dict[str, Any]:
             "documents": len(t)}
 
 
-def segment_state(samples: "BlendedSamples") -> dict[str, Any]:
-    """The current segment's data state: Blender, offsets, stream records, heads and ledgers."""
-    counts = samples.blender.counts
-    heads, ledgers = {}, {}
-    for k, s in enumerate(samples.streams):
-        if s.head is not None:
-            heads[s.name] = head_to_dict(s.head)
-        ledgers[s.name] = consumed(s, int(samples.offsets[k] + counts[k])).to_dict()
+def segment_state(samples: "BlendedSamples", ledgers: bool = True) -> dict[str, Any]:
+    """The current segment's data state: Blender, offsets, stream records, heads and (`ledgers`)
+    the consumed-documents ledgers - the costly part, which only the rank writing it computes."""
+    heads = {s.name: head_to_dict(s.head) for s in samples.streams if s.head is not None}
     offsets = dict(zip(samples.stream_names, samples.offsets.tolist()))
-    return {"blender": samples.blender.state_dict(), "offsets": offsets,
-            "start": samples.start, "recipe_weights": dict(samples.recipe_weights),
-            "streams": {s.name: stream_record(s) for s in samples.streams}, "heads": heads, "ledgers": ledgers}
+    out = {"blender": samples.blender.state_dict(), "offsets": offsets,
+           "start": samples.start, "recipe_weights": dict(samples.recipe_weights),
+           "streams": {s.name: stream_record(s) for s in samples.streams}, "heads": heads}
+    if ledgers:
+        if samples.overlapping is None:  # the selections are fixed for the segment: computed once
+            samples.overlapping = overlapping_sets(samples.streams)
+        positions = samples.offsets + samples.blender.counts
+        out["ledgers"] = {n: led.to_dict() for n, led in
+                          stream_ledgers(samples.streams, positions.tolist(), samples.overlapping).items()}
+    return out
 
 
 def restore_heads(samples: "BlendedSamples", state: Mapping[str, Any], only: set[str] | None = None) -> None:
@@ -104,10 +117,29 @@ def load_or_edit(samples: "BlendedSamples", state: Mapping[str, Any]) -> dict[st
         if all(abs(old_weights[n] - new_weights[n]) <= 1e-12 for n in new_weights):
             return None
         at = samples.start + samples.blender.drawn
-        samples.blender.set_weights(new_weights, effective_at=samples.blender.drawn, reason="recipe_change")
+        weights = kept_shares(state, new_weights)
+        samples.blender.set_weights(weights, effective_at=samples.blender.drawn, reason="recipe_change")
         samples.recipe_weights = new_weights
-        return {"at_sample": at, "weights": {n: [old_weights[n], new_weights[n]] for n in new_weights}}
+        return {"at_sample": at, "weights": {n: [old_weights[n], new_weights[n]] for n in new_weights
+                                             if abs(old_weights[n] - new_weights[n]) > 1e-12}}
     return _edit(samples, state, new_weights)
+
+
+def kept_shares(state: Mapping[str, Any], new_weights: Mapping[str, float]) -> dict[str, float]:
+    """The Blender's weights from the edit on: the new recipe's weight for a stream the edit added or
+    re-weighted; for every other stream the share in force at the checkpoint (a mixture controller's
+    moves are kept), in the units of the checkpoint's recipe weights."""
+    b = state["blender"]
+    old_recipe = state.get("recipe_weights") or dict(zip(b["streams"], b["history"][0]["weights"]))
+    drawn = int(b["drawn"])
+    entry = [h for h in b["history"] if int(h["start"]) <= drawn][-1]
+    in_force = dict(zip(b["streams"], entry["weights"]))
+    scale = sum(old_recipe.values()) / (sum(in_force.values()) or 1.0)
+    out = {}
+    for n, w in new_weights.items():
+        kept = n in in_force and n in old_recipe and abs(old_recipe[n] - w) <= 1e-12
+        out[n] = float(in_force[n]) * scale if kept else float(w)
+    return out
 
 
 def _edit(samples: "BlendedSamples", state: Mapping[str, Any], new_weights: dict[str, float]) -> dict[str, Any]:
@@ -127,11 +159,12 @@ def _edit(samples: "BlendedSamples", state: Mapping[str, Any], new_weights: dict
     restore_heads(samples, state, only=carried)
     ledgers = {n: Ledger.from_dict(d) for n, d in state["ledgers"].items()}
     diff["resumes"] = _start_heads([s for s in samples.streams if s.name not in carried], old, ledgers, carried)
-    closed = {k: v for k, v in state.items() if k != "segments"}
+    closed = {k: v for k, v in state.items() if k not in ("segments", "ledgers")}  # trace needs no ledger
     samples.closed = [*state.get("segments", ()), {**closed, "stop": at}]
     samples.start = at
     samples.recipe_weights = new_weights
-    samples.blender = samples._new_blender(new_weights)
+    samples.blender = samples._new_blender(kept_shares(state, new_weights))
+    samples.overlapping = None  # the new segment's streams: checked again at its first save
     return diff
 
 
@@ -177,10 +210,13 @@ def _start_heads(streams: list["Stream"], old: Mapping[str, Any], ledgers: Mappi
     resumes = {}
     for s in streams:
         over = [n for n, rec in old.items() if tuple(rec["sources"]) == tuple(s.table.sources) and n in ledgers]
-        excluded = np.zeros(len(s.table), bool)
         for n in over:
             if len(ledgers[n].bits) != len(s.table):
                 _refuse(f"stream {n!r}: its ledger has {len(ledgers[n].bits)} documents, its shards now {len(s.table)}")
+        if not all(ledgers[n].shared for n in over):  # overlapping filters: only the namesake's own epoch
+            over = [n for n in over if n == s.name]
+        excluded = np.zeros(len(s.table), bool)
+        for n in over:
             excluded |= ledgers[n].bits
         epoch = ledgers[s.name].epoch if s.name in over else 0
         cut = partials.get(s.name, [])
@@ -194,13 +230,15 @@ def _start_heads(streams: list["Stream"], old: Mapping[str, Any], ledgers: Mappi
 def _cut_documents(streams: list["Stream"], old: Mapping[str, Any], ledgers: Mapping[str, Ledger],
                    carried: set[str]) -> dict[str, list[tuple[int, int]]]:
     """{new stream: [(table row, offset)]}: who finishes each document the edit cut - the stream of
-    the same name if it still selects it, else the first new stream over those shards that does (a
-    re-tag may have moved it). A cut document no new stream selects is left, as its filter says."""
+    the same name if it still selects it, else (disjoint filters) the first new stream over those
+    shards that does (a re-tag may have moved it). A cut document no new stream selects is left,
+    as its filter says."""
     out: dict[str, list[tuple[int, int]]] = {}
     for name, led in ledgers.items():
         if led.partial is None or name in carried:
             continue
-        over = [s for s in streams if tuple(s.table.sources) == tuple(old[name]["sources"])]
+        over = [s for s in streams if tuple(s.table.sources) == tuple(old[name]["sources"])
+                and (led.shared or s.name == name)]  # overlapping filters: the namesake's alone
         over.sort(key=lambda s: s.name != name)
         for s in over:
             if s.selects(led.partial):

@@ -155,8 +155,10 @@ def _available(prefixes: Sequence[str], wanted: set[str]) -> list[str]:
     return sorted(wanted & names)
 
 
-STATE_VERSION = 3
-READS = (2, 3)  # version 2: no stream records, ledgers or segments (resumable with its own streams only)
+STATE_VERSION = 4
+# version 2: no stream records, ledgers or segments (resumable with its own streams only); version 3:
+# bitmaps as base64 text, one ledger per stream (read as version 4's per-stream ledgers)
+READS = (2, 3, 4)
 
 
 class BlendedSamples:
@@ -169,8 +171,11 @@ class BlendedSamples:
         self.offsets = np.zeros(len(self.streams), dtype=np.int64)  # first sample of each stream this stage
         self.start = 0  # stage position of the Blender's sample 0 (moves at a recipe edit)
         self.closed: list[dict[str, Any]] = []  # data states of the segments before a recipe edit
+        self.overlapping: Optional[frozenset] = None  # shard sets two streams select a document of (once computed)
         self.blender = self._new_blender(weights)
-        self.recipe_weights = dict(zip(self.stream_names, self.blender.weights_at(0).tolist()))
+        # the recipe's own weights, as written (an edit compares them: adding a stream re-weights no other)
+        self.recipe_weights = {n: float(weights[n] if isinstance(weights, Mapping) else weights[k])
+                               for k, n in enumerate(self.stream_names)}
         self.seq_length = seq_length
         self.data = data
         workers = data.num_workers if num_workers is None else num_workers
@@ -306,13 +311,15 @@ class BlendedSamples:
             if s.capacity is not None and counts[k] + self.offsets[k] >= s.capacity
         )
 
-    def state_dict(self) -> dict[str, Any]:
+    def state_dict(self, ledgers: bool = True) -> dict[str, Any]:
         """The Blender's state, stream offsets, and what a recipe edit needs: each stream's record
-        (config, shards, fingerprints), head and consumed-documents ledger, and the closed segments."""
+        (config, shards, fingerprints), head and (`ledgers`: the rank that writes the checkpoint)
+        consumed-documents ledger, and the closed segments. Heads and ledgers hold bool arrays:
+        cpt.train.data_bits splits them out into the checkpoint's binary file."""
         from cpt.train.recipe_edit import segment_state
 
         with self._streams_lock:  # the ledgers read the streams' packing, which the prefetch thread also uses
-            return {"version": STATE_VERSION, **segment_state(self), "segments": list(self.closed)}
+            return {"version": STATE_VERSION, **segment_state(self, ledgers), "segments": list(self.closed)}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> Optional[dict[str, Any]]:
         """Resume this stage: exactly when the recipe's streams and weights are the checkpoint's;

@@ -1,8 +1,9 @@
 """Recipe edits on the real trainer: one stage ("s1") trained in three launches, the recipe edited
 before the second (a stream added, a filter changed, other weights) and before the third (the shard
 re-tagged: documents move between two topic streams), then a launch with a changed held-out split,
-which must be refused. Writes `<out>/result.json`: the ids each launch fetched (RecordingSamples),
-the run's metrics records and the refusal message.
+which must be refused. Then a second run with the topic-PPL controller on validated streams,
+edited after 2 steps (a stream dropped, one added). Writes `<out>/result.json`: the ids each launch
+fetched (RecordingSamples), the runs' metrics records and the refusal message.
 """
 from __future__ import annotations
 
@@ -36,6 +37,22 @@ def recipe(prefix: str, run_dir: Path, steps: int, version: int) -> dict:
     rd["data"]["streams"] = streams
     if version == 4:  # a held-out split where there was none: refused
         rd["data"]["valid_holdout"] = 0.2
+    return rd
+
+
+def controlled(prefix: str, run_dir: Path, steps: int, version: int) -> dict:
+    """The topic-PPL controller over validated streams; version 2 drops zh_b and adds en_late."""
+    rd = stream_recipe(prefix, run_dir, training={"stage": "s1", "train_tokens": 64 * GBS * steps, "save_every": 2,
+                                                  "eval_every": 1, "eval_batches_per_stream": 1})
+    zh = 'lang == "zh" and topic == "{}"'
+    streams = [{"name": "en", "prefixes": [prefix], "filter": 'lang == "en" and line <= 40', "weight": 0.4, "seed": 1},
+               {"name": "zh_a", "prefixes": [prefix], "filter": zh.format("a"), "weight": 0.3, "seed": 2},
+               {"name": "zh_b", "prefixes": [prefix], "filter": zh.format("b"), "weight": 0.3, "seed": 3}]
+    if version == 2:
+        streams = [*streams[:2], {"name": "en_late", "prefixes": [prefix], "filter": 'lang == "en" and line > 40',
+                                  "weight": 0.3, "seed": 4}]
+    rd["data"].update(streams=streams, valid_holdout=0.25, valid_holdout_seed=7)
+    rd["hooks"] = [{"use": "topic_ppl", "name": "topic_ppl", "options": {"alpha": 2.0}}]
     return rd
 
 
@@ -77,7 +94,12 @@ def main() -> None:
     seen["v3"], _ = launch(recipe(args.prefix, run_dir, 6, 3))
     _, refused = launch(recipe(args.prefix, run_dir, 8, 4))
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    (args.out / "result.json").write_text(json.dumps({"seen": seen, "records": records, "refused": refused}))
+    mixture_dir = args.out / "mixture_run"
+    launch(controlled(args.prefix, mixture_dir, 2, 1))
+    launch(controlled(args.prefix, mixture_dir, 4, 2))
+    mixture = [json.loads(line) for line in (mixture_dir / "metrics.jsonl").read_text().splitlines()]
+    (args.out / "result.json").write_text(json.dumps({"seen": seen, "records": records, "refused": refused,
+                                                      "mixture_records": mixture}))
 
 
 if __name__ == "__main__":
