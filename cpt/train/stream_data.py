@@ -31,7 +31,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from cpt.config import DataConfig, StreamSpec, holdout_share
-from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, StreamExhausted, read_samples
+from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, StreamExhausted, mapped, read_samples
 from cpt.train.engine import Batch
 
 
@@ -218,6 +218,7 @@ class BlendedSamples:
         return stream, ids.index[indices - lo] + self.offsets[stream]
 
     def prepare_step(self, start: int, stop: int) -> None:
+        mapped.release()  # the cache and shard pages the last step mapped: back to the page cache alone
         stream, within = self.sample_ids(np.arange(start, stop, dtype=np.int64))
         self._step_ids = (self.blender, start, stream, within)
         if self._step != (start, stop):
