@@ -220,7 +220,9 @@ class BlendedSamples:
         return stream, ids.index[indices - lo] + self.offsets[stream]
 
     def prepare_step(self, start: int, stop: int) -> None:
-        mapped.release()  # the cache and shard pages the last step mapped: back to the page cache alone
+        # the cache and shard pages the last step mapped: back to the page cache alone (a syscall
+        # per mapped array: in the prefetch thread, ahead of the next step's batches, when there is one)
+        self._prefetch.submit(mapped.release) if self._prefetch is not None else mapped.release()
         stream, within = self.sample_ids(np.arange(start, stop, dtype=np.int64))
         self._step_ids = (self.blender, start, stream, within)
         if self._step != (start, stop):
