@@ -53,7 +53,8 @@ class BatchPlan:
         memory = "pinned host memory" if pinned else "pageable host memory (no CUDA)"
         if tp_size == 1:
             return f"batches: read by each stage that needs them, {memory}"
-        return f"batches: read by TP rank 0 of each stage that needs them, broadcast to its {tp_size} TP ranks, {memory}"
+        return (f"batches: read by TP rank 0 of each stage that needs them, broadcast to its {tp_size} TP ranks, "
+                f"{memory}")
 
 
 class TensorParallelBatches:
@@ -81,8 +82,8 @@ class TensorParallelBatches:
     def _load(self, batch: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
         unknown = sorted(set(batch) - set(DTYPES))
         if unknown:
-            raise ValueError(f"micro-batch fields {unknown} are not sent to the model (known: {sorted(DTYPES)}); a dense "
-                             "attention_mask is never used: document masking travels as document_ids")
+            raise ValueError(f"micro-batch fields {unknown} are not sent to the model (known: {sorted(DTYPES)}); "
+                             "a dense attention_mask is never used: document masking travels as document_ids")
         out = {}
         for key in self.plan.keys:
             if key == "position_ids" and key not in batch:
@@ -92,8 +93,8 @@ class TensorParallelBatches:
             else:
                 value = batch[key]
             if tuple(value.shape) != self.plan.shape:
-                raise ValueError(f"micro-batch field {key!r} has shape {tuple(value.shape)}, expected {self.plan.shape} "
-                                 "(training.micro_batch_size, training.seq_length)")
+                raise ValueError(f"micro-batch field {key!r} has shape {tuple(value.shape)}, expected "
+                                 f"{self.plan.shape} (training.micro_batch_size, training.seq_length)")
             host = torch.from_numpy(np.ascontiguousarray(value, dtype=_HOST[key]))
             if self.pinned:
                 host = host.pin_memory()
