@@ -4,12 +4,14 @@ The index cache and the shards are memory-mapped by every rank of a node, so the
 in the page cache. But each page a rank touches also stays mapped into that rank (and the kernel
 maps the pages around a fault too), so a long run would leave every rank mapping every page it
 ever read: memory that counts as the rank's own (USS) whenever no other rank maps the same page,
-and grows with the corpus read. `release()` drops this process's mappings of those pages
-(madvise MADV_DONTNEED on a read-only file mapping: the page cache keeps the data, the next read is
-a minor fault), so what a rank maps is bounded by what one step reads.
+and grows with the corpus read. (Recent kernels map a whole large folio around a read, hundreds of
+kB, so even a few hundred random reads map a lot.) `release()` drops this process's mappings of
+those pages (madvise MADV_DONTNEED on a read-only file mapping: the page cache keeps the data, the
+next read is a minor fault), so what a rank maps is bounded by what one micro-batch reads.
 
 `track(array)` registers an array (a weak reference: an array nobody holds is not kept alive);
-the loader calls `release()` once per step. Off Linux it does nothing.
+the loader calls `release()` after building each micro-batch (one syscall per array). Off Linux it
+does nothing.
 """
 from __future__ import annotations
 

@@ -220,9 +220,6 @@ class BlendedSamples:
         return stream, ids.index[indices - lo] + self.offsets[stream]
 
     def prepare_step(self, start: int, stop: int) -> None:
-        # the cache and shard pages the last step mapped: back to the page cache alone (a syscall
-        # per mapped array: in the prefetch thread, ahead of the next step's batches, when there is one)
-        self._prefetch.submit(mapped.release) if self._prefetch is not None else mapped.release()
         stream, within = self.sample_ids(np.arange(start, stop, dtype=np.int64))
         self._step_ids = (self.blender, start, stream, within)
         if self._step != (start, stop):
@@ -245,6 +242,9 @@ class BlendedSamples:
 
     def _batch(self, stream_ids: np.ndarray, within: np.ndarray) -> Batch:
         sample = self._tokens(stream_ids, within)
+        # the cache and shard pages this micro-batch mapped go back to the page cache alone (the kernel
+        # maps whole large folios around each random read: left mapped, a step's would add up)
+        mapped.release()
         tokens, labels = sample[:, :-1], sample[:, 1:]
         d = self.data
         masks = ltor_masks(tokens, d.eod_token_id, d.reset_position_ids, d.reset_attention_mask, d.eod_mask_loss)
