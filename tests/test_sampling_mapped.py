@@ -77,3 +77,32 @@ def test_track_ignores_writable_and_in_memory_arrays(tmp_path):
     writable = np.lib.format.open_memmap(tmp_path / "w.npy", mode="w+", dtype=np.int64, shape=(100_000,))
     mapped.track(writable)
     assert mapped.tracked() == before
+
+
+def test_the_loader_keeps_no_cache_or_shard_page_mapped_after_a_micro_batch(tmp_path):
+    """A BlendedSamples over a cached table: after fetching, no page of the index cache or of the
+    shard stays mapped into the process (they were read, and handed back to the page cache)."""
+    from test_sampling_cache import write_shard
+
+    from cpt.config import DataConfig
+    from cpt.sampling import DocumentTable, Stream, StreamConfig
+    from cpt.sampling.index_cache import IndexCache
+    from cpt.train.stream_data import BlendedSamples
+
+    rng = np.random.default_rng(0)
+    n = 40_000
+    prefix = write_shard(tmp_path / "s", rng.integers(1, 40, n), rng.choice(["zh", "en"], n).tolist(),
+                         rng.random(n).tolist())
+    cache = IndexCache(tmp_path / "cache")
+    table = DocumentTable.from_shards([prefix], ["lang", "ppl"], cache=cache)
+    streams = [Stream(table, StreamConfig(name=lang, seq_length=64, filter=f'lang == "{lang}"', order=order),
+                      cache=cache) for lang, order in (("zh", "ppl_asc"), ("en", "shuffle"))]
+    src = BlendedSamples(streams, [0.5, 0.5], 64, DataConfig(eod_token_id=0), num_workers=0, prefetch=False)
+    files = [*(tmp_path / "cache").glob("*/*.npy"), Path(f"{prefix}.bin"), Path(f"{prefix}.idx")]
+    assert sum(f.stat().st_size for f in files) > 2_000_000
+    for step in range(3):
+        src.prepare_step(step * 64, step * 64 + 64)
+        batch = src.fetch(np.arange(step * 64, step * 64 + 64, 3))
+        assert batch["tokens"].shape == (22, 64)
+        assert sum(mapped_kb(f) for f in files) <= 8 * len(files)  # at most a partial page at each end
+    src.close()
