@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -59,7 +60,8 @@ def main() -> None:
     load, train = float(np.median(load_s)), float(np.median(step_s))
     print(f"loader {load * 1e3:.2f} ms per step, train step {train * 1e3:.1f} ms ({engine.num_parameters / 1e6:.1f}M params)")
     print(json.dumps({"bench": "loader", "loader_ms_per_step": round(load * 1e3, 3),
-                      "step_ms": round(train * 1e3, 1), "loader_share": round(load / (load + train), 4)}))
+                      "step_ms": round(train * 1e3, 1), "loader_share": round(load / (load + train), 4),
+                      "loadavg": [round(x, 2) for x in os.getloadavg()]}))
 
 
 if __name__ == "__main__":

@@ -41,11 +41,15 @@ def _check_prefixes(blend: Sequence[Sequence]) -> None:
 
 
 class SampleDataset:
-    """Samples by global index: dicts of `tokens`, `labels`, `loss_mask`, `position_ids` (int64/float32)."""
+    """Samples by global index: dicts of `tokens`, `labels`, `loss_mask`, `position_ids` (int64/float32),
+    plus `document_ids` (int32) per micro-batch when `document_eod` is given (document masking)."""
 
-    def __init__(self, dataset: object, num_samples: int) -> None:
+    def __init__(self, dataset: object, num_samples: int, document_eod: int | None = None) -> None:
+        """document_eod: the end-of-document id whose documents attention stays within
+        (data.reset_attention_mask), sent as document ids like the Blender path's; None: causal only."""
         self._dataset = dataset
         self.num_samples = num_samples
+        self.document_eod = document_eod
 
     def __len__(self) -> int:
         return len(self._dataset)
@@ -60,7 +64,12 @@ class SampleDataset:
     def fetch(self, indices: np.ndarray) -> Mapping[str, np.ndarray]:
         """The samples at these global indices, stacked into one micro-batch."""
         samples = [self[int(i)] for i in indices]
-        return {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+        batch = {k: np.stack([s[k] for s in samples]) for k in samples[0]}
+        if self.document_eod is not None:
+            from cpt.train.stream_data import ltor_masks
+
+            batch["document_ids"] = ltor_masks(batch["tokens"], self.document_eod, False, True, False)["document_ids"]
+        return batch
 
 
 def build_dataset(
@@ -82,14 +91,14 @@ def build_dataset(
         reset_position_ids=data.reset_position_ids,
         reset_attention_mask=data.reset_attention_mask,
         eod_mask_loss=data.eod_mask_loss,
-        create_attention_mask=data.reset_attention_mask,
+        create_attention_mask=False,  # document masking travels as document_ids (megatron_ext.attention_mask)
         mmap_bin_files=True,
     )
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     train, _, _ = BlendedMegatronDatasetBuilder(
         GPTDataset, [num_samples, 0, 0], lambda: True, config
     ).build()
-    return SampleDataset(train, num_samples)
+    return SampleDataset(train, num_samples, eod if data.reset_attention_mask else None)
 
 
 def shard_tokens(prefix: str) -> int:

@@ -38,6 +38,7 @@ from cpt.io import write_json_atomic  # noqa: E402
 from cpt.train.engine import Batch, Layout, StepResult  # noqa: E402
 from megatron_ext import compat, features  # noqa: E402
 from megatron_ext.attention_mask import pack_documents  # noqa: E402
+from megatron_ext.batches import BatchPlan, TensorParallelBatches  # noqa: E402
 from megatron_ext.model import build_model, init_weights, kernel_summary  # noqa: E402
 
 compat.apply()
@@ -121,9 +122,22 @@ class MegatronEngine:
         )
         self.pre_process = parallel_state.is_pipeline_first_stage()
         self.post_process = parallel_state.is_pipeline_last_stage()
+        self.batches = self._batches()
         self._build()
 
     # ------------------------------------------------------------------ building
+
+    def _batches(self) -> TensorParallelBatches:
+        r = self.recipe
+        plan = BatchPlan.for_stage(
+            first_stage=self.pre_process, last_stage=self.post_process,
+            tp_rank=parallel_state.get_tensor_model_parallel_rank(),
+            document_masking=r.data.reset_attention_mask,
+            micro_batch_size=r.training.micro_batch_size, seq_length=r.training.seq_length,
+        )
+        return TensorParallelBatches(plan, self.device, parallel_state.get_tensor_model_parallel_group(),
+                                     parallel_state.get_tensor_model_parallel_src_rank(),
+                                     parallel_state.get_tensor_model_parallel_world_size())
 
     def _build(self) -> None:
         r = self.recipe
@@ -184,31 +198,22 @@ class MegatronEngine:
             note = " (training.precision=bf16 runs in fp32 on the CPU)"
         line = (f"{self.device_choice.reason}; {dtype}{note}, {self.device_choice.backend}; "
                 f"{kernels['spec']} spec, attention: {kernels['attention']}; "
-                f"fusions: {', '.join(fused) or 'none'}; loss: {kernels['loss']}")
+                f"fusions: {', '.join(fused) or 'none'}; loss: {kernels['loss']}; "
+                f"{self.batches.plan.describe(self.batches.tp_size, self.batches.pinned)}")
         return {"line": line, "device": self.device_choice.kind, "dtype": dtype,
-                "backend": self.device_choice.backend, **kernels}
+                "backend": self.device_choice.backend, **kernels,
+                "batches": {"pinned": self.batches.pinned, "reads": self.batches.plan.reads,
+                            "fields": list(self.batches.plan.keys), "tp_size": self.batches.tp_size}}
 
     # ------------------------------------------------------------------ steps
 
-    def _to_device(self, batch: Batch) -> dict[str, torch.Tensor]:
-        out = {}
-        for key, value in batch.items():
-            t = torch.from_numpy(np.ascontiguousarray(value))
-            out[key] = t.to(self.device, non_blocking=True)
-        return out
-
     def _forward_step(self, data_iterator: Iterator[Batch], model: torch.nn.Module):
-        batch = self._to_device(next(data_iterator))
+        # TP rank 0 of a stage reads and broadcasts; a stage gets only the fields it uses (None else)
+        batch = self.batches.next(data_iterator)
         batch, packed = pack_documents(batch, self.recipe.parallel.pipeline_model_parallel_size)
-        tokens = batch["tokens"].long()
-        labels = batch["labels"].long()
-        loss_mask = batch["loss_mask"].float()
-        position_ids = batch.get("position_ids")
-        if position_ids is None:
-            position_ids = torch.arange(tokens.shape[1], device=tokens.device).unsqueeze(0).expand_as(tokens)
-        attention_mask = batch.get("attention_mask")
-        output = model(tokens, position_ids.long(), attention_mask, labels=labels, packed_seq_params=packed)
-        return output, partial(self._loss, loss_mask)
+        output = model(batch.get("tokens"), batch.get("position_ids"), None, labels=batch.get("labels"),
+                       packed_seq_params=packed)
+        return output, partial(self._loss, batch.get("loss_mask"))
 
     @staticmethod
     def _loss(loss_mask: torch.Tensor, output: torch.Tensor):

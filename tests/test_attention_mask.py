@@ -98,3 +98,36 @@ def test_packed_model_equals_the_dense_mask_model(megatron_world):
     torch.testing.assert_close(loss, dense_loss, rtol=1e-5, atol=1e-5)
     for name, g in dense_grads.items():
         torch.testing.assert_close(grads[name], g, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_blend_path_sends_document_ids_equal_to_megatrons_dense_mask(tmp_path, megatron_world):
+    """data.blend with reset_attention_mask: megatron's GPTDataset builds no (1, s, s) mask any more;
+    the micro-batch carries document_ids, and the mask they mean equals the one megatron's own
+    dataset builds for the same samples (create_attention_mask=True: the reference)."""
+    from megatron.core.datasets.blended_megatron_dataset_builder import BlendedMegatronDatasetBuilder
+    from megatron.core.datasets.gpt_dataset import GPTDataset, GPTDatasetConfig
+
+    from cpt.config import DataConfig
+    from megatron_ext.datasets import _TokenIds, build_dataset
+    from train_fixtures import EOD as BYTE_EOD, VOCAB, write_byte_shards
+
+    train, _ = write_byte_shards(tmp_path / "shards")
+    data = DataConfig(blend=[[train, 1.0]], eod_token_id=BYTE_EOD, reset_position_ids=True, reset_attention_mask=True)
+    ours = build_dataset(data.blend, data, 512, 64, 7, str(tmp_path / "cache"), VOCAB)
+    batch = ours.fetch(np.arange(512))
+    assert "attention_mask" not in batch and batch["document_ids"].dtype == np.int32
+    config = GPTDatasetConfig(
+        random_seed=7, sequence_length=64, blend=([train], None), split="1,0,0", path_to_cache=str(tmp_path / "ref"),
+        tokenizer=_TokenIds(eod=BYTE_EOD, pad=-1, vocab_size=VOCAB), reset_position_ids=True,
+        reset_attention_mask=True, eod_mask_loss=False, create_attention_mask=True, mmap_bin_files=True)
+    ref, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [512, 0, 0], lambda: True, config).build()
+    s = 64
+    several = np.flatnonzero(batch["document_ids"].max(axis=1) > 0)  # samples spanning a document boundary
+    assert len(several) >= 4
+    for k in [*several[:8], 0, 1]:
+        item = ref[int(k)]
+        np.testing.assert_array_equal(batch["tokens"][k], item["tokens"].numpy())
+        np.testing.assert_array_equal(batch["position_ids"][k], item["position_ids"].numpy())
+        d = batch["document_ids"][k]
+        allowed = np.tril(np.ones((s, s), dtype=bool)) & (d[:, None] == d[None, :])
+        np.testing.assert_array_equal(~allowed, item["attention_mask"][0].numpy())

@@ -224,6 +224,26 @@ def test_held_out_documents_are_the_training_split_and_capped_evenly(shard):
     assert heldout_documents(specs, HOLDOUT, SEED + 1)[1].indices != every.indices  # the seed matters
 
 
+def test_held_out_documents_read_only_the_columns_filters_and_the_hash_need(shard, monkeypatch):
+    from cpt.config import StreamSpec
+    from cpt.eval.heldout import heldout_documents
+    from cpt.sampling.documents import DocumentTable
+
+    prefix, _ = shard
+    read = []
+    original = DocumentTable.from_shards.__func__
+
+    def recording(cls, prefixes, columns=None, cache=None):
+        read.append(columns)
+        return original(cls, prefixes, columns, cache)
+
+    monkeypatch.setattr(DocumentTable, "from_shards", classmethod(recording))
+    specs = [StreamSpec(name="en", prefixes=[prefix], weight=1.0, filter='lang == "en"'),
+             StreamSpec(name="all", prefixes=[prefix], weight=1.0)]
+    en, every = heldout_documents(specs, HOLDOUT, SEED)
+    assert read == [["doc_id", "lang"]] and en.held_out < every.held_out  # one table, two columns (not all)
+
+
 def test_a_stream_share_overrides_the_recipe_share(shard):
     from cpt.config import StreamSpec
     from cpt.eval.heldout import heldout_documents

@@ -15,7 +15,7 @@ import numpy as np
 
 from cpt.config import StreamSpec, holdout_share
 from cpt.sampling.documents import DocumentTable
-from cpt.sampling.filters import select
+from cpt.sampling.filters import filter_columns, select
 from cpt.sampling.holdout import held_out
 
 
@@ -56,8 +56,8 @@ def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
         if not shares[spec.name]:
             continue  # valid_holdout 0: the stream trains on all its documents, nothing is held out
         key = tuple(spec.prefixes)
-        if key not in tables:
-            tables[key] = DocumentTable.from_shards(list(key))
+        if key not in tables:  # only the columns the filters and the held-out hash read
+            tables[key] = DocumentTable.from_shards(list(key), _columns(streams, key))
         table = tables[key]
         if "doc_id" not in table.columns:
             raise ValueError(f"stream {spec.name!r}: shards {list(key)} have no 'doc_id' metadata column "
@@ -75,3 +75,17 @@ def heldout_documents(streams: Sequence[StreamSpec], fraction: float, seed: int,
             spec.name, spec.filter, tuple(table.sources[table.source_of[r]] for r in rows),
             tuple(int(table.local_index[r]) for r in rows), int(matching.sum()), n_held))
     return out
+
+
+def _columns(streams: Sequence[StreamSpec], prefixes: tuple[str, ...]) -> list[str]:
+    """doc_id and the columns the filters of the streams over `prefixes` name, those the sidecar has
+    (a filter naming a missing column is reported by the filter itself)."""
+    import pyarrow.parquet as pq
+
+    from cpt.shards.metadata import meta_path
+
+    wanted = {"doc_id"}
+    for spec in streams:
+        if tuple(spec.prefixes) == prefixes:
+            wanted |= filter_columns(spec.filter)
+    return sorted(wanted & set(pq.read_schema(meta_path(prefixes[0])).names))

@@ -38,8 +38,8 @@ class DocumentTable:
                 raise ValueError(f"metadata column {name!r} has {len(col)} values for {n} documents")
         if len(self.source_of) != n or len(self.local_index) != n:
             raise ValueError("source_of and local_index need one value per document")
-        if np.any(np.asarray(self.lengths) < 0):
-            raise ValueError("document lengths must be non-negative")
+        # values are checked where they come in (from_columns; shards by cpt.shards.open), never here:
+        # a scan of a memory-mapped cache array would map all its pages into every rank
 
     def __len__(self) -> int:
         return len(self.lengths)
@@ -55,6 +55,8 @@ class DocumentTable:
     ) -> "DocumentTable":
         """One in-memory source: `lengths` and metadata columns (lists or arrays)."""
         lengths = np.asarray(lengths, dtype=np.int64)
+        if np.any(lengths < 0):
+            raise ValueError("document lengths must be non-negative")
         cols = {k: as_column(v) for k, v in (columns or {}).items()}
         h = hashlib.sha256(lengths.tobytes())
         for k in sorted(cols):

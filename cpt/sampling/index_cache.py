@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 import cpt.io
+from cpt.sampling import mapped
 
 CACHE_VERSION = 3  # bump when an entry's arrays change meaning or layout
 _COMPLETE = "complete.json"
@@ -49,8 +50,9 @@ class Entry:
 
     def array(self, name: str) -> np.ndarray:
         path = self.path / f"{name}.npy"
-        arr = np.load(path, mmap_mode="r", allow_pickle=False) if path.stat().st_size > 4096 else None
-        return arr if arr is not None else np.load(path, allow_pickle=False)
+        if path.stat().st_size <= 4096:
+            return np.load(path, allow_pickle=False)
+        return mapped.track(np.load(path, mmap_mode="r", allow_pickle=False))  # pages let go of per step
 
     @property
     def meta(self) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from cpt.sampling import mapped
 from cpt.sampling.stream import Pieces
 
 
@@ -44,8 +45,9 @@ class ShardTokens:
         index = shard.index
         self._one_sequence = len(index.document_indices) == len(index.sequence_lengths) + 1
         self._shard = None if self._one_sequence else shard
-        self._tokens = shard.tokens if index.n_sequences else None
-        self._pointers, self._lengths = index.sequence_pointers, index.sequence_lengths
+        self._tokens = mapped.track(shard.tokens) if index.n_sequences else None
+        self._pointers = mapped.track(index.sequence_pointers)
+        self._lengths = mapped.track(index.sequence_lengths)
         self._item = shard.dtype.itemsize
 
     def __getitem__(self, document: int) -> np.ndarray:

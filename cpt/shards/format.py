@@ -72,6 +72,7 @@ class Index:
     sequence_lengths: np.ndarray
     sequence_pointers: np.ndarray
     document_indices: np.ndarray
+    n_tokens: int | None = None  # tokens of the .bin, counted by the check (None: sum the lengths)
 
     @property
     def n_sequences(self) -> int:
@@ -110,31 +111,46 @@ def read_idx(prefix: str | Path) -> Index:
             f"refusing shard {prefix}: {ipath.name} is {size} bytes but its header "
             f"({n_seq} sequences, {n_doc_idx} document indices) implies {expected}{extra}"
         )
+    # checked through maps of its own, dropped after: the pages a full check touched stay in the
+    # page cache (shared by every process of the node), not in the mappings this process keeps
+    n_tokens = _check_consistency(prefix, _map(ipath, dtype, n_seq, n_doc_idx), bpath.stat().st_size)
+    return _map(ipath, dtype, n_seq, n_doc_idx, n_tokens)
+
+
+def _map(ipath: Path, dtype: np.dtype, n_seq: int, n_doc_idx: int, n_tokens: int | None = None) -> Index:
     lengths = np.memmap(ipath, dtype=np.int32, mode="r", offset=HEADER_SIZE, shape=(n_seq,)) if n_seq else np.zeros(0, np.int32)
     off = HEADER_SIZE + 4 * n_seq
     pointers = np.memmap(ipath, dtype=np.int64, mode="r", offset=off, shape=(n_seq,)) if n_seq else np.zeros(0, np.int64)
     off += 8 * n_seq
     docs = np.memmap(ipath, dtype=np.int64, mode="r", offset=off, shape=(n_doc_idx,)) if n_doc_idx else np.zeros(0, np.int64)
-    index = Index(dtype, lengths, pointers, docs)
-    _check_consistency(prefix, index, bpath.stat().st_size)
-    return index
+    return Index(dtype, lengths, pointers, docs, n_tokens)
 
 
-def _check_consistency(prefix: str | Path, index: Index, bin_size: int) -> None:
+_CHECK_CHUNK = 1 << 20  # elements per step of the consistency check: no temporary of the index's size
+
+
+def _check_consistency(prefix: str | Path, index: Index, bin_size: int) -> int:
+    """Check the index against itself and the .bin size, a chunk at a time; return the token count."""
     lengths, pointers, docs = index.sequence_lengths, index.sequence_pointers, index.document_indices
     item = index.dtype.itemsize
-    if len(docs) == 0 or docs[0] != 0 or docs[-1] != len(lengths) or np.any(np.diff(docs) < 0):
+    if len(docs) == 0 or docs[0] != 0 or docs[-1] != len(lengths):
         raise ShardError(f"refusing shard {prefix}: document indices do not run from 0 to the sequence count")
-    if np.any(lengths < 0):
-        raise ShardError(f"refusing shard {prefix}: negative sequence length in the index")
-    total = int(lengths.sum(dtype=np.int64)) * item
+    for lo in range(0, len(docs), _CHECK_CHUNK):
+        if np.any(np.diff(docs[lo: lo + _CHECK_CHUNK + 1]) < 0):
+            raise ShardError(f"refusing shard {prefix}: document indices do not run from 0 to the sequence count")
+    total, contiguous = 0, True  # total: bytes of the sequences before the chunk = the next pointer
+    for lo in range(0, len(lengths), _CHECK_CHUNK):
+        part = np.asarray(lengths[lo: lo + _CHECK_CHUNK], dtype=np.int64)
+        if np.any(part < 0):
+            raise ShardError(f"refusing shard {prefix}: negative sequence length in the index")
+        expected = np.cumsum(part * item) - part * item + total
+        contiguous = contiguous and np.array_equal(expected, pointers[lo: lo + _CHECK_CHUNK])
+        total += int(part.sum()) * item
     if total != bin_size:
         raise ShardError(
             f"refusing shard {prefix}: .idx/.bin mismatch: the index describes {total} bytes of tokens, "
             f"{bin_path(prefix).name} has {bin_size} (truncated or from another run)"
         )
-    if len(lengths):
-        expected = np.zeros(len(lengths), dtype=np.int64)
-        np.cumsum(lengths[:-1].astype(np.int64) * item, out=expected[1:])
-        if not np.array_equal(expected, pointers):
-            raise ShardError(f"refusing shard {prefix}: sequence pointers are not contiguous offsets of the lengths")
+    if not contiguous:
+        raise ShardError(f"refusing shard {prefix}: sequence pointers are not contiguous offsets of the lengths")
+    return total // item

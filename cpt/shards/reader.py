@@ -48,7 +48,7 @@ class Shard:
     @cached_property
     def tokens(self) -> np.ndarray:
         """All tokens of the shard, back to back (memory-mapped)."""
-        if self.index.sequence_lengths.sum() == 0:
+        if self.n_tokens == 0:
             return np.zeros(0, dtype=self.dtype)
         return np.memmap(bin_path(self.prefix), dtype=self.dtype, mode="r")
 
@@ -73,7 +73,9 @@ class Shard:
 
     @property
     def n_tokens(self) -> int:
-        # summed from the memory-mapped index: opening a 100M-document shard set must not build offsets
+        # counted when the index was checked: opening a 100M-document shard set must not touch its pages again
+        if self.index.n_tokens is not None:
+            return self.index.n_tokens
         return int(self.index.sequence_lengths.sum(dtype=np.int64))
 
     def __getitem__(self, i: int) -> np.ndarray:

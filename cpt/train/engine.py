@@ -36,7 +36,8 @@ class StepResult:
 
 
 Batch = Mapping[str, np.ndarray]
-"""One micro-batch: `tokens`, `labels`, `loss_mask` [b, s]; optional `position_ids`, `attention_mask`."""
+"""One micro-batch: `tokens`, `labels`, `loss_mask` [b, s]; optional `position_ids`, and `document_ids`
+(int32, with data.reset_attention_mask: document masking as ids, never a dense mask)."""
 
 
 class Engine(Protocol):

@@ -18,8 +18,10 @@ Prefetch: once the loop has announced a step (`prepare_step`), each `fetch(indic
 building the micro-batch `indices + global batch size` of the next step in a background thread.
 The ids of that batch are predicted from the weight history as it stands (a forked Blender: nothing
 is drawn), and at the next fetch the prediction is checked against the real ids: a weight change
-made in between (a data hook at the end of the step) makes it miss, and the batch is then built
-in the foreground, so prefetching never changes what is read. A thread, not a process: it starts
+made in between (a data hook at the end of the step) predicts the pending batches again at once and
+rebuilds those whose ids moved, still in the background; a batch whose prediction is still wrong
+when it is asked for (the state loaded or replaced) is built in the foreground, so prefetching never
+changes what is read. A thread, not a process: it starts
 nothing after CUDA/NCCL, and the reading it does releases the GIL in NumPy copies.
 """
 from __future__ import annotations
@@ -31,7 +33,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 
 from cpt.config import DataConfig, StreamSpec, holdout_share
-from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, StreamExhausted, read_samples
+from cpt.sampling import Blender, DocumentTable, Stream, StreamConfig, StreamExhausted, mapped, read_samples
 from cpt.train.engine import Batch
 
 
@@ -185,7 +187,7 @@ class BlendedSamples:
         self._step: Optional[tuple[int, int]] = None  # (start, stop) of the step announced last
         self._predicted: Optional[tuple[int, np.ndarray, np.ndarray]] = None  # next step's ids, as of now
         self._pending: dict[bytes, tuple[int, np.ndarray, np.ndarray, Future]] = {}
-        self.prefetch_hits = self.prefetch_misses = 0
+        self.prefetch_hits = self.prefetch_misses = self.prefetch_replans = 0
         self._step_ids: Optional[tuple[Blender, int, np.ndarray, np.ndarray]] = None  # ids of the announced step
 
     def _new_blender(self, weights: Sequence[float] | Mapping[str, float]) -> Blender:
@@ -240,6 +242,9 @@ class BlendedSamples:
 
     def _batch(self, stream_ids: np.ndarray, within: np.ndarray) -> Batch:
         sample = self._tokens(stream_ids, within)
+        # the cache and shard pages this micro-batch mapped go back to the page cache alone (the kernel
+        # maps whole large folios around each random read: left mapped, a step's would add up)
+        mapped.release()
         tokens, labels = sample[:, :-1], sample[:, 1:]
         d = self.data
         masks = ltor_masks(tokens, d.eod_token_id, d.reset_position_ids, d.reset_attention_mask, d.eod_mask_loss)
@@ -277,23 +282,50 @@ class BlendedSamples:
         nxt = indices + (stop - start)
         if nxt.min() < stop or nxt.max() >= 2 * stop - start:
             return  # not this step's indices (an evaluation pass)
+        s, win = self._predict(nxt)
+        if s is not None:
+            self._pending[nxt.tobytes()] = (int(nxt.min()), s, win, self._prefetch.submit(self._batch, s, win))
+
+    def _predict(self, nxt: np.ndarray) -> tuple[Optional[np.ndarray], Optional[np.ndarray]]:
+        """(stream ids, index within stream) of next-step samples `nxt` under the weights as they
+        stand (a forked Blender: nothing is drawn); (None, None) when the next step runs a stream dry
+        (its own fetch says so)."""
+        start, stop = self._step
         if self._predicted is None or self._predicted[0] != stop:
             try:
                 ids = self.blender.sample_ids(stop - self.start, 2 * stop - start - self.start)  # forked: draws nothing
                 self._predicted = (stop, ids.stream, ids.index)
-            except StreamExhausted:  # the next step runs a stream dry: its own fetch will say so
+            except StreamExhausted:
                 self._predicted = (stop, None, None)
         _, stream, index = self._predicted
         if stream is None:
-            return
+            return None, None
         s = stream[nxt - stop]
-        win = index[nxt - stop] + self.offsets[s]
-        self._pending[nxt.tobytes()] = (int(nxt.min()), s, win, self._prefetch.submit(self._batch, s, win))
+        return s, index[nxt - stop] + self.offsets[s]
+
+    def _replan_prefetch(self) -> None:
+        """After a weight change: predict the pending next-step batches again at once and rebuild, in
+        the background, those whose ids moved (a batch already being built for the old ids finishes
+        and is dropped), so the step after a mixture update is still prefetched."""
+        if not self._pending or self._step is None:
+            return
+        self._predicted = None
+        for key, (lo, ids, win, future) in list(self._pending.items()):
+            s, w = self._predict(np.frombuffer(key, dtype=np.int64))
+            if s is not None and np.array_equal(s, ids) and np.array_equal(w, win):
+                continue
+            future.cancel()
+            if s is None:
+                del self._pending[key]
+            else:
+                self._pending[key] = (lo, s, w, self._prefetch.submit(self._batch, s, w))
+                self.prefetch_replans += 1
 
     # the data position lives in the Blender: weight history + counts
 
     def set_weights(self, weights: Sequence[float] | Mapping[str, float], effective_at: int) -> None:
         self.blender.set_weights(weights, effective_at=effective_at - self.start)
+        self._replan_prefetch()
 
     def weights_at(self, global_sample: int) -> dict[str, float]:
         """Shares in force for `global_sample` (scheduled changes included)."""

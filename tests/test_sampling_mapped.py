@@ -1,0 +1,108 @@
+"""Mapped cache and shard pages are the page cache's, not a rank's: opening a shard keeps none of the
+pages its check read, and `mapped.release()` lets go of what a step touched (the data stays readable)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import cpt.shards as shards
+from cpt.sampling import mapped
+from cpt.shards import ShardError
+from cpt.shards import format as shard_format
+from cpt.shards.format import write_idx
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/smaps")
+
+
+def mapped_kb(path: Path) -> int:
+    """Resident kB of this process's mappings of `path` (/proc/self/smaps)."""
+    total, inside = 0, False
+    for line in open("/proc/self/smaps"):
+        head = line.split()
+        if "-" in head[0] and len(head) >= 5 and ":" in head[3]:
+            inside = len(head) > 5 and head[5] == str(path)
+        elif inside and head[0] == "Rss:":
+            total += int(head[1])
+    return total
+
+
+def plain_shard(prefix: Path, lengths: np.ndarray) -> Path:
+    with open(f"{prefix}.bin", "wb") as f:
+        f.truncate(int(lengths.sum()) * 2)
+    with open(f"{prefix}.idx", "wb") as f:
+        write_idx(f, np.uint16, lengths)
+    return prefix
+
+
+def test_open_keeps_no_index_page_the_check_read(tmp_path):
+    lengths = np.random.default_rng(0).integers(1, 50, 300_000).astype(np.int32)
+    prefix = plain_shard(tmp_path / "s", lengths)
+    shard = shards.open(prefix, require_manifest=False)
+    assert mapped_kb(tmp_path / "s.idx") == 0  # every page was checked, none stays mapped
+    assert shard.n_tokens == int(lengths.sum()) and len(shard) == len(lengths)
+    assert np.array_equal(shard.index.sequence_lengths[-3:], lengths[-3:])
+
+
+def test_chunked_check_finds_a_bad_pointer_past_the_first_chunk(tmp_path, monkeypatch):
+    monkeypatch.setattr(shard_format, "_CHECK_CHUNK", 1000)
+    lengths = np.full(5000, 7, np.int32)
+    prefix = plain_shard(tmp_path / "s", lengths)
+    assert shards.open(prefix, require_manifest=False).n_tokens == 35000
+    raw = bytearray(Path(f"{prefix}.idx").read_bytes())
+    at = shard_format.HEADER_SIZE + 4 * 5000 + 8 * 3456  # pointer of sequence 3456
+    raw[at:at + 8] = (12345).to_bytes(8, "little")
+    Path(f"{prefix}.idx").write_bytes(bytes(raw))
+    with pytest.raises(ShardError, match="not contiguous"):
+        shards.open(prefix, require_manifest=False)
+
+
+def test_release_unmaps_pages_and_data_stays(tmp_path):
+    path = tmp_path / "a.npy"
+    values = np.arange(2_000_000, dtype=np.int64)
+    np.save(path, values)
+    arr = mapped.track(np.load(path, mmap_mode="r"))
+    assert int(arr.sum()) == int(values.sum())
+    assert mapped_kb(path) > 8_000  # the scan mapped the pages into this process
+    assert mapped.release() >= arr.nbytes - 2 * 4096
+    assert mapped_kb(path) <= 8
+    assert np.array_equal(arr[::1000], values[::1000])  # read again from the page cache
+
+
+def test_track_ignores_writable_and_in_memory_arrays(tmp_path):
+    before = mapped.tracked()
+    mapped.track(np.zeros(100_000))
+    writable = np.lib.format.open_memmap(tmp_path / "w.npy", mode="w+", dtype=np.int64, shape=(100_000,))
+    mapped.track(writable)
+    assert mapped.tracked() == before
+
+
+def test_the_loader_keeps_no_cache_or_shard_page_mapped_after_a_micro_batch(tmp_path):
+    """A BlendedSamples over a cached table: after fetching, no page of the index cache or of the
+    shard stays mapped into the process (they were read, and handed back to the page cache)."""
+    from test_sampling_cache import write_shard
+
+    from cpt.config import DataConfig
+    from cpt.sampling import DocumentTable, Stream, StreamConfig
+    from cpt.sampling.index_cache import IndexCache
+    from cpt.train.stream_data import BlendedSamples
+
+    rng = np.random.default_rng(0)
+    n = 40_000
+    prefix = write_shard(tmp_path / "s", rng.integers(1, 40, n), rng.choice(["zh", "en"], n).tolist(),
+                         rng.random(n).tolist())
+    cache = IndexCache(tmp_path / "cache")
+    table = DocumentTable.from_shards([prefix], ["lang", "ppl"], cache=cache)
+    streams = [Stream(table, StreamConfig(name=lang, seq_length=64, filter=f'lang == "{lang}"', order=order),
+                      cache=cache) for lang, order in (("zh", "ppl_asc"), ("en", "shuffle"))]
+    src = BlendedSamples(streams, [0.5, 0.5], 64, DataConfig(eod_token_id=0), num_workers=0, prefetch=False)
+    files = [*(tmp_path / "cache").glob("*/*.npy"), Path(f"{prefix}.bin"), Path(f"{prefix}.idx")]
+    assert sum(f.stat().st_size for f in files) > 2_000_000
+    for step in range(3):
+        src.prepare_step(step * 64, step * 64 + 64)
+        batch = src.fetch(np.arange(step * 64, step * 64 + 64, 3))
+        assert batch["tokens"].shape == (22, 64)
+        assert sum(mapped_kb(f) for f in files) <= 8 * len(files)  # at most a partial page at each end
+    src.close()
