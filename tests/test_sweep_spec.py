@@ -122,11 +122,11 @@ def test_cli_errors_are_one_line_and_plan_lists_runs(tmp_path, stages, capsys):
 
 
 # Changing these changes the public surface of sweeps: do it deliberately (and in the README).
-FROZEN_SWEEP_KEYS = ["name", "workdir", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
-                     "train_command", "report", "base[].stage", "base[].recipe", "base[].overrides", "arms[].name",
-                     "arms[].overrides", "report.baseline", "report.metrics", "report.higher_is_better",
-                     "report.confidence"]
-FROZEN_OPTIONS = ["--out", "--plan", "--baseline", "--metric", "--executor", "--max-retries", "--cpus-per-task",
+FROZEN_SWEEP_KEYS = ["name", "workdir", "model_from", "output_dir", "base", "overrides", "axes", "arms", "seeds",
+                     "seed_keys", "train_command", "evals", "report", "base[].stage", "base[].recipe",
+                     "base[].overrides", "arms[].name", "arms[].overrides", "evals[].name", "evals[].args",
+                     "report.baseline", "report.metrics", "report.higher_is_better", "report.confidence"]
+FROZEN_OPTIONS = ["--out", "--workdir", "--plan", "--baseline", "--metric", "--size", "--executor", "--max-retries", "--cpus-per-task",
                   "--gpus-per-task", "--ray-address", "--local-cpus", "--slurm-partition", "--slurm-time-min",
                   "--slurm-option"]
 
@@ -135,7 +135,7 @@ def test_sweep_surface_is_frozen():
     from cpt.sweep import spec as s
 
     keys = [*s.TOP_KEYS, *(f"base[].{k}" for k in s.STAGE_KEYS), *(f"arms[].{k}" for k in s.ARM_KEYS),
-            *(f"report.{k}" for k in s.REPORT_KEYS)]
+            *(f"evals[].{k}" for k in s.EVAL_KEYS), *(f"report.{k}" for k in s.REPORT_KEYS)]
     assert keys == FROZEN_SWEEP_KEYS
     sub = build_parser()._subparsers._group_actions[0].choices["sweep"]
     options = [a.option_strings[-1] for a in sub._actions if a.option_strings and a.dest != "help"]
