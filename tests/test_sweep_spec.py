@@ -150,11 +150,39 @@ def test_parse_sweep_single_recipe_base(tmp_path, stages):
 
 
 SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml"))
+PROXY_RECIPE = Path(__file__).resolve().parents[1] / "recipes/proxy/bilingual.yaml"
+
+
+def shipped(path: Path, tmp_path: Path, model: dict | None = None):
+    """A shipped sweep in a stand-in workdir whose import's model.yaml has `model` (default: the tiny
+    proxy's section of recipes/proxy/bilingual.yaml), as `cpt sweep prepare` leaves it."""
+    import dataclasses
+
+    spec = load_sweep(path, DEFAULT_TRAIN_COMMAND)
+    workdir = tmp_path / "workdir"
+    if spec.model_from:
+        model = model or yaml.safe_load(PROXY_RECIPE.read_text())["model"]
+        (workdir / spec.model_from).mkdir(parents=True, exist_ok=True)
+        (workdir / spec.model_from / "model.yaml").write_text(yaml.safe_dump({"model": model}))
+    return dataclasses.replace(spec, workdir=workdir)
+
+
+def test_model_from_sets_every_stage_model_and_is_required(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/disciplines.yaml"
+    smollm2 = {**yaml.safe_load(PROXY_RECIPE.read_text())["model"], "num_layers": 30, "hidden_size": 576,
+               "vocab_size": 49152}
+    runs = plan_runs(shipped(path, tmp_path, smollm2), tmp_path / "out")
+    assert all(recipe["model"] == smollm2 for run in runs for _, recipe in run.stages)
+    import dataclasses
+
+    bare = dataclasses.replace(load_sweep(path, DEFAULT_TRAIN_COMMAND), workdir=tmp_path / "nowhere")
+    with pytest.raises(SweepError, match=r"model_from: .*nowhere/models/base_mcore/model.yaml does not exist"):
+        plan_runs(bare, tmp_path / "out")
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_shipped_sweeps_plan_valid_recipes(path, tmp_path):
-    spec = load_sweep(path, DEFAULT_TRAIN_COMMAND)
+    spec = shipped(path, tmp_path)
     assert len(spec.seeds) >= 3 and spec.report.baseline is not None
     runs = plan_runs(spec, tmp_path)  # every run's stage recipes pass the recipe schema
     assert len(runs) == len(spec.arms) * len(spec.seeds)
@@ -163,8 +191,7 @@ def test_shipped_sweeps_plan_valid_recipes(path, tmp_path):
 
 
 def test_curriculum_arms_differ_only_in_the_chinese_order(tmp_path):
-    spec = load_sweep(Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/curriculum_zh.yaml",
-                      DEFAULT_TRAIN_COMMAND)
+    spec = shipped(Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/curriculum_zh.yaml", tmp_path)
     runs = {(r.arm, r.seed): r.stages[0][1] for r in plan_runs(spec, tmp_path)}
     for order, arm in (("ppl_asc", "lh"), ("ppl_desc", "hl"), ("shuffle", "shuffle")):
         streams = runs[(arm, 2)]["data"]["streams"]

@@ -13,6 +13,7 @@ table (e.g. base model vs the trained model) and keeps it in the output under `c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -58,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     qa.add_argument("--model", required=True, help="HF model folder or megatron checkpoint")
     qa.add_argument("--recipe", required=True, help="recipe YAML naming the stream and its held-out split")
     qa.add_argument("--stream", required=True, help="the stream of QA documents (metadata: question, answer)")
+    qa.add_argument("--prefixes", nargs="+", default=None,
+                    help="read the stream's documents from these shard prefixes instead of the recipe's (e.g. the "
+                         "clean QA of an arm that trained on a corrupted copy: same doc ids, same held-out pairs)")
     qa.add_argument("--where", default=None, help="metadata expression narrowing the pairs, e.g. 'kind == \"qa\"'")
     qa.add_argument("--max-length", type=int, default=512, help="context window (capped at the model's)")
     _add_model_arguments(qa)
@@ -174,12 +178,14 @@ def _run_qa_nll(args: argparse.Namespace) -> int:
     if spec is None:
         raise ValueError(f"{args.recipe}: no stream {args.stream!r} (streams: {', '.join(s.name for s in recipe.data.streams)})")
     fraction, seed = recipe.data.valid_holdout, recipe.data.valid_holdout_seed
+    if args.prefixes:
+        spec = dataclasses.replace(spec, prefixes=list(args.prefixes))
     pairs = heldout_pairs(spec, fraction, seed, args.where)
     with hf_model_folder(args.model, args.hf_reference, out.parent) as (model_dir, source):
         scorer = HFScorer(str(model_dir), args.device, args.dtype, args.max_length)
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         metrics = answer_nll(pairs, scorer, lambda t: tokenizer(t, add_special_tokens=False)["input_ids"])
-    result = {**source, "recipe": str(args.recipe), "stream": args.stream, "where": args.where,
+    result = {**source, "recipe": str(args.recipe), "stream": args.stream, "prefixes": spec.prefixes, "where": args.where,
               "valid_holdout": fraction, "valid_holdout_seed": seed, "max_length": scorer.max_length,
               "metrics": metrics, "seconds": round(time.perf_counter() - start, 3), "time": time.time()}
     _write(out, result)

@@ -16,7 +16,10 @@ user would build by hand:
     synth-corrupt-*   the same generations with 30% / 50% of the answers made wrong (`--corrupt-rate`;
                       the journal is copied, so nothing is generated again)
     preprocess-synthetic*         -> data/synthetic, data/synthetic_c30, data/synthetic_c50 (question and
-                      answer kept in the metadata: `cpt eval qa-nll` scores the held-out pairs)
+                      answer kept in the metadata: `cpt eval qa-nll` scores the held-out pairs). Each
+                      is preprocessed with its own folder as --corpus-root, so a pair has the same doc_id
+                      clean or corrupted: every arm holds out the same pairs, and none trains on the
+                      questions the QA metric asks
     convert           cpt convert hf-to-mcore: the base model -> models/base_mcore (its model.yaml is what
                       the sweeps' `model_from` reads)
 
@@ -107,7 +110,7 @@ def _synth_steps(s: PrepareSettings, smollm2: str, threads: int) -> list[Step]:
         Step("synth-code", ["synth", "--task", "code", "--output", "synth/code.jsonl", "--max-problems",
                             str(s.synth_problems), "--k-shot", "1", *common], ("synth/code.jsonl.summary.json",)),
         _preprocess("preprocess-synthetic", ["synth/science.jsonl", "synth/code.jsonl"], "data/synthetic",
-                    "--keep-fields", SYNTH_FIELDS, "--on-error", "skip"),
+                    "--keep-fields", SYNTH_FIELDS, "--on-error", "skip", "--corpus-root", "synth"),
     ]
     for rate in CORRUPT_RATES:
         tag = f"c{round(rate * 100)}"
@@ -122,7 +125,8 @@ def _synth_steps(s: PrepareSettings, smollm2: str, threads: int) -> list[Step]:
                                        "--max-problems", str(s.synth_problems), "--k-shot", "1", "--corrupt-rate",
                                        str(rate), *common], (f"synth/{tag}/code.jsonl.summary.json",)),
             _preprocess(f"preprocess-synthetic-{tag}", [f"synth/{tag}/science.jsonl", f"synth/{tag}/code.jsonl"],
-                        f"data/synthetic_{tag}", "--keep-fields", SYNTH_FIELDS, "--on-error", "skip"),
+                        f"data/synthetic_{tag}", "--keep-fields", SYNTH_FIELDS, "--on-error", "skip",
+                        "--corpus-root", f"synth/{tag}"),
         ]
     return steps
 
