@@ -12,6 +12,8 @@ user would build by hand:
     preprocess-*      shards with the base model's tokenizer -> data/zh, data/en_code, data/en_general
     tag-train, tag    the demo's topic tagger (USE multilingual + a head trained on the labelled check sets)
     score             the base model's perplexity of the Chinese documents (the LH / HL curricula)
+    convert           cpt convert hf-to-mcore: the base model -> models/base_mcore (its model.yaml is what
+                      the sweeps' `model_from` reads); the sweeps without synthetic data can run from here
     synth-science, synth-code     QA by SmolLM2-135M-Instruct (the demo's generator), generated ONCE here
     synth-corrupt-*   the same generations with 30% / 50% of the answers made wrong (`--corrupt-rate`;
                       the journal is copied, so nothing is generated again)
@@ -20,8 +22,6 @@ user would build by hand:
                       is preprocessed with its own folder as --corpus-root, so a pair has the same doc_id
                       clean or corrupted: every arm holds out the same pairs, and none trains on the
                       questions the QA metric asks
-    convert           cpt convert hf-to-mcore: the base model -> models/base_mcore (its model.yaml is what
-                      the sweeps' `model_from` reads)
 
 Synthetic QA is the expensive part on a CPU: SmolLM2-135M keeps few pairs per snippet, so the budget
 (snippets, problems) is fixed here and the counts land in synth/*.summary.json -- the sweeps say how
@@ -67,8 +67,8 @@ def _annotate(size: str) -> DemoSettings:
 
 
 SETTINGS: dict[str, PrepareSettings] = {
-    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=48, synth_problems=24),
-    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=48, synth_problems=24),
+    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=40, synth_problems=16),
+    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=40, synth_problems=16),
 }
 
 
@@ -84,8 +84,8 @@ def build_prepare_steps(settings: PrepareSettings, threads: int = 2) -> list[Ste
              describe="the proxy (cached) or SmolLM2-135M as models/base_hf"),
         *_shard_steps(),
         *_annotate_steps(settings.annotate, BASE_HF),
-        *_synth_steps(settings, smollm2, threads),
         Step("convert", ["convert", "hf-to-mcore", BASE_HF, BASE_MCORE, "--overwrite"], (f"{BASE_MCORE}/COMPLETE",)),
+        *_synth_steps(settings, smollm2, threads),  # last: the sweeps without synthetic data can start before
     ]
 
 
