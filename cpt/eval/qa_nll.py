@@ -39,10 +39,10 @@ class QAPair:
 
 def pair_window(pair: QAPair, encode: Callable[[str], list[int]], max_length: int) -> tuple[Window, bool]:
     """The window scoring `pair`'s answer tokens (the question cut from the left if needed)."""
+    if not pair.answer.strip():
+        raise ValueError(f"empty answer for question {pair.question[:60]!r}")
     context = encode(PREFIX.format(question=pair.question))
     target = encode(" " + pair.answer)
-    if not target:
-        raise ValueError(f"empty answer for question {pair.question[:60]!r}")
     target = target[: max_length - 1]
     keep = max_length - len(target)
     truncated = len(context) > keep
