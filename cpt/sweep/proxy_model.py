@@ -19,6 +19,7 @@ of the config and the installed assets.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -70,16 +71,22 @@ class ProxyConfig:
         return hashlib.blake2b(blob.encode(), digest_size=6).hexdigest()
 
 
-def english_texts(limit_chars: int) -> Iterator[str]:
-    """The English side of the sweep corpus, in a fixed order: Wikipedia articles, then pydoc topics."""
+@functools.lru_cache(maxsize=1)
+def _english_sources() -> tuple[str, ...]:
+    """Wikipedia articles (title + plain text), then pydoc topics; read once per process (the markup
+    parsing of the articles is the slow part)."""
     import pydoc_data.topics
 
     from cpt.assets import enwiki_plain_articles
 
+    return (*(f"{t}\n\n{x}" for t, x in enwiki_plain_articles()),
+            *(pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)))
+
+
+def english_texts(limit_chars: int) -> Iterator[str]:
+    """The English side of the sweep corpus, in a fixed order: Wikipedia articles, then pydoc topics."""
     n = 0
-    sources = [f"{t}\n\n{x}" for t, x in enwiki_plain_articles()]
-    sources += [pydoc_data.topics.topics[k] for k in sorted(pydoc_data.topics.topics)]
-    for text in sources:
+    for text in _english_sources():
         if n >= limit_chars:
             return
         text = text[: limit_chars - n]
