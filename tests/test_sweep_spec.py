@@ -149,7 +149,7 @@ def test_parse_sweep_single_recipe_base(tmp_path, stages):
     assert spec.report.baseline is None and spec.seed_keys == ["training.seed"]
 
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml"))
+SWEEPS = sorted(p for p in (Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml") if p.name != "findings.yaml")
 PROXY_RECIPE = Path(__file__).resolve().parents[1] / "recipes/proxy/bilingual.yaml"
 
 
@@ -202,3 +202,11 @@ def test_curriculum_arms_differ_only_in_the_chinese_order(tmp_path):
                                                               for s in r["data"]["streams"]]},
                        "training": {k: v for k, v in r["training"].items() if k != "output_dir"}}
     assert strip(runs[("lh", 1)]) == strip(runs[("hl", 1)]) == strip(runs[("shuffle", 1)])
+
+
+def test_proxy_synthetic_recipe_is_bilingual_plus_the_synthetic_stream():
+    bilingual = yaml.safe_load(PROXY_RECIPE.read_text())
+    synthetic = yaml.safe_load((PROXY_RECIPE.parent / "synthetic.yaml").read_text())
+    extra = synthetic["data"]["streams"].pop()
+    assert extra == {"name": "synthetic", "prefixes": ["data/synthetic"], "weight": 0, "valid_holdout": 0.25}
+    assert synthetic == bilingual
