@@ -208,5 +208,5 @@ def test_proxy_synthetic_recipe_is_bilingual_plus_the_synthetic_stream():
     bilingual = yaml.safe_load(PROXY_RECIPE.read_text())
     synthetic = yaml.safe_load((PROXY_RECIPE.parent / "synthetic.yaml").read_text())
     extra = synthetic["data"]["streams"].pop()
-    assert extra == {"name": "synthetic", "prefixes": ["data/synthetic"], "weight": 0, "valid_holdout": 0.25}
+    assert extra == {"name": "synthetic", "prefixes": ["data/synthetic"], "weight": 0, "valid_holdout": 0.5}
     assert synthetic == bilingual

@@ -57,7 +57,7 @@ class PrepareSettings:
     """English snippets the science QA is generated from"""
     synth_problems: int
     """LeetCode problems the code QA is generated from"""
-    synth_max_new_tokens: int = 200
+    synth_max_new_tokens: int = 160
     """tokens per generation"""
 
 
@@ -67,8 +67,8 @@ def _annotate(size: str) -> DemoSettings:
 
 
 SETTINGS: dict[str, PrepareSettings] = {
-    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=40, synth_problems=16),
-    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=40, synth_problems=16),
+    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=32, synth_problems=12),
+    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=32, synth_problems=12),
 }
 
 
