@@ -64,6 +64,28 @@ def test_arms_seeds_and_resolved_pipeline(tmp_path, stages):
     assert len({r.fingerprint for r in runs}) == 10
 
 
+def test_evals_fill_placeholders_and_change_the_fingerprint(tmp_path, stages):
+    from cpt.sweep.collect import eval_output_metrics
+
+    plain = plan_runs(_spec(tmp_path, stages), tmp_path / "out")
+    spec = _spec(tmp_path, stages, evals=[{"name": "sciqa", "args": ["eval", "qa-nll", "--model", "{checkpoints}",
+                                                                     "--recipe", "{recipe}", "--note", "{run}/x"]}])
+    runs = plan_runs(spec, tmp_path / "out")
+    run = runs[0]
+    assert run.evals == [("sciqa", ["eval", "qa-nll", "--model", str(run.folder / "s2" / "checkpoints"),
+                                    "--recipe", str(run.folder / "s2.yaml"), "--note", f"{run.folder}/x"])]
+    assert [r.stages for r in runs] == [r.stages for r in plain]
+    assert all(a.fingerprint != b.fingerprint for a, b in zip(runs, plain))
+    write_run_plan(run, spec)
+    assert json.loads((run.folder / "run.json").read_text())["evals"] == [list(e) for e in run.evals]
+    out = tmp_path / "sciqa.json"
+    out.write_text(json.dumps({"metrics": {"answer_nll": 2.5, "pairs": 7, "note": "x", "bad": float("nan")}}))
+    assert eval_output_metrics(out, "sciqa") == {"sciqa/answer_nll": 2.5, "sciqa/pairs": 7.0}
+    out.write_text(json.dumps({"streams": {}}))
+    with pytest.raises(ValueError, match="no 'metrics' mapping"):
+        eval_output_metrics(out, "sciqa")
+
+
 def test_changed_plan_is_refused(tmp_path, stages):
     spec = _spec(tmp_path, stages)
     run = plan_runs(spec, tmp_path / "out")[0]
@@ -95,6 +117,11 @@ def test_apply_override_paths():
     ({"arms": [{"name": "z", "overrides": {"s9:x": 1}}]}, "z: s9:x: no stage 's9'"),
     ({"report": {"baseline": "nope"}}, "report.baseline: 'nope' is not an arm"),
     ({"base": [{"recipe": "missing.yaml"}]}, "base[0].recipe:"),
+    ({"evals": [{"name": "q", "args": ["train", "x"]}]}, "evals[0].args: expected `cpt eval ...` arguments"),
+    ({"evals": [{"name": "q", "args": ["eval", "ppl", "--out", "x"]}]}, "evals[0].args: --out is set by the sweep"),
+    ({"evals": [{"name": "q", "args": ["eval"]}, {"name": "q", "args": ["eval"]}]}, "evals: eval names must be unique"),
+    ({"evals": {"name": "q"}}, "evals: expected a list of {name, args}"),
+    ({"model_from": 3}, "model_from: expected a string"),
 ])
 def test_bad_sweep_files_name_the_key(tmp_path, stages, data, message):
     with pytest.raises(SweepError) as err:
