@@ -98,6 +98,35 @@ def _section(finding, seen_walls: set[str]) -> list[str]:
     return lines + tables
 
 
+def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
+    """What the prepared folder holds: the proxy's pre-training and how much synthetic QA exists."""
+    lines = ["## The data and the model, as prepared", ""]
+    marker = folder / "models/base_hf/cpt-proxy-complete.json"
+    if marker.is_file():
+        m = json.loads(marker.read_text())
+        p = m["pretraining"]
+        lines += [f"- Proxy `{m['key']}`: {m['parameters']:,} parameters; English pre-training {p['seconds']:.0f} s, "
+                  f"loss {p['first_loss']} → {p['final_train_loss']} (held-out {p['valid_loss']}, PPL {p['valid_ppl']}).",
+                  "- Its perplexity of the Chinese documents (`cpt score`, the LH/HL order) is far above its vocabulary "
+                  "size: it has never read Chinese, so the curriculum orders by what an English model finds least "
+                  "surprising, as a real base model meeting a new language would."]
+    for name in ("science", "code", "c30/science", "c30/code", "c50/science", "c50/code"):
+        summary = folder / "synth" / f"{name}.jsonl.summary.json"
+        if summary.is_file():
+            sm = json.loads(summary.read_text())
+            corrupt = sm.get("corruption") or {}
+            lines.append(f"- synth/{name}.jsonl: {sm['pairs_kept']} QA pairs kept from {sm['tasks']} generations of "
+                         f"{sm['generator'] or 'the journal'} (SmolLM2-135M-Instruct, Q4_1 dequantized, on CPU)"
+                         + (f"; {corrupt.get('corrupted')} answers made wrong (rate {corrupt.get('rate')})"
+                            if corrupt.get("rate") else "") + ".")
+        elif name in ("science", "code"):
+            lines.append(f"- synth/{name}.jsonl: not generated yet.")
+    lines += ["- All synthetic QA here is model output of SmolLM2-135M-Instruct generated once in "
+              "`cpt sweep prepare` (nothing templated, nothing from elsewhere); half of the pairs are held out "
+              "(recipes/proxy/synthetic.yaml) and `sciqa/answer_nll` scores the held-out science pairs.", ""]
+    return lines
+
+
 def docs(out: Path) -> int:
     from cpt.io import write_text_atomic
     from cpt.sweep.findings import load_findings
@@ -120,7 +149,7 @@ def docs(out: Path) -> int:
         "paper says', not the paper's benchmark scores.",
         "",
     ]
-    body: list[str] = []
+    body: list[str] = data_section()
     seen: set[str] = set()
     for finding in load_findings(FINDINGS):
         body += _section(finding, seen)
