@@ -237,3 +237,26 @@ def test_proxy_synthetic_recipe_is_bilingual_plus_the_synthetic_stream():
     extra = synthetic["data"]["streams"].pop()
     assert extra == {"name": "synthetic", "prefixes": ["data/synthetic"], "weight": 0, "valid_holdout": 0.5}
     assert synthetic == bilingual
+
+
+def test_prepare_refuses_a_folder_of_another_size(tmp_path, capsys):
+    (tmp_path / "prepare.json").write_text(json.dumps({"size": "tiny"}))
+    assert main(["sweep", "prepare", str(tmp_path), "--size", "gpu"]) == 2
+    assert "was prepared at --size tiny" in capsys.readouterr().err
+    assert main(["sweep", "prepare"]) == 2
+    assert "needs the folder to build" in capsys.readouterr().err
+
+
+def test_prepare_steps_name_every_output_and_read_the_base_models_tokenizer():
+    from cpt.sweep.prepare import BASE_HF, SETTINGS, build_prepare_steps
+
+    steps = build_prepare_steps(SETTINGS["tiny"])
+    names = [s.name for s in steps]
+    assert names.index("convert") < names.index("synth-science")  # the sweeps without synthetic data start earlier
+    assert all(s.outputs for s in steps)
+    for s in steps:
+        if s.cli == "preprocess":
+            assert s.argv[s.argv.index("--tokenizer-model") + 1] == BASE_HF
+        if s.cli == "preprocess" and "synthetic" in s.name:
+            assert "--corpus-root" in s.argv and "question,answer" in s.argv[s.argv.index("--keep-fields") + 1]
+    assert {"synth-science-c30", "synth-code-c50", "preprocess-synthetic-c50"} <= set(names)
