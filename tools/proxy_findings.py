@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -59,8 +60,8 @@ def _tables(finding, baseline: str, metrics: list[str] | None) -> tuple[str, dic
     sweep_dir = ROOT / finding.out
     report = report_sweep(sweep_dir, baseline, metrics, sweep_dir / f"report_vs_{baseline}")
     text = render_markdown(report, "", report.get("missing", []))
-    body = text.split("\n", 3)[3] if text.startswith("# ") else text  # the finding gives the title
-    return body.replace("\n## ", "\n#### ").replace("## ", "#### ", 1).strip(), report
+    body = (text.split("\n", 3)[3] if text.startswith("# ") else text).strip()  # the finding gives the title
+    return re.sub(r"^## ", "#### ", body, flags=re.M), report
 
 
 def _section(finding, seen_walls: set[str]) -> list[str]:
