@@ -67,8 +67,8 @@ def _annotate(size: str) -> DemoSettings:
 
 
 SETTINGS: dict[str, PrepareSettings] = {
-    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=32, synth_problems=12),
-    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=32, synth_problems=12),
+    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=24, synth_problems=8),
+    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=24, synth_problems=8),
 }
 
 
