@@ -116,15 +116,21 @@ def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
         if summary.is_file():
             sm = json.loads(summary.read_text())
             corrupt = sm.get("corruption") or {}
-            lines.append(f"- synth/{name}.jsonl: {sm['pairs_kept']} QA pairs kept from {sm['tasks']} generations of "
-                         f"{sm['generator'] or 'the journal'} (SmolLM2-135M-Instruct, Q4_1 dequantized, on CPU)"
+            disciplines = ", ".join(f"{k} {v}" for k, v in (sm.get("by_discipline") or {}).items())
+            lines.append(f"- synth/{name}.jsonl: {sm['pairs_kept']} QA pairs ({disciplines}) kept from {sm['tasks']} "
+                         f"generations of {sm['generator'] or 'the journal'} (SmolLM2-135M-Instruct, Q4_1 dequantized, "
+                         f"on CPU; {sm['seconds']:.0f} s)"
                          + (f"; {corrupt.get('corrupted')} answers made wrong (rate {corrupt.get('rate')})"
                             if corrupt.get("rate") else "") + ".")
         elif name in ("science", "code"):
             lines.append(f"- synth/{name}.jsonl: not generated yet.")
     lines += ["- All synthetic QA here is model output of SmolLM2-135M-Instruct generated once in "
               "`cpt sweep prepare` (nothing templated, nothing from elsewhere); half of the pairs are held out "
-              "(recipes/proxy/synthetic.yaml) and `sciqa/answer_nll` scores the held-out science pairs.", ""]
+              "(recipes/proxy/synthetic.yaml) and `sciqa/answer_nll` scores the held-out pairs of kind `science` "
+              "(QA from tagged English snippets; here the first snippets are Wikipedia humanities text, so their "
+              "discipline is liberal_arts): a handful of pairs, the same for every arm, so the metric is paired "
+              "but noisy. More QA needs more generation time than a shared 2-core CPU gave this session "
+              "(raise the budget in cpt/sweep/prepare.py, or prepare at --size gpu on a GPU).", ""]
     return lines
 
 
