@@ -64,13 +64,14 @@ def _tables(finding, baseline: str, metrics: list[str] | None) -> tuple[str, dic
     return re.sub(r"^## ", "#### ", body, flags=re.M), report
 
 
-def _section(finding, seen_walls: set[str]) -> list[str]:
+def _section(finding, seen_walls: set[str], summary: list[str]) -> list[str]:
     from cpt.sweep.findings import WALL_FILE, decide, measured_verdict
 
     sweep_dir = ROOT / finding.out
     lines = [f"## Finding ({finding.key}): {finding.title}", ""]
     command = shlex.join(sweep_command(finding))
     if not (sweep_dir / "results.jsonl").is_file():
+        summary.append(f"| ({finding.key}) {finding.title} | not run yet | – |")
         return lines + ["**not run yet**", "", "```bash", PREPARE, command, "```", ""]
     pairs, tables = [], []
     for baseline in dict.fromkeys(c.baseline for c in finding.claims):
@@ -83,6 +84,10 @@ def _section(finding, seen_walls: set[str]) -> list[str]:
     claims = "; ".join(f"{c.arm} vs {c.baseline} on {c.metric}: expected {e}, measured {m or 'absent'}"
                        for c, (e, m) in zip(finding.claims, pairs))
     lines += [f"**{result}** ({claims}).", ""]
+    wall_s = json.loads((sweep_dir / WALL_FILE).read_text())["seconds"] if (sweep_dir / WALL_FILE).is_file() else None
+    summary.append(f"| ({finding.key}) {finding.title} | **{result}** | "
+                   + (f"{wall_s / 60:.1f} min{' (same sweep as above)' if finding.out in seen_walls else ''}"
+                      if wall_s else "–") + " |")
     if finding.notes:
         lines += [finding.notes, ""]
     wall_path = sweep_dir / WALL_FILE
@@ -134,6 +139,18 @@ def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
     return lines
 
 
+def _prepare_line(folder: Path = ROOT / "runs/proxy") -> str:
+    """The prepared folder's step times (cpt.demo.runner markers), the one-off cost before any sweep."""
+    steps = {p.stem: json.loads(p.read_text()).get("seconds", 0.0) for p in sorted((folder / "steps").glob("*.json"))}
+    if not steps:
+        return "The proxy folder has not been prepared here yet."
+    synth = sum(v for k, v in steps.items() if k.startswith("synth"))
+    return (f"One-off preparation (`{PREPARE}`, last run of each step): {sum(steps.values()) / 60:.1f} min, of which "
+            f"synthetic QA generation {synth / 60:.1f} min; the proxy's own English pre-training is cached "
+            f"separately (see below). Sweeps ran one training at a time on one thread while other sessions "
+            f"shared the two cores.")
+
+
 def docs(out: Path) -> int:
     from cpt.io import write_text_atomic
     from cpt.sweep.findings import load_findings
@@ -158,8 +175,10 @@ def docs(out: Path) -> int:
     ]
     body: list[str] = data_section()
     seen: set[str] = set()
+    summary = ["| finding | at this scale | sweep wall time |", "|---|---|---|"]
     for finding in load_findings(FINDINGS):
-        body += _section(finding, seen)
+        body += _section(finding, seen, summary)
+    head += ["## Summary", "", *summary, "", _prepare_line(), ""]
     write_text_atomic(out, "\n".join(head + body).rstrip() + "\n")
     print(f"wrote {out}")
     return 0
