@@ -89,6 +89,20 @@ def test_sum_abs_hand_computed():
     assert dict(update.weights) == approx({"a": 40 / 67, "b": 15 / 67, "c": 12 / 67})
 
 
+def test_relative_delta_hand_computed_levels_do_not_dominate():
+    # a 20 -> 22, b 10 -> 11, c stays: absolute dp = (2, 1, 0), relative dp/p = (0.1, 0.1, 0)
+    first, second = {"a": 20.0, "b": 10.0, "c": 10.0}, {"a": 22.0, "b": 11.0, "c": 10.0}
+    # relative: d = (1, 1, 0); f = (1.5, 1.5, 1); r*f = (0.75, 0.45, 0.2), sum 1.4
+    _, update = two_evals(TopicPPLMixture(alpha=0.5, delta="relative"), first=first, second=second)
+    assert dict(update.weights) == approx({"a": 15 / 28, "b": 9 / 28, "c": 4 / 28})
+    assert update.details["delta_ppl"] == approx({"a": 0.1, "b": 0.1, "c": 0.0})
+    # absolute (the default): d = (1, 0.5, 0); f = (1.5, 1.25, 1); r*f = (0.75, 0.375, 0.2), sum 1.325
+    _, update = two_evals(TopicPPLMixture(alpha=0.5), first=first, second=second)
+    assert dict(update.weights) == approx({"a": 0.75 / 1.325, "b": 0.375 / 1.325, "c": 0.2 / 1.325})
+    with pytest.raises(ValueError, match="delta"):
+        TopicPPLMixture(delta="ratio")
+
+
 def test_zscore_hand_computed():
     # mean dp = 1/6, deviations (5/6, -2/3, -1/6), population variance 7/18
     std = math.sqrt(7 / 18)

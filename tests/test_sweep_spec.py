@@ -64,6 +64,28 @@ def test_arms_seeds_and_resolved_pipeline(tmp_path, stages):
     assert len({r.fingerprint for r in runs}) == 10
 
 
+def test_evals_fill_placeholders_and_change_the_fingerprint(tmp_path, stages):
+    from cpt.sweep.collect import eval_output_metrics
+
+    plain = plan_runs(_spec(tmp_path, stages), tmp_path / "out")
+    spec = _spec(tmp_path, stages, evals=[{"name": "sciqa", "args": ["eval", "qa-nll", "--model", "{checkpoints}",
+                                                                     "--recipe", "{recipe}", "--note", "{run}/x"]}])
+    runs = plan_runs(spec, tmp_path / "out")
+    run = runs[0]
+    assert run.evals == [("sciqa", ["eval", "qa-nll", "--model", str(run.folder / "s2" / "checkpoints"),
+                                    "--recipe", str(run.folder / "s2.yaml"), "--note", f"{run.folder}/x"])]
+    assert [r.stages for r in runs] == [r.stages for r in plain]
+    assert all(a.fingerprint != b.fingerprint for a, b in zip(runs, plain))
+    write_run_plan(run, spec)
+    assert json.loads((run.folder / "run.json").read_text())["evals"] == [list(e) for e in run.evals]
+    out = tmp_path / "sciqa.json"
+    out.write_text(json.dumps({"metrics": {"answer_nll": 2.5, "pairs": 7, "note": "x", "bad": float("nan")}}))
+    assert eval_output_metrics(out, "sciqa") == {"sciqa/answer_nll": 2.5, "sciqa/pairs": 7.0}
+    out.write_text(json.dumps({"streams": {}}))
+    with pytest.raises(ValueError, match="no 'metrics' mapping"):
+        eval_output_metrics(out, "sciqa")
+
+
 def test_changed_plan_is_refused(tmp_path, stages):
     spec = _spec(tmp_path, stages)
     run = plan_runs(spec, tmp_path / "out")[0]
@@ -95,6 +117,11 @@ def test_apply_override_paths():
     ({"arms": [{"name": "z", "overrides": {"s9:x": 1}}]}, "z: s9:x: no stage 's9'"),
     ({"report": {"baseline": "nope"}}, "report.baseline: 'nope' is not an arm"),
     ({"base": [{"recipe": "missing.yaml"}]}, "base[0].recipe:"),
+    ({"evals": [{"name": "q", "args": ["train", "x"]}]}, "evals[0].args: expected `cpt eval ...` arguments"),
+    ({"evals": [{"name": "q", "args": ["eval", "ppl", "--out", "x"]}]}, "evals[0].args: --out is set by the sweep"),
+    ({"evals": [{"name": "q", "args": ["eval"]}, {"name": "q", "args": ["eval"]}]}, "evals: eval names must be unique"),
+    ({"evals": {"name": "q"}}, "evals: expected a list of {name, args}"),
+    ({"model_from": 3}, "model_from: expected a string"),
 ])
 def test_bad_sweep_files_name_the_key(tmp_path, stages, data, message):
     with pytest.raises(SweepError) as err:
@@ -122,11 +149,11 @@ def test_cli_errors_are_one_line_and_plan_lists_runs(tmp_path, stages, capsys):
 
 
 # Changing these changes the public surface of sweeps: do it deliberately (and in the README).
-FROZEN_SWEEP_KEYS = ["name", "workdir", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
-                     "train_command", "report", "base[].stage", "base[].recipe", "base[].overrides", "arms[].name",
-                     "arms[].overrides", "report.baseline", "report.metrics", "report.higher_is_better",
-                     "report.confidence"]
-FROZEN_OPTIONS = ["--out", "--plan", "--baseline", "--metric", "--executor", "--max-retries", "--cpus-per-task",
+FROZEN_SWEEP_KEYS = ["name", "workdir", "model_from", "output_dir", "base", "overrides", "axes", "arms", "seeds",
+                     "seed_keys", "train_command", "evals", "report", "base[].stage", "base[].recipe",
+                     "base[].overrides", "arms[].name", "arms[].overrides", "evals[].name", "evals[].args",
+                     "report.baseline", "report.metrics", "report.higher_is_better", "report.confidence"]
+FROZEN_OPTIONS = ["--out", "--workdir", "--plan", "--baseline", "--metric", "--size", "--executor", "--max-retries", "--cpus-per-task",
                   "--gpus-per-task", "--ray-address", "--local-cpus", "--slurm-partition", "--slurm-time-min",
                   "--slurm-option"]
 
@@ -135,7 +162,7 @@ def test_sweep_surface_is_frozen():
     from cpt.sweep import spec as s
 
     keys = [*s.TOP_KEYS, *(f"base[].{k}" for k in s.STAGE_KEYS), *(f"arms[].{k}" for k in s.ARM_KEYS),
-            *(f"report.{k}" for k in s.REPORT_KEYS)]
+            *(f"evals[].{k}" for k in s.EVAL_KEYS), *(f"report.{k}" for k in s.REPORT_KEYS)]
     assert keys == FROZEN_SWEEP_KEYS
     sub = build_parser()._subparsers._group_actions[0].choices["sweep"]
     options = [a.option_strings[-1] for a in sub._actions if a.option_strings and a.dest != "help"]
@@ -149,12 +176,40 @@ def test_parse_sweep_single_recipe_base(tmp_path, stages):
     assert spec.report.baseline is None and spec.seed_keys == ["training.seed"]
 
 
-SWEEPS = sorted((Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml"))
+SWEEPS = sorted(p for p in (Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml") if p.name != "findings.yaml")
+PROXY_RECIPE = Path(__file__).resolve().parents[1] / "recipes/proxy/bilingual.yaml"
+
+
+def shipped(path: Path, tmp_path: Path, model: dict | None = None):
+    """A shipped sweep in a stand-in workdir whose import's model.yaml has `model` (default: the tiny
+    proxy's section of recipes/proxy/bilingual.yaml), as `cpt sweep prepare` leaves it."""
+    import dataclasses
+
+    spec = load_sweep(path, DEFAULT_TRAIN_COMMAND)
+    workdir = tmp_path / "workdir"
+    if spec.model_from:
+        model = model or yaml.safe_load(PROXY_RECIPE.read_text())["model"]
+        (workdir / spec.model_from).mkdir(parents=True, exist_ok=True)
+        (workdir / spec.model_from / "model.yaml").write_text(yaml.safe_dump({"model": model}))
+    return dataclasses.replace(spec, workdir=workdir)
+
+
+def test_model_from_sets_every_stage_model_and_is_required(tmp_path):
+    path = Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/disciplines.yaml"
+    smollm2 = {**yaml.safe_load(PROXY_RECIPE.read_text())["model"], "num_layers": 30, "hidden_size": 576,
+               "vocab_size": 49152}
+    runs = plan_runs(shipped(path, tmp_path, smollm2), tmp_path / "out")
+    assert all(recipe["model"] == smollm2 for run in runs for _, recipe in run.stages)
+    import dataclasses
+
+    bare = dataclasses.replace(load_sweep(path, DEFAULT_TRAIN_COMMAND), workdir=tmp_path / "nowhere")
+    with pytest.raises(SweepError, match=r"model_from: .*nowhere/models/base_mcore/model.yaml does not exist"):
+        plan_runs(bare, tmp_path / "out")
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.name for p in SWEEPS])
 def test_shipped_sweeps_plan_valid_recipes(path, tmp_path):
-    spec = load_sweep(path, DEFAULT_TRAIN_COMMAND)
+    spec = shipped(path, tmp_path)
     assert len(spec.seeds) >= 3 and spec.report.baseline is not None
     runs = plan_runs(spec, tmp_path)  # every run's stage recipes pass the recipe schema
     assert len(runs) == len(spec.arms) * len(spec.seeds)
@@ -163,8 +218,7 @@ def test_shipped_sweeps_plan_valid_recipes(path, tmp_path):
 
 
 def test_curriculum_arms_differ_only_in_the_chinese_order(tmp_path):
-    spec = load_sweep(Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/curriculum_zh.yaml",
-                      DEFAULT_TRAIN_COMMAND)
+    spec = shipped(Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/curriculum_zh.yaml", tmp_path)
     runs = {(r.arm, r.seed): r.stages[0][1] for r in plan_runs(spec, tmp_path)}
     for order, arm in (("ppl_asc", "lh"), ("ppl_desc", "hl"), ("shuffle", "shuffle")):
         streams = runs[(arm, 2)]["data"]["streams"]
@@ -175,3 +229,34 @@ def test_curriculum_arms_differ_only_in_the_chinese_order(tmp_path):
                                                               for s in r["data"]["streams"]]},
                        "training": {k: v for k, v in r["training"].items() if k != "output_dir"}}
     assert strip(runs[("lh", 1)]) == strip(runs[("hl", 1)]) == strip(runs[("shuffle", 1)])
+
+
+def test_proxy_synthetic_recipe_is_bilingual_plus_the_synthetic_stream():
+    bilingual = yaml.safe_load(PROXY_RECIPE.read_text())
+    synthetic = yaml.safe_load((PROXY_RECIPE.parent / "synthetic.yaml").read_text())
+    extra = synthetic["data"]["streams"].pop()
+    assert extra == {"name": "synthetic", "prefixes": ["data/synthetic"], "weight": 0, "valid_holdout": 0.5}
+    assert synthetic == bilingual
+
+
+def test_prepare_refuses_a_folder_of_another_size(tmp_path, capsys):
+    (tmp_path / "prepare.json").write_text(json.dumps({"size": "tiny"}))
+    assert main(["sweep", "prepare", str(tmp_path), "--size", "gpu"]) == 2
+    assert "was prepared at --size tiny" in capsys.readouterr().err
+    assert main(["sweep", "prepare"]) == 2
+    assert "needs the folder to build" in capsys.readouterr().err
+
+
+def test_prepare_steps_name_every_output_and_read_the_base_models_tokenizer():
+    from cpt.sweep.prepare import BASE_HF, SETTINGS, build_prepare_steps
+
+    steps = build_prepare_steps(SETTINGS["tiny"])
+    names = [s.name for s in steps]
+    assert names.index("convert") < names.index("synth-science")  # the sweeps without synthetic data start earlier
+    assert all(s.outputs for s in steps)
+    for s in steps:
+        if s.cli == "preprocess":
+            assert s.argv[s.argv.index("--tokenizer-model") + 1] == BASE_HF
+        if s.cli == "preprocess" and "synthetic" in s.name:
+            assert "--corpus-root" in s.argv and "question,answer" in s.argv[s.argv.index("--keep-fields") + 1]
+    assert {"synth-science-c30", "synth-code-c50", "preprocess-synthetic-c50"} <= set(names)

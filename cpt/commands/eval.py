@@ -1,4 +1,5 @@
-"""`cpt eval lm-eval MODEL --tasks ...` and `cpt eval ppl --model MODEL --recipe RECIPE`.
+"""`cpt eval lm-eval MODEL --tasks ...`, `cpt eval ppl --model MODEL --recipe RECIPE` and
+`cpt eval qa-nll --model MODEL --recipe RECIPE --stream NAME` (answer NLL of held-out QA pairs).
 
 MODEL is a local HF folder, or a megatron-core checkpoint (a `checkpoints/step_N` folder, or a run's
 `checkpoints` folder for its latest): a checkpoint is exported to a temporary HF folder beside
@@ -12,6 +13,7 @@ table (e.g. base model vs the trained model) and keeps it in the output under `c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import shutil
 import sys
@@ -53,6 +55,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="a previous `cpt eval ppl` result: print a before/after table with %% change")
     _add_model_arguments(pp)
     pp.add_argument("--out", required=True, help="results JSON to write")
+    qa = sub.add_parser("qa-nll", help="answer NLL given the question on a recipe stream's held-out QA pairs")
+    qa.add_argument("--model", required=True, help="HF model folder or megatron checkpoint")
+    qa.add_argument("--recipe", required=True, help="recipe YAML naming the stream and its held-out split")
+    qa.add_argument("--stream", required=True, help="the stream of QA documents (metadata: question, answer)")
+    qa.add_argument("--prefixes", nargs="+", default=None,
+                    help="read the stream's documents from these shard prefixes instead of the recipe's (e.g. the "
+                         "clean QA of an arm that trained on a corrupted copy: same doc ids, same held-out pairs)")
+    qa.add_argument("--where", default=None, help="metadata expression narrowing the pairs, e.g. 'kind == \"qa\"'")
+    qa.add_argument("--max-length", type=int, default=512, help="context window (capped at the model's)")
+    _add_model_arguments(qa)
+    qa.add_argument("--out", required=True, help="results JSON to write ({\"metrics\": {...}, ...})")
 
 
 def _add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -66,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from cpt.eval.harness import LmEvalMissing
 
     try:
+        if args.eval_command == "qa-nll":
+            return _run_qa_nll(args)
         return _run_lm_eval(args) if args.eval_command == "lm-eval" else _run_ppl(args)
     except LmEvalMissing as exc:
         print(f"cpt eval: error: {exc}", file=sys.stderr)
@@ -146,6 +161,36 @@ def _run_ppl(args: argparse.Namespace) -> int:
         print(format_compare(rows))
     _write(out, result)
     print(f"wrote {out}")
+    return 0
+
+
+def _run_qa_nll(args: argparse.Namespace) -> int:
+    from transformers import AutoTokenizer
+
+    from cpt.annotate.perplexity import HFScorer
+    from cpt.config import load_recipe
+    from cpt.eval.qa_nll import answer_nll, heldout_pairs
+
+    start = time.perf_counter()
+    out = Path(args.out)
+    recipe = load_recipe(args.recipe)
+    spec = {s.name: s for s in recipe.data.streams}.get(args.stream)
+    if spec is None:
+        raise ValueError(f"{args.recipe}: no stream {args.stream!r} (streams: {', '.join(s.name for s in recipe.data.streams)})")
+    fraction, seed = recipe.data.valid_holdout, recipe.data.valid_holdout_seed
+    if args.prefixes:
+        spec = dataclasses.replace(spec, prefixes=list(args.prefixes))
+    pairs = heldout_pairs(spec, fraction, seed, args.where)
+    with hf_model_folder(args.model, args.hf_reference, out.parent) as (model_dir, source):
+        scorer = HFScorer(str(model_dir), args.device, args.dtype, args.max_length)
+        tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        metrics = answer_nll(pairs, scorer, lambda t: tokenizer(t, add_special_tokens=False)["input_ids"])
+    result = {**source, "recipe": str(args.recipe), "stream": args.stream, "prefixes": spec.prefixes, "where": args.where,
+              "valid_holdout": fraction, "valid_holdout_seed": seed, "max_length": scorer.max_length,
+              "metrics": metrics, "seconds": round(time.perf_counter() - start, 3), "time": time.time()}
+    _write(out, result)
+    print(f"answer NLL {metrics['answer_nll']:.4f} nats/token over {metrics['pairs']} held-out pairs "
+          f"({metrics['answer_tokens']} answer tokens); wrote {out}")
     return 0
 
 

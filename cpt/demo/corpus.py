@@ -63,6 +63,10 @@ SIZES: dict[str, CorpusSize] = {
     # tiny reads the same Chinese and English documents as full (the recipes' topic streams need their
     # documents at both sizes; the tiny model makes tagging and scoring them cheap)
     "tiny": CorpusSize(zh_docs=120, wiki_docs=160, pydoc_docs=40, code_docs=16, general_docs=12),
+    # the proxy sweeps' corpus (`cpt sweep prepare`): every source whole -- People's Daily in full (3746
+    # documents), every piece of every gensim article, the Python reference, every LeetCode problem
+    "proxy": CorpusSize(zh_docs=1_000_000, wiki_docs=1_000_000, pydoc_docs=1_000_000, code_docs=1_000_000,
+                        general_docs=200, wiki_pieces_per_article=1_000_000),
 }
 
 
@@ -230,12 +234,12 @@ def build_corpus(out_dir: str | Path, size_name: str) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m cpt.demo.corpus OUT_DIR [full|tiny]`: build the corpus and print its manifest."""
+    """`python -m cpt.demo.corpus OUT_DIR [full|tiny|proxy]`: build the corpus and print its manifest."""
     import sys
 
     args = list(sys.argv[1:] if argv is None else argv)
     if not args or len(args) > 2:
-        print("usage: python -m cpt.demo.corpus OUT_DIR [full|tiny]", file=sys.stderr)
+        print("usage: python -m cpt.demo.corpus OUT_DIR [full|tiny|proxy]", file=sys.stderr)
         return 2
     print(json.dumps(build_corpus(args[0], args[1] if len(args) > 1 else "full")))
     return 0

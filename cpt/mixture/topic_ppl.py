@@ -4,7 +4,10 @@ At an update (an `on_eval` call; see `every`), for each controlled stream i that
 
     p_i(t)     validation PPL of the stream's held-out documents (eval_metrics.streams[i]["ppl"])
     dp_i       p_i(t) - p_i(t-1), against the PPL recorded at the previous update; the first eval
-               only records p_i
+               only records p_i. Option `delta: relative` uses (p_i(t) - p_i(t-1)) / p_i(t-1) instead:
+               a change measured against the stream's own level, so a hard stream (high PPL, large
+               absolute moves) does not dominate the normalisation below ("absolute", the paper's
+               rule, is the default)
     d_i        dp normalised within the stream's group (option `normalize`):
                  "max_abs"  dp_i / max_j |dp_j|
                  "sum_abs"  dp_i / sum_j |dp_j|
@@ -55,6 +58,7 @@ from cpt.mixture.shares import fit_to_bounds
 from cpt.train.hooks import EvalMetrics, HookContext, MixtureUpdate
 
 NORMALIZATIONS = ("max_abs", "sum_abs", "zscore")
+DELTAS = ("absolute", "relative")
 
 
 def normalize_deltas(deltas: Sequence[float], how: str) -> list[float]:
@@ -96,11 +100,13 @@ class TopicPPLMixture(ValidatedStreamsController):
         max_change: Optional[float] = None,
         min_factor: float = 0.01,
         every: int = 1,
+        delta: str = "absolute",
         name: Optional[str] = None,
     ) -> None:
         super().__init__(name)
         self.alpha = self._number("alpha", alpha, low=0.0)
         self.normalize = self._choice("normalize", normalize, NORMALIZATIONS)
+        self.delta = self._choice("delta", delta, DELTAS)
         self.min_factor = self._number("min_factor", min_factor, low=0.0, high=1.0, low_open=True)
         self.max_change = None if max_change is None else self._number("max_change", max_change, low=0.0, low_open=True)
         self.every = self._count("every", every)
@@ -192,6 +198,8 @@ class TopicPPLMixture(ValidatedStreamsController):
         new = {s: 0.0 for s in streams if s not in live_set}  # exhausted streams stay at 0
         prev = {s: self.reference_ppl.get(s, ppl[s]) for s in live}
         delta_ppl = {s: ppl[s] - prev[s] for s in live}
+        if self.delta == "relative":
+            delta_ppl = {s: delta_ppl[s] / prev[s] for s in live}  # PPLs are > 0 (checked in on_eval)
         delta, factor, proposed, low, high = {}, {}, {}, {}, {}
         group_totals, relaxed, infeasible = [], [], []
         for gi, group in enumerate(self._groups()):
@@ -219,7 +227,7 @@ class TopicPPLMixture(ValidatedStreamsController):
                 infeasible.append(gi)
             new.update(zip(members, shares))
         figures = {
-            "normalize": self.normalize, "alpha": self.alpha,
+            "normalize": self.normalize, "alpha": self.alpha, "delta_kind": self.delta,
             "ppl": dict(ppl), "ppl_prev": prev, "delta_ppl": delta_ppl, "delta": delta,
             "priority": {s: self.priority.get(s, 1.0) for s in live}, "factor": factor,
             "proposed": proposed, "share_low": low, "share_high": high,

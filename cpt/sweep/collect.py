@@ -5,6 +5,8 @@ of its last stage's metrics.jsonl; a resumed run may repeat a step, the later re
 
     ppl, loss              over all validation data (`overall_of` says of what)
     ppl/STREAM, loss/STREAM  per stream, on its held-out documents (data.valid_holdout)
+    NAME/KEY               the numbers under `metrics` of the sweep's eval NAME (RUN/evals/NAME.json,
+                           e.g. `cpt eval qa-nll`'s answer_nll)
 
 `SWEEP_DIR/results.jsonl` holds one line per finished run (arm and seed order of the sweep file),
 rewritten whole and atomically from the runs' committed `result.json` files, so it is never torn
@@ -50,6 +52,18 @@ def final_eval_metrics(metrics_path: Path) -> tuple[dict[str, float], dict[str, 
                      "overall_of": final.get("overall_of")}
 
 
+def eval_output_metrics(path: Path, name: str) -> dict[str, float]:
+    """NAME/KEY -> value for every finite number under the `metrics` mapping of an eval's output JSON."""
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ValueError(f"{path}: not JSON ({exc})") from None
+    figures = data.get("metrics") if isinstance(data, dict) else None
+    if not isinstance(figures, dict):
+        raise ValueError(f"{path}: no 'metrics' mapping (the sweep collects an eval's numbers from there)")
+    return {f"{name}/{key}": _finite(value) for key, value in sorted(figures.items()) if _finite(value) is not None}
+
+
 def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
     """The rows of SWEEP_DIR/results.jsonl; a malformed line is an error naming file:line."""
     path = sweep_dir / RESULTS_FILE
@@ -86,4 +100,4 @@ def write_results(sweep_dir: Path, run_folders: Iterable[Path]) -> tuple[int, li
     return len(rows), missing
 
 
-__all__ = ["RESULTS_FILE", "final_eval_metrics", "read_results", "write_results"]
+__all__ = ["RESULTS_FILE", "eval_output_metrics", "final_eval_metrics", "read_results", "write_results"]

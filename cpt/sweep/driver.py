@@ -109,7 +109,8 @@ def run_sweep(spec: SweepSpec, sweep_dir: Path, launch_spec: "LaunchSpec",
     tasks = [Task(name=r.name, fn="cpt.sweep.runner:run_sweep_run",
                   kwargs={"folder": str(r.folder), "stages": [s for s, _ in r.stages],
                           "train_command": spec.train_command, "workdir": str(spec.workdir),
-                          "threads": threads, "fingerprint": r.fingerprint},
+                          "threads": threads, "fingerprint": r.fingerprint,
+                          **({"evals": r.evals} if r.evals else {})},
                   env={"OMP_NUM_THREADS": str(threads)}) for r in todo]
     merge = Task(name="collect", fn="cpt.sweep.driver:finish_sweep", kwargs={"sweep_dir": str(sweep_dir)})
     if not tasks:

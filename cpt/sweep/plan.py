@@ -2,14 +2,16 @@
 
 A run's folder is `SWEEP_DIR/runs/ARM/seed-S/`; stage k trains into `RUN/STAGE/` from the recipe
 `RUN/STAGE.yaml` written here, and stage k > 1 starts from stage k-1's checkpoints (its
-`training.load`). Overrides apply in the order: the stage's own, the sweep's, the arm's, then the
-seed keys, then the run's folders (which no override can move). A run is fingerprinted by its
+`training.load`). Overrides apply in the order: the `model:` keys of `model_from`'s model.yaml (the
+model the workdir imported), the stage's own, the sweep's, the arm's, then the seed keys, then the
+run's folders (which no override can move). A run is fingerprinted by its
 resolved recipes and training command: a folder planned with another fingerprint is refused
 rather than mixed into the results.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
@@ -33,6 +35,8 @@ class Run:
     stages: list[tuple[str, dict[str, Any]]]
     """(stage name, resolved recipe dict), in order"""
     fingerprint: str
+    evals: list[tuple[str, list[str]]] = dataclasses.field(default_factory=list)
+    """(name, `cpt` arguments with the placeholders filled) of each eval after the last stage"""
 
     @property
     def name(self) -> str:
@@ -84,8 +88,22 @@ def _stage_overrides(overrides: dict[str, Any], stage: str) -> list[tuple[str, A
     return out
 
 
+def imported_model(spec: SweepSpec) -> dict[str, Any]:
+    """`model.KEY -> value` of the workdir's import named by `model_from` ({} when not set)."""
+    if not spec.model_from:
+        return {}
+    path = spec.workdir / spec.model_from / "model.yaml"
+    if not path.is_file():
+        raise SweepError(f"{spec.path}: model_from: {path} does not exist; build the workdir first "
+                         f"(`cpt sweep prepare {spec.workdir} --size tiny`, or pass --workdir)")
+    model = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("model")
+    if not isinstance(model, dict) or not model:
+        raise SweepError(f"{path}: expected a 'model:' mapping (written by `cpt convert hf-to-mcore`)")
+    return {f"model.{key}": value for key, value in model.items()}
+
+
 def resolve_stage(spec: SweepSpec, stage_index: int, arm_overrides: dict[str, Any], seed: int,
-                  run_folder: Path, cache_dir: Path) -> dict[str, Any]:
+                  run_folder: Path, cache_dir: Path, model: dict[str, Any] | None = None) -> dict[str, Any]:
     """One stage's recipe dict for one run, validated by the recipe schema (errors name the key)."""
     from cpt.config import RecipeError, recipe_from_dict
 
@@ -96,7 +114,7 @@ def resolve_stage(spec: SweepSpec, stage_index: int, arm_overrides: dict[str, An
     except yaml.YAMLError as exc:
         raise SweepError(f"{stage.recipe}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
-        for source in (stage.overrides, spec.overrides, arm_overrides):
+        for source in (model or {}, stage.overrides, spec.overrides, arm_overrides):
             for key, value in _stage_overrides(source, stage.stage):
                 apply_override(recipe, key, value)
         for key in spec.seed_keys:
@@ -114,22 +132,46 @@ def resolve_stage(spec: SweepSpec, stage_index: int, arm_overrides: dict[str, An
     return recipe
 
 
-def fingerprint(stages: list[tuple[str, dict[str, Any]]], train_command: list[str], workdir: Path) -> str:
-    blob = json.dumps({"version": PLAN_VERSION, "stages": stages, "train_command": train_command,
-                       "workdir": str(workdir)}, sort_keys=True, default=str)
+def fingerprint(stages: list[tuple[str, dict[str, Any]]], train_command: list[str], workdir: Path,
+                evals: list[tuple[str, list[str]]] | None = None) -> str:
+    content: dict[str, Any] = {"version": PLAN_VERSION, "stages": stages, "train_command": train_command,
+                               "workdir": str(workdir)}
+    if evals:  # only when there are some: sweeps without evals keep the fingerprints they had
+        content["evals"] = evals
+    blob = json.dumps(content, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def resolve_evals(spec: SweepSpec, run_folder: Path) -> list[tuple[str, list[str]]]:
+    """Each eval's `cpt` arguments for one run: {run}, {recipe}, {checkpoints} of its last stage."""
+    last = spec.stages[-1].stage
+    values = {"{run}": str(run_folder), "{recipe}": str(run_folder / f"{last}.yaml"),
+              "{checkpoints}": str(run_folder / last / "checkpoints")}
+    out = []
+    for e in spec.evals:
+        args = []
+        for a in e.args:
+            for key, value in values.items():
+                a = a.replace(key, value)
+            args.append(a)
+        out.append((e.name, args))
+    return out
 
 
 def plan_runs(spec: SweepSpec, sweep_dir: Path) -> list[Run]:
     """Every (arm, seed) run, arms in sweep order, seeds in file order within an arm."""
     sweep_dir = sweep_dir.absolute()
+    model = imported_model(spec)
     runs = []
     for arm in spec.arms:
         for seed in spec.seeds:
             folder = sweep_dir / "runs" / arm.name / f"seed-{seed}"
-            stages = [(s.stage, resolve_stage(spec, i, arm.overrides, seed, folder, sweep_dir / "data_cache"))
+            stages = [(s.stage, resolve_stage(spec, i, arm.overrides, seed, folder, sweep_dir / "data_cache",
+                                                model))
                       for i, s in enumerate(spec.stages)]
-            runs.append(Run(arm.name, seed, folder, stages, fingerprint(stages, spec.train_command, spec.workdir)))
+            evals = resolve_evals(spec, folder)
+            runs.append(Run(arm.name, seed, folder, stages,
+                            fingerprint(stages, spec.train_command, spec.workdir, evals), evals))
     return runs
 
 
@@ -148,8 +190,10 @@ def write_run_plan(run: Run, spec: SweepSpec) -> None:
         write_text_atomic(run.recipe_path(stage), yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
     write_json_atomic(existing, {"version": PLAN_VERSION, "arm": run.arm, "seed": run.seed,
                                  "fingerprint": run.fingerprint, "stages": [s for s, _ in run.stages],
-                                 "train_command": spec.train_command, "workdir": str(spec.workdir)})
+                                 "train_command": spec.train_command, "workdir": str(spec.workdir),
+                                 **({"evals": run.evals} if run.evals else {})})
 
 
-__all__ = ["PLAN_VERSION", "RUN_FILE", "Run", "apply_override", "fingerprint", "plan_runs", "resolve_stage",
+__all__ = ["PLAN_VERSION", "RUN_FILE", "Run", "apply_override", "fingerprint", "imported_model", "plan_runs",
+           "resolve_evals", "resolve_stage",
            "write_run_plan"]

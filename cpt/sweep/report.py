@@ -16,9 +16,9 @@ from cpt.sweep.stats import Interval, NO_DIFFERENCE, mean_interval, paired_diffe
 
 
 def default_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
-    """Every collected perplexity: overall first, then per stream."""
-    names = sorted({m for r in rows for m in r["metrics"] if m == "ppl" or m.startswith("ppl/")})
-    return sorted(names, key=lambda m: (m != "ppl", m))
+    """Every collected perplexity (overall first, then per stream), then every eval's metric."""
+    names = {m for r in rows for m in r["metrics"] if m == "ppl" or ("/" in m and not m.startswith("loss/"))}
+    return sorted(names, key=lambda m: (m != "ppl", not m.startswith("ppl/"), m))
 
 
 def _by_arm(rows: Sequence[dict[str, Any]], metric: str, arms: Sequence[str]) -> dict[str, dict[int, float]]:

@@ -7,6 +7,8 @@ rerunning the same command resumes from the stage's latest checkpoint. What make
 are the markers, each written atomically when its work is complete:
 
 - `RUN/STAGE.done.json` after the stage's command exited 0 (a done stage is never run again);
+- `RUN/evals/NAME.json`, the sweep's `cpt eval` commands' own atomic outputs, after the last stage
+  (an eval with its output is never run again); their `metrics` join the run's as `NAME/KEY`;
 - `RUN/result.json` (the run's commit marker) after the final evaluation was read: a run with it
   is never rerun, and the sweep's results are collected from these files only.
 
@@ -102,8 +104,28 @@ def run_stage(folder: Path, stage: str, train_command: list[str], workdir: str, 
     return seconds
 
 
+def run_eval(folder: Path, name: str, args: list[str], workdir: str, threads: int) -> dict[str, float]:
+    """Run (unless its output exists) one `cpt eval` of a finished run; return its metrics as NAME/KEY."""
+    from cpt.launch import TaskFailed
+    from cpt.sweep.collect import eval_output_metrics
+
+    out = folder / "evals" / f"{name}.json"
+    if not out.is_file():
+        log = folder / "logs" / f"eval-{name}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "cpt.cli", *args, "--out", str(out)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        with open(log, "ab", buffering=0) as sink:
+            sink.write(f"[sweep] {time.strftime('%Y-%m-%d %H:%M:%S')} in {workdir}: {' '.join(argv)}\n".encode())
+            code = subprocess.call(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                                   stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if _PRCTL else None)
+        if code != 0 or not out.is_file():
+            raise TaskFailed(f"eval {name} of {folder}: exited with status {code}: {_tail(log)} (log {log})")
+    return eval_output_metrics(out, name)
+
+
 def run_sweep_run(folder: str, stages: list[str], train_command: list[str], workdir: str, threads: int,
-                  fingerprint: str) -> dict[str, Any]:
+                  fingerprint: str, evals: list[tuple[str, list[str]]] | None = None) -> dict[str, Any]:
     """The launch task of one (arm, seed): train every stage not done yet, then commit result.json."""
     from cpt.io import write_json_atomic
 
@@ -123,6 +145,8 @@ def run_sweep_run(folder: str, stages: list[str], train_command: list[str], work
         seconds[stage] = round(run_stage(run, stage, train_command, workdir, threads), 3)
         write_json_atomic(marker, {"stage": stage, "seconds": seconds[stage]})
     metrics, where = final_eval_metrics(run / stages[-1] / "metrics.jsonl")
+    for name, args in evals or []:
+        metrics.update(run_eval(run, name, list(args), workdir, threads))
     result = {"arm": plan["arm"], "seed": plan["seed"], "run": f"{run.parent.name}/{run.name}",
               "fingerprint": fingerprint, "metrics": metrics, **where,
               "stage_seconds": seconds, "train_seconds": round(sum(seconds.values()), 3)}
@@ -130,4 +154,5 @@ def run_sweep_run(folder: str, stages: list[str], train_command: list[str], work
     return result
 
 
-__all__ = ["DEFAULT_TRAIN_COMMAND", "PYTHON", "RESULT_FILE", "STAGE_ENV", "kill_leftovers", "run_stage", "run_sweep_run"]
+__all__ = ["DEFAULT_TRAIN_COMMAND", "PYTHON", "RESULT_FILE", "STAGE_ENV", "kill_leftovers", "run_eval", "run_stage",
+           "run_sweep_run"]

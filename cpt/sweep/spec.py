@@ -2,6 +2,7 @@
 
     name: curriculum_zh
     workdir: ../../runs/demo            # relative paths INSIDE the recipes resolve here (default: cwd)
+    model_from: models/base_mcore       # optional: every stage's model.* keys from this import's model.yaml
     output_dir: runs/sweeps/curriculum  # SWEEP_DIR, relative to where `cpt sweep` runs (--out wins)
     base:                               # stages in order; stage k > 1 starts from stage k-1's checkpoint
       - {stage: stage1, recipe: ../../recipes/demo/stage1.yaml}
@@ -13,7 +14,13 @@
       - {name: no_synthetic, overrides: {"stage2:data.streams.5.weight": 0}}
     seeds: [1, 2, 3]
     seed_keys: [training.seed]                # recipe keys that take the seed
+    evals:                                    # `cpt eval` commands after the last stage, in the workdir;
+      - {name: sciqa, args: [eval, qa-nll, --model, "{checkpoints}", --recipe, "{recipe}", --stream, synthetic]}
     report: {baseline: hl, metrics: [ppl/zh_humanities], higher_is_better: []}
+
+An eval's `args` follow `cpt`; `{run}`, `{recipe}` and `{checkpoints}` become the run folder, the
+last stage's recipe and its checkpoints; `--out RUN/evals/NAME.json` is appended, and the numbers
+under that JSON's `metrics` are collected as `NAME/KEY` beside the trainer's per-stream figures.
 
 An override key is a dotted recipe path; a number picks a list element (`data.streams.0.order`),
 `*` every element (`data.streams.*.seed`), and a `STAGE:` prefix limits it to one stage. Paths of
@@ -32,10 +39,12 @@ from typing import Any, Optional
 import yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
-TOP_KEYS = ("name", "workdir", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
-            "train_command", "report")
+TOP_KEYS = ("name", "workdir", "model_from", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
+            "train_command", "evals", "report")
 STAGE_KEYS = ("stage", "recipe", "overrides")
 ARM_KEYS = ("name", "overrides")
+EVAL_KEYS = ("name", "args")
+EVAL_PLACEHOLDERS = ("{run}", "{recipe}", "{checkpoints}")
 REPORT_KEYS = ("baseline", "metrics", "higher_is_better", "confidence")
 
 
@@ -62,6 +71,14 @@ class Arm:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EvalSpec:
+    name: str
+    """file-safe name: the output RUN/evals/NAME.json and the metrics' prefix NAME/"""
+    args: list[str]
+    """the `cpt` arguments (placeholders {run}, {recipe}, {checkpoints}); --out is appended"""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ReportSpec:
     baseline: Optional[str] = None
     """arm the others are compared with (paired, same seeds); None: no comparison"""
@@ -81,6 +98,9 @@ class SweepSpec:
     """the sweep file (absolute)"""
     workdir: Path
     """folder the training commands run in: relative paths in the recipes resolve here"""
+    model_from: Optional[str] = None
+    """an import folder relative to workdir: its model.yaml's `model:` keys override every stage's (before
+    any other override), so one sweep file trains whichever model the workdir imported (`--size tiny|gpu`)"""
     output_dir: Optional[Path]
     """SWEEP_DIR when --out is not given"""
     stages: list[StageSpec]
@@ -97,6 +117,8 @@ class SweepSpec:
     """argv prefix of a stage's training (the recipe path follows); default: this Python's `cpt train`"""
     report: ReportSpec
     """what `cpt sweep report` compares"""
+    evals: list[EvalSpec] = field(default_factory=list)
+    """`cpt eval` commands run after a run's last stage; their metrics are collected with the run's"""
 
 
 def _fail(path: Path, key: str, message: str) -> SweepError:
@@ -203,6 +225,27 @@ def _strings(path: Path, key: str, data: Any, default: list[str]) -> list[str]:
     return list(data)
 
 
+def _evals(path: Path, data: Any) -> list[EvalSpec]:
+    if data is None:
+        return []
+    if not isinstance(data, list):
+        raise _fail(path, "evals", "expected a list of {name, args}")
+    out = []
+    for i, item in enumerate(data):
+        item = _check_keys(path, f"evals[{i}]", item, EVAL_KEYS)
+        name = _name(path, f"evals[{i}].name", item.get("name"))
+        args = _strings(path, f"evals[{i}].args", item.get("args"), [])
+        if not args or args[0] != "eval":
+            raise _fail(path, f"evals[{i}].args", f"expected `cpt eval ...` arguments starting with 'eval', got {args}")
+        if "--out" in args:
+            raise _fail(path, f"evals[{i}].args", "--out is set by the sweep (RUN/evals/NAME.json)")
+        out.append(EvalSpec(name=name, args=args))
+    names = [e.name for e in out]
+    if len(set(names)) != len(names):
+        raise _fail(path, "evals", f"eval names must be unique, got {names}")
+    return out
+
+
 def _report(path: Path, data: Any, arm_names: list[str]) -> ReportSpec:
     data = _check_keys(path, "report", data or {}, REPORT_KEYS)
     baseline = data.get("baseline")
@@ -234,17 +277,18 @@ def parse_sweep(data: Any, path: Path, default_train_command: list[str]) -> Swee
                 raise _fail(path, f"{arm.name}: {key}", f"no stage {stage!r} (stages: {', '.join(sorted(stage_names))})")
     workdir = data.get("workdir")
     output_dir = data.get("output_dir")
-    for key, value in (("workdir", workdir), ("output_dir", output_dir), ("name", data.get("name"))):
+    for key, value in (("workdir", workdir), ("output_dir", output_dir), ("name", data.get("name")),
+                       ("model_from", data.get("model_from"))):
         if value is not None and not isinstance(value, str):
             raise _fail(path, key, f"expected a string, got {value!r}")
     return SweepSpec(
         name=_name(path, "name", data.get("name", path.stem)), path=path,
-        workdir=(path.parent / workdir).resolve() if workdir else Path.cwd(),
+        workdir=(path.parent / workdir).resolve() if workdir else Path.cwd(), model_from=data.get("model_from"),
         output_dir=Path(output_dir) if output_dir else None, stages=stages,
         overrides=_overrides(path, "overrides", data.get("overrides")), arms=arms, seeds=_seeds(path, data.get("seeds")),
         seed_keys=_strings(path, "seed_keys", data.get("seed_keys"), ["training.seed"]),
         train_command=_strings(path, "train_command", data.get("train_command"), default_train_command),
-        report=_report(path, data.get("report"), names),
+        report=_report(path, data.get("report"), names), evals=_evals(path, data.get("evals")),
     )
 
 
@@ -260,4 +304,4 @@ def load_sweep(path: str | Path, default_train_command: list[str]) -> SweepSpec:
     return parse_sweep(data, path, default_train_command)
 
 
-__all__ = ["Arm", "ReportSpec", "StageSpec", "SweepError", "SweepSpec", "load_sweep", "parse_sweep"]
+__all__ = ["Arm", "EvalSpec", "ReportSpec", "StageSpec", "SweepError", "SweepSpec", "load_sweep", "parse_sweep"]

@@ -1,0 +1,52 @@
+"""Findings' lines are decided by measured paired verdicts only, and findings.yaml names real sweeps,
+arms and baselines."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cpt.sweep.findings import Claim, decide, load_findings, measured_verdict
+from cpt.sweep.report import compare
+from cpt.sweep.runner import DEFAULT_TRAIN_COMMAND
+from cpt.sweep.spec import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+ND = "no significant difference"
+
+
+@pytest.mark.parametrize("pairs, line", [
+    ([("better", "better"), ("better", "better")], "reproduced"),
+    ([("better", "better"), ("better", ND)], "not resolved at this scale"),
+    ([("better", "better"), ("better", "worse")], "contradicted"),
+    ([(ND, ND), ("worse", "worse")], "reproduced"),
+    ([(ND, "worse"), ("worse", "worse")], "contradicted"),
+    ([(ND, "better"), ("worse", ND)], "not resolved at this scale"),
+    ([("worse", "better")], "contradicted"),
+    ([("better", None)], "not run yet"),
+    ([], "not run yet"),
+])
+def test_decide(pairs, line):
+    assert decide(pairs) == line
+
+
+def test_measured_verdict_reads_the_paired_difference():
+    # arm b is lower than a by 1.0 +- 0.1 on three seeds: significantly better (lower is better)
+    rows = [{"arm": arm, "seed": s, "metrics": {"ppl": 10.0 + s - ((1.0 + 0.1 * (s % 2)) if arm == "b" else 0.0)}}
+            for arm in ("a", "b") for s in (1, 2, 3)]
+    report = compare(rows, ["a", "b"], ["ppl"], "a")
+    assert measured_verdict(report, Claim("ppl", "b", "a", "better")) == "better"
+    assert measured_verdict(report, Claim("ppl/zh", "b", "a", "better")) is None
+
+
+def test_shipped_findings_name_real_sweeps_arms_and_metrics():
+    findings = load_findings(ROOT / "sweeps/llama3_synE_proxy/findings.yaml")
+    assert sorted(f.key for f in findings) == ["1", "2", "3", "4", "5", "6"]
+    for f in findings:
+        spec = load_sweep(ROOT / f.sweep, DEFAULT_TRAIN_COMMAND)
+        arms = {a.name for a in spec.arms}
+        evals = {e.name for e in spec.evals}
+        for c in f.claims:
+            assert {c.arm, c.baseline} <= arms, (f.key, c)
+            assert c.metric == "ppl" or c.metric.startswith("ppl/") or c.metric.split("/")[0] in evals, (f.key, c)
+        assert f.out == f"runs/sweeps/{spec.name}"
