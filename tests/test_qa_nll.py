@@ -90,11 +90,12 @@ def test_cli_scores_the_held_out_pairs_of_a_stream(tiny_model, tmp_path):
     assert main(["preprocess", "--input", str(tmp_path / "qa.jsonl"), "--output-prefix", str(tmp_path / "qa"),
                  "--tokenizer-model", str(tiny_model), "--keep-fields", "kind,question,answer", "--no-progress"]) == 0
     recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/proxy/bilingual.yaml").read_text())
-    recipe["data"] = {"streams": [{"name": "qa", "prefixes": [str(tmp_path / "qa")], "weight": 1.0}],
-                      "valid_holdout": 0.5, "valid_holdout_seed": 2}
+    # the stream's own share (0.5) applies, not the recipe-level one (0.05), and the output says so
+    recipe["data"] = {"streams": [{"name": "qa", "prefixes": [str(tmp_path / "qa")], "weight": 1.0,
+                                   "valid_holdout": 0.5}], "valid_holdout": 0.05, "valid_holdout_seed": 2}
     (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
     spec = load_recipe(tmp_path / "r.yaml").data.streams[0]
-    held = heldout_pairs(spec, 0.5, 2, 'kind == "science"')
+    held = heldout_pairs(spec, 0.05, 2, 'kind == "science"')
     assert 0 < len(held) < 16 and all(int(p.question.split()[2]) % 3 for p in held)
     out = tmp_path / "qa_nll.json"
     assert main(["eval", "qa-nll", "--model", str(tiny_model), "--recipe", str(tmp_path / "r.yaml"), "--stream", "qa",
@@ -103,5 +104,6 @@ def test_cli_scores_the_held_out_pairs_of_a_stream(tiny_model, tmp_path):
     want, _, tokens = _by_hand(tiny_model, held)
     assert result["metrics"]["pairs"] == len(held) and result["metrics"]["answer_tokens"] == tokens
     assert result["metrics"]["answer_nll"] == pytest.approx(want, rel=1e-5)
+    assert result["valid_holdout"] == 0.5 and result["valid_holdout_seed"] == 2
     assert main(["eval", "qa-nll", "--model", str(tiny_model), "--recipe", str(tmp_path / "r.yaml"), "--stream",
                  "nope", "--out", str(out)]) != 0

@@ -186,7 +186,8 @@ def _run_qa_nll(args: argparse.Namespace) -> int:
         tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
         metrics = answer_nll(pairs, scorer, lambda t: tokenizer(t, add_special_tokens=False)["input_ids"])
     result = {**source, "recipe": str(args.recipe), "stream": args.stream, "prefixes": spec.prefixes, "where": args.where,
-              "valid_holdout": fraction, "valid_holdout_seed": seed, "max_length": scorer.max_length,
+              "valid_holdout": fraction if spec.valid_holdout is None else spec.valid_holdout,  # the share applied
+              "valid_holdout_seed": seed, "max_length": scorer.max_length,
               "metrics": metrics, "seconds": round(time.perf_counter() - start, 3), "time": time.time()}
     _write(out, result)
     print(f"answer NLL {metrics['answer_nll']:.4f} nats/token over {metrics['pairs']} held-out pairs "
