@@ -101,6 +101,25 @@ def test_submitit_local_sweep_end_to_end(base, tmp_path):
     assert any((out / "launch" / "submitit").iterdir())
 
 
+@pytest.mark.slow
+def test_ray_sweep_end_to_end(base, tmp_path):
+    """The same seam through Ray: the command starts a local Ray (2 CPUs), each run is a Ray task
+    whose `cpt train` child trains; its results equal what the local executor gives."""
+    pytest.importorskip("ray")
+    sweep = write_sweep(tmp_path, base, seeds=[1], report={})
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out), "--executor", "ray", "--local-cpus", "2",
+                 "--max-retries", "0"]) == 0
+    rows = _rows(out)
+    assert sorted((r["arm"], r["seed"]) for r in rows) == [("hi", 1), ("lo", 1)]
+    summary = json.loads((out / "launch" / "summary.json").read_text())
+    assert summary["spec"]["executor"] == "ray" and summary["succeeded"] == 2
+    local = tmp_path / "local"
+    assert main(["sweep", str(sweep), "--out", str(local), "--executor", "local", "--local-cpus", "2"]) == 0
+    by_run = {(r["arm"], r["seed"]): r["metrics"] for r in _rows(local)}
+    assert all(r["metrics"] == by_run[(r["arm"], r["seed"])] for r in rows)  # runs are deterministic
+
+
 def test_pipeline_run_killed_in_stage_two_resumes_from_its_checkpoint(tmp_path):
     """Stage s2 starts from s1's checkpoint; the task is SIGKILLed once s2 saved a step; the retry
     skips the finished s1 and resumes s2 from its checkpoint (steps 3..5 of the run)."""
