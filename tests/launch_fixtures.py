@@ -16,7 +16,7 @@ import pytest
 from annotate_fixtures import mixed_corpus
 from cpt.assets import mistral_tokenizer_dir
 from cpt.corpus.files import list_inputs
-from cpt.corpus.plan import make_plan, shard_slice
+from cpt.corpus.plan import interleaved_slice, make_plan
 from cpt.shards.pipeline import PreprocessConfig, run_preprocess
 
 SP_MODEL = str(mistral_tokenizer_dir() / "tokenizer.model.v1")  # SentencePiece: loads in milliseconds
@@ -56,10 +56,10 @@ def launch_summary(out: Path) -> dict:
 
 
 def slice_chunks(corpus: Path, index: int, count: int) -> list[int]:
-    """The chunk indices slice `index` of `count` processes (the corpus gives each several)."""
+    """The chunk indices slice `index` of `count` of a launch processes (the corpus gives each several)."""
     plan = make_plan(list_inputs([str(corpus)])[0], int(float(CHUNK_MB) * (1 << 20)))
     assert len(plan) >= 3 * count, "the corpus must give every slice several chunks"
-    return [c.index for c in shard_slice(plan, index, count)]
+    return [c.index for c in interleaved_slice(plan, index, count)]
 
 
 def files_of(prefix: Path | str) -> dict[str, bytes]:

@@ -1,6 +1,8 @@
 """The executor seam without Ray: the local process pool and submitit's local executor (the Slurm
 code path: an array job for the slices, then the merge job) give `cpt preprocess` the one-process
-bytes, also when the process of a slice is SIGKILLed mid-slice; argv round trips; bad settings."""
+bytes, also when the process of a slice is SIGKILLed mid-slice; the driver's streamed assembly takes
+chunks in plan order only once committed and, killed, leaves nothing that reads as output; argv round
+trips; bad settings."""
 from __future__ import annotations
 
 import argparse
@@ -8,15 +10,18 @@ import importlib.util
 import json
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
 
 from cpt.cli import main
+from cpt.corpus.progress import Progress
 from cpt.launch import LaunchSpec
 from cpt.launch.argv import argv_of
 from cpt.shards.build import DELAY_ENV, chunk_dir
-from launch_fixtures import (SliceKiller, corpus, files_of, launch_summary,  # noqa: F401
-                             preprocess_argv, single, slice_chunks)
+from cpt.shards.pipeline import Assembly, PreprocessConfig, _run_chunks, prepare, run_preprocess
+from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES, SliceKiller, corpus, files_of,  # noqa: F401
+                             launch_summary, preprocess_argv, single, slice_chunks)
 
 
 def test_local_pool_equals_one_process(corpus, single, tmp_path):
@@ -26,7 +31,8 @@ def test_local_pool_equals_one_process(corpus, single, tmp_path):
     s = launch_summary(out)
     assert s["succeeded"] == 3 and s["retried"] == 0 and s["docs"] == json.loads(
         (tmp_path / "local.summary.json").read_text())["read"]
-    assert set(s["phase_seconds"]) == {"start", "tasks", "merge"}  # where the launch's time went
+    # where the launch's time went; the driver assembled chunks while the slices ran
+    assert set(s["phase_seconds"]) == {"start", "tasks", "merge", "merge_overlapped"}
     assert all(0 < a["ran_seconds"] <= a["seconds"] and a["cpu_seconds"] > 0
                for task in s["tasks"] for a in task["attempts"])
 
@@ -49,6 +55,36 @@ def test_submitit_local_equals_one_process_after_a_killed_job(corpus, single, tm
     assert [a["ok"] for a in task["attempts"]] == [False, True] and s["retried"] == 1
     assert 1 <= task["result"]["chunks_resumed"] < task["result"]["chunks"]
     assert s["merge"]["ran"] and (tmp_path / "sub.launch" / "logs" / "merge.attempt-1.log").is_file()
+    assert "merge_overlapped" not in s["phase_seconds"]  # Slurm's path: the merge is a job of its own
+
+
+def test_assembly_follows_committed_chunks_in_order_and_a_killed_driver_leaves_nothing_complete(
+        corpus, single, tmp_path):
+    out = tmp_path / "streamed"
+    cfg = PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
+                           chunk_mb=float(CHUNK_MB), progress=False)
+    p = prepare(cfg)
+    _run_chunks(p.job, p.plan, 1, Progress("preprocess", 0, False), p.engine)
+    temporaries = lambda: sorted(tmp_path.glob(".streamed.*.tmp"))  # noqa: E731
+    parked = chunk_dir(p.work, 1).rename(tmp_path / "parked")  # chunk 1 not committed yet
+
+    asm = Assembly(p, p.plan)
+    assert asm.advance() and not asm.advance() and asm.next == 1  # chunk 2 waits for chunk 1
+    assert not any(Path(f"{out}{s}").exists() for s in SUFFIXES) and temporaries()  # nothing reads as output
+    asm.abort()
+    assert temporaries() == []
+    with pytest.raises(ValueError, match=r"1 chunks are not finished \(first: chunk 1\)"):
+        Assembly(p, p.plan).finish()
+    assert temporaries() == [] and not Path(f"{out}.manifest.json").exists()
+
+    parked.rename(chunk_dir(p.work, 1))
+    killed = Assembly(p, p.plan)
+    assert killed.advance() and killed.advance()
+    del killed  # the driver is SIGKILLed mid-assembly: its temporaries stay, no output appears
+    assert temporaries() and not Path(f"{out}.idx").exists()
+    summary = run_preprocess(cfg)  # the rerun keeps the chunks and assembles afresh
+    assert summary["chunks_resumed"] == len(p.plan) and files_of(out) == files_of(single)
+    assert temporaries() == [] and not p.work.exists()
 
 
 def test_missing_submitit_and_bad_settings_say_one_line(corpus, tmp_path, capsys, monkeypatch):

@@ -53,6 +53,7 @@ def test_four_slices_equal_one_process_also_after_a_killed_worker(corpus, single
     assert "Ray worker died" in task["attempts"][0]["error"] and task["attempts"][0].get("pid") is None
     assert 1 <= task["result"]["chunks_resumed"] < task["result"]["chunks"] == len(mine)
     assert launch_summary(killed_out)["retried"] == 1
+    assert launch_summary(killed_out)["phase_seconds"]["merge_overlapped"] > 0  # assembled while slices ran
 
 
 def _error_lines(capsys) -> list[str]:
@@ -99,7 +100,7 @@ def test_bad_cases_say_one_line(corpus, single, tmp_path, capsys, monkeypatch):
     (line,) = _error_lines(capsys)
     assert "1 task(s) failed after 2 attempt(s): slice-00002-of-00004 (NotADirectoryError" in line
     assert "the merge did not run; rerun the same command to finish only these" in line
-    assert not (tmp_path / "fail.bin").exists()
+    assert not (tmp_path / "fail.bin").exists() and not list(tmp_path.glob(".fail.*.tmp"))  # the stream aborted
     summary = launch_summary(out)
     assert summary["failed"] == ["slice-00002-of-00004"] and not summary["merge"]["ran"]
     # fixed, the same command finishes only the failed slice

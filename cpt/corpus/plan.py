@@ -115,5 +115,15 @@ def shard_slice(chunks: Sequence[Chunk], shard_index: int, num_shards: int) -> l
     return out
 
 
+def interleaved_slice(chunks: Sequence[Chunk], index: int, count: int) -> list[Chunk]:
+    """Every `count`-th chunk from chunk `index`: the slices of a launch, which all write into one
+    work folder (so any split gives the same output). Interleaved, the slices commit chunks roughly
+    in plan order, so the driver's assembly follows them closely instead of waiting for the last
+    slice to start on its contiguous run; chunks are about equal in size, so the slices stay even."""
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"slice index must be in [0, count); got {index} of {count}")
+    return list(chunks[index::count])
+
+
 def plan_fingerprint(files: Sequence[InputFile]) -> list[dict]:
     return [asdict(f) for f in files]

@@ -10,7 +10,8 @@ writes `LAUNCH/summary.json`. We write no scheduler: Ray and Slurm place the wor
 """
 from cpt.launch.run import Report, launch
 from cpt.launch.spec import EXECUTORS, LaunchError, LaunchSpec, add_executor_arguments, spec_from_args
+from cpt.launch.stream import MergeStream
 from cpt.launch.task import Task, TaskFailed
 
-__all__ = ["EXECUTORS", "LaunchError", "LaunchSpec", "Report", "Task", "TaskFailed", "add_executor_arguments",
-           "launch", "spec_from_args"]
+__all__ = ["EXECUTORS", "LaunchError", "LaunchSpec", "MergeStream", "Report", "Task", "TaskFailed",
+           "add_executor_arguments", "launch", "spec_from_args"]

@@ -45,6 +45,9 @@ def _log_tail(launch_dir: Path, attempt: Attempt) -> str:
 class Executor(abc.ABC):
     """Submit attempts, report finished ones. Subclasses implement `submit` and `wait`."""
 
+    merges_in_driver = True
+    """`run_merge` runs in the driver's process, so the driver may stream the merge instead."""
+
     def __init__(self, spec: LaunchSpec, launch_dir: Path):
         self.spec, self.launch_dir = spec, launch_dir
 

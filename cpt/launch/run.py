@@ -5,11 +5,14 @@
 Each task is submitted; a failed attempt (an exception, a non-zero exit, a killed worker) is
 submitted again until it has had `1 + max_retries` attempts. Because tasks resume, a retry finishes
 the work of the attempt before it. When every task succeeded, the merge task runs (in this process
-for local and Ray, as a dependent job for Slurm); when any task failed for good, the merge does not
-run and `LaunchError` names the failed tasks and their logs - rerunning the same command then
-finishes only those, as the finished ones find their output committed. Either way
-`LAUNCH/summary.json` records every attempt and the seconds of each phase (starting the executor,
-the tasks, the merge), so a slow launch shows where its time went (written last).
+for local and Ray, as a dependent job for Slurm). Where it would run in this process and the caller
+gives it as a `MergeStream` too, the driver instead merges the parts committed so far between its
+waits, so that only the tail is left when the last task ends (`cpt.launch.stream`). When any task
+failed for good, the merge does not run (a stream is aborted) and `LaunchError` names the failed
+tasks and their logs - rerunning the same command then finishes only those, as the finished ones
+find their output committed. Either way `LAUNCH/summary.json` records every attempt and the
+seconds of each phase (starting the executor, the tasks, the merge after them, and the merging
+done while they ran), so a slow launch shows where its time went (written last).
 """
 from __future__ import annotations
 
@@ -18,11 +21,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from cpt.launch.executors import Attempt, Executor, make_executor
 from cpt.launch.progress import PROGRESS_ENV, Board
 from cpt.launch.spec import LaunchError, LaunchSpec
+from cpt.launch.stream import MergeStream
 from cpt.launch.task import Task, log_path
 
 SUMMARY_VERSION = 1
@@ -49,11 +53,13 @@ class Report:
 
 
 def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_dir: str | Path,
-           label: str, executor: Executor | None = None) -> Report:
+           label: str, executor: Executor | None = None,
+           merge_stream: Callable[[], MergeStream] | None = None) -> Report:
     """Run every task on `spec.executor` with retries, then `merge`; see the module docstring.
 
     `executor`: one the caller started already (to overlap its start with planning); it is
-    stopped here like one made here."""
+    stopped here like one made here. `merge_stream`: makes the same merge as a stream, used
+    where the executor runs the merge in this process."""
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be unique: {names}")
@@ -72,17 +78,25 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
         executor = make_executor(spec, launch_dir)
         executor.start()
     phases["start"] = time.time() - t0
+    stream = None
     try:
+        if merge is not None and merge_stream is not None and executor.merges_in_driver:
+            stream, phases["merge_overlapped"] = merge_stream(), 0.0
         executor.plan_merge(merge)
-        _drive(executor, records, spec, board)
+        _drive(executor, records, spec, board, stream, phases)
         phases["tasks"] = time.time() - t0 - phases["start"]
         failed = [r for r in records.values() if not r.ok]
         merged = None
         if not failed and merge is not None:
-            merged = executor.run_merge(merge, [records[n].attempts[-1]["handle_id"] for n in names])
+            if stream is not None:
+                merged, stream = stream.finish(), None
+            else:
+                merged = executor.run_merge(merge, [records[n].attempts[-1]["handle_id"] for n in names])
             phases["merge"] = time.time() - t0 - phases["start"] - phases["tasks"]
         board.refresh(force=True)
     finally:
+        if stream is not None:
+            stream.abort()
         executor.stop()
     summary = _summary(records, merge, merged, spec, label, board, time.time() - t0)
     summary["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
@@ -99,7 +113,8 @@ def forwarded_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k.startswith("CPT_") and k != PROGRESS_ENV}
 
 
-def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec, board: Board) -> None:
+def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec, board: Board,
+           stream: MergeStream | None, phases: dict[str, float]) -> None:
     queue: list[tuple[Task, int]] = [(r.task, 1) for r in records.values()]
     running: dict[Any, Attempt] = {}
     while queue or running:
@@ -108,7 +123,13 @@ def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec,
         for attempt in executor.submit_many(batch):
             running[attempt.handle] = attempt
         board.running = len(running)
-        for attempt, outcome, error in executor.wait(list(running.values()), timeout=0.5):
+        merged_part = False
+        if stream is not None:  # one part per turn: an ended task is noticed within one part's merge
+            t = time.time()
+            merged_part = stream.advance()
+            phases["merge_overlapped"] += (time.time() - t) if merged_part else 0.0
+        idle = 0.5 if stream is None else 0.2  # streaming: look for newly committed parts sooner
+        for attempt, outcome, error in executor.wait(list(running.values()), timeout=0 if merged_part else idle):
             del running[attempt.handle]
             rec = records[attempt.task.name]
             rec.attempts.append({"attempt": attempt.number, "handle_id": attempt.handle_id,

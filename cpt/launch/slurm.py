@@ -25,6 +25,8 @@ def _import_submitit():
 
 
 class SlurmExecutor(Executor):
+    merges_in_driver = False  # the merge is a job of its own (dependent on the slices on Slurm)
+
     def start(self) -> None:
         submitit = _import_submitit()
         self.submitit = submitit

@@ -1,9 +1,11 @@
 """`cpt preprocess --executor E --num-shards N`: all slices on an executor, then one assembly.
 
 The driver plans the input and sets up the work folder (`PREFIX.cpt-work/`, keyed by the plan
-fingerprint) exactly as a one-process run does; each slice task tokenizes its contiguous run of
-chunks (`shard_slice`) into that same folder, skipping chunks already finished, so a retried or
-rerun slice resumes; the merge task assembles every chunk in plan order, as a one-process run does.
+fingerprint) exactly as a one-process run does; each slice task tokenizes every N-th chunk
+(`interleaved_slice`) into that same folder, skipping chunks already finished, so a retried or
+rerun slice resumes; the chunks are assembled in plan order, as a one-process run does: by the
+driver while the slices run (`Assembly` as the launch's merge stream: local, Ray), or by the merge
+task once they all ended (Slurm).
 The output is therefore the one-process output byte for byte, whatever the executor, the number
 of slices or the number of attempts; and a killed one-process run can be finished by a launch (and
 the other way round), as both use the same fingerprint. Requires a file system all tasks share.
@@ -17,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from cpt.corpus.plan import shard_slice
+from cpt.corpus.plan import interleaved_slice
 from cpt.launch import LaunchSpec, Task, launch
 from cpt.launch.executors import make_executor
 from cpt.launch.progress import TaskProgress
-from cpt.shards.pipeline import PreprocessConfig, _run_chunks, assemble, finish, prepare
+from cpt.shards.pipeline import Assembly, PreprocessConfig, _run_chunks, assemble, finish, prepare
 
 
 def _config(config: dict[str, Any]) -> PreprocessConfig:
@@ -31,7 +33,7 @@ def _config(config: dict[str, Any]) -> PreprocessConfig:
 def slice_task(config: dict[str, Any], index: int, count: int) -> dict[str, Any]:
     """Tokenize the chunks of slice `index` of `count` not finished yet into the shared work folder."""
     p = prepare(_config(config), own_work_dir=False)
-    mine = shard_slice(p.plan, index, count)
+    mine = interleaved_slice(p.plan, index, count)
     todo = p.todo(mine)
     print(f"[preprocess] slice {index}/{count}: {len(mine)} chunks, {len(mine) - len(todo)} already done",
           file=sys.stderr, flush=True)
@@ -76,10 +78,11 @@ def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[s
     config = dataclasses.asdict(whole)
     tasks = [Task(name=f"slice-{i:05d}-of-{slices:05d}", fn=f"{__name__}:slice_task",
                   kwargs={"config": config, "index": i, "count": slices},
-                  units=sum(c.size for c in p.todo(shard_slice(p.plan, i, slices))))
+                  units=sum(c.size for c in p.todo(interleaved_slice(p.plan, i, slices))))
              for i in range(slices)]
     merge = Task(name="merge", fn=f"{__name__}:merge_task", kwargs={"config": config})
-    report = launch(tasks, merge, spec, launch_dir(cfg), "preprocess", executor=executor)
+    report = launch(tasks, merge, spec, launch_dir(cfg), "preprocess", executor=executor,
+                    merge_stream=lambda: Assembly(p, p.plan))
     results = sorted((r for out in report.results for r in out["results"]), key=lambda r: r["chunk"])
     t_tokenize = time.perf_counter() - t0
     summary = finish(p, p.plan, results, len(p.plan) - len(todo), t0, t_tokenize, outputs=report.merge)

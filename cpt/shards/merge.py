@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
 
-from cpt.io import atomic_open
+from cpt.io import PendingFiles, atomic_open
 from cpt.shards.format import ShardError, bin_path, idx_path, write_idx
 from cpt.shards.manifest import manifest_path
 from cpt.shards.metadata import meta_path
@@ -42,23 +42,88 @@ def _sum_stats(stats: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {k: dict(sorted(v.items())) if isinstance(v, dict) else v for k, v in total.items()}
 
 
-def _check_compatible(shards: Sequence[Shard]) -> pq.ParquetSchema:
-    first = shards[0]
-    schema = pq.read_schema(meta_path(first.prefix))
-    for s in shards[1:]:
-        if s.dtype != first.dtype:
-            raise ShardError(f"cannot merge {s.prefix} ({s.dtype.name}) with {first.prefix} ({first.dtype.name})")
-        if (s.tokenizer_identity or {}).get("sha256") != (first.tokenizer_identity or {}).get("sha256"):
-            raise ShardError(f"cannot merge {s.prefix} with {first.prefix}: they were made by different tokenizers")
-        if s.manifest.get("options") != first.manifest.get("options"):
-            raise ShardError(f"cannot merge {s.prefix} with {first.prefix}: preprocessing options differ")
-        other = pq.read_schema(meta_path(s.prefix))
-        if not other.equals(schema):
-            diff = sorted(set(other.names) ^ set(schema.names)) or [
-                n for n in schema.names if schema.field(n).type != other.field(n).type
-            ]
-            raise ShardError(f"cannot merge {s.prefix} with {first.prefix}: metadata columns differ ({', '.join(diff)})")
-    return schema
+def _check_compatible(first: Shard, schema: pq.ParquetSchema, s: Shard) -> None:
+    """`s` may follow `first` (whose metadata schema is `schema`) in one merged shard."""
+    if s.dtype != first.dtype:
+        raise ShardError(f"cannot merge {s.prefix} ({s.dtype.name}) with {first.prefix} ({first.dtype.name})")
+    if (s.tokenizer_identity or {}).get("sha256") != (first.tokenizer_identity or {}).get("sha256"):
+        raise ShardError(f"cannot merge {s.prefix} with {first.prefix}: they were made by different tokenizers")
+    if s.manifest.get("options") != first.manifest.get("options"):
+        raise ShardError(f"cannot merge {s.prefix} with {first.prefix}: preprocessing options differ")
+    other = pq.read_schema(meta_path(s.prefix))
+    if not other.equals(schema):
+        diff = sorted(set(other.names) ^ set(schema.names)) or [
+            n for n in schema.names if schema.field(n).type != other.field(n).type
+        ]
+        raise ShardError(f"cannot merge {s.prefix} with {first.prefix}: metadata columns differ ({', '.join(diff)})")
+
+
+class ShardMerger:
+    """Merge our shards into `output_prefix` one at a time, as they become available (a launch's
+    driver assembles chunks while later slices still run). Everything goes to temporary files; the
+    output appears only in `finish` (skip log, then data files, then the manifest: the commit
+    marker), so an aborted or killed merge leaves no output that reads as complete. `merge_shards`
+    is this class fed all parts at once: one code path, so streaming cannot change a byte."""
+
+    def __init__(self, output_prefix: str | Path, extra: dict[str, Any] | None = None) -> None:
+        self.output_prefix, self.extra = output_prefix, dict(extra or {})
+        self.first: Shard | None = None
+        self.schema: pq.ParquetSchema | None = None
+        self.writer: ShardWriter | None = None
+        self.skipped: PendingFiles | None = None
+        self._skip_out: BinaryIO | None = None
+        self.inputs: list[Any] = []
+        self.stats: list[dict[str, Any]] = []
+
+    def add(self, prefix: str | Path) -> Shard:
+        """Validate part `prefix` (same dtype, tokenizer, options, metadata columns as the first)
+        and append it; return it opened."""
+        s = open_shard(prefix)
+        if self.first is None:
+            self.first, self.schema = s, pq.read_schema(meta_path(s.prefix))
+        else:
+            _check_compatible(self.first, self.schema, s)
+        if s.index.n_sequences != s.n_documents:
+            raise ShardError(f"cannot merge {s.prefix}: documents of several sequences are not supported")
+        if self.writer is None:
+            self.writer = ShardWriter(self.output_prefix, s.dtype, self.schema)
+            self.skipped = PendingFiles({"skipped": skipped_path(self.output_prefix)})
+            self._skip_out = open(self.skipped.tmp["skipped"], "wb")
+        batches = pq.ParquetFile(meta_path(s.prefix)).iter_batches(batch_size=65536)
+        self.writer.add_bin_file(bin_path(s.prefix), s.index.sequence_lengths, batches)
+        src = skipped_path(s.prefix)
+        if src.is_file():
+            with open(src, "rb") as f:
+                shutil.copyfileobj(f, self._skip_out)
+        for item in s.manifest.get("inputs", []):
+            if item not in self.inputs:
+                self.inputs.append(item)
+        self.stats.append(s.manifest.get("stats", {}))
+        return s
+
+    def finish(self) -> dict[str, Any]:
+        """Commit the merged shard (the skip log first, the manifest last); return its manifest."""
+        if self.writer is None:
+            raise ShardError("merge: no input shards")
+        self._skip_out.close()
+        self.skipped.commit()
+        base = {k: v for k, v in self.first.manifest.items() if k in ("tokenizer", "options")}
+        base["inputs"] = self.inputs
+        base["stats"] = _sum_stats(self.stats)
+        base.update(self.extra)
+        manifest = self.writer.finish(base)
+        self.writer = None
+        return manifest
+
+    def abort(self) -> None:
+        """Delete the temporary files; whatever was at `output_prefix` before is untouched."""
+        if self._skip_out is not None:
+            self._skip_out.close()
+        if self.skipped is not None:
+            self.skipped.abort()
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
 
 
 def merge_shards(
@@ -70,43 +135,16 @@ def merge_shards(
     """Merge our shards (validated, same tokenizer/options/metadata columns) into `output_prefix`."""
     if not prefixes:
         raise ShardError("merge: no input shards")
-    shards = [open_shard(p) for p in prefixes]
-    schema = _check_compatible(shards)
-    for s in shards:
-        if s.index.n_sequences != s.n_documents:
-            raise ShardError(f"cannot merge {s.prefix}: documents of several sequences are not supported")
-    writer = ShardWriter(output_prefix, shards[0].dtype, schema)
+    merger = ShardMerger(output_prefix, extra)
     try:
-        for s in shards:
-            batches = pq.ParquetFile(meta_path(s.prefix)).iter_batches(batch_size=65536)
-            writer.add_bin_file(bin_path(s.prefix), s.index.sequence_lengths, batches)
+        for p in prefixes:
+            s = merger.add(p)
             if progress is not None:
                 progress(s)
-        _merge_skipped([s.prefix for s in shards], output_prefix)
-        base = {k: v for k, v in shards[0].manifest.items() if k in ("tokenizer", "options")}
-        inputs: list[Any] = []
-        for s in shards:
-            for item in s.manifest.get("inputs", []):
-                if item not in inputs:
-                    inputs.append(item)
-        base["inputs"] = inputs
-        base["stats"] = _sum_stats([s.manifest.get("stats", {}) for s in shards])
-        base.update(extra or {})
-        return writer.finish(base)
+        return merger.finish()
     except BaseException:
-        writer.abort()
+        merger.abort()
         raise
-
-
-def _merge_skipped(prefixes: Sequence[Path], output_prefix: str | Path) -> None:
-    """Concatenate the inputs' skip logs (always written, empty when nothing was skipped)."""
-    out = skipped_path(output_prefix)
-    with atomic_open(out, "wb") as dst:
-        for p in prefixes:
-            src = skipped_path(p)
-            if src.is_file():
-                with open(src, "rb") as f:
-                    shutil.copyfileobj(f, dst)
 
 
 def merge_plain(prefixes: Sequence[str | Path], output_prefix: str | Path) -> int:

@@ -9,6 +9,7 @@ fingerprint keeps them, any other run starts afresh. The work folder is removed 
 """
 from __future__ import annotations
 
+import glob
 import json
 import multiprocessing as mp
 import queue as queue_mod
@@ -28,7 +29,7 @@ from cpt.corpus.records import Fields
 from cpt.shards.build import Job, build_chunk, chunk_dir, init_pool_worker, init_worker
 from cpt.shards.format import optimal_dtype
 from cpt.shards.manifest import write_json_atomic
-from cpt.shards.merge import merge_shards
+from cpt.shards.merge import ShardMerger
 from cpt.shards.metadata import RESERVED, schema_for
 from cpt.shards.writer import ShardWriter
 
@@ -205,9 +206,21 @@ def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = Tru
     fingerprint = _fingerprint(cfg, files, tokenizer.sha256)
     if own_work_dir:
         _prepare_work_dir(Path(job.work_dir), fingerprint)
+        _remove_stale_temporaries(cfg)
     else:
         _check_work_dir(Path(job.work_dir), fingerprint)
     return Prepared(cfg, tokenizer, engine, files, ignored, plan, job, dtype)
+
+
+def _remove_stale_temporaries(cfg: PreprocessConfig) -> None:
+    """Delete the hidden temporary output files a killed assembly left (`.NAME.SUFFIX.*.tmp`); they
+    never read as output, but would fill the disk run after run. The run that owns the work folder
+    owns the output prefix too: no other writer of these names is running."""
+    for key in cfg.json_keys:
+        final = Path(cfg.output_for(key))
+        for suffix in ("bin", "idx", "meta.parquet", "skipped.jsonl", "manifest.json"):
+            for stale in final.parent.glob(f".{glob.escape(final.name)}.{suffix}.*.tmp"):
+                stale.unlink(missing_ok=True)
 
 
 def _check_work_dir(work: Path, fingerprint: dict[str, Any]) -> None:
@@ -274,9 +287,61 @@ def finish(p: Prepared, mine: list[Chunk], results: list[dict[str, Any]], resume
 
 def assemble(p: Prepared, mine: list[Chunk]) -> dict[str, dict]:
     """Merge the chunks into the final shards, then remove the work folder; return the manifests."""
-    outputs = _assemble(p.cfg, p.job, p.work, mine, p.dtype)
-    shutil.rmtree(p.work, ignore_errors=True)
-    return outputs
+    return Assembly(p, mine).finish()
+
+
+class Assembly:
+    """The final shards of a run, built from its chunks in plan order as they get committed.
+
+    `advance` appends the next chunk if its folder is committed (a chunk folder appears by one
+    rename, complete); a launch's driver calls it between waits so that the assembly follows the
+    slices, and only the tail is left when the last one ends. `finish` appends the rest, commits
+    every key's shard (each appears atomically, its manifest last) and removes the work folder.
+    Until then only temporary files exist, so a killed driver leaves nothing that reads as
+    complete, and a rerun assembles afresh from the chunks, which are kept until `finish`.
+    """
+
+    def __init__(self, p: Prepared, mine: list[Chunk]) -> None:
+        cfg = p.cfg
+        self.p, self.mine, self.next = p, list(mine), 0
+        extra = {"part": {"shard_index": cfg.shard_index, "num_shards": cfg.num_shards}} if cfg.num_shards > 1 else {}
+        self.mergers = {key: ShardMerger(cfg.output_for(key), extra) for key in cfg.json_keys}
+        self.extra = extra
+
+    def advance(self) -> bool:
+        """Append the next chunk if it is committed; True if it did (there may be more)."""
+        if self.next >= len(self.mine) or not _done(self.p.work, self.mine[self.next], self.p.cfg.json_keys):
+            return False
+        folder = chunk_dir(self.p.work, self.mine[self.next].index)
+        for key, merger in self.mergers.items():
+            merger.add(folder / key)
+        self.next += 1
+        return True
+
+    def finish(self) -> dict[str, dict]:
+        """Append the remaining chunks (all must be committed), commit the shards, remove the work
+        folder; return the manifests per key."""
+        try:
+            while self.advance():
+                pass
+            if self.next < len(self.mine):
+                missing = len(self.p.todo(self.mine[self.next:]))
+                raise ValueError(f"{self.p.work}: {missing} chunks are not finished (first: chunk "
+                                 f"{self.mine[self.next].index}); rerun the command")
+            cfg, job = self.p.cfg, self.p.job
+            outputs = {key: merger.finish() if self.mine else
+                       _write_empty(cfg.output_for(key), self.p.dtype, cfg, job.manifest[key], self.extra)
+                       for key, merger in self.mergers.items()}
+        except BaseException:
+            self.abort()
+            raise
+        shutil.rmtree(self.p.work, ignore_errors=True)
+        return outputs
+
+    def abort(self) -> None:
+        """Drop the partial output (temporary files); the chunks stay for a rerun."""
+        for merger in self.mergers.values():
+            merger.abort()
 
 
 def _select_files(cfg: PreprocessConfig):
@@ -306,20 +371,6 @@ def _manifest_base(cfg: PreprocessConfig, tokenizer, files) -> dict[str, dict[st
         }
         for key in cfg.json_keys
     }
-
-
-def _assemble(cfg: PreprocessConfig, job: Job, work: Path, mine: list[Chunk], dtype: np.dtype) -> dict[str, dict]:
-    """Merge this run's chunks, per key, into the final shards; return their manifests."""
-    extra = {"part": {"shard_index": cfg.shard_index, "num_shards": cfg.num_shards}} if cfg.num_shards > 1 else {}
-    outputs = {}
-    for key in cfg.json_keys:
-        prefix = cfg.output_for(key)
-        parts = [chunk_dir(work, c.index) / key for c in mine]
-        if parts:
-            outputs[key] = merge_shards(parts, prefix, extra=extra)
-        else:
-            outputs[key] = _write_empty(prefix, dtype, cfg, job.manifest[key], extra)
-    return outputs
 
 
 def _summary(cfg, outputs, results, engine_name, ignored, chunks, resumed) -> dict[str, Any]:
