@@ -107,7 +107,7 @@ def build_steps(root: Path, settings: DemoSettings) -> list[Step]:
 
 def _data_steps(s: DemoSettings, smollm2: str) -> list[Step]:
     """corpus (and at tiny size the random base model), then the three shard sets."""
-    steps = [Step("corpus", action=_corpus_action(s.size), outputs=("corpus/manifest.json",),
+    steps = [Step("corpus", action=corpus_action(s.size), outputs=("corpus/manifest.json",),
                   describe="build corpus/*.jsonl from installed packages")]
     if s.size == "tiny":
         steps.append(Step("base-model", action=_tiny_model_action(smollm2), outputs=("models/tiny_hf/config.json",),
@@ -182,7 +182,8 @@ def _train_steps(root: Path, s: DemoSettings, model: str) -> list[Step]:
     ]
 
 
-def _corpus_action(size: str) -> Callable[[Path], object]:
+def corpus_action(size: str) -> Callable[[Path], object]:
+    """The step that builds ROOT/corpus at `size`, or reuses it when complete (demo and sweep prepare)."""
     def action(root: Path) -> object:
         folder = root / "corpus"
         if is_complete(folder, size):

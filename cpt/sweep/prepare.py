@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from cpt.demo.pipeline import DemoSettings, _annotate_steps
+from cpt.demo.pipeline import DemoSettings, _annotate_steps, corpus_action
 from cpt.demo.runner import Step
 
 BASE_HF = "models/base_hf"
@@ -78,7 +78,7 @@ def build_prepare_steps(settings: PrepareSettings, threads: int = 2) -> list[Ste
 
     smollm2 = str(smollm2_hf_dir())
     return [
-        Step("corpus", action=_corpus_action(), outputs=("corpus/manifest.json",),
+        Step("corpus", action=corpus_action(CORPUS_SIZE), outputs=("corpus/manifest.json",),
              describe=f"build corpus/*.jsonl (size {CORPUS_SIZE}) from installed packages"),
         Step("base-model", action=_base_model_action(settings.size, smollm2), outputs=(f"{BASE_HF}/config.json",),
              describe="the proxy (cached) or SmolLM2-135M as models/base_hf"),
@@ -129,17 +129,6 @@ def _synth_steps(s: PrepareSettings, smollm2: str, threads: int) -> list[Step]:
                         "--corpus-root", f"synth/{tag}"),
         ]
     return steps
-
-
-def _corpus_action() -> Callable[[Path], object]:
-    def action(root: Path) -> object:
-        from cpt.demo.corpus import build_corpus, is_complete
-
-        folder = root / "corpus"
-        if is_complete(folder, CORPUS_SIZE):
-            return {"corpus": str(folder), "reused": True}
-        return build_corpus(folder, CORPUS_SIZE)
-    return action
 
 
 def _base_model_action(size: str, smollm2: str) -> Callable[[Path], object]:
