@@ -9,9 +9,13 @@ kB, so even a few hundred random reads map a lot.) `release()` drops this proces
 those pages (madvise MADV_DONTNEED on a read-only file mapping: the page cache keeps the data, the
 next read is a minor fault), so what a rank maps is bounded by what one micro-batch reads.
 
-`track(array)` registers an array (a weak reference: an array nobody holds is not kept alive);
-the loader calls `release()` after building each micro-batch (one syscall per array). Off Linux it
-does nothing.
+`track(array)` registers an array (a weak reference: an array nobody holds is not kept alive) and
+marks its pages as read at random (madvise MADV_RANDOM): a step looks up a few thousand scattered
+entries, and without it each page fault on a file not in the page cache reads the device's whole
+read-ahead window around the page (megabytes on many machines), which floods the page cache and
+evicts the very index pages the next step needs. Whole-array scans of a tracked array ask for
+their range ahead with `willneed(array)`. The loader calls `release()` once per step (one syscall
+per array). Off Linux it does nothing.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from typing import Optional
 import numpy as np
 
 _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)
+_MADV_RANDOM = getattr(mmap, "MADV_RANDOM", 1)
+_MADV_WILLNEED = getattr(mmap, "MADV_WILLNEED", 3)
 _PAGE = mmap.PAGESIZE
 _lock = threading.Lock()
 _tracked: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
@@ -46,7 +52,25 @@ def track(array: np.ndarray) -> np.ndarray:
             and array.nbytes >= 2 * _PAGE):
         with _lock:
             _tracked[id(array)] = array
+        _advise(array, _MADV_RANDOM)
     return array
+
+
+def willneed(array: np.ndarray) -> None:
+    """Read a tracked array's pages ahead (asynchronously): for a scan of the whole array, which
+    MADV_RANDOM would otherwise fault in one page at a time."""
+    if sys.platform.startswith("linux") and isinstance(array, np.memmap) and array.nbytes >= 2 * _PAGE:
+        _advise(array, _MADV_WILLNEED)
+
+
+def _advise(arr: np.ndarray, advice: int) -> int:
+    """madvise the whole pages inside `arr`; returns the bytes advised (0 on failure)."""
+    start = arr.ctypes.data
+    lo = -(-start // _PAGE) * _PAGE
+    hi = (start + arr.nbytes) // _PAGE * _PAGE
+    if hi > lo and _madvise()(lo, hi - lo, advice) == 0:
+        return hi - lo
+    return 0
 
 
 def release() -> int:
@@ -54,14 +78,7 @@ def release() -> int:
     only); the data stays in the page cache. Returns the bytes advised."""
     with _lock:
         arrays = list(_tracked.values())
-    done = 0
-    for arr in arrays:
-        start = arr.ctypes.data
-        lo = -(-start // _PAGE) * _PAGE
-        hi = (start + arr.nbytes) // _PAGE * _PAGE
-        if hi > lo and _madvise()(lo, hi - lo, _MADV_DONTNEED) == 0:
-            done += hi - lo
-    return done
+    return sum(_advise(arr, _MADV_DONTNEED) for arr in arrays)
 
 
 def tracked() -> int:
