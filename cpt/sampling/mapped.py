@@ -13,29 +13,33 @@ next read is a minor fault), so what a rank maps is bounded by what one micro-ba
 marks its pages as read at random (madvise MADV_RANDOM): a step looks up a few thousand scattered
 entries, and without it each page fault on a file not in the page cache reads the device's whole
 read-ahead window around the page (megabytes on many machines), which floods the page cache and
-evicts the very index pages the next step needs. Whole-array scans of a tracked array ask for
-their range ahead with `willneed(array)`. The loader calls `release()` once per step (one syscall
-per array). Off Linux it does nothing.
+evicts the very index pages the next step needs. Code that scans whole arrays (building a stream,
+a checkpoint's ledgers) runs inside `scanning()`, which gives every tracked map the kernel's
+normal read-ahead back for its duration (one page at a time, a cold scan is several times slower).
+The loader calls `release()` after each micro-batch (one syscall per array). Off Linux it does
+nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import mmap
 import sys
 import threading
 import weakref
-from typing import Optional
+from typing import Iterator, Optional
 
 import numpy as np
 
 _MADV_DONTNEED = getattr(mmap, "MADV_DONTNEED", 4)
 _MADV_RANDOM = getattr(mmap, "MADV_RANDOM", 1)
-_MADV_WILLNEED = getattr(mmap, "MADV_WILLNEED", 3)
+_MADV_NORMAL = getattr(mmap, "MADV_NORMAL", 0)
 _PAGE = mmap.PAGESIZE
 _lock = threading.Lock()
 _tracked: "weakref.WeakValueDictionary[int, np.ndarray]" = weakref.WeakValueDictionary()
 _libc: Optional[ctypes.CDLL] = None
+_scans = 0  # scanning() contexts open (while > 0, tracked maps read ahead normally)
 
 
 def _madvise():
@@ -52,22 +56,40 @@ def track(array: np.ndarray) -> np.ndarray:
             and array.nbytes >= 2 * _PAGE):
         with _lock:
             _tracked[id(array)] = array
-        _advise(array, _MADV_RANDOM)
+            if not _scans:
+                _advise(array, _MADV_RANDOM, outward=True)  # the whole mapping: not split in three
     return array
 
 
-def willneed(array: np.ndarray) -> None:
-    """Read a tracked array's pages ahead (asynchronously): for a scan of the whole array, which
-    MADV_RANDOM would otherwise fault in one page at a time."""
-    if sys.platform.startswith("linux") and isinstance(array, np.memmap) and array.nbytes >= 2 * _PAGE:
-        _advise(array, _MADV_WILLNEED)
+@contextlib.contextmanager
+def scanning() -> Iterator[None]:
+    """Normal read-ahead on every tracked map while the block runs (whole-array scans); random
+    access again after the last open block ends. Safe from several threads."""
+    global _scans
+    with _lock:
+        _scans += 1
+        if _scans == 1:
+            _advise_all(_MADV_NORMAL)
+    try:
+        yield
+    finally:
+        with _lock:
+            _scans -= 1
+            if _scans == 0:
+                _advise_all(_MADV_RANDOM)
 
 
-def _advise(arr: np.ndarray, advice: int) -> int:
-    """madvise the whole pages inside `arr`; returns the bytes advised (0 on failure)."""
-    start = arr.ctypes.data
-    lo = -(-start // _PAGE) * _PAGE
-    hi = (start + arr.nbytes) // _PAGE * _PAGE
+def _advise_all(advice: int) -> None:
+    for arr in list(_tracked.values()):
+        _advise(arr, advice, outward=True)
+
+
+def _advise(arr: np.ndarray, advice: int, outward: bool = False) -> int:
+    """madvise the whole pages inside `arr` (outward: every page it touches); returns the bytes
+    advised (0 on failure)."""
+    start, end = arr.ctypes.data, arr.ctypes.data + arr.nbytes
+    lo = start // _PAGE * _PAGE if outward else -(-start // _PAGE) * _PAGE
+    hi = -(-end // _PAGE) * _PAGE if outward else end // _PAGE * _PAGE
     if hi > lo and _madvise()(lo, hi - lo, advice) == 0:
         return hi - lo
     return 0

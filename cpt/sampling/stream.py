@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from cpt.sampling import mapped
 from cpt.sampling.documents import DocumentTable
 from cpt.sampling.errors import StreamExhausted
 from cpt.sampling.filters import select
@@ -160,6 +161,10 @@ class Stream:
 
     def _select(self) -> None:
         """Rows, lengths and fixed order from the table (the path without a cache, and the cache's build)."""
+        with mapped.scanning():  # whole table columns: read ahead, not page by page
+            self._select_from_table()
+
+    def _select_from_table(self) -> None:
         config, table = self.config, self.table
         rows = np.flatnonzero(select(config.filter, table.columns, len(table)))
         if config.split != "all":
@@ -288,8 +293,9 @@ class Stream:
         """
         if self.config.on_exhausted == "stop" and head.epoch > 0:
             raise ValueError(f"stream {self.name!r}: a `stop` stream has one epoch, not a head in epoch {head.epoch}")
-        order = self._order(head.epoch)
-        rows = self.rows[order][~head.excluded[self.rows][order]]
+        with mapped.scanning():
+            order = self._order(head.epoch)
+            rows = self.rows[order][~head.excluded[self.rows][order]]
         lead = [(int(r), int(o)) for r, o in head.partials if self.selects(r)]
         lead_rows = np.array([r for r, _ in lead], np.int64)
         self._head_rows = np.concatenate([lead_rows, rows[~np.isin(rows, lead_rows)]]).astype(np.int64)
