@@ -16,8 +16,9 @@ read-ahead window around the page (megabytes on many machines), which floods the
 evicts the very index pages the next step needs. Code that scans whole arrays (building a stream,
 a checkpoint's ledgers) runs inside `scanning()`, which gives every tracked map the kernel's
 normal read-ahead back for its duration (one page at a time, a cold scan is several times slower).
-The loader calls `release()` after each micro-batch (one syscall per array). Off Linux it does
-nothing.
+After each micro-batch the loader calls `release(arrays)` on the arrays that micro-batch could
+have read (its streams' and table's, its shards' indexes: one syscall each); a scan releases
+everything when it ends. Off Linux it does nothing.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import mmap
 import sys
 import threading
 import weakref
-from typing import Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional
 
 import numpy as np
 
@@ -77,6 +78,7 @@ def scanning() -> Iterator[None]:
             _scans -= 1
             if _scans == 0:
                 _advise_all(_MADV_RANDOM)
+        release()  # a scan maps what it read; hand it all back
 
 
 def _advise_all(advice: int) -> None:
@@ -95,12 +97,25 @@ def _advise(arr: np.ndarray, advice: int, outward: bool = False) -> int:
     return 0
 
 
-def release() -> int:
-    """Drop this process's mappings of every tracked array's pages (whole pages inside the array
-    only); the data stays in the page cache. Returns the bytes advised."""
+def release(arrays: Optional[Iterable[Any]] = None) -> int:
+    """Drop this process's mappings of the pages of `arrays` (those that are tracked arrays or views
+    of one; None: every tracked array), whole pages inside each array only; the data stays in the
+    page cache. Returns the bytes advised."""
     with _lock:
-        arrays = list(_tracked.values())
-    return sum(_advise(arr, _MADV_DONTNEED) for arr in arrays)
+        if arrays is None:
+            chosen = list(_tracked.values())
+        else:
+            chosen = [a for a in arrays if _is_tracked(a)]
+    return sum(_advise(arr, _MADV_DONTNEED) for arr in chosen)
+
+
+def _is_tracked(arr: Any) -> bool:
+    """Whether `arr` is a tracked array or a view of one (a slice, a row)."""
+    while isinstance(arr, np.ndarray):
+        if _tracked.get(id(arr)) is arr:
+            return True
+        arr = arr.base
+    return False
 
 
 def tracked() -> int:

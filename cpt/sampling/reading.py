@@ -91,6 +91,10 @@ class ShardTokens:
             os.close(self._fd)
             self._fd = -1
 
+    def lookup_arrays(self) -> list[np.ndarray]:
+        """The index arrays a read looks up (memory-mapped; see cpt.sampling.mapped.release)."""
+        return [self._pointers, self._lengths]
+
     def __getitem__(self, document: int) -> np.ndarray:
         if self._shard is not None:
             return self._shard[document]

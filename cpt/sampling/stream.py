@@ -207,6 +207,13 @@ class Stream:
         blob = json.dumps({"table": self.table.fingerprint, "config": asdict(self.config)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def lookup_arrays(self) -> list[np.ndarray]:
+        """The arrays `pieces()` reads (memory-mapped from the index cache when there is one): what a
+        loader hands back to the page cache after a micro-batch (cpt.sampling.mapped.release)."""
+        t = self.table
+        return [self.rows, self._lengths, self._bounds, self._cursor_table, self._fixed_order,
+                *self._stored_orders.values(), t.lengths, t.source_of, t.local_index]
+
     # -------------------------------------------------------------------------------------- orders
     def epoch_rows(self, epoch: int) -> np.ndarray:
         """Table rows of the stream's documents in the order of `epoch` (0-based)."""
