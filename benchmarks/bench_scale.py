@@ -229,6 +229,7 @@ def worker(cfg: dict) -> dict:
     if cfg["phase"] == "build":  # the cold build, then the state every rank resumes from
         out["cold_build_s"] = time.perf_counter() - t0
         out["uss_peak_mb"] = uss.stop() / 2**20
+        out["anon_peak_mb"] = uss.peak_anon / 2**20
         Path(cfg["state"]).write_text(json.dumps(_history_state(train, RESUME_STEP)))
         return out
     _step(train, layout, 0, rank)
@@ -291,10 +292,11 @@ def measure(code: Path, shards: dict, cache_dir: str | None, args: argparse.Name
     base = {"specs": stream_specs(shards), "cache_dir": cache_dir, "steps": args.steps, "compute_s": args.compute_s,
             "holdout": args.holdout, "state": str(state)}
     if args.warm_only:  # the cache and the state of an earlier run
-        out = {"cold_build_s": None, "build_uss_peak_mb": None}
+        out = {"cold_build_s": None, "build_uss_peak_mb": None, "build_anon_peak_mb": None}
     else:
         out = run_workers(code, [{**base, "phase": "build", "rank": 0}])[0]
         out["build_uss_peak_mb"] = out.pop("uss_peak_mb")
+        out["build_anon_peak_mb"] = out.pop("anon_peak_mb")
         del out["rank"]
     drop = (lambda: None) if args.keep_token_pages else (lambda: drop_token_pages(shards))
     drop()
@@ -362,7 +364,8 @@ def main() -> None:
     print(json.dumps(after), file=sys.stderr)
     rnd = lambda x, n: None if x is None else round(x, n)  # noqa: E731
     result = {"bench": "scale", "documents": args.documents, "cold_build_s": rnd(after["cold_build_s"], 2),
-              "build_uss_peak_mb": rnd(after["build_uss_peak_mb"], 1), **summarize(after),
+              "build_uss_peak_mb": rnd(after["build_uss_peak_mb"], 1),
+              "build_anon_peak_mb": rnd(after["build_anon_peak_mb"], 1), **summarize(after),
               "compute_s": args.compute_s}
     if args.before_code and not args.warm_only:
         small = make_shards(root / f"shards_{args.before_documents}", args.before_documents, args.shard_docs)

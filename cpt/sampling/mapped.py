@@ -109,6 +109,16 @@ def release(arrays: Optional[Iterable[Any]] = None) -> int:
     return sum(_advise(arr, _MADV_DONTNEED) for arr in chosen)
 
 
+def let_go(array: np.ndarray) -> int:
+    """Drop this process's mapping of a file-backed array's whole pages, tracked or not, written or
+    not (a cache entry being built): the page cache keeps the data (written pages are written back
+    as usual), so a build that fills arrays larger than memory should hold maps only what it is
+    writing. Returns the bytes advised."""
+    if not (sys.platform.startswith("linux") and isinstance(array, np.memmap)):
+        return 0
+    return _advise(array, _MADV_DONTNEED)
+
+
 def _is_tracked(arr: Any) -> bool:
     """Whether `arr` is a tracked array or a view of one (a slice, a row)."""
     while isinstance(arr, np.ndarray):
