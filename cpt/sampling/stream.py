@@ -26,7 +26,7 @@ import numpy as np
 from cpt.sampling import mapped
 from cpt.sampling.documents import DocumentTable
 from cpt.sampling.errors import StreamExhausted
-from cpt.sampling.filters import select
+from cpt.sampling import filters
 from cpt.sampling.holdout import held_out
 from cpt.sampling.packing import pack_segment
 
@@ -166,12 +166,16 @@ class Stream:
 
     def _select_from_table(self) -> None:
         config, table = self.config, self.table
-        rows = np.flatnonzero(select(config.filter, table.columns, len(table)))
+        rows = filters.select_rows(config.filter, table.columns, len(table))
         if config.split != "all":
             if "doc_id" not in table.columns:
                 raise ValueError(f"stream {config.name!r}: split={config.split!r} needs a 'doc_id' metadata column")
-            # the hash depends on the document alone, so hashing only the selected rows gives the same split
-            valid = held_out(np.asarray(table.columns["doc_id"][rows]), config.holdout, config.holdout_seed)
+            # the hash depends on the document alone, so hashing only the selected rows gives the same
+            # split; a chunk at a time, so its temporaries stay small
+            doc_id, step = table.columns["doc_id"], filters.SELECT_CHUNK
+            valid = np.concatenate([np.zeros(0, bool)] + [
+                held_out(np.asarray(doc_id[rows[lo: lo + step]]), config.holdout, config.holdout_seed)
+                for lo in range(0, len(rows), step)])
             rows = rows[valid if config.split == "valid" else ~valid]
         self.rows = rows
         self._lengths = np.asarray(table.lengths[self.rows], dtype=np.int64)

@@ -73,6 +73,7 @@ def open_cached(stream: "Stream", cache: IndexCache, samples: int | None = None)
     bounds = entry.array("bounds")[: int(meta["rows_used"])]
     stream._bounds, stream._n_cached_segments = bounds, int(meta["n_segments"])
     stream._cursor_table, stream._cursors = entry.array("cursors"), []
+    stream._epochs.clear()  # a build's permutations: the entry's orders replace them (later epochs are re-made)
 
 
 def _build(b: Builder, stream: "Stream", samples: int | None) -> None:
