@@ -15,6 +15,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from cpt.sampling import mapped
 from cpt.sampling.columns import Categorical
 
 _COMPARE: dict[type, Callable[[np.ndarray, object], np.ndarray]] = {
@@ -62,6 +63,8 @@ def select_rows(expression: str | None, columns: Mapping[str, np.ndarray], n_row
         hi = min(lo + chunk, n_rows)
         part = {name: _rows_of(col, lo, hi) for name, col in columns.items()}
         parts.append(np.flatnonzero(select(expression, part, hi - lo)).astype(np.int64) + lo)
+        # a memory-mapped column's chunk goes back to the page cache alone once read
+        mapped.release([getattr(col, "codes", col) for col in part.values()])
     return np.concatenate(parts)
 
 
