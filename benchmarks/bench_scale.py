@@ -23,8 +23,13 @@ would time the scheduler); memory from --ranks run at once (one node's 8, sharin
                  (verified by replay), step 10,000's micro-batches fetched
   loader_ms      blocking time of prepare_step + this rank's 16 fetches per step, prefetch on,
                  around a simulated compute of --compute-s per step (a weight change inside)
+  faults         page faults per step in the loader window (minor, major: all threads of the rank)
   uss            peak private memory (psutil USS, sampled every 50 ms) of a rank; the node figure
                  is the sum over the concurrent rank processes (the mmap'd cache is shared)
+Before each group of ranks the shards' `.bin` pages are dropped from the page cache
+(POSIX_FADV_DONTNEED on this bench's own files), so every run reads its tokens from the device as
+on a corpus far larger than the page cache, however often the bench is rerun (--keep-token-pages:
+leave them); the index cache's pages stay where earlier runs left them.
 "before" runs the same worker with another code tree (--before-code, e.g. `git archive` of the
 commit before this change) at --before-documents (its ranks alone; its node figure is 8 x one
 rank, computed: nothing is shared).
@@ -159,6 +164,13 @@ def _anonymous_bytes() -> int:
     return 0
 
 
+def _faults() -> tuple[int, int]:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_minflt, r.ru_majflt
+
+
 def _open_data(cfg: dict):
     """(train BlendedSamples, valid BlendedSamples list) as cpt/train/run.py builds them."""
     import inspect
@@ -217,6 +229,7 @@ def worker(cfg: dict) -> dict:
     if cfg["phase"] == "build":  # the cold build, then the state every rank resumes from
         out["cold_build_s"] = time.perf_counter() - t0
         out["uss_peak_mb"] = uss.stop() / 2**20
+        out["anon_peak_mb"] = uss.peak_anon / 2**20
         Path(cfg["state"]).write_text(json.dumps(_history_state(train, RESUME_STEP)))
         return out
     _step(train, layout, 0, rank)
@@ -231,6 +244,7 @@ def worker(cfg: dict) -> dict:
     _step(train, layout, RESUME_STEP, rank)
     out["resume_s"] = time.perf_counter() - t1
     times = []
+    faults0 = _faults()
     for step in range(RESUME_STEP + 1, RESUME_STEP + 1 + cfg["steps"]):
         if step == RESUME_STEP + 1 + cfg["steps"] // 2:  # a weight change inside the window
             train.set_weights(dict(zip(train.stream_names, np.linspace(1, 2, len(train.stream_names)))), step * GBS)
@@ -239,6 +253,7 @@ def worker(cfg: dict) -> dict:
         times.append(time.perf_counter() - t)
         time.sleep(cfg["compute_s"])  # the model's step, during which the next batch is prepared
     train.close()
+    out["faults_per_step"] = [round(x / cfg["steps"], 1) for x in np.subtract(_faults(), faults0)]
     out["loader_ms_per_step"] = 1e3 * float(np.median(times))
     out["loader_ms_max"] = 1e3 * float(np.max(times))
     out["uss_peak_mb"] = uss.stop() / 2**20
@@ -247,6 +262,16 @@ def worker(cfg: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------ driver
+def drop_token_pages(shards: dict[str, list[str]]) -> None:
+    """Evict the page-cache pages of the shards' `.bin` files (ours: no other file is touched)."""
+    for prefix in (p for group in shards.values() for p in group):
+        fd = os.open(f"{prefix}.bin", os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def run_workers(code: Path, cfgs: list[dict]) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(code), "OMP_NUM_THREADS": "1"}
     procs = [subprocess.Popen([sys.executable, __file__, "--worker", json.dumps(c)], env=env,
@@ -267,13 +292,19 @@ def measure(code: Path, shards: dict, cache_dir: str | None, args: argparse.Name
     base = {"specs": stream_specs(shards), "cache_dir": cache_dir, "steps": args.steps, "compute_s": args.compute_s,
             "holdout": args.holdout, "state": str(state)}
     if args.warm_only:  # the cache and the state of an earlier run
-        out = {"cold_build_s": None, "build_uss_peak_mb": None}
+        out = {"cold_build_s": None, "build_uss_peak_mb": None, "build_anon_peak_mb": None}
     else:
         out = run_workers(code, [{**base, "phase": "build", "rank": 0}])[0]
         out["build_uss_peak_mb"] = out.pop("uss_peak_mb")
+        out["build_anon_peak_mb"] = out.pop("anon_peak_mb")
         del out["rank"]
+    drop = (lambda: None) if args.keep_token_pages else (lambda: drop_token_pages(shards))
+    drop()
     out["node"] = run_workers(code, [{**base, "phase": "rank", "rank": r} for r in node_ranks]) if node_ranks else []
-    out["solo"] = [run_workers(code, [{**base, "phase": "rank", "rank": r}])[0] for r in solo_ranks]
+    out["solo"] = []
+    for r in solo_ranks:
+        drop()
+        out["solo"].append(run_workers(code, [{**base, "phase": "rank", "rank": r}])[0])
     return out
 
 
@@ -285,6 +316,7 @@ def summarize(m: dict) -> dict:
         "rss_per_rank_mb": round(max(r["uss_peak_mb"] for r in solo + node), 1),
         "anon_per_rank_mb": round(max(r["anon_peak_mb"] for r in solo + node), 1),
         "loader_ms_per_step": round(max(r["loader_ms_per_step"] for r in solo), 2),
+        "faults_per_step": max((r.get("faults_per_step", [0, 0]) for r in solo), key=lambda f: f[1]),
         "solo_ranks": [r["rank"] for r in solo],
     }
     if node:
@@ -307,6 +339,8 @@ def main() -> None:
     p.add_argument("--compute-s", type=float, default=0.3)
     p.add_argument("--warm-only", action="store_true",
                    help="reuse the cache and resume state of an earlier run at this size (no cold build)")
+    p.add_argument("--keep-token-pages", action="store_true",
+                   help="do not drop the shards' .bin pages from the page cache before the ranks run")
     p.add_argument("--holdout", type=float, default=HOLDOUT, help="data.valid_holdout (stage 1: 0.0005)")
     p.add_argument("--before-code", help="code tree of the baseline (cpt/ with cpt._C built)")
     p.add_argument("--before-documents", type=int, default=2_000_000)
@@ -330,7 +364,8 @@ def main() -> None:
     print(json.dumps(after), file=sys.stderr)
     rnd = lambda x, n: None if x is None else round(x, n)  # noqa: E731
     result = {"bench": "scale", "documents": args.documents, "cold_build_s": rnd(after["cold_build_s"], 2),
-              "build_uss_peak_mb": rnd(after["build_uss_peak_mb"], 1), **summarize(after),
+              "build_uss_peak_mb": rnd(after["build_uss_peak_mb"], 1),
+              "build_anon_peak_mb": rnd(after["build_anon_peak_mb"], 1), **summarize(after),
               "compute_s": args.compute_s}
     if args.before_code and not args.warm_only:
         small = make_shards(root / f"shards_{args.before_documents}", args.before_documents, args.shard_docs)

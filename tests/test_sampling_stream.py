@@ -234,3 +234,30 @@ def test_holdout_of_python_ints_equals_holdout_of_the_uint64_array():
     ids = [2**64 - 5, 2**63 + 12345, 17, 2**62 + 1, 2**53 + 1] * 40  # above 2**53 float64 loses bits
     as_array = held_out(np.array(ids, dtype=np.uint64), 0.3, 1)
     assert (held_out(ids, 0.3, 1) == as_array).all() and 0 < as_array.sum() < len(ids)
+
+
+def test_selection_in_chunks_equals_the_whole_table(monkeypatch):
+    """select_rows and the held-out split work a chunk of rows at a time (bounded temporaries at
+    100M documents): the same rows as one pass, whatever the chunk size; a bad filter still fails
+    on an empty table."""
+    from cpt.sampling import filters
+
+    rng = np.random.default_rng(3)
+    n = 200
+    t = DocumentTable.from_columns(rng.integers(1, 40, n), {
+        "lang": rng.choice(["zh", "en", "code"], n).tolist(), "ppl": rng.gamma(2.0, 10.0, n),
+        "doc_id": rng.integers(0, 2**62, n).astype(np.uint64)})
+    for expr in ['lang == "zh"', 'lang == "zh" and ppl < 15', 'not lang in ["en"] or ppl >= 30', None]:
+        want = np.flatnonzero(filters.select(expr, t.columns, len(t)))
+        for chunk in (1, 7, 200, 1000):
+            np.testing.assert_array_equal(filters.select_rows(expr, t.columns, len(t), chunk), want)
+    with pytest.raises(FilterError, match="unknown column"):
+        filters.select_rows("nope == 1", {}, 0)
+    configs = [StreamConfig(name="zh", seq_length=8, filter='lang == "zh"', split=split, holdout=0.3)
+               for split in ("train", "valid")]
+    whole = [Stream(t, c) for c in configs]
+    monkeypatch.setattr(filters, "SELECT_CHUNK", 3)
+    for c, w in zip(configs, whole):
+        s = Stream(t, c)
+        np.testing.assert_array_equal(s.rows, w.rows)
+        np.testing.assert_array_equal(s.pieces([0, 3]).document, w.pieces([0, 3]).document)

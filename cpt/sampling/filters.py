@@ -11,10 +11,11 @@ value and the answer mapped through its codes: the same result as comparing ever
 from __future__ import annotations
 
 import ast
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
+from cpt.sampling import mapped
 from cpt.sampling.columns import Categorical
 
 _COMPARE: dict[type, Callable[[np.ndarray, object], np.ndarray]] = {
@@ -45,6 +46,30 @@ def select(expression: str | None, columns: Mapping[str, np.ndarray], n_rows: in
     if not isinstance(mask, np.ndarray) or mask.dtype != bool:
         raise FilterError(f"filter {expression!r} must be a condition (a comparison), not a bare value")
     return mask
+
+
+SELECT_CHUNK = 1 << 22  # rows per chunk of select_rows: its temporaries never scale with the table
+
+
+def select_rows(expression: str | None, columns: Mapping[str, np.ndarray], n_rows: int,
+                chunk: int | None = None) -> np.ndarray:
+    """Rows (int64, ascending) for which `expression` holds: `flatnonzero(select(...))`, evaluated a
+    chunk of rows at a time (a condition is per row), so a 100M-row table needs no table-sized masks."""
+    if expression is None or not expression.strip():
+        return np.arange(n_rows, dtype=np.int64)
+    chunk = chunk or SELECT_CHUNK
+    parts = [np.zeros(0, np.int64)]
+    for lo in range(0, max(n_rows, 1), chunk):  # at least once: a bad filter fails on an empty table too
+        hi = min(lo + chunk, n_rows)
+        part = {name: _rows_of(col, lo, hi) for name, col in columns.items()}
+        parts.append(np.flatnonzero(select(expression, part, hi - lo)).astype(np.int64) + lo)
+        # a memory-mapped column's chunk goes back to the page cache alone once read
+        mapped.release([getattr(col, "codes", col) for col in part.values()])
+    return np.concatenate(parts)
+
+
+def _rows_of(col: Any, lo: int, hi: int) -> Any:
+    return Categorical(col.codes[lo:hi], col.categories) if isinstance(col, Categorical) else col[lo:hi]
 
 
 def filter_columns(expression: str | None) -> set[str]:

@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import numpy as np
 
+from cpt.sampling import mapped
+
 if TYPE_CHECKING:
     from cpt.sampling.stream import Stream, StreamHead
 
@@ -104,12 +106,13 @@ def overlapping_sets(streams: Sequence["Stream"]) -> frozenset[tuple[str, ...]]:
     """The shard sets (tuples of sources) over which two of `streams` select a document in common."""
     counts: dict[tuple[str, ...], np.ndarray] = {}
     out = set()
-    for s in streams:
-        key = tuple(s.table.sources)
-        seen = counts.setdefault(key, np.zeros(len(s.table), bool))
-        if seen[s.rows].any():
-            out.add(key)
-        seen[s.rows] = True
+    with mapped.scanning():  # every stream's rows, whole
+        for s in streams:
+            key = tuple(s.table.sources)
+            seen = counts.setdefault(key, np.zeros(len(s.table), bool))
+            if seen[s.rows].any():
+                out.add(key)
+            seen[s.rows] = True
     return frozenset(out)
 
 
@@ -119,10 +122,11 @@ def stream_ledgers(streams: Sequence["Stream"], positions: Sequence[int],
     streams' filters are disjoint, one bitmap per stream over a set in `overlapping`."""
     sets: dict[tuple[str, ...], np.ndarray] = {}
     out = {}
-    for s, index in zip(streams, positions):
-        key = tuple(s.table.sources)
-        bits = None if key in overlapping else sets.setdefault(key, np.zeros(len(s.table), bool))
-        out[s.name] = consumed(s, int(index), bits)
+    with mapped.scanning():  # each stream's rows and order of the epoch in progress, whole
+        for s, index in zip(streams, positions):
+            key = tuple(s.table.sources)
+            bits = None if key in overlapping else sets.setdefault(key, np.zeros(len(s.table), bool))
+            out[s.name] = consumed(s, int(index), bits)
     return out
 
 

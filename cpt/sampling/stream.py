@@ -23,9 +23,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from cpt.sampling import mapped
 from cpt.sampling.documents import DocumentTable
 from cpt.sampling.errors import StreamExhausted
-from cpt.sampling.filters import select
+from cpt.sampling import filters
 from cpt.sampling.holdout import held_out
 from cpt.sampling.packing import pack_segment
 
@@ -160,13 +161,21 @@ class Stream:
 
     def _select(self) -> None:
         """Rows, lengths and fixed order from the table (the path without a cache, and the cache's build)."""
+        with mapped.scanning():  # whole table columns: read ahead, not page by page
+            self._select_from_table()
+
+    def _select_from_table(self) -> None:
         config, table = self.config, self.table
-        rows = np.flatnonzero(select(config.filter, table.columns, len(table)))
+        rows = filters.select_rows(config.filter, table.columns, len(table))
         if config.split != "all":
             if "doc_id" not in table.columns:
                 raise ValueError(f"stream {config.name!r}: split={config.split!r} needs a 'doc_id' metadata column")
-            # the hash depends on the document alone, so hashing only the selected rows gives the same split
-            valid = held_out(np.asarray(table.columns["doc_id"][rows]), config.holdout, config.holdout_seed)
+            # the hash depends on the document alone, so hashing only the selected rows gives the same
+            # split; a chunk at a time, so its temporaries stay small
+            doc_id, step = table.columns["doc_id"], filters.SELECT_CHUNK
+            valid = np.concatenate([np.zeros(0, bool)] + [
+                held_out(np.asarray(doc_id[rows[lo: lo + step]]), config.holdout, config.holdout_seed)
+                for lo in range(0, len(rows), step)])
             rows = rows[valid if config.split == "valid" else ~valid]
         self.rows = rows
         self._lengths = np.asarray(table.lengths[self.rows], dtype=np.int64)
@@ -201,6 +210,13 @@ class Stream:
         """Hash of the documents and the config: the key for anything cached from this stream."""
         blob = json.dumps({"table": self.table.fingerprint, "config": asdict(self.config)}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def lookup_arrays(self) -> list[np.ndarray]:
+        """The arrays `pieces()` reads (memory-mapped from the index cache when there is one): what a
+        loader hands back to the page cache after a micro-batch (cpt.sampling.mapped.release)."""
+        t = self.table
+        return [self.rows, self._lengths, self._bounds, self._cursor_table, self._fixed_order,
+                *self._stored_orders.values(), t.lengths, t.source_of, t.local_index]
 
     # -------------------------------------------------------------------------------------- orders
     def epoch_rows(self, epoch: int) -> np.ndarray:
@@ -288,8 +304,9 @@ class Stream:
         """
         if self.config.on_exhausted == "stop" and head.epoch > 0:
             raise ValueError(f"stream {self.name!r}: a `stop` stream has one epoch, not a head in epoch {head.epoch}")
-        order = self._order(head.epoch)
-        rows = self.rows[order][~head.excluded[self.rows][order]]
+        with mapped.scanning():
+            order = self._order(head.epoch)
+            rows = self.rows[order][~head.excluded[self.rows][order]]
         lead = [(int(r), int(o)) for r, o in head.partials if self.selects(r)]
         lead_rows = np.array([r for r, _ in lead], np.int64)
         self._head_rows = np.concatenate([lead_rows, rows[~np.isin(rows, lead_rows)]]).astype(np.int64)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cpt.sampling import mapped
 from cpt.sampling.index_cache import Builder, IndexCache
 
 if TYPE_CHECKING:
@@ -72,6 +73,7 @@ def open_cached(stream: "Stream", cache: IndexCache, samples: int | None = None)
     bounds = entry.array("bounds")[: int(meta["rows_used"])]
     stream._bounds, stream._n_cached_segments = bounds, int(meta["n_segments"])
     stream._cursor_table, stream._cursors = entry.array("cursors"), []
+    stream._epochs.clear()  # a build's permutations: the entry's orders replace them (later epochs are re-made)
 
 
 def _build(b: Builder, stream: "Stream", samples: int | None) -> None:
@@ -84,6 +86,7 @@ def _build(b: Builder, stream: "Stream", samples: int | None) -> None:
     for k in range(n_seg):  # segment k is boundaries k*L .. k*L + len - 1; they overlap by one row
         seg = stream._segment(k)
         bounds[end: end + len(seg) - 1] = seg[1:]
+        mapped.let_go(bounds[end: end + len(seg) - 1])  # written: the page cache holds it
         end += len(seg) - 1
         stream._segments.clear()
     last_epoch = int(bounds[end - 1, 0]) // max(stream.num_documents, 1)
@@ -91,6 +94,7 @@ def _build(b: Builder, stream: "Stream", samples: int | None) -> None:
     orders = b.create("orders", (n_orders, stream.num_documents), np.int64)
     for e in range(n_orders):
         orders[e] = stream._order(e)
+        mapped.let_go(orders[e])
     b.save("cursors", _cursors(stream, _cursor_samples(samples, stream._seg_len)))
     b.save("rows", stream.rows)
     b.save("lengths", stream._lengths)

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cpt.sampling import mapped
 from cpt.sampling.columns import Categorical
 from cpt.sampling.documents import read_columns, shard_fingerprint
 from cpt.sampling.index_cache import Builder, IndexCache
@@ -84,6 +85,8 @@ def _build(b: Builder, prefixes: Sequence[str], columns: Sequence[str] | None) -
                     arrays[name] = b.create(f"col.{name}", (total,), values.dtype)
             _fill(shard, name, kinds[name], values, arrays[name][lo:lo + n], categories.get(name))
         del meta, shard
+        for arr in (lengths, source_of, local_index, *arrays.values()):
+            mapped.let_go(arr[lo:lo + n])  # written: the page cache has it, this process need not map it
         lo += n
     for arr in (lengths, source_of, local_index, *arrays.values()):
         arr.flush()

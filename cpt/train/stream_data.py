@@ -229,22 +229,27 @@ class BlendedSamples:
 
     def _tokens(self, stream_ids: np.ndarray, within: np.ndarray) -> np.ndarray:
         out = np.empty((len(stream_ids), self.seq_length + 1), dtype=np.int64)
-        jobs, rows = [], []
+        jobs, rows, looked_up = [], [], []
         with self._streams_lock:
             for k in np.unique(stream_ids):
                 sel = np.flatnonzero(stream_ids == k)
-                jobs.append((self.streams[int(k)].pieces(within[sel]), self.seq_length + 1))
+                stream = self.streams[int(k)]
+                jobs.append((stream.pieces(within[sel]), self.seq_length + 1))
                 rows.append(sel)
+                looked_up += stream.lookup_arrays()
         results = self._pool.map(_read, jobs) if self._pool is not None else map(_read, jobs)
         for sel, tokens in zip(rows, results):
             out[sel] = tokens
+        if self._pool is None:  # this process looked up the shards' indexes too
+            looked_up += [a for pieces, _ in jobs for u in np.unique(pieces.source)
+                          for a in _open_shard(pieces.sources[int(u)]).lookup_arrays()]
+        # the cache and shard pages this micro-batch mapped go back to the page cache alone (the kernel
+        # maps whole large folios around each random read: left mapped, a step's would add up)
+        mapped.release(looked_up)
         return out
 
     def _batch(self, stream_ids: np.ndarray, within: np.ndarray) -> Batch:
         sample = self._tokens(stream_ids, within)
-        # the cache and shard pages this micro-batch mapped go back to the page cache alone (the kernel
-        # maps whole large folios around each random read: left mapped, a step's would add up)
-        mapped.release()
         tokens, labels = sample[:, :-1], sample[:, 1:]
         d = self.data
         masks = ltor_masks(tokens, d.eod_token_id, d.reset_position_ids, d.reset_attention_mask, d.eod_mask_loss)
