@@ -85,6 +85,20 @@ def test_release_of_some_arrays_leaves_the_others_mapped(tmp_path):
     assert mapped_kb(paths[1]) <= 8
 
 
+def test_let_go_unmaps_written_pages_and_keeps_their_data_but_never_a_copy_on_write_map(tmp_path):
+    path = tmp_path / "built.bin"
+    written = np.memmap(path, dtype=np.int64, mode="w+", shape=(1 << 18,))
+    written[:] = np.arange(1 << 18)
+    assert mapped_kb(path) >= 1024
+    assert mapped.let_go(written) == written.nbytes
+    assert mapped_kb(path) == 0
+    assert np.array_equal(np.fromfile(path, dtype=np.int64), np.arange(1 << 18))  # the writes are kept
+    private = np.memmap(path, dtype=np.int64, mode="c", shape=(1 << 18,))
+    private[:] = -1
+    assert mapped.let_go(private) == 0  # its writes live only in its pages
+    assert (private == -1).all()
+
+
 def test_track_ignores_writable_and_in_memory_arrays(tmp_path):
     before = mapped.tracked()
     mapped.track(np.zeros(100_000))

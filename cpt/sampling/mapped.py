@@ -114,8 +114,8 @@ def let_go(array: np.ndarray) -> int:
     not (a cache entry being built): the page cache keeps the data (written pages are written back
     as usual), so a build that fills arrays larger than memory should hold maps only what it is
     writing. Returns the bytes advised."""
-    if not (sys.platform.startswith("linux") and isinstance(array, np.memmap)):
-        return 0
+    if not (sys.platform.startswith("linux") and isinstance(array, np.memmap)) or array.mode == "c":
+        return 0  # a copy-on-write map's writes live only in its pages: dropping them loses them
     return _advise(array, _MADV_DONTNEED)
 
 
