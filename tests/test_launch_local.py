@@ -32,9 +32,23 @@ def test_local_pool_equals_one_process(corpus, single, tmp_path):
     assert s["succeeded"] == 3 and s["retried"] == 0 and s["docs"] == json.loads(
         (tmp_path / "local.summary.json").read_text())["read"]
     # where the launch's time went; the driver assembled chunks while the slices ran
-    assert set(s["phase_seconds"]) == {"start", "tasks", "merge", "merge_overlapped"}
+    assert set(s["phase_seconds"]) == {"start", "tasks", "merge", "merge_overlapped", "timeline"}
     assert all(0 < a["ran_seconds"] <= a["seconds"] and a["cpu_seconds"] > 0
                for task in s["tasks"] for a in task["attempts"])
+    # one timeline from the driver's process start: planning beside the executor's start, the
+    # slices (each placed by its own clock, fresh local workers), the merge's tail, the stop
+    t = s["phase_seconds"]["timeline"]
+    assert set(t) == {"driver_ready", "planned", "executor_started", "launched", "first_task_started",
+                      "last_task_started", "first_task_ended", "last_task_ended", "tasks_noticed", "merged",
+                      "executor_stopped"}
+    assert 0 < t["driver_ready"] < t["launched"] <= t["first_task_started"] <= t["last_task_ended"] \
+        <= t["tasks_noticed"] <= t["merged"]
+    assert max(t["planned"], t["executor_started"]) <= t["launched"]
+    attempts = [a for task in s["tasks"] for a in task["attempts"]]
+    assert all(a["ran_from_s"] < a["ran_to_s"] <= a["noticed_s"] + 0.05 and 0 <= a["worker_age"] < a["seconds"]
+               for a in attempts)
+    results = [task["result"] for task in s["tasks"]]
+    assert all(set(r["prepare_seconds"]) == {"tokenizer", "files", "plan", "engine"} for r in results)
 
 
 @pytest.mark.slow
