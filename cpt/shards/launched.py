@@ -47,7 +47,8 @@ def slice_task(config: dict[str, Any], index: int, count: int, plan: dict[str, A
     results = _run_chunks(p.job, todo, p.cfg.workers, progress, p.engine)
     progress.close()
     return {"chunks": len(mine), "chunks_resumed": len(mine) - len(todo), "results": results,
-            "prepare_seconds": p.seconds, "chunks_seconds": round(time.perf_counter() - prepared, 3)}
+            "prepare_seconds": p.seconds, "chunks_seconds": round(time.perf_counter() - prepared, 3),
+            "reused_tokenizer": p.reused}
 
 
 def merge_task(config: dict[str, Any]) -> dict[str, Any]:

@@ -176,6 +176,8 @@ class Prepared:
     """Digest of what the plan depends on (inputs with sizes and mtimes, options, tokenizer)."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall seconds of each step of `prepare` (tokenizer, files, plan, engine), for timelines."""
+    reused: bool = False
+    """The tokenizer (and engine, if loaded before for it) came from this process's last slice."""
 
     @property
     def work(self) -> Path:
@@ -195,6 +197,7 @@ def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = Tru
     tokenizer and engine the previous call with `reuse` in this process loaded, if made of the
     same tokenizer files and options (`_Loaded`)."""
     clock = _Stopwatch()
+    before = _LOADED.tokenizer
     tokenizer = _LOADED.tokenizer_for(cfg, reuse)
     clock.lap("tokenizer")
     files, ignored = _select_files(cfg)
@@ -224,7 +227,8 @@ def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = Tru
         dtype=dtype.name, append_eod=cfg.append_eod, on_error=cfg.on_error,
         manifest=_manifest_base(cfg, tokenizer, files),
     )
-    return Prepared(cfg, tokenizer, engine, files, ignored, plan, job, dtype, _digest(fingerprint), clock.laps)
+    return Prepared(cfg, tokenizer, engine, files, ignored, plan, job, dtype, _digest(fingerprint), clock.laps,
+                    reused=tokenizer is before)
 
 
 class _Loaded:
