@@ -67,12 +67,7 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be unique: {names}")
     launch_dir = Path(launch_dir).absolute()
-    tasks = [dataclasses.replace(t, env={**forwarded_env(), **t.env}, cwd=t.cwd or os.getcwd()) for t in tasks]
-    if merge is not None:
-        merge = dataclasses.replace(merge, env={**forwarded_env(), **merge.env}, cwd=merge.cwd or os.getcwd())
-    (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
-    for stale in (launch_dir / "progress").glob("*.json"):
-        stale.unlink()
+    tasks, merge = _with_driver_env(tasks, merge, launch_dir)
     t0 = time.time()
     timeline = timeline or Timeline()
     records = {t.name: TaskRecord(t) for t in tasks}
@@ -121,6 +116,17 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     if failed:
         raise LaunchError(_failure_line(failed, spec, launch_dir, label))
     return Report([records[n].result for n in names], merged, summary)
+
+
+def _with_driver_env(tasks: Sequence[Task], merge: Task | None, launch_dir: Path) -> tuple[list[Task], Task | None]:
+    """The tasks with the driver's CPT_* variables and working folder; a clean progress folder."""
+    def placed(t: Task) -> Task:
+        return dataclasses.replace(t, env={**forwarded_env(), **t.env}, cwd=t.cwd or os.getcwd())
+
+    (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
+    for stale in (launch_dir / "progress").glob("*.json"):
+        stale.unlink()
+    return [placed(t) for t in tasks], None if merge is None else placed(merge)
 
 
 def forwarded_env() -> dict[str, str]:

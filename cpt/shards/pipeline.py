@@ -248,12 +248,10 @@ class _Loaded:
 
     def tokenizer_for(self, cfg: PreprocessConfig, reuse: bool) -> Any:
         from cpt.tokenizers import load_tokenizer
-        from cpt.tokenizers.base import hash_files
 
         key = (str(Path(cfg.tokenizer).absolute()), cfg.tokenizer_kind, json.dumps(cfg.tokenizer_options, sort_keys=True))
-        old = self.tokenizer
-        if reuse and key == self.key and hash_files(old._files, old.spec.options) == old.sha256:
-            return old
+        if reuse and key == self.key and self.tokenizer.files_unchanged():
+            return self.tokenizer
         tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
         if reuse:
             self.key, self.tokenizer, self.engines = key, tokenizer, {}
