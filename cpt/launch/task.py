@@ -135,11 +135,11 @@ def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict
             traceback.print_exc()
             raise
         print(f"[launch] {task.name} done in {time.perf_counter() - t0:.1f} s", flush=True)
-    age = process_started_at()
+    born = process_started_at()
     return {"result": result, "seconds": round(time.perf_counter() - t0, 3),
             "cpu_seconds": round(_cpu_seconds() - cpu0, 3), "pid": os.getpid(), "host": socket.gethostname(),
             "started_at": started_at, "ended_at": time.time(),
-            "worker_age": None if age is None else round(max(started_at - age, 0.0), 3)}
+            "worker_age": None if born is None else round(max(started_at - born, 0.0), 3)}
 
 
 def process_started_at() -> float | None:
