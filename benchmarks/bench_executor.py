@@ -12,7 +12,11 @@ process timed from start to exit:
             each) and the final assembly
   ray_cold  `--executor ray` with no cluster: the command starts a local Ray itself (no dashboard)
 Runs alternate in order from round to round and each mode's best time is compared; all outputs must
-be byte-identical. The last line is one JSON object; the load average is printed beside it, as other
+be byte-identical. `ray_phases` is the last `ray` run's launch summary: phase seconds and its
+timeline (seconds since the driver process started: Ray joined, planned, first/last slice start and
+end by the workers' clocks, merged, executor stopped), each slice's own seconds, CPU seconds, prepare
+steps and how long its Ray worker existed before it (its start-up), and the time from the last
+slice's end to the command's exit. The last line is one JSON object; the load average is printed beside it, as other
 work on the machine changes wall times (Ray's fixed start-up costs grow most with load).
 """
 from __future__ import annotations
@@ -118,10 +122,15 @@ def main() -> None:
     identical = same_output(work / "direct", work / "ray") and same_output(work / "direct", work / "ray_cold")
     summaries = {m: json.loads((work / f"{m}.launch" / "summary.json").read_text()) for m in MODES[1:]}
     retried = sum(s["retried"] for s in summaries.values())
-    ray = summaries["ray"]  # where the last `ray` run's time went: executor start, slices (own time), merge
+    ray = summaries["ray"]  # where the last `ray` run's time went (its timeline: seconds from process start)
+    ok = [(task, a) for task in ray["tasks"] for a in task["attempts"] if a["ok"]]
     phases = {**ray.get("phase_seconds", {}),
-              "slice_ran_s": [a["ran_seconds"] for task in ray["tasks"] for a in task["attempts"] if a["ok"]],
-              "slice_cpu_s": [a["cpu_seconds"] for task in ray["tasks"] for a in task["attempts"] if a["ok"]]}
+              "slice_ran_s": [a["ran_seconds"] for _, a in ok], "slice_cpu_s": [a["cpu_seconds"] for _, a in ok],
+              "worker_age_s": [a.get("worker_age") for _, a in ok],  # the worker's own start before the slice
+              "slice_prepare_s": [task["result"].get("prepare_seconds") for task, _ in ok],
+              # from the last slice's end to the command's exit: the merge's tail, summary, exit
+              "exit_after_last_slice_s": round(times["ray"][-1] - ray["phase_seconds"]["timeline"]["last_task_ended"], 3)
+              if "timeline" in ray.get("phase_seconds", {}) else None}
     best = {m: min(t) for m, t in times.items()}
     print(json.dumps({
         "bench": "executor", "ray_s": round(best["ray"], 2), "direct_s": round(best["direct"], 2),

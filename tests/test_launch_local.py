@@ -1,11 +1,13 @@
 """The executor seam without Ray: the local process pool and submitit's local executor (the Slurm
 code path: an array job for the slices, then the merge job) give `cpt preprocess` the one-process
 bytes, also when the process of a slice is SIGKILLed mid-slice; the driver's streamed assembly takes
-chunks in plan order only once committed and, killed, leaves nothing that reads as output; argv round
-trips; bad settings."""
+chunks in plan order only once committed and, killed, leaves nothing that reads as output; the
+summary's timeline; a slice takes the driver's plan only for the input it was made from; a worker's
+reused tokenizer/engine is keyed by what they are made of; argv round trips; bad settings."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import shutil
@@ -19,7 +21,10 @@ from cpt.corpus.progress import Progress
 from cpt.launch import LaunchSpec
 from cpt.launch.argv import argv_of
 from cpt.shards.build import DELAY_ENV, chunk_dir
-from cpt.shards.pipeline import Assembly, PreprocessConfig, _run_chunks, prepare, run_preprocess
+from cpt.corpus.plan import interleaved_slice
+from cpt.shards.launched import slice_task
+from cpt.shards.pipeline import (Assembly, PreprocessConfig, _Loaded, _run_chunks, handed_plan, prepare,
+                                 run_preprocess)
 from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES, SliceKiller, corpus, files_of,  # noqa: F401
                              launch_summary, preprocess_argv, single, slice_chunks)
 
@@ -32,9 +37,23 @@ def test_local_pool_equals_one_process(corpus, single, tmp_path):
     assert s["succeeded"] == 3 and s["retried"] == 0 and s["docs"] == json.loads(
         (tmp_path / "local.summary.json").read_text())["read"]
     # where the launch's time went; the driver assembled chunks while the slices ran
-    assert set(s["phase_seconds"]) == {"start", "tasks", "merge", "merge_overlapped"}
+    assert set(s["phase_seconds"]) == {"start", "tasks", "merge", "merge_overlapped", "timeline"}
     assert all(0 < a["ran_seconds"] <= a["seconds"] and a["cpu_seconds"] > 0
                for task in s["tasks"] for a in task["attempts"])
+    # one timeline from the driver's process start: planning beside the executor's start, the
+    # slices (each placed by its own clock, fresh local workers), the merge's tail, the stop
+    t = s["phase_seconds"]["timeline"]
+    assert set(t) == {"driver_ready", "planned", "executor_started", "launched", "first_task_started",
+                      "last_task_started", "first_task_ended", "last_task_ended", "tasks_noticed", "merged",
+                      "executor_stopped"}
+    assert 0 < t["driver_ready"] < t["launched"] <= t["first_task_started"] <= t["last_task_ended"] \
+        <= t["tasks_noticed"] <= t["merged"]
+    assert max(t["planned"], t["executor_started"]) <= t["launched"]
+    attempts = [a for task in s["tasks"] for a in task["attempts"]]
+    assert all(a["ran_from_s"] < a["ran_to_s"] <= a["noticed_s"] + 0.05 and 0 <= a["worker_age"] < a["seconds"]
+               for a in attempts)
+    results = [task["result"] for task in s["tasks"]]
+    assert all(set(r["prepare_seconds"]) == {"tokenizer", "files", "plan", "engine"} for r in results)
 
 
 @pytest.mark.slow
@@ -175,3 +194,61 @@ def test_progress_board_sums_the_tasks_reports(tmp_path):
     line = stream.getvalue().strip()
     assert line.startswith("[x local] 1/2 done, 1 running, 1 retried, 0 failed | 12 docs ")
     assert " 62.5% " in line and "ETA 0:00:" in line  # (100 + 150) of 400 units
+
+
+def _driver(corpus: Path, tmp_path: Path) -> tuple[PreprocessConfig, Path]:
+    """A copy of the corpus, planned by a launch's driver (work folder set up); returns its config."""
+    inputs = tmp_path / "inputs"
+    shutil.copytree(corpus, inputs)
+    cfg = PreprocessConfig(inputs=[str(inputs)], output_prefix=str(tmp_path / "out"), tokenizer=SP_MODEL,
+                           chunk_mb=float(CHUNK_MB), progress=False)
+    return cfg, inputs
+
+
+def test_a_slice_takes_the_driver_plan_and_refuses_one_that_is_not_of_its_input(corpus, tmp_path, monkeypatch):
+    cfg, inputs = _driver(corpus, tmp_path)
+    p = prepare(cfg)
+    mine = interleaved_slice(p.plan, 1, 3)
+    handed = handed_plan(p, mine)
+    config = dataclasses.asdict(cfg)
+    with monkeypatch.context() as m:  # adopted, not planned again: no scan of the input
+        m.setattr("cpt.shards.pipeline.make_plan", lambda *a: pytest.fail("the slice planned again"))
+        out = slice_task(config, 1, 3, handed)
+    assert [r["chunk"] for r in out["results"]] == [c.index for c in mine] == slice_chunks(inputs, 1, 3)
+    # a plan bound to another fingerprint (another launch's, other options): refused, one line
+    with pytest.raises(ValueError, match=r"the plan this slice was handed \(fingerprint 0+\) is not the plan "
+                                         r"of the input it reads") as bad:
+        slice_task(config, 0, 3, {**handed, "fingerprint": "0" * 32})
+    assert "\n" not in str(bad.value)
+    # the input changed after the driver planned: the slice names the file and what changed
+    grown = inputs / "a.jsonl"
+    size = grown.stat().st_size
+    with open(grown, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "one more document"}) + "\n")
+    with pytest.raises(ValueError, match=rf"work folder was set up for another plan \(input {grown} changed: "
+                                         rf"size {size} -> {grown.stat().st_size}, mtime_ns "):
+        slice_task(config, 0, 3, handed)
+
+
+def test_a_reused_tokenizer_and_engine_are_keyed_by_tokenizer_files_options_and_engine(tmp_path):
+    tok = tmp_path / "tok.model"
+    shutil.copy(SP_MODEL, tok)
+    cfg = PreprocessConfig(inputs=["-"], output_prefix=str(tmp_path / "o"), tokenizer=str(tok))
+    loaded = _Loaded()
+    first = loaded.tokenizer_for(cfg, reuse=True)
+    assert loaded.tokenizer_for(cfg, reuse=True) is first
+    assert loaded.tokenizer_for(cfg, reuse=False) is not first and loaded.tokenizer is first  # not kept
+    ref = loaded.engine_for(first, "reference", reuse=True)
+    assert loaded.engine_for(first, "reference", reuse=True) is ref
+    assert loaded.engine_for(first, "auto", reuse=True) is not ref  # another engine choice
+    assert loaded.engine_for(loaded.tokenizer_for(cfg, reuse=False), "reference", reuse=True) is not ref
+    # another file, or the same path rewritten with other bytes: loaded again, engines dropped
+    other = dataclasses.replace(cfg, tokenizer=str(tmp_path / "other.model"))
+    shutil.copy(SP_MODEL, other.tokenizer)
+    assert loaded.tokenizer_for(other, reuse=True) is not first
+    back = loaded.tokenizer_for(cfg, reuse=True)
+    assert back is not first and back.sha256 == first.sha256
+    shutil.copy(Path(SP_MODEL).with_name("mistral_instruct_tokenizer_240216.model.v2"), tok)
+    changed = loaded.tokenizer_for(cfg, reuse=True)
+    assert changed is not back and changed.sha256 != back.sha256
+    assert loaded.engine_for(changed, "reference", reuse=True) is not ref

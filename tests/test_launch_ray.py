@@ -36,6 +36,15 @@ def test_four_slices_equal_one_process_also_after_a_killed_worker(corpus, single
     summary = launch_summary(out)
     assert summary["succeeded"] == 4 and summary["failed"] == [] and summary["merge"]["ran"]
     assert json.loads((tmp_path / "ray.summary.json").read_text())["written"] > 0
+    # 4 slices on 2 CPUs: a Ray worker runs slices in turn and reuses its tokenizer/engine for the next
+    by_pid: dict[int, list[dict]] = {}
+    for t in sorted(summary["tasks"], key=lambda t: t["attempts"][-1]["ran_from_s"]):
+        by_pid.setdefault(t["attempts"][-1]["pid"], []).append(t["result"])
+    assert any(len(results) > 1 for results in by_pid.values())
+    assert all(r["reused_tokenizer"] for results in by_pid.values() for r in results[1:])
+    timeline = summary["phase_seconds"]["timeline"]
+    assert timeline["executor_started"] <= timeline["launched"] < timeline["first_task_started"] \
+        <= timeline["last_task_ended"] <= timeline["tasks_noticed"] <= timeline["merged"]
 
     # SIGKILL the Ray worker running slice 1 once it committed its first chunk: the retry resumes
     monkeypatch.setenv(DELAY_ENV, "0.3")  # CPT_* reach the tasks: slow enough to be caught mid-slice

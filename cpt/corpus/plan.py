@@ -127,3 +127,18 @@ def interleaved_slice(chunks: Sequence[Chunk], index: int, count: int) -> list[C
 
 def plan_fingerprint(files: Sequence[InputFile]) -> list[dict]:
     return [asdict(f) for f in files]
+
+
+def chunks_to_json(chunks: Sequence[Chunk], files: Sequence[InputFile]) -> list[list]:
+    """Compact JSON of `chunks`, each segment naming its file by position in `files` (the planner's
+    listing): what a launch's driver hands each slice so that it need not plan again."""
+    number = {f.path: i for i, f in enumerate(files)}
+    return [[c.index, c.size, [[number[s.file.path], s.start, s.end, s.first_line, s.size] for s in c.segments]]
+            for c in chunks]
+
+
+def chunks_from_json(data: Sequence[list], files: Sequence[InputFile]) -> list[Chunk]:
+    """The chunks of `chunks_to_json`, over `files`: a listing the caller checked to be the
+    planner's (same paths, sizes and mtimes, in the same order)."""
+    return [Chunk(index, [Segment(files[n], start, end, first, seg_size) for n, start, end, first, seg_size in segs],
+                  size) for index, size, segs in data]

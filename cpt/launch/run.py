@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -28,6 +29,7 @@ from cpt.launch.progress import PROGRESS_ENV, Board
 from cpt.launch.spec import LaunchError, LaunchSpec
 from cpt.launch.stream import MergeStream
 from cpt.launch.task import Task, log_path
+from cpt.launch.timeline import Timeline
 
 SUMMARY_VERSION = 1
 
@@ -54,37 +56,39 @@ class Report:
 
 def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_dir: str | Path,
            label: str, executor: Executor | None = None,
-           merge_stream: Callable[[], MergeStream] | None = None) -> Report:
+           merge_stream: Callable[[], MergeStream] | None = None, timeline: Timeline | None = None) -> Report:
     """Run every task on `spec.executor` with retries, then `merge`; see the module docstring.
 
     `executor`: one the caller started already (to overlap its start with planning); it is
     stopped here like one made here. `merge_stream`: makes the same merge as a stream, used
-    where the executor runs the merge in this process."""
+    where the executor runs the merge in this process. `timeline`: the caller's, holding what it
+    did before (starting the executor, planning), continued here into the summary."""
     names = [t.name for t in tasks]
     if len(set(names)) != len(names):
         raise ValueError(f"task names must be unique: {names}")
     launch_dir = Path(launch_dir).absolute()
-    tasks = [dataclasses.replace(t, env={**forwarded_env(), **t.env}, cwd=t.cwd or os.getcwd()) for t in tasks]
-    if merge is not None:
-        merge = dataclasses.replace(merge, env={**forwarded_env(), **merge.env}, cwd=merge.cwd or os.getcwd())
-    (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
-    for stale in (launch_dir / "progress").glob("*.json"):
-        stale.unlink()
+    tasks, merge = _with_driver_env(tasks, merge, launch_dir)
     t0 = time.time()
+    timeline = timeline or Timeline()
     records = {t.name: TaskRecord(t) for t in tasks}
     board = Board(f"{label} {spec.executor}", [t.units for t in tasks], names, launch_dir, spec.progress)
     phases: dict[str, float] = {}
+    timeline.mark("launched")
     if executor is None:
         executor = make_executor(spec, launch_dir)
         executor.start()
+        timeline.mark("executor_started")
     phases["start"] = time.time() - t0
-    stream = None
+    stream, stopping = None, None
     try:
         if merge is not None and merge_stream is not None and executor.merges_in_driver:
             stream, phases["merge_overlapped"] = merge_stream(), 0.0
         executor.plan_merge(merge)
-        _drive(executor, records, spec, board, stream, phases)
+        _drive(executor, records, spec, board, stream, phases, timeline)
         phases["tasks"] = time.time() - t0 - phases["start"]
+        timeline.mark("tasks_noticed")
+        if stream is not None or merge is None:  # nothing in flight, and the rest needs no executor
+            stopping = _stop_in_background(executor, timeline)
         failed = [r for r in records.values() if not r.ok]
         merged = None
         if not failed and merge is not None:
@@ -93,13 +97,19 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
             else:
                 merged = executor.run_merge(merge, [records[n].attempts[-1]["handle_id"] for n in names])
             phases["merge"] = time.time() - t0 - phases["start"] - phases["tasks"]
+            timeline.mark("merged")
         board.refresh(force=True)
     finally:
         if stream is not None:
             stream.abort()
-        executor.stop()
+        if stopping is None:
+            executor.stop()
+            timeline.mark("executor_stopped")
+        else:
+            stopping.result()
     summary = _summary(records, merge, merged, spec, label, board, time.time() - t0)
-    summary["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()}
+    summary["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()} | {
+        "timeline": timeline.with_tasks([a for r in records.values() for a in r.attempts])}
     from cpt.io import write_json_atomic
 
     write_json_atomic(launch_dir / "summary.json", summary, sort_keys=True)
@@ -108,13 +118,38 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     return Report([records[n].result for n in names], merged, summary)
 
 
+def _with_driver_env(tasks: Sequence[Task], merge: Task | None, launch_dir: Path) -> tuple[list[Task], Task | None]:
+    """The tasks with the driver's CPT_* variables and working folder; a clean progress folder."""
+    def placed(t: Task) -> Task:
+        return dataclasses.replace(t, env={**forwarded_env(), **t.env}, cwd=t.cwd or os.getcwd())
+
+    (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
+    for stale in (launch_dir / "progress").glob("*.json"):
+        stale.unlink()
+    return [placed(t) for t in tasks], None if merge is None else placed(merge)
+
+
 def forwarded_env() -> dict[str, str]:
     """The driver's CPT_* settings (CPT_TRACEBACK, test hooks) reach every task, wherever it runs."""
     return {k: v for k, v in os.environ.items() if k.startswith("CPT_") and k != PROGRESS_ENV}
 
 
+def _stop_in_background(executor: Executor, timeline: Timeline) -> Future:
+    """Release the executor (leaving a Ray cluster takes a noticeable moment) while this process
+    runs the merge's tail; `result()` waits for it and re-raises what it raised."""
+    def stop() -> None:
+        executor.stop()
+        timeline.mark("executor_stopped")
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="cpt-launch-stop")
+    try:
+        return pool.submit(stop)
+    finally:
+        pool.shutdown(wait=False)
+
+
 def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec, board: Board,
-           stream: MergeStream | None, phases: dict[str, float]) -> None:
+           stream: MergeStream | None, phases: dict[str, float], timeline: Timeline) -> None:
     queue: list[tuple[Task, int]] = [(r.task, 1) for r in records.values()]
     running: dict[Any, Attempt] = {}
     while queue or running:
@@ -136,9 +171,8 @@ def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec,
                                  "ok": error is None, "error": error,
                                  "seconds": round(time.time() - attempt.started, 3),
                                  # seconds: from submission (queueing, worker start); ran_seconds: the task's own
-                                 **({"pid": outcome["pid"], "host": outcome["host"],
-                                     "ran_seconds": outcome.get("seconds"),
-                                     "cpu_seconds": outcome.get("cpu_seconds")} if outcome else {})})
+                                 "noticed_s": timeline.since(time.time()),
+                                 **(_outcome_fields(outcome, timeline) if outcome else {})})
             if error is None:
                 rec.result = outcome["result"]
                 board.done.add(attempt.task.name)
@@ -149,6 +183,15 @@ def _drive(executor: Executor, records: dict[str, TaskRecord], spec: LaunchSpec,
                 board.failed += 1
         board.running = len(running)
         board.refresh()
+
+
+def _outcome_fields(outcome: dict[str, Any], timeline: Timeline) -> dict[str, Any]:
+    """What an attempt's own report adds: where it ran, its own seconds, and its place on the
+    timeline (`ran_from_s`/`ran_to_s` by its host's clock; `noticed_s` is when the driver saw it end)."""
+    return {"pid": outcome["pid"], "host": outcome["host"], "ran_seconds": outcome.get("seconds"),
+            "cpu_seconds": outcome.get("cpu_seconds"), "worker_age": outcome.get("worker_age"),
+            **({"ran_from_s": timeline.since(outcome["started_at"]), "ran_to_s": timeline.since(outcome["ended_at"])}
+               if "started_at" in outcome else {})}
 
 
 def _failure_line(failed: list[TaskRecord], spec: LaunchSpec, launch_dir: Path, label: str) -> str:

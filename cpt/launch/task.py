@@ -109,17 +109,20 @@ def _apply_threads() -> None:
 def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict[str, Any]:
     """Run one attempt of `task` in this process (a pool worker, a Ray worker, a Slurm job).
 
-    Returns {"result": fn's dict, "seconds", "cpu_seconds", "pid", "host"}; an exception in the
-    task propagates after its traceback went to the attempt's log. `cpu_seconds` (this process and
-    the children it waited for) beside `seconds` tells a slice that waited for a CPU from one that
-    had more work.
+    Returns {"result": fn's dict, "seconds", "cpu_seconds", "pid", "host", "started_at",
+    "ended_at", "worker_age"}; an exception in the task propagates after its traceback went to the
+    attempt's log. `cpu_seconds` (this process and the children it waited for) beside `seconds`
+    tells a slice that waited for a CPU from one that had more work; `started_at`/`ended_at` (this
+    host's clock) and `worker_age` (how long the process existed before the attempt: a fresh
+    worker's start-up is on the critical path, a reused one's is not) place it on the launch's
+    timeline.
     """
     import socket
     import traceback
 
+    started_at, t0, cpu0 = time.time(), time.perf_counter(), _cpu_seconds()
     task = task if isinstance(task, Task) else Task.from_json(task)
     progress = (Path(launch_dir) / "progress" / f"{task.name}.json").absolute()
-    t0, cpu0 = time.perf_counter(), _cpu_seconds()
     with _redirected(log_path(launch_dir, task.name, attempt).absolute()), \
             _environment({**task.env, PROGRESS_ENV: str(progress)}, task.cwd):
         print(f"[launch] {task.name} attempt {attempt} on {socket.gethostname()} pid {os.getpid()}: "
@@ -132,8 +135,25 @@ def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict
             traceback.print_exc()
             raise
         print(f"[launch] {task.name} done in {time.perf_counter() - t0:.1f} s", flush=True)
+    born = process_started_at()
     return {"result": result, "seconds": round(time.perf_counter() - t0, 3),
-            "cpu_seconds": round(_cpu_seconds() - cpu0, 3), "pid": os.getpid(), "host": socket.gethostname()}
+            "cpu_seconds": round(_cpu_seconds() - cpu0, 3), "pid": os.getpid(), "host": socket.gethostname(),
+            "started_at": started_at, "ended_at": time.time(),
+            "worker_age": None if born is None else round(max(started_at - born, 0.0), 3)}
+
+
+def process_started_at() -> float | None:
+    """When this process started (epoch seconds, to a clock tick), from /proc; None elsewhere.
+
+    /proc gives the start in ticks since boot; the time since boot comes from CLOCK_BOOTTIME (the
+    same clock) rather than /proc/stat's btime, which is rounded to whole seconds."""
+    try:
+        with open("/proc/self/stat") as f:
+            ticks = int(f.read().rpartition(")")[2].split()[19])  # field 22, starttime (after comm)
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+        return time.time() - age
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
 
 
 def _cpu_seconds() -> float:
@@ -143,4 +163,4 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
-__all__ = ["Task", "TaskFailed", "log_path", "resolve", "run_task"]
+__all__ = ["Task", "TaskFailed", "log_path", "process_started_at", "resolve", "run_task"]

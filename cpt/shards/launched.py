@@ -1,9 +1,10 @@
 """`cpt preprocess --executor E --num-shards N`: all slices on an executor, then one assembly.
 
 The driver plans the input and sets up the work folder (`PREFIX.cpt-work/`, keyed by the plan
-fingerprint) exactly as a one-process run does; each slice task tokenizes every N-th chunk
-(`interleaved_slice`) into that same folder, skipping chunks already finished, so a retried or
-rerun slice resumes; the chunks are assembled in plan order, as a one-process run does: by the
+fingerprint) exactly as a one-process run does, and hands each slice task its chunks, every N-th
+(`interleaved_slice`), bound to that fingerprint: the slice checks that the input it reads has it
+(file sizes and mtimes, options, tokenizer) instead of planning again, then tokenizes them into that
+same folder, skipping chunks already finished, so a retried or rerun slice resumes; the chunks are assembled in plan order, as a one-process run does: by the
 driver while the slices run (`Assembly` as the launch's merge stream: local, Ray), or by the merge
 task once they all ended (Slurm).
 The output is therefore the one-process output byte for byte, whatever the executor, the number
@@ -23,24 +24,31 @@ from cpt.corpus.plan import interleaved_slice
 from cpt.launch import LaunchSpec, Task, launch
 from cpt.launch.executors import make_executor
 from cpt.launch.progress import TaskProgress
-from cpt.shards.pipeline import Assembly, PreprocessConfig, _run_chunks, assemble, finish, prepare
+from cpt.launch.timeline import Timeline
+from cpt.shards.pipeline import Assembly, PreprocessConfig, _run_chunks, assemble, finish, handed_plan, prepare
 
 
 def _config(config: dict[str, Any]) -> PreprocessConfig:
     return PreprocessConfig(**config)
 
 
-def slice_task(config: dict[str, Any], index: int, count: int) -> dict[str, Any]:
-    """Tokenize the chunks of slice `index` of `count` not finished yet into the shared work folder."""
-    p = prepare(_config(config), own_work_dir=False)
-    mine = interleaved_slice(p.plan, index, count)
+def slice_task(config: dict[str, Any], index: int, count: int, plan: dict[str, Any]) -> dict[str, Any]:
+    """Tokenize the chunks of slice `index` of `count` not finished yet into the shared work folder.
+
+    `plan`: the slice's chunks as the driver planned them (`handed_plan`: every `count`-th chunk
+    from `index`); the slice checks that they are the plan of the input it reads, not plan again."""
+    p = prepare(_config(config), own_work_dir=False, given=plan, reuse=True)
+    prepared = time.perf_counter()
+    mine = p.plan
     todo = p.todo(mine)
     print(f"[preprocess] slice {index}/{count}: {len(mine)} chunks, {len(mine) - len(todo)} already done",
           file=sys.stderr, flush=True)
     progress = TaskProgress()
     results = _run_chunks(p.job, todo, p.cfg.workers, progress, p.engine)
     progress.close()
-    return {"chunks": len(mine), "chunks_resumed": len(mine) - len(todo), "results": results}
+    return {"chunks": len(mine), "chunks_resumed": len(mine) - len(todo), "results": results,
+            "prepare_seconds": p.seconds, "chunks_seconds": round(time.perf_counter() - prepared, 3),
+            "reused_tokenizer": p.reused}
 
 
 def merge_task(config: dict[str, Any]) -> dict[str, Any]:
@@ -56,12 +64,16 @@ def merge_task(config: dict[str, Any]) -> dict[str, Any]:
 def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[str, Any]:
     """Plan here, run `slices` slice tasks on `spec.executor`, assemble; return the summary."""
     t0 = time.perf_counter()
+    timeline = Timeline()
+    timeline.mark("driver_ready")
     whole = dataclasses.replace(cfg, shard_index=0, num_shards=1, workers=spec.cpus_per_task, progress=False)
     executor = make_executor(spec, launch_dir(cfg))
     with ThreadPoolExecutor(1) as pool:  # plan here while the executor starts (Ray: seconds)
         planned = pool.submit(prepare, whole, True, False)  # the driver encodes nothing: no engine probe
+        planned.add_done_callback(lambda _: timeline.mark("planned"))
         try:
             executor.start()
+            timeline.mark("executor_started")
         except BaseException:
             planned.result()
             raise
@@ -76,13 +88,14 @@ def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[s
     _print_header(p, p.plan, todo, f", {slices} slices on {spec.executor}",
                   f"{whole.engine} (chosen and verified in each slice)")
     config = dataclasses.asdict(whole)
+    mine = [interleaved_slice(p.plan, i, slices) for i in range(slices)]
     tasks = [Task(name=f"slice-{i:05d}-of-{slices:05d}", fn=f"{__name__}:slice_task",
-                  kwargs={"config": config, "index": i, "count": slices},
-                  units=sum(c.size for c in p.todo(interleaved_slice(p.plan, i, slices))))
+                  kwargs={"config": config, "index": i, "count": slices, "plan": handed_plan(p, mine[i])},
+                  units=sum(c.size for c in p.todo(mine[i])))
              for i in range(slices)]
     merge = Task(name="merge", fn=f"{__name__}:merge_task", kwargs={"config": config})
     report = launch(tasks, merge, spec, launch_dir(cfg), "preprocess", executor=executor,
-                    merge_stream=lambda: Assembly(p, p.plan))
+                    merge_stream=lambda: Assembly(p, p.plan), timeline=timeline)
     results = sorted((r for out in report.results for r in out["results"]), key=lambda r: r["chunk"])
     t_tokenize = time.perf_counter() - t0
     summary = finish(p, p.plan, results, len(p.plan) - len(todo), t0, t_tokenize, outputs=report.merge)

@@ -10,6 +10,7 @@ fingerprint keeps them, any other run starts afresh. The work folder is removed 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import multiprocessing as mp
 import queue as queue_mod
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from cpt.corpus.files import list_inputs
-from cpt.corpus.plan import Chunk, make_plan, plan_fingerprint, shard_slice
+from cpt.corpus.plan import Chunk, chunks_from_json, chunks_to_json, make_plan, plan_fingerprint, shard_slice
 from cpt.corpus.progress import Progress
 from cpt.corpus.records import Fields
 from cpt.shards.build import Job, build_chunk, chunk_dir, init_pool_worker, init_worker
@@ -171,6 +172,12 @@ class Prepared:
     plan: list[Chunk]
     job: Job
     dtype: np.dtype
+    fingerprint: str = ""
+    """Digest of what the plan depends on (inputs with sizes and mtimes, options, tokenizer)."""
+    seconds: dict[str, float] = field(default_factory=dict)
+    """Wall seconds of each step of `prepare` (tokenizer, files, plan, engine), for timelines."""
+    reused: bool = False
+    """The tokenizer (and engine, if loaded before for it) came from this process's last slice."""
 
     @property
     def work(self) -> Path:
@@ -180,36 +187,119 @@ class Prepared:
         return [c for c in chunks if not _done(self.work, c, self.cfg.json_keys)]
 
 
-def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = True) -> Prepared:
+def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = True,
+            given: dict[str, Any] | None = None, reuse: bool = False) -> Prepared:
     """Load the tokenizer, list and plan the input, pick the engine (only if it will `encode`: the
     final assembly of a launch does not). With `own_work_dir` (one run, or the driver of a launch)
     set up the work folder; a launched slice instead checks that the folder its driver set up
-    belongs to this very plan."""
-    from cpt.tokenizers import load_tokenizer
-    from cpt.tokenizers.engine import Encoder
-
-    tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
+    belongs to this very plan. `given`: the driver's plan (`handed_plan`), used instead of planning
+    again once the input read here proves to be the one it was made from. `reuse`: take the
+    tokenizer and engine the previous call with `reuse` in this process loaded, if made of the
+    same tokenizer files and options (`_Loaded`)."""
+    clock = _Stopwatch()
+    before = _LOADED.tokenizer
+    tokenizer = _LOADED.tokenizer_for(cfg, reuse)
+    clock.lap("tokenizer")
     files, ignored = _select_files(cfg)
+    fingerprint = _fingerprint(cfg, files, tokenizer.sha256)
+    work = Path(f"{cfg.output_prefix}.cpt-work")
+    if own_work_dir:
+        _prepare_work_dir(work, fingerprint)
+        _remove_stale_temporaries(cfg)
+    else:
+        _check_work_dir(work, fingerprint)
+    clock.lap("files")
+    if given is None:
+        plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
+    else:
+        plan = _adopt_plan(work, given, fingerprint, files)
+    clock.lap("plan")
     small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
-    engine = Encoder(tokenizer, "reference" if small or not encode else cfg.engine)
+    engine = _LOADED.engine_for(tokenizer, "reference" if small or not encode else cfg.engine, reuse)
     if small:
         engine.fallback_reason = f"input under {AUTO_FAST_MIN_BYTES >> 20} MB: the reference is faster than loading gigatoken"
-    plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
+    clock.lap("engine")
     dtype = optimal_dtype(tokenizer.vocab_size)
     job = Job(
-        work_dir=f"{cfg.output_prefix}.cpt-work",
+        work_dir=str(work),
         fields=Fields(cfg.json_keys, cfg.lang_field, cfg.keep_fields, cfg.max_doc_bytes),
         tokenizer=tokenizer.spec, engine="reference" if engine.fast is None else cfg.engine,
         dtype=dtype.name, append_eod=cfg.append_eod, on_error=cfg.on_error,
         manifest=_manifest_base(cfg, tokenizer, files),
     )
-    fingerprint = _fingerprint(cfg, files, tokenizer.sha256)
-    if own_work_dir:
-        _prepare_work_dir(Path(job.work_dir), fingerprint)
-        _remove_stale_temporaries(cfg)
-    else:
-        _check_work_dir(Path(job.work_dir), fingerprint)
-    return Prepared(cfg, tokenizer, engine, files, ignored, plan, job, dtype)
+    return Prepared(cfg, tokenizer, engine, files, ignored, plan, job, dtype, _digest(fingerprint), clock.laps,
+                    reused=tokenizer is before)
+
+
+class _Loaded:
+    """The tokenizer and engine this process loaded last (with `reuse`), for its next slice.
+
+    A Ray worker runs one slice after another when a launch has more slices than CPUs; each would
+    load the tokenizer and load and verify gigatoken again, for the same files. The tokenizer is
+    reused only while its files still hash to what they did (sha256 over their bytes and the
+    options), the engine only for that very tokenizer and the same engine choice. The cache lives
+    in the process, so a verification holds only for the gigatoken build and node it ran on; an
+    engine that fell back to the reference during a slice stays on it (never less exact)."""
+
+    def __init__(self) -> None:
+        self.key: tuple | None = None
+        self.tokenizer: Any = None
+        self.engines: dict[str, Any] = {}
+
+    def tokenizer_for(self, cfg: PreprocessConfig, reuse: bool) -> Any:
+        from cpt.tokenizers import load_tokenizer
+
+        key = (str(Path(cfg.tokenizer).absolute()), cfg.tokenizer_kind, json.dumps(cfg.tokenizer_options, sort_keys=True))
+        if reuse and key == self.key and self.tokenizer.files_unchanged():
+            return self.tokenizer
+        tokenizer = load_tokenizer(cfg.tokenizer, cfg.tokenizer_kind, **cfg.tokenizer_options)
+        if reuse:
+            self.key, self.tokenizer, self.engines = key, tokenizer, {}
+        return tokenizer
+
+    def engine_for(self, tokenizer: Any, engine: str, reuse: bool) -> Any:
+        from cpt.tokenizers.engine import Encoder
+
+        if reuse and tokenizer is self.tokenizer and engine in self.engines:
+            return self.engines[engine]
+        encoder = Encoder(tokenizer, engine)
+        if reuse and tokenizer is self.tokenizer:
+            self.engines[engine] = encoder
+        return encoder
+
+
+_LOADED = _Loaded()
+
+
+def handed_plan(p: Prepared, chunks: list[Chunk]) -> dict[str, Any]:
+    """`chunks` of `p`'s plan as a launch hands them to a slice (`prepare(given=...)`): compact JSON
+    bound to the plan's fingerprint, so a slice that reads other input refuses it."""
+    return {"fingerprint": p.fingerprint, "chunks": chunks_to_json(chunks, p.files)}
+
+
+def _adopt_plan(work: Path, given: dict[str, Any], fingerprint: dict[str, Any], files) -> list[Chunk]:
+    """The chunks handed over by the driver, once the fingerprint of the input, options and
+    tokenizer seen here (sizes and mtimes stand for the contents, as for resuming) is theirs."""
+    if given.get("fingerprint") != _digest(fingerprint):
+        raise ValueError(f"{work}: the plan this slice was handed (fingerprint {given.get('fingerprint')}) is not "
+                         f"the plan of the input it reads ({_digest(fingerprint)}): the input, options or "
+                         f"tokenizer changed since the launch planned; rerun the command")
+    return chunks_from_json(given["chunks"], files)
+
+
+def _digest(fingerprint: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:32]
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self.t, 3)
+        self.t = now
 
 
 def _remove_stale_temporaries(cfg: PreprocessConfig) -> None:
@@ -225,12 +315,32 @@ def _remove_stale_temporaries(cfg: PreprocessConfig) -> None:
 
 def _check_work_dir(work: Path, fingerprint: dict[str, Any]) -> None:
     try:
-        same = json.loads((work / "plan.json").read_text()) == fingerprint
+        planned = json.loads((work / "plan.json").read_text())
     except (OSError, ValueError):
-        same = False
-    if not same:
-        raise ValueError(f"{work}: the work folder is missing or belongs to another plan (inputs or options "
-                         f"changed since the launch started); rerun the command")
+        planned = None
+    if planned != fingerprint:
+        why = "its plan.json is missing or unreadable" if not isinstance(planned, dict) else _difference(planned, fingerprint)
+        raise ValueError(f"{work}: the work folder was set up for another plan ({why}); rerun the command")
+
+
+def _difference(planned: dict[str, Any], now: dict[str, Any]) -> str:
+    """What differs between the fingerprint a run planned with and the one seen now, in words."""
+    old, new = planned.get("options") or {}, now["options"]
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        return f"options changed: {', '.join(changed)}"
+    if planned.get("tokenizer") != now["tokenizer"]:
+        return "the tokenizer's files changed"
+    before = {f["path"]: f for f in planned.get("files") or []}
+    after = {f["path"]: f for f in now["files"]}
+    for path in [*before, *(p for p in after if p not in before)]:
+        a, b = before.get(path), after.get(path)
+        if a is None or b is None:
+            return f"input {path} was {'added' if a is None else 'removed'}"
+        if a != b:
+            return (f"input {path} changed: size {a['size']} -> {b['size']}, "
+                    f"mtime_ns {a['mtime_ns']} -> {b['mtime_ns']}")
+    return "the work folder's format version or the order of the inputs changed"
 
 
 def run_preprocess(cfg: PreprocessConfig) -> dict[str, Any]:

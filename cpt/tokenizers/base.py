@@ -80,6 +80,10 @@ class Tokenizer(ABC):
             self._sha256 = hash_files(self._files, self.spec.options)
         return self._sha256
 
+    def files_unchanged(self) -> bool:
+        """Its files still hash to `sha256` (a long-lived process keeping a loaded tokenizer asks)."""
+        return hash_files(self._files, self.spec.options) == self.sha256
+
     def identity(self) -> dict[str, Any]:
         """What a shard manifest records about the tokenizer that made it."""
         return {
