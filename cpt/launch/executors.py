@@ -7,7 +7,6 @@ own retries are turned off so that every retry is counted and named in one place
 from __future__ import annotations
 
 import abc
-
 import json
 import os
 import subprocess

@@ -416,7 +416,6 @@ class Assembly:
         self.p, self.mine, self.next = p, list(mine), 0
         extra = {"part": {"shard_index": cfg.shard_index, "num_shards": cfg.num_shards}} if cfg.num_shards > 1 else {}
         self.mergers = {key: ShardMerger(cfg.output_for(key), extra) for key in cfg.json_keys}
-        self.extra = extra
 
     def advance(self) -> bool:
         """Append the next chunk if it is committed; True if it did (there may be more)."""
@@ -440,7 +439,7 @@ class Assembly:
                                  f"{self.mine[self.next].index}); rerun the command")
             cfg, job = self.p.cfg, self.p.job
             outputs = {key: merger.finish() if self.mine else
-                       _write_empty(cfg.output_for(key), self.p.dtype, cfg, job.manifest[key], self.extra)
+                       _write_empty(cfg.output_for(key), self.p.dtype, cfg, job.manifest[key], merger.extra)
                        for key, merger in self.mergers.items()}
         except BaseException:
             self.abort()
