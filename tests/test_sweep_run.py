@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from cpt.cli import main
-from sweep_fixtures import write_base, write_sweep
+from sweep_fixtures import IMPORT, write_base, write_imported_base, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -88,6 +88,43 @@ def test_local_sweep_end_to_end_and_rerun_trains_nothing(base, tmp_path, capsys)
     assert main(["sweep", "report", str(out), "--baseline", "hi", "--metric", "ppl/zh"]) == 0
     assert "ppl/zh: lo " in capsys.readouterr().out
     assert list(json.loads((out / "report" / "report.json").read_text())["metrics"]) == ["ppl/zh"]
+
+
+def test_lm_eval_scores_of_each_run_reach_results_and_the_report_as_higher_is_better(tmp_path):
+    """`cpt eval lm-eval` as a sweep eval: each run's checkpoint (exported on the fly, its tokenizer the
+    import's) answers the built-in next-sentence tasks; the scores land in results.jsonl as
+    lm/TASK/METRIC (no stderr, no counts), and the report takes lm-eval's word that higher is better:
+    hand-computed means and paired differences, verdicts in that direction."""
+    pytest.importorskip("lm_eval")
+    workdir = tmp_path / "work"
+    base = write_imported_base(workdir)
+    sweep = write_sweep(tmp_path, base, workdir=str(workdir), model_from=IMPORT, evals=[
+        {"name": "lm", "args": ["eval", "lm-eval", "{checkpoints}", "--tasks", "cpt_next_sentence", "--limit", "4",
+                                "--device", "cpu"]}])
+    out = tmp_path / "out"
+    assert main(["sweep", str(sweep), "--out", str(out), "--local-cpus", "2", "--max-retries", "0"]) == 0
+    rows = _rows(out)
+    keys = [f"lm/cpt_next_sentence_{code}/{m}" for code in ("en", "zh") for m in ("acc", "acc_norm")]
+    for r in rows:
+        assert r["higher_is_better"] == sorted(keys)
+        assert [k for k in r["metrics"] if k.startswith("lm/")] == keys
+        assert all(r["metrics"][k] in (0.0, 0.25, 0.5, 0.75, 1.0) for k in keys)  # 4 items each
+        scored = json.loads((out / "runs" / r["arm"] / f"seed-{r['seed']}" / "evals" / "lm.json").read_text())
+        assert scored["checkpoint_step"] == 2 and scored["tasks"]["cpt_next_sentence_zh"]["samples"] == 4
+    report = json.loads((out / "report" / "report.json").read_text())
+    by = {(r["arm"], r["seed"]): r["metrics"] for r in rows}
+    for key in keys:
+        entry = report["metrics"][key]
+        assert entry["lower_is_better"] is False
+        for arm in ("lo", "hi"):
+            assert entry["arms"][arm]["mean"] == pytest.approx((by[(arm, 1)][key] + by[(arm, 2)][key]) / 2)
+        d = [by[("hi", s)][key] - by[("lo", s)][key] for s in (1, 2)]
+        diff = entry["arms"]["hi"]["vs_baseline"]
+        assert diff["mean"] == pytest.approx(sum(d) / 2)
+        low, high = diff["low"], diff["high"]
+        assert diff["verdict"] == ("better" if low > 0 else "worse" if high < 0 else "no significant difference")
+    assert report["metrics"]["ppl/en"]["lower_is_better"] is True
+    assert "## lm/cpt_next_sentence_en/acc (higher is better)" in (out / "report" / "report.md").read_text()
 
 
 def test_submitit_local_sweep_end_to_end(base, tmp_path):

@@ -170,6 +170,25 @@ def test_sweep_surface_is_frozen():
     assert [a.dest for a in sub._actions if not a.option_strings] == ["target", "sweep_dir"]
 
 
+def test_a_run_and_a_command_import_only_what_they_use():
+    """Every run of a sweep starts a worker and `cpt` processes: each imports only its own part
+    (the other commands' modules, the planner, YAML and the launch driver stay out)."""
+    import subprocess
+    import sys
+
+    from cpt.cli import COMMANDS, command_of
+
+    code = ("import sys, cpt.cli, cpt.launch.worker, cpt.sweep.runner, cpt.sweep.collect\n"
+            "cpt.cli.build_parser(cpt.cli.command_of(['sweep', 'x.yaml', '--plan']))\n"
+            "print(' '.join(sorted(sys.modules)))")
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split())
+    others = {module for name, (module, _) in COMMANDS.items() if name != "sweep"}
+    assert "cpt.commands.sweep" in loaded and not loaded & others
+    assert not loaded & {"cpt.sweep.plan", "cpt.sweep.driver", "yaml", "cpt.launch.run", "cpt.launch.executors",
+                         "numpy", "matplotlib"}
+    assert command_of(["--help"]) is None and command_of(["nope", "x"]) is None and command_of(["eval", "ppl"]) == "eval"
+
+
 def test_parse_sweep_single_recipe_base(tmp_path, stages):
     spec = parse_sweep({"base": "s1.yaml", "arms": [{"name": "x"}], "seeds": 5}, tmp_path / "f.yaml", ["cpt"])
     assert [s.stage for s in spec.stages] == ["stage1"] and spec.seeds == [5] and spec.train_command == ["cpt"]

@@ -139,6 +139,12 @@ def test_parse_qa_formats_and_malformed():
         ("What is X?", "X is Y.\na. not a marker", False), ("Why?", "Because.", False),
         ("short", "ok", False), ("dangling?", "", True)]
     assert parse.parse_qa("1. A list of facts.\n2. Not pairs.") == []
+    # SmolLM2-135M repeats the answer marker: the answer is what follows the last one; a real second
+    # answer (text between the markers) still leaves the second marker's text out of the pair
+    repeated = parse.parse_qa("Question: Who was first?\n\nAnswer:\n\nAnswer:\n\nGodwin was.\nQuestion: Q2?\nAnswer:")
+    assert [(p.question, p.answer) for p in repeated] == [("Who was first?", "Godwin was."), ("Q2?", "")]
+    twice = parse.parse_qa("Question: Who?\nAnswer: Godwin.\nAnswer: Burke.")
+    assert [(p.question, p.answer) for p in twice] == [("Who?", "Godwin.")]
     assert parse.parse_code_answer("Just words, no code.") is None
     assert parse.parse_code_answer("Solution: use a dict.\n```python\nx = 1\n```").answer.startswith("use a dict")
 

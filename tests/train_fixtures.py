@@ -82,9 +82,9 @@ SP_EOD = 2  # </s> of Mistral's SentencePiece v1 model
 SP_VOCAB = 32000
 
 
-def write_lang_shards(folder: Path) -> str:
+def write_lang_shards(folder: Path, tokenizer: str | None = None) -> str:
     """One cpt shard (via `cpt preprocess`) of real English (Python help topics, lang en) and Chinese
-    (People's Daily, lang zh) documents, tokenized with Mistral's SentencePiece model."""
+    (People's Daily, lang zh) documents, tokenized with Mistral's SentencePiece model (or `tokenizer`)."""
     import json
 
     from cpt import assets
@@ -100,7 +100,7 @@ def write_lang_shards(folder: Path) -> str:
     prefix = str(folder / "bilingual")
     run_preprocess(PreprocessConfig(
         inputs=[str(corpus)], output_prefix=prefix,
-        tokenizer=str(assets.mistral_tokenizer_dir() / "tokenizer.model.v1"),
+        tokenizer=tokenizer or str(assets.mistral_tokenizer_dir() / "tokenizer.model.v1"),
     ))
     return prefix
 

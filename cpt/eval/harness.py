@@ -102,6 +102,24 @@ def _metrics(values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def score_metrics(results: dict[str, dict[str, Any]], directions: dict[str, dict[str, bool]]
+                  ) -> tuple[dict[str, float], list[str]]:
+    """({"TASK/METRIC": value}, the keys where higher is better) of the scores lm-eval declares a
+    direction for (acc, acc_norm, exact_match,strict, ...), leaving out what is no score (stderr,
+    sample counts, versions): the flat `metrics` every `cpt eval` output carries for a sweep."""
+    scores: dict[str, float] = {}
+    higher: list[str] = []
+    for name, values in sorted(results.items()):
+        for key, value in sorted(values.items()):
+            direction = (directions.get(name) or {}).get(key.partition(",")[0])
+            if direction is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            scores[f"{name}/{key}"] = float(value)
+            if direction:
+                higher.append(f"{name}/{key}")
+    return scores, higher
+
+
 def run_harness(config: HarnessConfig) -> dict[str, Any]:
     """Run lm-eval; return {tasks: {task: {metric: value}}, groups, model, lm_eval_version, ...}."""
     from cpt.annotate.modelfiles import check_model_dir
@@ -129,11 +147,15 @@ def run_harness(config: HarnessConfig) -> dict[str, Any]:
     n_shot, versions = results.get("n-shot", {}), results.get("versions", {})
     tasks = {name: {**_metrics(values), "num_fewshot": n_shot.get(name), "version": versions.get(name)}
              for name, values in results["results"].items()}
+    groups = {name: _metrics(values) for name, values in (results.get("groups") or {}).items()}
+    scores, higher = score_metrics({**tasks, **groups}, results.get("higher_is_better") or {})
     return {
         "model": str(model_dir.resolve()),
         "lm_eval_version": lm_eval_version(),
         "tasks": tasks,
-        "groups": {name: _metrics(values) for name, values in (results.get("groups") or {}).items()},
+        "groups": groups,
+        "metrics": scores,
+        "higher_is_better": higher,
         "limit": config.limit,
         "num_fewshot": config.num_fewshot,
         "batch_size": config.batch_size,

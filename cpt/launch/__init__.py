@@ -8,10 +8,29 @@ A task is a pure function of its JSON arguments whose output is resumable and co
 attempt runs; the driver (`cpt.launch.run`) retries failed attempts, draws one progress line and
 writes `LAUNCH/summary.json`. We write no scheduler: Ray and Slurm place the work.
 """
-from cpt.launch.run import Report, launch
-from cpt.launch.spec import EXECUTORS, LaunchError, LaunchSpec, add_executor_arguments, spec_from_args
-from cpt.launch.stream import MergeStream
-from cpt.launch.task import Task, TaskFailed
+from __future__ import annotations
 
-__all__ = ["EXECUTORS", "LaunchError", "LaunchSpec", "MergeStream", "Report", "Task", "TaskFailed",
-           "add_executor_arguments", "launch", "spec_from_args"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cpt.launch.run import Report, launch
+    from cpt.launch.spec import EXECUTORS, LaunchError, LaunchSpec, add_executor_arguments, spec_from_args
+    from cpt.launch.stream import MergeStream
+    from cpt.launch.task import Task, TaskFailed
+
+_WHERE = {"Report": "run", "launch": "run", "EXECUTORS": "spec", "LaunchError": "spec", "LaunchSpec": "spec",
+          "add_executor_arguments": "spec", "spec_from_args": "spec", "MergeStream": "stream", "Task": "task",
+          "TaskFailed": "task"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: a task's worker process needs cpt.launch.task only, not the driver loop
+    # and the executors (every run of a sweep starts one).
+    if name not in _WHERE:
+        raise AttributeError(f"module 'cpt.launch' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cpt.launch.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

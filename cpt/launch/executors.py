@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -95,12 +96,15 @@ class LocalExecutor(Executor):
         proc = subprocess.Popen([sys.executable, "-m", "cpt.launch.worker", str(spec_file)], env=env,
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.live.append(proc)
+        self.exit_fds[proc.pid] = _exit_fd(proc.pid)
         return Attempt(task, number, proc, f"pid-{proc.pid}")
 
     live: list[subprocess.Popen]
+    exit_fds: dict[int, int | None]
+    """pid -> a descriptor that becomes readable when that worker exits (Linux pidfd), None where unsupported."""
 
     def start(self) -> None:
-        self.live = []
+        self.live, self.exit_fds = [], {}
 
     def stop(self) -> None:
         """An interrupted driver takes its workers with it (a rerun resumes their work)."""
@@ -108,17 +112,33 @@ class LocalExecutor(Executor):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        for pid in list(self.exit_fds):
+            self._close_exit_fd(pid)
 
     def wait(self, running, timeout):
         deadline = time.monotonic() + timeout
         while True:
             ended = [a for a in running if a.handle.poll() is not None]
-            if ended or time.monotonic() >= deadline:
+            left = deadline - time.monotonic()
+            if ended or left <= 0:
                 return [self._outcome(a) for a in ended]
-            time.sleep(0.05)
+            fds = [self.exit_fds.get(a.handle.pid) for a in running]
+            if running and None not in fds and hasattr(select, "poll"):
+                poller = select.poll()
+                for fd in fds:
+                    poller.register(fd, select.POLLIN)
+                poller.poll(max(1, int(left * 1000)))  # wakes the moment a worker exits
+            else:
+                time.sleep(min(left, 0.05))
+
+    def _close_exit_fd(self, pid: int) -> None:
+        fd = self.exit_fds.pop(pid, None)
+        if fd is not None:
+            os.close(fd)
 
     def _outcome(self, a: Attempt):
         proc: subprocess.Popen = a.handle
+        self._close_exit_fd(proc.pid)
         stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
         result_file = self.launch_dir / "tasks" / f"{a.task.name}.attempt-{a.number}.result.json"
         if proc.returncode == 0 and result_file.is_file():
@@ -127,6 +147,14 @@ class LocalExecutor(Executor):
             return a, None, f"worker pid {proc.pid} killed by signal {-proc.returncode}"
         why = _last_line(stderr) if stderr.strip() else _log_tail(self.launch_dir, a)
         return a, None, f"exit {proc.returncode}: {why}"
+
+
+def _exit_fd(pid: int) -> int | None:
+    """A pidfd of `pid` (Linux 5.3+), which poll() reports readable once the process exited."""
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):  # another OS or an older kernel: wait() polls instead
+        return None
 
 
 def make_executor(spec: LaunchSpec, launch_dir: Path) -> Executor:

@@ -9,7 +9,25 @@ of one run (its stages as `cpt train` commands, resumable, committed by result.j
 reads the final evaluation into results.jsonl, `stats` and `report` turn it into means, t intervals
 and paired differences, `driver` ties them to the executor seam (cpt.launch).
 """
-from cpt.sweep.driver import finish_sweep, report_sweep, run_sweep
-from cpt.sweep.spec import SweepError, SweepSpec, load_sweep
+from __future__ import annotations
 
-__all__ = ["SweepError", "SweepSpec", "finish_sweep", "load_sweep", "report_sweep", "run_sweep"]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cpt.sweep.driver import finish_sweep, report_sweep, run_sweep
+    from cpt.sweep.spec import SweepError, SweepSpec, load_sweep
+
+_WHERE = {"finish_sweep": "driver", "report_sweep": "driver", "run_sweep": "driver", "SweepError": "spec",
+          "SweepSpec": "spec", "load_sweep": "spec"}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: a run's task (cpt.sweep.runner) needs neither the planner nor YAML.
+    if name not in _WHERE:
+        raise AttributeError(f"module 'cpt.sweep' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"cpt.sweep.{_WHERE[name]}"), name)
+    globals()[name] = value
+    return value

@@ -6,7 +6,9 @@ of its last stage's metrics.jsonl; a resumed run may repeat a step, the later re
     ppl, loss              over all validation data (`overall_of` says of what)
     ppl/STREAM, loss/STREAM  per stream, on its held-out documents (data.valid_holdout)
     NAME/KEY               the numbers under `metrics` of the sweep's eval NAME (RUN/evals/NAME.json,
-                           e.g. `cpt eval qa-nll`'s answer_nll)
+                           e.g. `cpt eval qa-nll`'s answer_nll, `cpt eval lm-eval`'s TASK/acc); the
+                           keys the output lists under `higher_is_better` go to the run's
+                           `higher_is_better`, which the report reads as those metrics' direction
 
 `SWEEP_DIR/results.jsonl` holds one line per finished run (arm and seed order of the sweep file),
 rewritten whole and atomically from the runs' committed `result.json` files, so it is never torn
@@ -52,16 +54,30 @@ def final_eval_metrics(metrics_path: Path) -> tuple[dict[str, float], dict[str, 
                      "overall_of": final.get("overall_of")}
 
 
-def eval_output_metrics(path: Path, name: str) -> dict[str, float]:
-    """NAME/KEY -> value for every finite number under the `metrics` mapping of an eval's output JSON."""
+def _eval_output(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except ValueError as exc:
         raise ValueError(f"{path}: not JSON ({exc})") from None
-    figures = data.get("metrics") if isinstance(data, dict) else None
-    if not isinstance(figures, dict):
+    if not isinstance(data, dict) or not isinstance(data.get("metrics"), dict):
         raise ValueError(f"{path}: no 'metrics' mapping (the sweep collects an eval's numbers from there)")
+    return data
+
+
+def eval_output_metrics(path: Path, name: str) -> dict[str, float]:
+    """NAME/KEY -> value for every finite number under the `metrics` mapping of an eval's output JSON."""
+    figures = _eval_output(path)["metrics"]
     return {f"{name}/{key}": _finite(value) for key, value in sorted(figures.items()) if _finite(value) is not None}
+
+
+def eval_output_higher_is_better(path: Path, name: str) -> list[str]:
+    """NAME/KEY for the keys of `metrics` that the eval's output lists under `higher_is_better`
+    (e.g. lm-eval accuracies); every other metric is lower-is-better."""
+    data = _eval_output(path)
+    keys = data.get("higher_is_better") or []
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise ValueError(f"{path}: 'higher_is_better' must be a list of metric names")
+    return [f"{name}/{key}" for key in keys if key in data["metrics"]]
 
 
 def read_results(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -100,4 +116,4 @@ def write_results(sweep_dir: Path, run_folders: Iterable[Path]) -> tuple[int, li
     return len(rows), missing
 
 
-__all__ = ["RESULTS_FILE", "eval_output_metrics", "final_eval_metrics", "read_results", "write_results"]
+__all__ = ["RESULTS_FILE", "eval_output_higher_is_better", "eval_output_metrics", "final_eval_metrics", "read_results", "write_results"]

@@ -64,7 +64,10 @@ def read_plan(sweep_dir: Path) -> dict[str, Any]:
 
 def report_sweep(sweep_dir: Path, baseline: str | None = None, metrics: list[str] | None = None,
                  out: Path | None = None) -> dict[str, Any]:
-    """Write the report of SWEEP_DIR's results.jsonl (settings from the sweep file unless given)."""
+    """Write the report of SWEEP_DIR's results.jsonl (settings from the sweep file unless given).
+
+    A metric is higher-is-better when the sweep file says so or when the eval that measured it
+    does (the runs' `higher_is_better`, e.g. lm-eval accuracies)."""
     from cpt.sweep.collect import read_results
     from cpt.sweep.report import write_report
 
@@ -73,9 +76,10 @@ def report_sweep(sweep_dir: Path, baseline: str | None = None, metrics: list[str
     done = {(r["arm"], r["seed"]) for r in rows}
     missing = [f"{r['arm']}/seed-{r['seed']}" for r in plan["runs"] if (r["arm"], r["seed"]) not in done]
     settings = plan["report"]
+    higher = sorted({*settings["higher_is_better"], *(m for r in rows for m in r.get("higher_is_better") or [])})
     return write_report(rows, out or sweep_dir / "report", plan["name"], plan["arms"],
                         metrics or settings["metrics"], baseline or settings["baseline"],
-                        settings["higher_is_better"], settings["confidence"], missing)
+                        higher, settings["confidence"], missing)
 
 
 def finish_sweep(sweep_dir: str) -> dict[str, Any]:

@@ -8,7 +8,8 @@ are the markers, each written atomically when its work is complete:
 
 - `RUN/STAGE.done.json` after the stage's command exited 0 (a done stage is never run again);
 - `RUN/evals/NAME.json`, the sweep's `cpt eval` commands' own atomic outputs, after the last stage
-  (an eval with its output is never run again); their `metrics` join the run's as `NAME/KEY`;
+  (an eval with its output is never run again); their `metrics` join the run's as `NAME/KEY`, and
+  the keys they list under `higher_is_better` the run's `higher_is_better`;
 - `RUN/result.json` (the run's commit marker) after the final evaluation was read: a run with it
   is never rerun, and the sweep's results are collected from these files only.
 
@@ -104,10 +105,11 @@ def run_stage(folder: Path, stage: str, train_command: list[str], workdir: str, 
     return seconds
 
 
-def run_eval(folder: Path, name: str, args: list[str], workdir: str, threads: int) -> dict[str, float]:
-    """Run (unless its output exists) one `cpt eval` of a finished run; return its metrics as NAME/KEY."""
+def run_eval(folder: Path, name: str, args: list[str], workdir: str, threads: int) -> tuple[dict[str, float], list[str]]:
+    """Run (unless its output exists) one `cpt eval` of a finished run; return its metrics as NAME/KEY
+    and those of them where higher is better."""
     from cpt.launch import TaskFailed
-    from cpt.sweep.collect import eval_output_metrics
+    from cpt.sweep.collect import eval_output_higher_is_better, eval_output_metrics
 
     out = folder / "evals" / f"{name}.json"
     if not out.is_file():
@@ -121,7 +123,7 @@ def run_eval(folder: Path, name: str, args: list[str], workdir: str, threads: in
                                    stderr=subprocess.STDOUT, preexec_fn=_die_with_parent if _PRCTL else None)
         if code != 0 or not out.is_file():
             raise TaskFailed(f"eval {name} of {folder}: exited with status {code}: {_tail(log)} (log {log})")
-    return eval_output_metrics(out, name)
+    return eval_output_metrics(out, name), eval_output_higher_is_better(out, name)
 
 
 def run_sweep_run(folder: str, stages: list[str], train_command: list[str], workdir: str, threads: int,
@@ -145,10 +147,13 @@ def run_sweep_run(folder: str, stages: list[str], train_command: list[str], work
         seconds[stage] = round(run_stage(run, stage, train_command, workdir, threads), 3)
         write_json_atomic(marker, {"stage": stage, "seconds": seconds[stage]})
     metrics, where = final_eval_metrics(run / stages[-1] / "metrics.jsonl")
+    higher: list[str] = []
     for name, args in evals or []:
-        metrics.update(run_eval(run, name, list(args), workdir, threads))
+        figures, up = run_eval(run, name, list(args), workdir, threads)
+        metrics.update(figures)
+        higher += up
     result = {"arm": plan["arm"], "seed": plan["seed"], "run": f"{run.parent.name}/{run.name}",
-              "fingerprint": fingerprint, "metrics": metrics, **where,
+              "fingerprint": fingerprint, "metrics": metrics, **where, "higher_is_better": sorted(higher),
               "stage_seconds": seconds, "train_seconds": round(sum(seconds.values()), 3)}
     write_json_atomic(result_path, result, sort_keys=True)
     return result

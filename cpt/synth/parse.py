@@ -1,8 +1,9 @@
 """Extracting question-answer pairs from generated text.
 
 Science prompts ask for blocks of `Question: ...` / `Answer: ...`. Small models drift (numbering,
-bold markers, `Q:`/`A:`), so the markers are matched loosely, but the structure is strict: every
-question needs an answer and text outside the blocks is ignored. A generation with no complete pair
+bold markers, `Q:`/`A:`, an answer marker repeated with nothing between), so the markers are
+matched loosely, but the structure is strict: every question needs an answer and text outside the
+blocks is ignored. A generation with no complete pair
 is malformed as a whole; each question without an answer is one malformed pair.
 Code prompts ask for an explained solution; the question is the problem itself.
 """
@@ -42,10 +43,13 @@ def parse_qa(text: str) -> list[ParsedPair]:
             continue
         question = _clean(text[body_start:body_end])
         if i + 1 < len(marks) and marks[i + 1][0] == "a":
-            a_start = marks[i + 1][2]
-            a_end = marks[i + 2][1] if i + 2 < len(marks) else len(text)
-            pairs.append(ParsedPair(question, _clean(text[a_start:a_end])))
-            i += 2
+            i += 1
+            # a repeated answer marker ("Answer:\n\nAnswer: ...") opens one answer: the text after the last
+            while i + 1 < len(marks) and marks[i + 1][0] == "a" and not text[marks[i][2]:marks[i + 1][1]].strip():
+                i += 1
+            a_end = marks[i + 1][1] if i + 1 < len(marks) else len(text)
+            pairs.append(ParsedPair(question, _clean(text[marks[i][2]:a_end])))
+            i += 1
         else:
             pairs.append(ParsedPair(question, "", malformed=True))
             i += 1
