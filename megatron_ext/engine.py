@@ -62,17 +62,10 @@ def init_distributed(timeout_minutes: int = 30, choice: device.DeviceChoice | No
         dist.init_process_group(backend=backend, timeout=timeout)
         return
     # A world of one, set up without writing RANK/MASTER_PORT into os.environ: child processes
-    # (workers, tools, tests) inherit the environment and must not take this world for theirs.
-    dist.init_process_group(backend=backend, init_method=f"tcp://127.0.0.1:{_free_port()}", rank=0,
-                            world_size=1, timeout=timeout)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    # (workers, tools, tests) inherit the environment and must not take this world for theirs. Its
+    # store lives in this process: no port, so runs started side by side (a sweep) cannot race for
+    # one (a port probed free can be taken before it is bound).
+    dist.init_process_group(backend=backend, store=dist.HashStore(), rank=0, world_size=1, timeout=timeout)
 
 
 def _dtype(recipe: Recipe, on_cpu: bool) -> torch.dtype:
