@@ -10,8 +10,9 @@ writes `LAUNCH/summary.json`. We write no scheduler: Ray and Slurm place the wor
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cpt.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cpt.launch.run import Report, launch
@@ -26,11 +27,6 @@ _WHERE = {"Report": "run", "launch": "run", "EXECUTORS": "spec", "LaunchError": 
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use: a task's worker process needs cpt.launch.task only, not the driver loop
-    # and the executors (every run of a sweep starts one).
-    if name not in _WHERE:
-        raise AttributeError(f"module 'cpt.launch' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"cpt.launch.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+# Imported on first use: a task's worker process needs cpt.launch.task only, not the driver loop
+# and the executors (every run of a sweep starts one).
+__getattr__ = lazy_exports(__name__, _WHERE)

@@ -9,18 +9,12 @@
 
 `cpt report RUN_DIR [RUN_DIR ...] --out DIR` is the command-line face (cpt/commands/report.py).
 """
-from typing import Any
-
+from cpt.lazy import lazy_exports
 from cpt.report.runs import RunData, load_run
 from cpt.report.summary import summarize
 
 __all__ = ["RunData", "load_run", "summarize", "write_report"]
 
 
-def __getattr__(name: str) -> Any:
-    # write_report needs matplotlib (~1-3 s to import): only when asked for, so reading numbers stays fast
-    if name == "write_report":
-        from cpt.report.build import write_report
-
-        return write_report
-    raise AttributeError(f"module 'cpt.report' has no attribute {name!r}")
+# write_report needs matplotlib, slow to import: only when asked for, so reading numbers stays fast
+__getattr__ = lazy_exports(__name__, {"write_report": "build"})

@@ -11,8 +11,9 @@ and paired differences, `driver` ties them to the executor seam (cpt.launch).
 """
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cpt.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from cpt.sweep.driver import finish_sweep, report_sweep, run_sweep
@@ -24,10 +25,5 @@ _WHERE = {"finish_sweep": "driver", "report_sweep": "driver", "run_sweep": "driv
 __all__ = sorted(_WHERE)
 
 
-def __getattr__(name: str) -> Any:
-    # Imported on first use: a run's task (cpt.sweep.runner) needs neither the planner nor YAML.
-    if name not in _WHERE:
-        raise AttributeError(f"module 'cpt.sweep' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"cpt.sweep.{_WHERE[name]}"), name)
-    globals()[name] = value
-    return value
+# Imported on first use: a run's task (cpt.sweep.runner) needs neither the planner nor YAML.
+__getattr__ = lazy_exports(__name__, _WHERE)
