@@ -76,7 +76,8 @@ class MegatronScorer(BucketedScorer):
             raise ValueError(f"--dtype {dtype!r}: use float32, bfloat16 or float16")
         self.max_length = min(max_length or self.cfg.max_position_embeddings, self.cfg.max_position_embeddings)
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(self.device, 16384)
-        self._check_batch_tokens()
+        if max_batch_tokens:
+            self._check_batch_tokens()
         self._torch = torch
         self.model = self._load(ParallelConfig(), getattr(torch, dtype))
 

@@ -15,7 +15,8 @@ from annotate_fixtures import mixed_corpus, wiki_split
 from cpt import assets
 from cpt.annotate.docs import Doc, write_jsonl
 from cpt.annotate.modelfiles import ModelFolderError
-from cpt.annotate.perplexity import BackendUnavailable, HFScorer, PerplexityAnnotator, PerplexityAnnotatorFactory
+from cpt.annotate.perplexity import (CPU_BATCH_TOKENS, BackendUnavailable, HFScorer, PerplexityAnnotator,
+                                     PerplexityAnnotatorFactory)
 from cpt.cli import main
 
 pytestmark = pytest.mark.slow
@@ -88,6 +89,20 @@ def test_batched_ppl_equals_per_document_transformers(model_dir, hf, annotator):
         scorer.max_length = 256
     assert r.values["ppl"] == pytest.approx(naive_ppl(hf, long_text, 32, 12), rel=1e-4)
     assert r.values["ppl"] != pytest.approx(naive_ppl(hf, long_text), rel=1e-3)  # the windows really matter
+
+
+def test_cpu_default_budget_runs_a_longer_window_alone_and_a_given_budget_must_hold_a_window(model_dir, hf,
+                                                                                              annotator):
+    with pytest.raises(ValueError, match="max_batch_tokens"):
+        HFScorer(model_dir, device="cpu", max_length=1024, max_batch_tokens=512)  # refused before loading
+    default = HFScorer(model_dir, device="cpu", max_length=4096)  # a context longer than the CPU budget
+    assert default.max_batch_tokens == CPU_BATCH_TOKENS < default.max_length
+    train, _ = wiki_split()
+    texts = [" ".join(d.text for d in train[:6])[:3000], train[7].text[:300], train[9].text[:200]]
+    assert len(hf[0](texts[0])["input_ids"]) > CPU_BATCH_TOKENS
+    results = PerplexityAnnotator(default, annotator.encode)([Doc(str(i), t) for i, t in enumerate(texts)])
+    for r, text in zip(results, texts):
+        assert r.values["ppl"] == pytest.approx(naive_ppl(hf, text), rel=1e-4), text[:40]
 
 
 def test_fluent_text_scores_lower_than_its_shuffled_words(annotator):

@@ -70,7 +70,8 @@ def make_windows(ids: Sequence[int], max_length: int, stride: int) -> list[Windo
 
 
 def bucket_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[int]]:
-    """Group window indices into batches of similar length with at most `max_batch_tokens` padded tokens.
+    """Group window indices into batches of similar length with at most `max_batch_tokens` padded tokens
+    (a window longer than that is a batch of its own).
 
     Longest first (so a too-large batch fails at once, not after an hour); ties keep input order, so
     the batches - and the floating point sums - are the same on every run.
@@ -85,14 +86,19 @@ def bucket_batches(lengths: Sequence[int], max_batch_tokens: int) -> list[list[i
     return batches
 
 
+CPU_BATCH_TOKENS = 512
+"""Padded tokens per forward pass on CPU (the default policy)."""
+
+
 def default_max_batch_tokens(device: str, gpu_tokens: int) -> int:
     """The batching policy by device, when the user sets no --max-batch-tokens.
 
-    GPU: length-bucketed batches of up to `gpu_tokens` tokens. CPU: buckets of up to 2048 tokens:
-    without an attention mask (see HFScorer._score_batch) a batch of similar-length windows runs
-    its larger matmuls at a higher rate than one window at a time, and bucketing keeps the padding
-    small (benchmarks/bench_score.py compares both with the per-document loop)."""
-    return gpu_tokens if device.startswith("cuda") else 2048
+    GPU: length-bucketed batches of up to `gpu_tokens` tokens. CPU: small buckets, up to
+    CPU_BATCH_TOKENS (a longer window runs alone): without an attention mask (see
+    HFScorer._score_batch) a few short windows together run their matmuls at a higher rate than one
+    at a time, but larger batches push the activations out of the CPU's caches and then run slower
+    than the per-document loop (benchmarks/bench_score.py compares both with it)."""
+    return gpu_tokens if device.startswith("cuda") else CPU_BATCH_TOKENS
 
 
 class BucketedScorer(abc.ABC):
@@ -110,6 +116,8 @@ class BucketedScorer(abc.ABC):
         return sums, counts
 
     def _check_batch_tokens(self) -> None:
+        """A budget the user gave must hold a whole window (what a GPU's memory is sized for); the
+        default policy's CPU budget may be smaller (a longer window then runs alone)."""
         if self.max_batch_tokens < self.max_length:
             raise ValueError(f"max_batch_tokens ({self.max_batch_tokens}) must be >= max_length ({self.max_length})")
 
@@ -141,7 +149,8 @@ class HFScorer(BucketedScorer):
         context = int(getattr(config, "max_position_embeddings", 0) or 2048)
         self.max_length = min(max_length or context, context)
         self.max_batch_tokens = max_batch_tokens or default_max_batch_tokens(self.device, 65536)
-        self._check_batch_tokens()
+        if max_batch_tokens:
+            self._check_batch_tokens()
         self.model = AutoModelForCausalLM.from_pretrained(
             model_dir, dtype=getattr(torch, dtype), local_files_only=True).to(self.device).eval()
         self.head_chunk = head_chunk

@@ -30,7 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="window start step for long documents (default max-length/2): every token "
                              "after the first window keeps >= max-length - stride tokens of context")
     parser.add_argument("--max-batch-tokens", type=int, default=None,
-                        help="padded tokens per forward pass (default 2048 on CPU; 65536 on GPU, 16384 megatron)")
+                        help="padded tokens per forward pass (default 512 on CPU, a longer window alone; 65536 on GPU, "
+                             "16384 megatron)")
     parser.add_argument("--max-doc-tokens", type=int, default=None,
                         help="score only the first N tokens of each document")
     parser.add_argument("--dtype", default=None, help="float32 / bfloat16 (default: bf16 on GPU, fp32 on CPU)")
