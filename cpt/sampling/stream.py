@@ -23,10 +23,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from cpt.sampling import mapped
+from cpt.sampling import filters, mapped
 from cpt.sampling.documents import DocumentTable
 from cpt.sampling.errors import StreamExhausted
-from cpt.sampling import filters
 from cpt.sampling.holdout import held_out
 from cpt.sampling.packing import pack_segment
 
