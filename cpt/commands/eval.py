@@ -32,6 +32,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                     help="comma-separated task/group/tag names; built in: cpt_next_sentence (_en, _zh)")
     lm.add_argument("--include-path", action="append", default=[],
                     help="folder of extra task YAML files (repeatable); local datasets: dataset_path: json")
+    lm.add_argument("--heldout-from", default=None, metavar="RECIPE",
+                    help="also build cpt_heldout_next_sentence_<lang> from the documents RECIPE's streams hold out "
+                         "(no run of that recipe trained on them); name it in --tasks")
+    lm.add_argument("--heldout-streams", default=None, help="comma-separated streams of --heldout-from to draw from")
+    lm.add_argument("--heldout-lang", default=None, choices=["en", "zh"], help="language of those streams' text")
+    lm.add_argument("--heldout-items", type=int, default=100, help="items of the held-out task")
     lm.add_argument("--limit", type=int, default=None, help="only the first N documents of each task")
     lm.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
     lm.add_argument("--batch-size", type=int, default=8, help="requests per forward pass")
@@ -102,9 +108,13 @@ def _run_lm_eval(args: argparse.Namespace) -> int:
                          num_fewshot=args.num_fewshot, batch_size=args.batch_size, device=device,
                          dtype=args.dtype or ("bfloat16" if device.startswith("cuda") else "float32"))
     HarnessConfig(model_dir=args.model, **config_kwargs)  # validate the options first
-    with hf_model_folder(args.model, args.hf_reference, out.parent) as (model_dir, source):
+    with heldout_task(args, tasks, out.parent) as (include, heldout), \
+            hf_model_folder(args.model, args.hf_reference, out.parent) as (model_dir, source):
+        config_kwargs["include_paths"] += include
         result = run_harness(HarnessConfig(model_dir=str(model_dir), **config_kwargs))
     result.update(source)
+    if heldout:
+        result["heldout_task"] = heldout
     _write(out, result)
     for task, metrics in sorted(result["tasks"].items()):
         shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()
@@ -112,6 +122,32 @@ def _run_lm_eval(args: argparse.Namespace) -> int:
         print(f"{task}: {shown} (n={metrics.get('samples')})")
     print(f"wrote {out}")
     return 0
+
+
+@contextmanager
+def heldout_task(args: argparse.Namespace, tasks: tuple[str, ...], beside: Path) -> Iterator[tuple[tuple[str, ...], dict]]:
+    """The held-out task folder of --heldout-from (built in a temporary folder beside the results,
+    removed after) as an include path, and its provenance; nothing when the option is not given."""
+    from cpt.eval.tasks.heldout import build_heldout_task, heldout_task_name
+
+    if args.heldout_from is None:
+        if args.heldout_streams or args.heldout_lang:
+            raise ValueError("--heldout-streams/--heldout-lang need --heldout-from RECIPE")
+        yield (), {}
+        return
+    if not args.heldout_streams or not args.heldout_lang:
+        raise ValueError("--heldout-from needs --heldout-streams and --heldout-lang")
+    name = heldout_task_name(args.heldout_lang)
+    if name not in tasks:
+        raise ValueError(f"--heldout-from builds {name}: name it in --tasks")
+    streams = [s.strip() for s in args.heldout_streams.split(",") if s.strip()]
+    beside.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".heldout-task-", dir=beside) as tmp:
+        folder = Path(tmp) / name
+        info = build_heldout_task(args.heldout_from, streams, args.heldout_lang, args.heldout_items, folder)
+        print(f"{name}: {info['items']} items from {info['documents_used']} of the {info['held_out_documents']} "
+              f"documents {args.heldout_from} holds out of {', '.join(streams)}")
+        yield (str(folder),), info
 
 
 # ----------------------------------------------------------------------------------------- ppl

@@ -30,11 +30,11 @@ BUILTIN_NAMES: frozenset[str] = frozenset((TAG, *TASK_NAMES))
 """Names (tasks and tag) that need `builtin_task_dir()` on lm-eval's include path."""
 
 
-def task_yaml(name: str, data_file: Path, delimiter: str) -> dict:
+def task_yaml(name: str, data_file: Path, delimiter: str, tag: str = TAG) -> dict:
     """The lm-eval task config of one language: multiple choice by log-likelihood over a local jsonl."""
     return {
         "task": name,
-        "tag": TAG,
+        "tag": tag,
         "dataset_path": "json",
         "dataset_kwargs": {"data_files": {"test": str(data_file)}},
         "test_split": "test",
@@ -46,6 +46,17 @@ def task_yaml(name: str, data_file: Path, delimiter: str) -> dict:
         "metric_list": [{"metric": m, "aggregation": "mean", "higher_is_better": True} for m in ("acc", "acc_norm")],
         "metadata": {"version": float(VERSION)},
     }
+
+
+def write_task(tmp: Path, final: Path, name: str, rows: list[dict], delimiter: str, tag: str = TAG,
+               data_name: str | None = None) -> None:
+    """Write task `name` (its items, as `data_name` or NAME.jsonl, and its YAML) into `tmp`, the folder
+    being built that becomes `final`: the YAML points at the items' path under `final`, where lm-eval
+    reads them."""
+    data = tmp / (data_name or f"{name}.jsonl")
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    config = task_yaml(name, final / data.name, delimiter, tag)
+    (tmp / f"{name}.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
 
 
 def builtin_task_dir(root: Path | None = None, items: int = ITEMS_PER_LANGUAGE) -> Path:
@@ -62,12 +73,9 @@ def builtin_task_dir(root: Path | None = None, items: int = ITEMS_PER_LANGUAGE) 
     with atomic_dir(final, exist="keep") as tmp:
         for code, lang in LANGUAGES.items():
             rows = make_items(code, lang.documents(), items, SENTENCE_OK[code])
-            data = tmp / f"{code}.jsonl"
-            data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-            config = task_yaml(f"{TAG}_{code}", final / data.name, lang.delimiter)
-            (tmp / f"{TAG}_{code}.yaml").write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False))
+            write_task(tmp, final, f"{TAG}_{code}", rows, lang.delimiter, data_name=f"{code}.jsonl")
         (tmp / "COMPLETE").write_text(json.dumps({"version": VERSION, "items": items}) + "\n")
     return final
 
 
-__all__ = ["BUILTIN_NAMES", "ITEMS_PER_LANGUAGE", "TAG", "TASK_NAMES", "VERSION", "builtin_task_dir", "task_yaml"]
+__all__ = ["BUILTIN_NAMES", "ITEMS_PER_LANGUAGE", "TAG", "TASK_NAMES", "VERSION", "builtin_task_dir", "task_yaml", "write_task"]

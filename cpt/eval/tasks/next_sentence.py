@@ -22,6 +22,8 @@ CHOICES = 4
 """Answer + distractors per item."""
 LENGTH_TOLERANCE = 0.25
 """Distractors are within this relative distance of the answer's length (widened when too few)."""
+_EN_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+_ZH_SPLIT = re.compile(r"(?<=[。！？])")
 
 
 @dataclass(frozen=True)
@@ -32,6 +34,8 @@ class Language:
     """Language code; the task is `cpt_next_sentence_<code>`."""
     documents: Callable[[], list[tuple[str, list[list[str]]]]]
     """(title, paragraphs as lists of sentences) of the source documents, in a fixed order."""
+    paragraphs: Callable[[str], list[list[str]]]
+    """One document's text as paragraphs of sentences (what `documents` applies to each source text)."""
     delimiter: str
     """What joins context and continuation (lm-eval's target_delimiter): a space, or nothing for Chinese."""
 
@@ -43,49 +47,55 @@ def _en_sentence_ok(s: str) -> bool:
             and sum(c.isascii() for c in s) >= 0.97 * len(s))
 
 
+def english_paragraphs(text: str) -> list[list[str]]:
+    """Prose paragraphs of one English document (no headings, lists, tables) split into sentences."""
+    paragraphs = []
+    for para in text.split("\n"):
+        para = para.strip()
+        if len(para) < 200 or para[0] in "*|{!=#:;":
+            continue
+        paragraphs.append([s.strip() for s in _EN_SPLIT.split(para)])
+    return paragraphs
+
+
 @lru_cache(maxsize=1)
 def english_documents() -> list[tuple[str, list[list[str]]]]:
-    """gensim's Wikipedia articles: prose paragraphs (no headings, lists, tables) split into sentences.
+    """gensim's Wikipedia articles, as `english_paragraphs`.
 
     Cached: parsing the dump takes ~10 s, and the result is the same every time."""
     from cpt import assets
 
-    split = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
-    docs = []
-    for title, text in assets.enwiki_plain_articles():
-        paragraphs = []
-        for para in text.split("\n"):
-            para = para.strip()
-            if len(para) < 200 or para[0] in "*|{!=#:;":
-                continue
-            paragraphs.append([s.strip() for s in split.split(para)])
-        docs.append((title, paragraphs))
-    return docs
+    return [(title, english_paragraphs(text)) for title, text in assets.enwiki_plain_articles()]
 
 
 def _zh_sentence_ok(s: str) -> bool:
     return 12 <= len(s) <= 80 and s[-1] in "。！？" and not re.search(r"[A-Za-z]", s)
 
 
+def chinese_paragraphs(text: str) -> list[list[str]]:
+    """The lines of one Chinese document, each split after 。！？."""
+    return [[s for s in _ZH_SPLIT.split(p) if s] for p in text.split("\n")]
+
+
 def chinese_documents(limit: int = 400) -> list[tuple[str, list[list[str]]]]:
-    """People's Daily documents (paragraphs joined up to ~400 characters) split after 。！？."""
+    """People's Daily documents (paragraphs joined up to ~400 characters), as `chinese_paragraphs`."""
     from cpt import assets
 
-    split = re.compile(r"(?<=[。！？])")
-    return [(f"people_daily_{i}", [[s for s in split.split(p) if s] for p in doc.split("\n")])
+    return [(f"people_daily_{i}", chinese_paragraphs(doc))
             for i, doc in enumerate(assets.people_daily_documents(limit=limit))]
 
 
 LANGUAGES: dict[str, Language] = {
-    "en": Language("en", english_documents, " "),
-    "zh": Language("zh", chinese_documents, ""),
+    "en": Language("en", english_documents, english_paragraphs, " "),
+    "zh": Language("zh", chinese_documents, chinese_paragraphs, ""),
 }
 SENTENCE_OK: dict[str, Callable[[str], bool]] = {"en": _en_sentence_ok, "zh": _zh_sentence_ok}
 
 
 def make_items(lang: str, documents: Sequence[tuple[str, list[list[str]]]], n: int,
-               sentence_ok: Callable[[str], bool]) -> list[dict]:
-    """`n` items (dicts with id, context, choices, label, source) from `documents`.
+               sentence_ok: Callable[[str], bool], task: str | None = None) -> list[dict]:
+    """`n` items (dicts with id, context, choices, label, source) from `documents`; `task` names
+    the task in errors (default `cpt_next_sentence_<lang>`).
 
     Raises ValueError when the documents do not hold `n` usable sentence pairs."""
     pairs: list[list[tuple[str, str]]] = []  # per document, its consecutive good pairs
@@ -99,7 +109,7 @@ def make_items(lang: str, documents: Sequence[tuple[str, list[list[str]]]], n: i
         pairs.append(doc_pairs)
     chosen = list(_round_robin(pairs))[:n]
     if len(chosen) < n:
-        raise ValueError(f"cpt_next_sentence_{lang}: the source text gives {len(chosen)} sentence pairs, {n} needed")
+        raise ValueError(f"{task or f'cpt_next_sentence_{lang}'}: the source text gives {len(chosen)} sentence pairs, {n} needed")
     items = []
     for k, (d, (context, answer)) in enumerate(chosen):
         item_id = f"{lang}-{k:03d}"
