@@ -63,12 +63,12 @@ def test_a_dead_attempts_claim_goes_to_its_retry_only_and_a_new_launch_starts_wi
     assert "\n" not in str(gone.value)
 
 
-def test_steal_order_is_own_chunks_then_the_others_from_the_plans_end(corpus, tmp_path):
+def test_steal_order_is_own_chunks_then_the_others_in_plan_order(corpus, tmp_path):
     p = _planned(corpus, tmp_path)
     own = interleaved_slice(p.plan, 1, 3)
     order = [c.index for c in steal_order(own, p.plan)]
     others = [c.index for c in p.plan if c.index % 3 != 1]
-    assert order == [c.index for c in own] + others[::-1]
+    assert order == [c.index for c in own] + others
 
 
 def test_a_committed_chunk_is_never_replaced(corpus, tmp_path):
@@ -101,7 +101,7 @@ def test_slices_take_unclaimed_chunks_a_retry_finishes_its_dead_claim_and_bytes_
     build_chunk(p.job, mine[1][0])
     monkeypatch.setattr("cpt.shards.pipeline.make_plan", lambda *a: pytest.fail("a slice planned again"))
 
-    first = call(0)  # its own chunks, then every other unclaimed one from the plan's end
+    first = call(0)  # its own chunks, then every other unclaimed one in plan order
     left = {mine[1][0].index, mine[1][1].index}
     assert first["built"] == [c.index for c in steal_order(mine[0], p.plan) if c.index not in left]
     assert first["taken"] == len(p.plan) - len(mine[0]) - 2

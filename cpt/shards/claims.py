@@ -1,7 +1,7 @@
 """Claims on the chunks of a launch: which slice builds which chunk, decided as the slices go.
 
 The slices of a launch share one work folder. Each walks its own chunks first, then the other
-slices' chunks from the plan's end (`steal_order`), so a slice that ends early takes the chunks a
+slices' chunks in plan order (`steal_order`), so a slice that ends early takes the chunks a
 slower or later one has not started on, and the slices end together instead of waiting for the
 slowest; the chunk order of the output is the plan's whoever builds a chunk. A chunk is built by
 the one slice that claimed it: a claim is a symbolic link `CLAIMS/chunk-NNNNNN` whose target names
@@ -63,11 +63,12 @@ def new_claims_folder(work: Path) -> Path:
 
 
 def steal_order(own: Sequence[Chunk], whole: Sequence[Chunk]) -> list[Chunk]:
-    """`own` in order, then the other chunks of `whole` from its end: a slice's own chunks come
-    first, and it takes other slices' chunks from the far end of the plan, where their owners reach
-    last (and where the driver's in-order assembly needs them last)."""
+    """`own` in order, then the other chunks of `whole` in plan order: a slice's own chunks come
+    first; then it takes the lowest chunks nobody claimed yet, so chunks keep being committed about
+    in plan order and the driver's in-order assembly follows them (what is left after the last
+    slice ends is the last chunks, not half the plan)."""
     mine = {c.index for c in own}
-    return [*own, *(c for c in reversed(whole) if c.index not in mine)]
+    return [*own, *(c for c in whole if c.index not in mine)]
 
 
 __all__ = ["Claims", "new_claims_folder", "steal_order"]
