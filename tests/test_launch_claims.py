@@ -5,7 +5,6 @@ never replaced, and the output stays the one-process bytes whoever built which c
 from __future__ import annotations
 
 import dataclasses
-import json
 import multiprocessing as mp
 import os
 from pathlib import Path
@@ -13,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from cpt.corpus.plan import interleaved_slice
+from cpt.io import write_json_atomic
 from cpt.shards.build import build_chunk, chunk_dir, init_worker
 from cpt.shards.claims import Claims, new_claims_folder, steal_order
 from cpt.shards.launched import CLAIMS_PLAN, slice_task
 from cpt.shards.pipeline import Assembly, PreprocessConfig, handed_plan, prepare
-from cpt.io import write_json_atomic
 from launch_fixtures import CHUNK_MB, SP_MODEL, corpus, files_of, single  # noqa: F401
 
 RACERS, CHUNKS = 4, 200
@@ -120,3 +119,17 @@ def _planned(corpus: Path, tmp_path: Path, out: Path | None = None):
     cfg = PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out or tmp_path / "out"), tokenizer=SP_MODEL,
                            chunk_mb=float(CHUNK_MB), progress=False)
     return prepare(cfg)
+
+
+def test_a_slice_with_a_pool_of_workers_builds_only_under_its_claims(corpus, tmp_path):
+    from cpt.corpus.progress import Progress
+    from cpt.shards.pipeline import _run_chunks
+
+    p = _planned(corpus, tmp_path)
+    folder = new_claims_folder(p.work)
+    held = p.plan[3].index
+    assert Claims(folder, "slice-00001").take(held)  # another slice holds it (building, or dead)
+    results = _run_chunks(p.job, p.plan, 2, Progress("preprocess", 0, False), p.engine, Claims(folder, "slice-00000"))
+    assert [r["chunk"] for r in results] == [c.index for c in p.plan if c.index != held]
+    assert all(Claims(folder, "x").holder(c.index) == "slice-00000" for c in p.plan if c.index != held)
+    assert not (chunk_dir(p.work, held)).exists()
