@@ -1,6 +1,6 @@
 """One chunk of a preprocessing run: read and check records, tokenize, write one small shard per key.
 
-A chunk is written into `WORK/chunk-NNNNNN.tmp-PID/` and renamed to `WORK/chunk-NNNNNN/` when all
+A chunk is written into `WORK/chunk-NNNNNN.tmp-HOST-PID/` and renamed to `WORK/chunk-NNNNNN/` when all
 its files are complete, so a run killed at any point leaves finished chunks (kept on rerun) and
 temporary folders (deleted on rerun). A committed chunk is never replaced: a builder that finds one
 at its name drops its own copy (the same bytes: a chunk depends only on its records), so a slice
@@ -13,6 +13,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,7 +93,8 @@ class _ChunkBuilder:
     def __init__(self, job: Job, chunk: Chunk, report: Callable[[int, int, int], None] | None):
         self.job, self.chunk, self.report = job, chunk, report
         self.keys = list(job.fields.keys)
-        self.tmp = Path(f"{chunk_dir(job.work_dir, chunk.index)}.tmp-{os.getpid()}")
+        # host and pid: builders on several nodes of a shared file system never share a temporary
+        self.tmp = Path(f"{chunk_dir(job.work_dir, chunk.index)}.tmp-{socket.gethostname()}-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         schema = schema_for(job.fields.keep_fields)
