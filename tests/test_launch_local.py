@@ -25,8 +25,9 @@ from cpt.corpus.plan import interleaved_slice
 from cpt.shards.launched import slice_task
 from cpt.shards.pipeline import (Assembly, PreprocessConfig, _Loaded, _run_chunks, handed_plan, prepare,
                                  run_preprocess)
-from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES, SliceKiller, assert_built_once_but_the_dead_attempts,  # noqa: F401
-                             corpus, files_of, launch_summary, preprocess_argv, single, slice_chunks)
+from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES, SliceKiller,  # noqa: F401
+                             assert_built_once_but_the_dead_attempts, corpus, files_of, launch_summary,
+                             preprocess_argv, single, slice_chunks)
 
 
 def test_local_pool_equals_one_process(corpus, single, tmp_path):

@@ -1,11 +1,12 @@
 """One chunk of a preprocessing run: read and check records, tokenize, write one small shard per key.
 
-A chunk is written into `WORK/chunk-NNNNNN.tmp-HOST-PID/` and renamed to `WORK/chunk-NNNNNN/` when all
-its files are complete, so a run killed at any point leaves finished chunks (kept on rerun) and
+A chunk is written into `WORK/chunk-NNNNNN.tmp-HOST-PID/` and renamed to `WORK/chunk-NNNNNN/` when
+all its files are complete, so a run killed at any point leaves finished chunks (kept on rerun) and
 temporary folders (deleted on rerun). A committed chunk is never replaced: a builder that finds one
-at its name drops its own copy (the same bytes: a chunk depends only on its records), so a slice
-that lost track of a claim cannot swap files under an assembly reading them. Bad records either stop the run (`on_error="fail"`, with
-file:line and the reason) or are skipped, counted by reason and logged to `KEY.skipped.jsonl`.
+at its name drops its own copy (the same bytes: a chunk depends only on its records), so a builder
+that lost its claim (`cpt.shards.claims`) cannot swap files under an assembly reading them. Bad
+records either stop the run (`on_error="fail"`, with file:line and the reason) or are skipped,
+counted by reason and logged to `KEY.skipped.jsonl`.
 """
 from __future__ import annotations
 
@@ -186,8 +187,8 @@ class _ChunkBuilder:
             writer.finish(extra, durable=False)
             shutil.copyfile(self.tmp / "skipped.jsonl", self.tmp / f"{key}.skipped.jsonl")
         (self.tmp / "skipped.jsonl").unlink()
-        committed = _commit(self.tmp, chunk_dir(self.job.work_dir, self.chunk.index))
-        return {"chunk": self.chunk.index, "committed": committed, **self.stats.manifest(), "tokens": self.stats.tokens,
+        ours = _commit(self.tmp, chunk_dir(self.job.work_dir, self.chunk.index))
+        return {"chunk": self.chunk.index, "committed": ours, **self.stats.manifest(), "tokens": self.stats.tokens,
                 "bytes": self.chunk.size, "engine": _STATE.encoder.name, "fallbacks": _STATE.encoder.fallbacks,
                 "placeholder_redone": _STATE.encoder.redone}
 
