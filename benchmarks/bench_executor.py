@@ -128,6 +128,9 @@ def main() -> None:
               "slice_ran_s": [a["ran_seconds"] for _, a in ok], "slice_cpu_s": [a["cpu_seconds"] for _, a in ok],
               "worker_age_s": [a.get("worker_age") for _, a in ok],  # the worker's own start before the slice
               "slice_prepare_s": [task["result"].get("prepare_seconds") for task, _ in ok],
+              # chunks each slice built, of which it took from other slices (claims)
+              "slice_built": [len(task["result"].get("built", [])) for task, _ in ok],
+              "slice_taken": [task["result"].get("taken") for task, _ in ok],
               # from the last slice's end to the command's exit: the merge's tail, summary, exit
               "exit_after_last_slice_s": round(times["ray"][-1] - ray["phase_seconds"]["timeline"]["last_task_ended"], 3)
               if "timeline" in ray.get("phase_seconds", {}) else None}

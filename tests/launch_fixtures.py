@@ -71,6 +71,16 @@ def preprocess_argv(corpus: Path, out: Path, *extra: str) -> list[str]:
             "--chunk-mb", CHUNK_MB, "--no-progress", *extra]
 
 
+def assert_built_once_but_the_dead_attempts(summary: dict, dead: list[int]) -> None:
+    """Each chunk of a preprocess launch was built by exactly one successful attempt, except those
+    of `dead` that a killed attempt committed before it died (it may also have lost them to
+    another slice first)."""
+    built = [i for task in summary["tasks"] for i in task["result"]["built"]]
+    total = sum(task["result"]["chunks"] for task in summary["tasks"])
+    assert len(built) == len(set(built)) and set(built) <= set(range(total))
+    assert set(range(total)) - set(built) <= set(dead)
+
+
 class SliceKiller(threading.Thread):
     """SIGKILL the process of `task`'s first attempt as soon as `done()` says it did part of its work."""
 

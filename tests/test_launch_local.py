@@ -25,8 +25,9 @@ from cpt.corpus.plan import interleaved_slice
 from cpt.shards.launched import slice_task
 from cpt.shards.pipeline import (Assembly, PreprocessConfig, _Loaded, _run_chunks, handed_plan, prepare,
                                  run_preprocess)
-from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES, SliceKiller, corpus, files_of,  # noqa: F401
-                             launch_summary, preprocess_argv, single, slice_chunks)
+from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES, SliceKiller,  # noqa: F401
+                             assert_built_once_but_the_dead_attempts, corpus, files_of, launch_summary,
+                             preprocess_argv, single, slice_chunks)
 
 
 def test_local_pool_equals_one_process(corpus, single, tmp_path):
@@ -54,6 +55,11 @@ def test_local_pool_equals_one_process(corpus, single, tmp_path):
                for a in attempts)
     results = [task["result"] for task in s["tasks"]]
     assert all(set(r["prepare_seconds"]) == {"tokenizer", "files", "plan", "engine"} for r in results)
+    # 3 slices on 2 CPUs: the first two take the third's chunks once done with their own, so it
+    # starts (when one of them ended) to find every chunk claimed; each chunk was built once
+    built = [r["built"] for r in results]
+    assert built[2] == [] and results[0]["taken"] + results[1]["taken"] >= len(slice_chunks(corpus, 2, 3))
+    assert_built_once_but_the_dead_attempts(s, [])
 
 
 @pytest.mark.slow
@@ -72,7 +78,8 @@ def test_submitit_local_equals_one_process_after_a_killed_job(corpus, single, tm
     s = launch_summary(out)
     task = next(t for t in s["tasks"] if t["name"] == "slice-00001-of-00004")
     assert [a["ok"] for a in task["attempts"]] == [False, True] and s["retried"] == 1
-    assert 1 <= task["result"]["chunks_resumed"] < task["result"]["chunks"]
+    assert 1 <= task["result"]["chunks_resumed"] <= task["result"]["chunks"]
+    assert_built_once_but_the_dead_attempts(s, [first])
     assert s["merge"]["ran"] and (tmp_path / "sub.launch" / "logs" / "merge.attempt-1.log").is_file()
     assert "merge_overlapped" not in s["phase_seconds"]  # Slurm's path: the merge is a job of its own
 

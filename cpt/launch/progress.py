@@ -101,8 +101,11 @@ class Board:
             except (OSError, ValueError):
                 continue
             docs += state.get("docs", 0)
-            units += self.units[name] if name in self.done else min(state.get("units", 0), self.units[name])
-        return units, docs
+            units += state.get("units", 0)
+        # tasks may do each other's work (slices taking others' chunks): the share is the sum of what
+        # all report, not per task; a finished launch is whole (a failed attempt's counts are gone)
+        total = sum(self.units.values())
+        return (total if len(self.done) == len(self.names) else min(units, total)), docs
 
     def refresh(self, force: bool = False) -> None:
         now = time.perf_counter()

@@ -1,15 +1,20 @@
 """One chunk of a preprocessing run: read and check records, tokenize, write one small shard per key.
 
-A chunk is written into `WORK/chunk-NNNNNN.tmp-PID/` and renamed to `WORK/chunk-NNNNNN/` when all
-its files are complete, so a run killed at any point leaves finished chunks (kept on rerun) and
-temporary folders (deleted on rerun). Bad records either stop the run (`on_error="fail"`, with
-file:line and the reason) or are skipped, counted by reason and logged to `KEY.skipped.jsonl`.
+A chunk is written into `WORK/chunk-NNNNNN.tmp-HOST-PID/` and renamed to `WORK/chunk-NNNNNN/` when
+all its files are complete, so a run killed at any point leaves finished chunks (kept on rerun) and
+temporary folders (deleted on rerun). A committed chunk is never replaced: a builder that finds one
+at its name drops its own copy (the same bytes: a chunk depends only on its records), so a builder
+that lost its claim (`cpt.shards.claims`) cannot swap files under an assembly reading them. Bad
+records either stop the run (`on_error="fail"`, with file:line and the reason) or are skipped,
+counted by reason and logged to `KEY.skipped.jsonl`.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,7 +94,8 @@ class _ChunkBuilder:
     def __init__(self, job: Job, chunk: Chunk, report: Callable[[int, int, int], None] | None):
         self.job, self.chunk, self.report = job, chunk, report
         self.keys = list(job.fields.keys)
-        self.tmp = Path(f"{chunk_dir(job.work_dir, chunk.index)}.tmp-{os.getpid()}")
+        # host and pid: builders on several nodes of a shared file system never share a temporary
+        self.tmp = Path(f"{chunk_dir(job.work_dir, chunk.index)}.tmp-{socket.gethostname()}-{os.getpid()}")
         shutil.rmtree(self.tmp, ignore_errors=True)
         self.tmp.mkdir(parents=True)
         schema = schema_for(job.fields.keep_fields)
@@ -181,10 +187,8 @@ class _ChunkBuilder:
             writer.finish(extra, durable=False)
             shutil.copyfile(self.tmp / "skipped.jsonl", self.tmp / f"{key}.skipped.jsonl")
         (self.tmp / "skipped.jsonl").unlink()
-        final = chunk_dir(self.job.work_dir, self.chunk.index)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(self.tmp, final)
-        return {"chunk": self.chunk.index, **self.stats.manifest(), "tokens": self.stats.tokens,
+        ours = _commit(self.tmp, chunk_dir(self.job.work_dir, self.chunk.index))
+        return {"chunk": self.chunk.index, "committed": ours, **self.stats.manifest(), "tokens": self.stats.tokens,
                 "bytes": self.chunk.size, "engine": _STATE.encoder.name, "fallbacks": _STATE.encoder.fallbacks,
                 "placeholder_redone": _STATE.encoder.redone}
 
@@ -193,6 +197,25 @@ class _ChunkBuilder:
         for w in self.writers.values():
             w.abort()
         shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def _commit(tmp: Path, final: Path) -> bool:
+    """Rename the finished `tmp` folder to `final`; False (and `tmp` removed) where a chunk was
+    committed there already: a folder is renamed only onto a missing or empty one."""
+    try:
+        os.rename(tmp, final)
+        return True
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
+            raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    return False
+
+
+def committed(work_dir: str | Path, index: int, keys) -> bool:
+    """Chunk `index` is committed (its folder appears by one rename, with every key's manifest)."""
+    d = chunk_dir(work_dir, index)
+    return all((d / f"{k}.manifest.json").is_file() for k in keys)
 
 
 def _select(flat: np.ndarray, lengths: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -225,3 +248,14 @@ def build_chunk(job: Job, chunk: Chunk, report: Callable[[int, int, int], None] 
     except BaseException:
         builder.abort()
         raise
+
+
+def build_claimed(job: Job, chunk: Chunk, claims: Any = None,
+                  report: Callable[[int, int, int], None] | None = None) -> dict[str, Any] | None:
+    """`build_chunk` where this slice holds the chunk's claim (`cpt.shards.claims.Claims`; None: no
+    claims, a run of its own) and the chunk is not committed yet; None where it skipped it."""
+    if claims is not None and not claims.take(chunk.index):
+        return None
+    if committed(job.work_dir, chunk.index, job.fields.keys):
+        return None
+    return build_chunk(job, chunk, report)

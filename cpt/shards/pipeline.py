@@ -27,7 +27,7 @@ from cpt.corpus.files import list_inputs
 from cpt.corpus.plan import Chunk, chunks_from_json, chunks_to_json, make_plan, plan_fingerprint, shard_slice
 from cpt.corpus.progress import Progress
 from cpt.corpus.records import Fields
-from cpt.shards.build import Job, build_chunk, chunk_dir, init_pool_worker, init_worker
+from cpt.shards.build import Job, build_claimed, chunk_dir, committed, init_pool_worker, init_worker
 from cpt.shards.format import optimal_dtype
 from cpt.shards.manifest import write_json_atomic
 from cpt.shards.merge import ShardMerger
@@ -126,14 +126,17 @@ def _prepare_work_dir(work: Path, fingerprint: dict[str, Any]) -> None:
 
 
 def _done(work: Path, chunk: Chunk, keys: list[str]) -> bool:
-    d = chunk_dir(work, chunk.index)
-    return all((d / f"{k}.manifest.json").is_file() for k in keys)
+    return committed(work, chunk.index, keys)
 
 
-def _run_chunks(job: Job, todo: list[Chunk], workers: int, progress: Progress, encoder) -> list[dict[str, Any]]:
+def _run_chunks(job: Job, todo: list[Chunk], workers: int, progress: Progress, encoder,
+                claims: Any = None) -> list[dict[str, Any]]:
+    """Build the chunks of `todo` (in order; with `claims`, only those this slice gets the claim
+    of, see `cpt.shards.claims`) on `workers` processes; return the results of those built."""
     if workers == 1 or len(todo) <= 1:
         init_worker(job, encoder)
-        return [build_chunk(job, c, progress.update) for c in todo]
+        built = (build_claimed(job, c, claims, progress.update) for c in todo)
+        return [r for r in built if r is not None]
     if "fork" in mp.get_all_start_methods():
         # children inherit the loaded tokenizer and verified engine instead of loading them again
         ctx = mp.get_context("fork")
@@ -143,7 +146,7 @@ def _run_chunks(job: Job, todo: list[Chunk], workers: int, progress: Progress, e
     reports = ctx.Queue()
     results: list[dict[str, Any]] = []
     with ctx.Pool(min(workers, len(todo)), initializer=init_pool_worker, initargs=(job, reports)) as pool:
-        pending = [pool.apply_async(build_chunk, (job, c)) for c in todo]
+        pending = [pool.apply_async(build_claimed, (job, c, claims)) for c in todo]
         while pending:
             try:
                 progress.update(*reports.get(timeout=0.2))
@@ -152,6 +155,7 @@ def _run_chunks(job: Job, todo: list[Chunk], workers: int, progress: Progress, e
             for r in [r for r in pending if r.ready()]:
                 pending.remove(r)
                 results.append(r.get())  # re-raises a worker's CorpusError here
+        results = [r for r in results if r is not None]
         while True:
             try:
                 progress.update(*reports.get_nowait())
@@ -212,7 +216,7 @@ def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = Tru
     if given is None:
         plan = make_plan(files, int(cfg.chunk_mb * (1 << 20)))
     else:
-        plan = _adopt_plan(work, given, fingerprint, files)
+        plan = _adopt_plan(work, given, _digest(fingerprint), files)
     clock.lap("plan")
     small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
     engine = _LOADED.engine_for(tokenizer, "reference" if small or not encode else cfg.engine, reuse)
@@ -277,14 +281,20 @@ def handed_plan(p: Prepared, chunks: list[Chunk]) -> dict[str, Any]:
     return {"fingerprint": p.fingerprint, "chunks": chunks_to_json(chunks, p.files)}
 
 
-def _adopt_plan(work: Path, given: dict[str, Any], fingerprint: dict[str, Any], files) -> list[Chunk]:
+def _adopt_plan(work: Path, given: dict[str, Any], digest: str, files) -> list[Chunk]:
     """The chunks handed over by the driver, once the fingerprint of the input, options and
     tokenizer seen here (sizes and mtimes stand for the contents, as for resuming) is theirs."""
-    if given.get("fingerprint") != _digest(fingerprint):
+    if given.get("fingerprint") != digest:
         raise ValueError(f"{work}: the plan this slice was handed (fingerprint {given.get('fingerprint')}) is not "
-                         f"the plan of the input it reads ({_digest(fingerprint)}): the input, options or "
+                         f"the plan of the input it reads ({digest}): the input, options or "
                          f"tokenizer changed since the launch planned; rerun the command")
     return chunks_from_json(given["chunks"], files)
+
+
+def handed_chunks(p: Prepared, given: dict[str, Any]) -> list[Chunk]:
+    """More chunks of the plan `p` was prepared with (`handed_plan` of its driver: the whole plan,
+    for a slice that takes other slices' chunks), refused unless bound to the same fingerprint."""
+    return _adopt_plan(p.work, given, p.fingerprint, p.files)
 
 
 def _digest(fingerprint: dict[str, Any]) -> str:
