@@ -44,3 +44,22 @@ def test_slurm_array_and_merge_job_equal_one_process_after_a_killed_slice(corpus
     assert [a["ok"] for a in task["attempts"]] == [False, True] and s["retried"] == 1
     assert "ended without a result" in task["attempts"][0]["error"] or "FAILED" in task["attempts"][0]["error"]
     assert s["merge"]["ran"] and "merge_overlapped" not in s["phase_seconds"]
+
+
+def test_slurm_sweep_runs_each_arm_as_a_job_and_equals_the_local_executor(tmp_path):
+    """`cpt sweep --executor slurm`: every (arm, seed) a job whose `cpt train` trains; the collection
+    is the dependent job; the results equal the local executor's run for run (runs are deterministic)."""
+    import json
+
+    from sweep_fixtures import write_base, write_sweep
+
+    sweep = write_sweep(tmp_path, write_base(tmp_path / "base"), seeds=[1], report={})
+    rows = {}
+    for executor in ("slurm", "local"):
+        out = tmp_path / executor
+        assert main(["sweep", str(sweep), "--out", str(out), "--executor", executor, "--max-retries", "0"]) == 0
+        rows[executor] = {(r["arm"], r["seed"]): r["metrics"]
+                          for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
+    assert sorted(rows["slurm"]) == [("hi", 1), ("lo", 1)] and rows["slurm"] == rows["local"]
+    summary = json.loads((tmp_path / "slurm" / "launch" / "summary.json").read_text())
+    assert summary["spec"]["executor"] == "slurm" and summary["succeeded"] == 2
