@@ -3,7 +3,9 @@
 On Slurm the merge job is submitted right after the array, with `--dependency=afterok:` on every
 slice job, so it runs even if the driver is gone by then. A failed slice is resubmitted by the
 driver (one job each, counted like every other retry); its merge job can then never start, so it is
-cancelled and submitted again with `afterok:` on the final attempts. `submitit-local` is submitit's
+cancelled and submitted again with `afterok:` on the final attempts. Where `sacct` does not answer
+(no accounting storage), a job that died without a result is noticed through `squeue`
+(cpt.launch.slurm_queue) instead of being waited on forever. `submitit-local` is submitit's
 LocalExecutor: the same code path on this machine (tests, dry runs) but without a scheduler, so
 there the merge job is submitted once the slices ended.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from cpt.launch.executors import Attempt, Executor, _last_line, _log_tail
+from cpt.launch.slurm_queue import QueueWatch
 from cpt.launch.spec import LaunchError
 from cpt.launch.task import Task, run_task
 
@@ -33,6 +36,7 @@ class SlurmExecutor(Executor):
         self.merge_task: Task | None = None
         self.merge_job: Any = None  # submitted with the array (Slurm), waiting on it
         self.merge_after: list[str] = []
+        self.queue, self.lost = QueueWatch(), {}  # lost: job id -> the queue's end state (no result)
         folder = self.launch_dir / "submitit"
         spec = self.spec
         if spec.executor == "submitit-local":
@@ -93,12 +97,28 @@ class SlurmExecutor(Executor):
 
         deadline = time.monotonic() + timeout
         while True:
-            ended = [a for a in running if a.handle.done()]
+            ended = [a for a in running if a.handle.done()] or self._ended_by_queue(running)
             if ended or time.monotonic() >= deadline:
                 return [self._outcome(a) for a in ended]
             time.sleep(0.2)
 
+    def _ended_by_queue(self, running) -> list[Attempt]:
+        """Attempts without a result whose accounting state is unknown and that the queue shows ended."""
+        if self.spec.executor != "slurm":
+            return []
+        unknown = {a.handle_id: a for a in running
+                   if a.handle.watcher.get_state(a.handle.job_id, mode="cache") == "UNKNOWN"}
+        ended = []
+        for job, state in self.queue.ended(unknown).items():
+            if not unknown[job].handle.done():  # its result did not appear meanwhile
+                self.lost[job] = state
+                ended.append(unknown[job])
+        return ended
+
     def _outcome(self, a: Attempt):
+        if a.handle_id in self.lost:
+            return a, None, (f"job {a.handle_id} ended without a result ({self.lost[a.handle_id]}, by squeue: "
+                             f"sacct does not answer): {_log_tail(self.launch_dir, a)}")
         try:
             return a, a.handle.result(), None
         except Exception as e:  # noqa: BLE001 - submitit's Failed/UncompletedJobError carry the cause
@@ -111,11 +131,15 @@ class SlurmExecutor(Executor):
             self.merge_job = None
         job = self.merge_job or self._submit_merge(after)
         self.merge_job = None
-        try:
-            return job.result()["result"]
-        except Exception as e:  # noqa: BLE001
-            raise LaunchError(f"the merge job {job.job_id} failed: {_last_line(str(e))} "
-                              f"(log {self.launch_dir / 'logs' / 'merge.attempt-1.log'})") from None
+        attempt = Attempt(merge, 1, job, str(job.job_id))
+        ended: list = []
+        while not ended:
+            ended = self.wait([attempt], 60.0)
+        _, result, error = ended[0]
+        if error is not None:
+            raise LaunchError(f"the merge job {job.job_id} failed: {error} "
+                              f"(log {self.launch_dir / 'logs' / 'merge.attempt-1.log'})")
+        return result["result"]
 
 
 __all__ = ["SlurmExecutor"]
