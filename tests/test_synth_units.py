@@ -34,12 +34,15 @@ BIOLOGY = ("Photosynthesis is the process by which green plants use light energy
 
 
 def test_every_discipline_and_code_has_a_template():
-    for name in (*disciplines.discipline_names(), "code"):
+    for name in disciplines.discipline_names():
         t = prompts.load_template(name)
-        assert t.tag == f"{name}.v1" and len(t.sha) == 12 and t.system
+        assert t.tag == f"{name}.v2" and len(t.sha) == 12 and t.system and t.prefill == "Question:"
+    code = prompts.load_template("code")
+    assert code.tag == "code.v1" and not code.prefill
     assert len(disciplines.DISCIPLINES) == 9
     msgs = prompts.load_template("physics").render(snippet="S-N-I-P", n_pairs="2", discipline="physics")
     assert msgs[0]["role"] == "system" and "S-N-I-P" in msgs[1]["content"] and "{" not in msgs[1]["content"]
+    assert msgs[2] == {"role": "assistant", "content": "Question:"}  # the prefill: generators continue it
     with pytest.raises(ValueError, match="no value for placeholder"):
         prompts.load_template("physics").render(snippet="x")
 
@@ -47,10 +50,24 @@ def test_every_discipline_and_code_has_a_template():
 def test_user_prompt_dir_overrides_with_higher_version(tmp_path):
     text = prompts.load_template("physics").source
     ours = (REPO / text).read_text()
-    (tmp_path / "physics.v2.txt").write_text(ours.replace("version: 1", "version: 2").replace("exam", "quiz"))
+    (tmp_path / "physics.v3.txt").write_text(ours.replace("version: 2", "version: 3").replace("exam", "quiz"))
     t = prompts.load_template("physics", tmp_path)
-    assert t.tag == "physics.v2" and "quiz" in t.system and t.source == str(tmp_path / "physics.v2.txt")
-    assert prompts.load_template("biology", tmp_path).tag == "biology.v1"  # others still ours
+    assert t.tag == "physics.v3" and "quiz" in t.system and t.source == str(tmp_path / "physics.v3.txt")
+    assert prompts.load_template("biology", tmp_path).tag == "biology.v2"  # others still ours
+
+
+def test_an_assistant_section_is_the_prefill_the_rendered_chat_ends_with(tmp_path):
+    from cpt.synth.generators.base import ChatRequest, prefill_of
+
+    body = "# name: physics\n# version: 7\n[system]\ns\n[user]\nu {snippet}\n[assistant]\nQuestion:\n"
+    (tmp_path / "physics.v7.txt").write_text(body)
+    t = prompts.load_template("physics", tmp_path)
+    assert t.prefill == "Question:" and t.user == "u {snippet}\n"
+    msgs = t.render(snippet="x")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"] and prefill_of(msgs) == "Question:"
+    assert ChatRequest("k", msgs).prefill == "Question:" and ChatRequest("k", msgs[:-1]).prefill == ""
+    (tmp_path / "physics.v7.txt").write_text(body.replace("[assistant]\nQuestion:\n", ""))
+    assert [m["role"] for m in prompts.load_template("physics", tmp_path).render(snippet="x")] == ["system", "user"]
 
 
 @pytest.mark.parametrize("body, error", [
@@ -123,7 +140,7 @@ def test_assign_disciplines_counts_every_skip():
 
 
 def test_shard_split_is_a_partition():
-    keys = [f"doc{i}#0|physics.v1|0" for i in range(200)]
+    keys = [f"doc{i}#0|physics.v2|0" for i in range(200)]
     parts = [[k for k in keys if tasks.in_shard(k, i, 3)] for i in range(3)]
     assert sorted(sum(parts, [])) == sorted(keys) and all(parts)
 
@@ -209,7 +226,7 @@ def test_finalize_counts_every_rejection_reason(tmp_path):
     out = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
     assert summary["pairs_kept"] == len(out) == 2
     assert out[0]["text"] == "Question: What does Newton's second law state?\nAnswer: The net force equals mass times acceleration."
-    assert out[0]["id"] == "doc0#0|physics.v1|0|0" and out[0]["prompt_version"] == "physics.v1"
+    assert out[0]["id"] == "doc0#0|physics.v2|0|0" and out[0]["prompt_version"] == "physics.v2"
     assert {r["lang"] for r in out} == {"synthetic"} and not any(r["corrupt"] for r in out)
     on_disk = json.loads(pipeline.summary_path(tmp_path / "qa.jsonl").read_text())
     assert on_disk["rejected"] == rejected and on_disk["missing"] == 0
@@ -229,12 +246,12 @@ def test_changed_prompt_without_new_version_is_refused(tmp_path):
     _journal(pipeline.journal_path(tmp_path / "qa.jsonl"), work, ["Question: a?\nAnswer: b."])
     ours = (REPO / work[0].prompt.source).read_text()
     (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "physics.v1.txt").write_text(ours.replace("exam", "quiz"))
+    (tmp_path / "p" / "physics.v2.txt").write_text(ours.replace("exam", "quiz"))
     from cpt.synth.snippets import Snippet
 
     tpl = {"physics": prompts.load_template("physics", tmp_path / "p")}
     changed = tasks.science_tasks([Snippet("doc0#0", "doc0", PHYSICS)], [disciplines.get("physics")], tpl)
-    with pytest.raises(JournalError, match="physics.v1 .* changed since its records were journaled"):
+    with pytest.raises(JournalError, match="physics.v2 .* changed since its records were journaled"):
         pipeline.run(changed, None, tmp_path / "qa.jsonl", SamplingParams(), FilterConfig())
 
 
@@ -388,7 +405,7 @@ def test_cpt_preprocess_turns_the_output_into_shards(tmp_path):
     shard = shards.open(tmp_path / "synthetic")
     meta = shard.metadata().to_pylist()
     assert len(shard) == 4 and all(len(shard[i]) > 10 for i in range(4))
-    assert {m["discipline"] for m in meta} == {"physics"} and {m["prompt_version"] for m in meta} == {"physics.v1"}
+    assert {m["discipline"] for m in meta} == {"physics"} and {m["prompt_version"] for m in meta} == {"physics.v2"}
     assert sorted(m["corrupt"] for m in meta) == ["false", "false", "true", "true"]
     # Our records say lang "synthetic", and the shards keep it (stage 2 blends it as its own stream).
     assert normalize_lang("synthetic") == "synthetic"

@@ -53,6 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call")
     g.add_argument("--threads", type=int, default=None, help="transformers on CPU: torch intra-op threads")
     g.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    g.add_argument("--continue-final-message", action="store_true",
+                   help="openai: the server continues a prefilled assistant turn (vLLM's request field; vLLM, "
+                        "SGLang, cpt.synth.server). Without it the prefill is not sent")
     g.add_argument("--timeout", type=float, default=120.0, help="openai: seconds per request")
     g.add_argument("--max-retries", type=int, default=4, help="openai: retries of a failed request")
     g.add_argument("--backoff", type=float, default=1.0, help="openai: first retry delay (doubles each time)")
@@ -247,7 +250,7 @@ def run(args: argparse.Namespace) -> int:
                     api_key=args.api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
                     concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
                     backoff_s=args.backoff, tensor_parallel_size=args.tensor_parallel_size,
-                    num_threads=args.threads)
+                    num_threads=args.threads, continue_final_message=args.continue_final_message)
         summary = pipeline.run(work, generator, args.output, params, filters, args.corrupt_rate, args.seed,
                                dict(skipped), args.progress_every)
     except (GeneratorUnavailable, InputError, JournalError, FileNotFoundError, ValueError) as e:
