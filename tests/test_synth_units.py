@@ -122,6 +122,26 @@ def test_keyword_filter_and_topic_mapping():
     assert classify.from_tagged_topic("other_general", "a football match") is None
 
 
+def test_select_snippets_caps_each_discipline_and_reads_on_past_a_one_subject_start():
+    from cpt.synth.snippets import Snippet
+
+    # a corpus that starts with six biology snippets, then alternates physics / nothing / biology
+    texts = [BIOLOGY] * 6 + [PHYSICS, "Cats and dogs.", BIOLOGY] * 4
+    snips = [Snippet(f"d{i}#0", f"d{i}", t, None) for i, t in enumerate(texts)]
+
+    def assign(chunk):
+        return tasks.assign_disciplines(chunk, "keywords", skipped)
+
+    skipped = Counter()
+    first, found = tasks.select_snippets(snips, assign, 4, None, skipped)
+    assert [s.snippet_id for s in first] == ["d0#0", "d1#0", "d2#0", "d3#0"] and {d.name for d in found} == {"biology"}
+    skipped = Counter()
+    kept, found = tasks.select_snippets(snips, assign, 5, 2, skipped, block=4)
+    assert [d.name for d in found] == ["biology", "biology", "physics", "physics"]  # the input ran out before 5
+    assert [s.snippet_id for s in kept] == ["d0#0", "d1#0", "d6#0", "d9#0"]
+    assert skipped["discipline_full"] == 8 + 2 and skipped["no_discipline_match"] == 4
+
+
 def test_assign_disciplines_counts_every_skip():
     from cpt.synth.snippets import Snippet
 
@@ -160,6 +180,10 @@ def test_parse_qa_formats_and_malformed():
     # answer (text between the markers) still leaves the second marker's text out of the pair
     repeated = parse.parse_qa("Question: Who was first?\n\nAnswer:\n\nAnswer:\n\nGodwin was.\nQuestion: Q2?\nAnswer:")
     assert [(p.question, p.answer) for p in repeated] == [("Who was first?", "Godwin was."), ("Q2?", "")]
+    # ... and, continuing a prefilled "Question:", the question marker, on its line or the next
+    again = parse.parse_qa("Question: Question: Who was first?\nAnswer: Godwin.\nQuestion:\nQuestion: Q2?\nAnswer: B.")
+    assert [(p.question, p.answer, p.malformed) for p in again] == [("Who was first?", "Godwin.", False),
+                                                                  ("Q2?", "B.", False)]
     twice = parse.parse_qa("Question: Who?\nAnswer: Godwin.\nAnswer: Burke.")
     assert [(p.question, p.answer) for p in twice] == [("Who?", "Godwin.")]
     assert parse.parse_code_answer("Just words, no code.") is None

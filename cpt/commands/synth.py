@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sn.add_argument("--min-snippet-chars", type=int, default=200, help="shorter snippets are not used")
     sn.add_argument("--max-snippets-per-doc", type=int, default=None)
     sn.add_argument("--max-snippets", type=int, default=None, help="stop after this many snippets")
+    sn.add_argument("--max-per-discipline", type=int, default=None,
+                    help="at most this many snippets of each discipline, read on until found (--max-snippets "
+                         "then counts those with a discipline)")
     sn.add_argument("--discipline-by", choices=["auto", "topic", "keywords", "embedding"], default="auto",
                     help="auto: the document's `topic` when present, else keywords")
     sn.add_argument("--discipline", default=None, help="put every snippet in this discipline")
@@ -116,8 +119,6 @@ def build_tasks(args: argparse.Namespace):
 
 
 def _science_tasks(args: argparse.Namespace, skipped):
-    from itertools import islice
-
     from cpt.synth import classify, disciplines, prompts, sources, tasks
     from cpt.synth.snippets import snippets_of
 
@@ -127,13 +128,16 @@ def _science_tasks(args: argparse.Namespace, skipped):
     if args.shards:
         docs += list(sources.documents_from_shards(args.shards))
     snips = snippets_of(docs, args.snippet_chars, args.min_snippet_chars, args.max_snippets_per_doc)
-    snips = list(islice(snips, args.max_snippets))
     fallback = None
     if args.discipline_by == "embedding":
         fallback = classify.EmbeddingFilter(args.embedding_model, args.min_similarity)
     elif args.discipline_by in ("keywords", "auto"):
         fallback = classify.KeywordFilter(args.min_keyword_hits)
-    assigned = tasks.assign_disciplines(snips, args.discipline_by, skipped, fallback, args.discipline)
+
+    def assign(chunk):
+        return tasks.assign_disciplines(chunk, args.discipline_by, skipped, fallback, args.discipline)
+
+    snips, assigned = tasks.select_snippets(snips, assign, args.max_snippets, args.max_per_discipline, skipped)
     only = None
     if args.disciplines:
         only = {disciplines.get(n).name for n in args.disciplines.split(",") if n.strip()}
