@@ -406,6 +406,40 @@ def test_vllm_backend_is_detected_at_run_time(tmp_path):
         build_generator("openai", "m")
 
 
+def test_vllm_backend_continues_prefilled_requests_in_their_own_chat_call(monkeypatch):
+    """vLLM cannot run here: a stand-in `vllm` module with `LLM.chat`'s documented signature records
+    what our adapter asks of it (the flags are per call, so prefilled requests go in a call of their own)."""
+    import types
+    from types import SimpleNamespace
+
+    from cpt.synth.generators import vllm_backend
+    from cpt.synth.generators.base import ChatRequest
+
+    calls = []
+
+    class LLM:
+        def __init__(self, **kwargs):
+            pass
+
+        def chat(self, messages, sampling_params, use_tqdm=True, add_generation_prompt=True,
+                 continue_final_message=False):
+            calls.append((len(messages), add_generation_prompt, continue_final_message))
+            return [SimpleNamespace(outputs=[SimpleNamespace(text=" What is X?\nAnswer: Y.", token_ids=[1, 2, 3])])
+                    for _ in messages]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(vllm_backend, "is_available", lambda: True)
+    prefilled = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "Question:"}]
+    reqs = [ChatRequest("a", prefilled), ChatRequest("b", prefilled[:1]), ChatRequest("c", prefilled)]
+    got = {c.key: c.text for c in vllm_backend.VLLMGenerator("m").generate(reqs, SamplingParams())}
+    assert calls == [(1, True, False), (2, False, True)]
+    assert got == {"a": "Question: What is X?\nAnswer: Y.", "b": " What is X?\nAnswer: Y.",
+                   "c": "Question: What is X?\nAnswer: Y."}
+    assert [(p.question, p.answer) for p in parse.parse_qa(got["a"])] == [("What is X?", "Y.")]
+
+
 def test_cpt_preprocess_turns_the_output_into_shards(tmp_path):
     """The data layer's `cpt preprocess` reads our output as is; lang and kept fields reach the metadata."""
     from cpt import shards
