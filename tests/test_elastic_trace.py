@@ -190,7 +190,7 @@ def test_a_synthetic_sample_traces_back_to_its_source_document_and_prompt(runs):
     assert pieces, "stage s2 drew no synthetic sample"
     piece = pieces[0]
     syn = piece["synthetic"]
-    assert syn["generator"] == "test:handwritten" and syn["prompt_version"] == "physics.v1"
+    assert syn["generator"] == "test:handwritten" and syn["prompt_version"] == "physics.v2"
     assert syn["sample_index"] == "0"
     source = shards.open(prefix)
     ids = [str(i) for i in source.metadata(["doc_id"]).column("doc_id").to_pylist()]

@@ -279,3 +279,13 @@ def test_prepare_steps_name_every_output_and_read_the_base_models_tokenizer():
         if s.cli == "preprocess" and "synthetic" in s.name:
             assert "--corpus-root" in s.argv and "question,answer" in s.argv[s.argv.index("--keep-fields") + 1]
     assert {"synth-science-c30", "synth-code-c50", "preprocess-synthetic-c50"} <= set(names)
+    # the corrupted sets must select the very snippets of the clean one: their journals are its copy
+    by_name = {s.name: s.argv for s in steps}
+
+    def selection(argv):
+        return [a for i, a in enumerate(argv) if argv[i - 1] not in ("--output", "--corrupt-rate")
+                and a not in ("--output", "--corrupt-rate")]
+
+    assert "--max-per-discipline" in by_name["synth-science"]
+    assert selection(by_name["synth-science"]) == selection(by_name["synth-science-c30"]) \
+        == selection(by_name["synth-science-c50"])

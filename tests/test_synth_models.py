@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -117,7 +118,60 @@ def test_real_qa_from_a_real_snippet(local, tmp_path):
     for line in (tmp_path / "qa.jsonl").read_text().splitlines():
         rec = json.loads(line)
         assert rec["text"].startswith("Question: ") and rec["discipline"] == "physics"
-        assert rec["source_doc_id"] == "doc0" and rec["prompt_version"] == "physics.v1" and rec["corrupt"] is False
+        assert rec["source_doc_id"] == "doc0" and rec["prompt_version"] == "physics.v2" and rec["corrupt"] is False
+
+
+def test_prefill_ends_the_prompt_and_the_completion_starts_with_it(local):
+    (task,) = _physics_tasks(1)
+    req = ChatRequest(task.key, task.messages, task.seed)
+    assert req.prefill == "Question:" and task.messages[-1] == {"role": "assistant", "content": "Question:"}
+    prompt = local.prompt_text(req)
+    assert prompt.endswith("<|im_start|>assistant\nQuestion:"), prompt[-80:]  # continued, not a new turn
+    plain = local.prompt_text(ChatRequest("plain", task.messages[:-1]))
+    assert plain.endswith("<|im_start|>assistant\n") and prompt == plain + "Question:"
+    (got,) = local.generate_batch([req], SamplingParams(max_new_tokens=24, temperature=0.0))
+    assert got.text.startswith("Question:") and not got.text.startswith("Question:Question"), got.text
+    pairs = parse.parse_qa(got.text)  # the parser reads the prefilled marker as the first question's
+    assert pairs and pairs[0].question and pairs[0].question in got.text[len("Question:"):], got.text
+
+
+def test_requests_are_generated_in_batches_of_similar_prompt_length(local, monkeypatch):
+    monkeypatch.setattr(local, "batch_size", 2)
+    short, long_ = SNIPPET[:120], SNIPPET * 3
+    reqs = [ChatRequest(f"r{i}", [{"role": "user", "content": f"Summarize: {long_ if i % 2 else short}"}], seed=i)
+            for i in range(4)]
+    batches = []
+    real = local._generate
+    monkeypatch.setattr(local, "_generate", lambda b, p, params: batches.append([r.key for r in b]) or real(b, p, params))
+    done = list(local.generate(reqs, SamplingParams(max_new_tokens=2, temperature=0.0)))
+    assert batches == [["r0", "r2"], ["r1", "r3"]]  # the short prompts together, then the long ones
+    assert sorted(c.key for c in done) == ["r0", "r1", "r2", "r3"] and all(c.n_tokens > 0 for c in done)
+    monkeypatch.setattr(local, "sort_by_length", False)
+    batches.clear()
+    list(local.generate(reqs, SamplingParams(max_new_tokens=1, temperature=0.0)))
+    assert batches == [["r0", "r1"], ["r2", "r3"]]  # in the order given
+
+
+def test_openai_backend_sends_the_prefill_only_to_a_server_that_continues_it(tmp_path, local, capsys):
+    server = Server(tmp_path, idle_timeout=60.0)
+    try:
+        url = server.wait_ready()
+        (task,) = _physics_tasks(1)
+        req = ChatRequest(task.key, task.messages, task.seed)
+        params = SamplingParams(max_new_tokens=12, temperature=0.0)
+        (continued,) = OpenAIGenerator("smol", url, max_retries=0, continue_final_message=True).generate([req], params)
+        (expected,) = local.generate_batch([req], params)  # the same model in process, prefilled
+        assert continued.error is None and continued.text == expected.text and continued.text.startswith("Question:")
+        (plain,) = OpenAIGenerator("smol", url, max_retries=0).generate([req], params)
+        (unprefilled,) = local.generate_batch([ChatRequest(req.key, req.messages[:-1], req.seed)], params)
+        assert plain.error is None and plain.text == unprefilled.text  # the request as it was before prefills
+        assert "prefill 'Question:' not sent" in capsys.readouterr().err
+        body = json.dumps({"model": "smol", "messages": req.messages, "max_tokens": 2}).encode()
+        with pytest.raises(urllib.error.HTTPError, match="400"):  # a server that does not continue says so
+            urllib.request.urlopen(urllib.request.Request(f"{url}/chat/completions", body,
+                                                          {"Content-Type": "application/json"}), timeout=60)
+    finally:
+        server.stop()
 
 
 def test_code_qa_by_in_context_learning(local, tmp_path):

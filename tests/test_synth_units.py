@@ -34,12 +34,15 @@ BIOLOGY = ("Photosynthesis is the process by which green plants use light energy
 
 
 def test_every_discipline_and_code_has_a_template():
-    for name in (*disciplines.discipline_names(), "code"):
+    for name in disciplines.discipline_names():
         t = prompts.load_template(name)
-        assert t.tag == f"{name}.v1" and len(t.sha) == 12 and t.system
+        assert t.tag == f"{name}.v2" and len(t.sha) == 12 and t.system and t.prefill == "Question:"
+    code = prompts.load_template("code")
+    assert code.tag == "code.v1" and not code.prefill
     assert len(disciplines.DISCIPLINES) == 9
     msgs = prompts.load_template("physics").render(snippet="S-N-I-P", n_pairs="2", discipline="physics")
     assert msgs[0]["role"] == "system" and "S-N-I-P" in msgs[1]["content"] and "{" not in msgs[1]["content"]
+    assert msgs[2] == {"role": "assistant", "content": "Question:"}  # the prefill: generators continue it
     with pytest.raises(ValueError, match="no value for placeholder"):
         prompts.load_template("physics").render(snippet="x")
 
@@ -47,10 +50,24 @@ def test_every_discipline_and_code_has_a_template():
 def test_user_prompt_dir_overrides_with_higher_version(tmp_path):
     text = prompts.load_template("physics").source
     ours = (REPO / text).read_text()
-    (tmp_path / "physics.v2.txt").write_text(ours.replace("version: 1", "version: 2").replace("exam", "quiz"))
+    (tmp_path / "physics.v3.txt").write_text(ours.replace("version: 2", "version: 3").replace("exam", "quiz"))
     t = prompts.load_template("physics", tmp_path)
-    assert t.tag == "physics.v2" and "quiz" in t.system and t.source == str(tmp_path / "physics.v2.txt")
-    assert prompts.load_template("biology", tmp_path).tag == "biology.v1"  # others still ours
+    assert t.tag == "physics.v3" and "quiz" in t.system and t.source == str(tmp_path / "physics.v3.txt")
+    assert prompts.load_template("biology", tmp_path).tag == "biology.v2"  # others still ours
+
+
+def test_an_assistant_section_is_the_prefill_the_rendered_chat_ends_with(tmp_path):
+    from cpt.synth.generators.base import ChatRequest, prefill_of
+
+    body = "# name: physics\n# version: 7\n[system]\ns\n[user]\nu {snippet}\n[assistant]\nQuestion:\n"
+    (tmp_path / "physics.v7.txt").write_text(body)
+    t = prompts.load_template("physics", tmp_path)
+    assert t.prefill == "Question:" and t.user == "u {snippet}\n"
+    msgs = t.render(snippet="x")
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant"] and prefill_of(msgs) == "Question:"
+    assert ChatRequest("k", msgs).prefill == "Question:" and ChatRequest("k", msgs[:-1]).prefill == ""
+    (tmp_path / "physics.v7.txt").write_text(body.replace("[assistant]\nQuestion:\n", ""))
+    assert [m["role"] for m in prompts.load_template("physics", tmp_path).render(snippet="x")] == ["system", "user"]
 
 
 @pytest.mark.parametrize("body, error", [
@@ -105,6 +122,26 @@ def test_keyword_filter_and_topic_mapping():
     assert classify.from_tagged_topic("other_general", "a football match") is None
 
 
+def test_select_snippets_caps_each_discipline_and_reads_on_past_a_one_subject_start():
+    from cpt.synth.snippets import Snippet
+
+    # a corpus that starts with six biology snippets, then alternates physics / nothing / biology
+    texts = [BIOLOGY] * 6 + [PHYSICS, "Cats and dogs.", BIOLOGY] * 4
+    snips = [Snippet(f"d{i}#0", f"d{i}", t, None) for i, t in enumerate(texts)]
+
+    def assign(chunk):
+        return tasks.assign_disciplines(chunk, "keywords", skipped)
+
+    skipped = Counter()
+    first, found = tasks.select_snippets(snips, assign, 4, None, skipped)
+    assert [s.snippet_id for s in first] == ["d0#0", "d1#0", "d2#0", "d3#0"] and {d.name for d in found} == {"biology"}
+    skipped = Counter()
+    kept, found = tasks.select_snippets(snips, assign, 5, 2, skipped, block=4)
+    assert [d.name for d in found] == ["biology", "biology", "physics", "physics"]  # the input ran out before 5
+    assert [s.snippet_id for s in kept] == ["d0#0", "d1#0", "d6#0", "d9#0"]
+    assert skipped["discipline_full"] == 8 + 2 and skipped["no_discipline_match"] == 4
+
+
 def test_assign_disciplines_counts_every_skip():
     from cpt.synth.snippets import Snippet
 
@@ -123,7 +160,7 @@ def test_assign_disciplines_counts_every_skip():
 
 
 def test_shard_split_is_a_partition():
-    keys = [f"doc{i}#0|physics.v1|0" for i in range(200)]
+    keys = [f"doc{i}#0|physics.v2|0" for i in range(200)]
     parts = [[k for k in keys if tasks.in_shard(k, i, 3)] for i in range(3)]
     assert sorted(sum(parts, [])) == sorted(keys) and all(parts)
 
@@ -143,6 +180,10 @@ def test_parse_qa_formats_and_malformed():
     # answer (text between the markers) still leaves the second marker's text out of the pair
     repeated = parse.parse_qa("Question: Who was first?\n\nAnswer:\n\nAnswer:\n\nGodwin was.\nQuestion: Q2?\nAnswer:")
     assert [(p.question, p.answer) for p in repeated] == [("Who was first?", "Godwin was."), ("Q2?", "")]
+    # ... and, continuing a prefilled "Question:", the question marker, on its line or the next
+    again = parse.parse_qa("Question: Question: Who was first?\nAnswer: Godwin.\nQuestion:\nQuestion: Q2?\nAnswer: B.")
+    assert [(p.question, p.answer, p.malformed) for p in again] == [("Who was first?", "Godwin.", False),
+                                                                  ("Q2?", "B.", False)]
     twice = parse.parse_qa("Question: Who?\nAnswer: Godwin.\nAnswer: Burke.")
     assert [(p.question, p.answer) for p in twice] == [("Who?", "Godwin.")]
     assert parse.parse_code_answer("Just words, no code.") is None
@@ -209,7 +250,7 @@ def test_finalize_counts_every_rejection_reason(tmp_path):
     out = [json.loads(line) for line in (tmp_path / "qa.jsonl").read_text().splitlines()]
     assert summary["pairs_kept"] == len(out) == 2
     assert out[0]["text"] == "Question: What does Newton's second law state?\nAnswer: The net force equals mass times acceleration."
-    assert out[0]["id"] == "doc0#0|physics.v1|0|0" and out[0]["prompt_version"] == "physics.v1"
+    assert out[0]["id"] == "doc0#0|physics.v2|0|0" and out[0]["prompt_version"] == "physics.v2"
     assert {r["lang"] for r in out} == {"synthetic"} and not any(r["corrupt"] for r in out)
     on_disk = json.loads(pipeline.summary_path(tmp_path / "qa.jsonl").read_text())
     assert on_disk["rejected"] == rejected and on_disk["missing"] == 0
@@ -229,12 +270,12 @@ def test_changed_prompt_without_new_version_is_refused(tmp_path):
     _journal(pipeline.journal_path(tmp_path / "qa.jsonl"), work, ["Question: a?\nAnswer: b."])
     ours = (REPO / work[0].prompt.source).read_text()
     (tmp_path / "p").mkdir()
-    (tmp_path / "p" / "physics.v1.txt").write_text(ours.replace("exam", "quiz"))
+    (tmp_path / "p" / "physics.v2.txt").write_text(ours.replace("exam", "quiz"))
     from cpt.synth.snippets import Snippet
 
     tpl = {"physics": prompts.load_template("physics", tmp_path / "p")}
     changed = tasks.science_tasks([Snippet("doc0#0", "doc0", PHYSICS)], [disciplines.get("physics")], tpl)
-    with pytest.raises(JournalError, match="physics.v1 .* changed since its records were journaled"):
+    with pytest.raises(JournalError, match="physics.v2 .* changed since its records were journaled"):
         pipeline.run(changed, None, tmp_path / "qa.jsonl", SamplingParams(), FilterConfig())
 
 
@@ -365,6 +406,40 @@ def test_vllm_backend_is_detected_at_run_time(tmp_path):
         build_generator("openai", "m")
 
 
+def test_vllm_backend_continues_prefilled_requests_in_their_own_chat_call(monkeypatch):
+    """vLLM cannot run here: a stand-in `vllm` module with `LLM.chat`'s documented signature records
+    what our adapter asks of it (the flags are per call, so prefilled requests go in a call of their own)."""
+    import types
+    from types import SimpleNamespace
+
+    from cpt.synth.generators import vllm_backend
+    from cpt.synth.generators.base import ChatRequest
+
+    calls = []
+
+    class LLM:
+        def __init__(self, **kwargs):
+            pass
+
+        def chat(self, messages, sampling_params, use_tqdm=True, add_generation_prompt=True,
+                 continue_final_message=False):
+            calls.append((len(messages), add_generation_prompt, continue_final_message))
+            return [SimpleNamespace(outputs=[SimpleNamespace(text=" What is X?\nAnswer: Y.", token_ids=[1, 2, 3])])
+                    for _ in messages]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, lambda **kw: kw
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    monkeypatch.setattr(vllm_backend, "is_available", lambda: True)
+    prefilled = [{"role": "user", "content": "u"}, {"role": "assistant", "content": "Question:"}]
+    reqs = [ChatRequest("a", prefilled), ChatRequest("b", prefilled[:1]), ChatRequest("c", prefilled)]
+    got = {c.key: c.text for c in vllm_backend.VLLMGenerator("m").generate(reqs, SamplingParams())}
+    assert calls == [(1, True, False), (2, False, True)]
+    assert got == {"a": "Question: What is X?\nAnswer: Y.", "b": " What is X?\nAnswer: Y.",
+                   "c": "Question: What is X?\nAnswer: Y."}
+    assert [(p.question, p.answer) for p in parse.parse_qa(got["a"])] == [("What is X?", "Y.")]
+
+
 def test_cpt_preprocess_turns_the_output_into_shards(tmp_path):
     """The data layer's `cpt preprocess` reads our output as is; lang and kept fields reach the metadata."""
     from cpt import shards
@@ -388,7 +463,7 @@ def test_cpt_preprocess_turns_the_output_into_shards(tmp_path):
     shard = shards.open(tmp_path / "synthetic")
     meta = shard.metadata().to_pylist()
     assert len(shard) == 4 and all(len(shard[i]) > 10 for i in range(4))
-    assert {m["discipline"] for m in meta} == {"physics"} and {m["prompt_version"] for m in meta} == {"physics.v1"}
+    assert {m["discipline"] for m in meta} == {"physics"} and {m["prompt_version"] for m in meta} == {"physics.v2"}
     assert sorted(m["corrupt"] for m in meta) == ["false", "false", "true", "true"]
     # Our records say lang "synthetic", and the shards keep it (stage 2 blends it as its own stream).
     assert normalize_lang("synthetic") == "synthetic"

@@ -106,6 +106,8 @@ def _section(finding, seen_walls: set[str], summary: list[str]) -> list[str]:
 
 def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
     """What the prepared folder holds: the proxy's pre-training and how much synthetic QA exists."""
+    from cpt.sweep.prepare import SETTINGS
+
     lines = ["## The data and the model, as prepared", ""]
     marker = folder / "models/base_hf/cpt-proxy-complete.json"
     if marker.is_file():
@@ -122,21 +124,31 @@ def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
             sm = json.loads(summary.read_text())
             corrupt = sm.get("corruption") or {}
             disciplines = ", ".join(f"{k} {v}" for k, v in (sm.get("by_discipline") or {}).items())
+            rate = (f", {sm['tokens_generated_now']} tokens, {sm['tokens_generated_now'] / sm['seconds']:.1f} tok/s"
+                    if sm.get("tokens_generated_now") and sm["seconds"] else "")
             lines.append(f"- synth/{name}.jsonl: {sm['pairs_kept']} QA pairs ({disciplines}) kept from {sm['tasks']} "
                          f"generations of {sm['generator'] or 'the journal'} (SmolLM2-135M-Instruct, Q4_1 dequantized, "
-                         f"on CPU; {sm['seconds']:.0f} s)"
+                         f"on CPU; {sm['seconds']:.0f} s{rate}); rejected: {_rejections(sm)}"
                          + (f"; {corrupt.get('corrupted')} answers made wrong (rate {corrupt.get('rate')})"
                             if corrupt.get("rate") else "") + ".")
         elif name in ("science", "code"):
             lines.append(f"- synth/{name}.jsonl: not generated yet.")
     lines += ["- All synthetic QA here is model output of SmolLM2-135M-Instruct generated once in "
-              "`cpt sweep prepare` (nothing templated, nothing from elsewhere); half of the pairs are held out "
-              "(recipes/proxy/synthetic.yaml) and `sciqa/answer_nll` scores the held-out pairs of kind `science` "
-              "(QA from tagged English snippets; here the first snippets are Wikipedia humanities text, so their "
-              "discipline is liberal_arts): a handful of pairs, the same for every arm, so the metric is paired "
-              "but noisy. More QA needs more generation time than a shared 2-core CPU gave this session "
-              "(raise the budget in cpt/sweep/prepare.py, or prepare at --size gpu on a GPU).", ""]
+              "`cpt sweep prepare` (nothing templated, nothing from elsewhere): science QA from English snippets "
+              "of the sweep corpus, their discipline from the topic tagger, at most "
+              f"{SETTINGS['tiny'].synth_per_discipline} snippets per discipline and {SETTINGS['tiny'].synth_snippets} "
+              "in all (cpt/sweep/prepare.py), the answer prefilled with `Question:` (the science templates v2); "
+              "code QA from LeetCode problems. Half of the pairs are held out (recipes/proxy/synthetic.yaml) and "
+              "`sciqa/answer_nll` scores the held-out pairs of kind `science`, the same for every arm, so the "
+              "metric is paired. The generation budget is what a shared 2-core CPU makes in about 40 minutes; "
+              "more QA: raise it in cpt/sweep/prepare.py, or prepare at --size gpu on a GPU.", ""]
     return lines
+
+
+def _rejections(summary: dict) -> str:
+    """A synth summary's nonzero rejection counts, largest first."""
+    counts = sorted(((v, k) for k, v in (summary.get("rejected") or {}).items() if v), reverse=True)
+    return ", ".join(f"{k} {v}" for v, k in counts) or "none"
 
 
 LM_EVAL_PROBE = "runs/lm_eval_probe"

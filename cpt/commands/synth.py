@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sn.add_argument("--min-snippet-chars", type=int, default=200, help="shorter snippets are not used")
     sn.add_argument("--max-snippets-per-doc", type=int, default=None)
     sn.add_argument("--max-snippets", type=int, default=None, help="stop after this many snippets")
+    sn.add_argument("--max-per-discipline", type=int, default=None,
+                    help="at most this many snippets of each discipline, read on until found (--max-snippets "
+                         "then counts those with a discipline)")
     sn.add_argument("--discipline-by", choices=["auto", "topic", "keywords", "embedding"], default="auto",
                     help="auto: the document's `topic` when present, else keywords")
     sn.add_argument("--discipline", default=None, help="put every snippet in this discipline")
@@ -53,6 +56,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call")
     g.add_argument("--threads", type=int, default=None, help="transformers on CPU: torch intra-op threads")
     g.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
+    g.add_argument("--continue-final-message", action="store_true",
+                   help="openai: the server continues a prefilled assistant turn (vLLM's request field; vLLM, "
+                        "SGLang, cpt.synth.server). Without it the prefill is not sent")
     g.add_argument("--timeout", type=float, default=120.0, help="openai: seconds per request")
     g.add_argument("--max-retries", type=int, default=4, help="openai: retries of a failed request")
     g.add_argument("--backoff", type=float, default=1.0, help="openai: first retry delay (doubles each time)")
@@ -113,8 +119,6 @@ def build_tasks(args: argparse.Namespace):
 
 
 def _science_tasks(args: argparse.Namespace, skipped):
-    from itertools import islice
-
     from cpt.synth import classify, disciplines, prompts, sources, tasks
     from cpt.synth.snippets import snippets_of
 
@@ -124,13 +128,16 @@ def _science_tasks(args: argparse.Namespace, skipped):
     if args.shards:
         docs += list(sources.documents_from_shards(args.shards))
     snips = snippets_of(docs, args.snippet_chars, args.min_snippet_chars, args.max_snippets_per_doc)
-    snips = list(islice(snips, args.max_snippets))
     fallback = None
     if args.discipline_by == "embedding":
         fallback = classify.EmbeddingFilter(args.embedding_model, args.min_similarity)
     elif args.discipline_by in ("keywords", "auto"):
         fallback = classify.KeywordFilter(args.min_keyword_hits)
-    assigned = tasks.assign_disciplines(snips, args.discipline_by, skipped, fallback, args.discipline)
+
+    def assign(chunk):
+        return tasks.assign_disciplines(chunk, args.discipline_by, skipped, fallback, args.discipline)
+
+    snips, assigned = tasks.select_snippets(snips, assign, args.max_snippets, args.max_per_discipline, skipped)
     only = None
     if args.disciplines:
         only = {disciplines.get(n).name for n in args.disciplines.split(",") if n.strip()}
@@ -247,7 +254,7 @@ def run(args: argparse.Namespace) -> int:
                     api_key=args.api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
                     concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
                     backoff_s=args.backoff, tensor_parallel_size=args.tensor_parallel_size,
-                    num_threads=args.threads)
+                    num_threads=args.threads, continue_final_message=args.continue_final_message)
         summary = pipeline.run(work, generator, args.output, params, filters, args.corrupt_rate, args.seed,
                                dict(skipped), args.progress_every)
     except (GeneratorUnavailable, InputError, JournalError, FileNotFoundError, ValueError) as e:

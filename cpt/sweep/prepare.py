@@ -25,7 +25,8 @@ user would build by hand:
 
 Synthetic QA is the expensive part on a CPU: SmolLM2-135M keeps few pairs per snippet, so the budget
 (snippets, problems) is fixed here and the counts land in synth/*.summary.json -- the sweeps say how
-much QA they had.
+much QA they had. The science snippets are capped per discipline (`--max-per-discipline`), so the
+QA covers every discipline the corpus holds rather than the first articles' subject.
 """
 from __future__ import annotations
 
@@ -57,8 +58,12 @@ class PrepareSettings:
     """English snippets the science QA is generated from"""
     synth_problems: int
     """LeetCode problems the code QA is generated from"""
+    synth_per_discipline: int
+    """most science snippets of one discipline"""
     synth_max_new_tokens: int = 160
     """tokens per generation"""
+    synth_batch_size: int = 24
+    """prompts per generate call (transformers backend)"""
 
 
 def _annotate(size: str) -> DemoSettings:
@@ -66,9 +71,16 @@ def _annotate(size: str) -> DemoSettings:
                         synth_max_new_tokens=0, synth_threads=2, eval_max_doc_tokens=128, lm_eval_limit=0)
 
 
+# tiny: ~40 min of generation on 2 shared CPU cores. SmolLM2-135M-Instruct with the prefilled science
+# templates, batches of 24 in prompt-length order, made ~5.4 s per generation and kept ~0.6 pairs per
+# generation (benchmarks/bench_synth_yield.py, load 3-5): 400 snippets -> ~36 min, ~200-250 pairs; code
+# QA keeps most of its generations (7 of 8 before): 40 problems -> ~4 min. gpu: the same set (a GPU
+# generates it in minutes; the sweeps compare sizes on the same QA).
 SETTINGS: dict[str, PrepareSettings] = {
-    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=24, synth_problems=8),
-    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=24, synth_problems=8),
+    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=400, synth_problems=40,
+                            synth_per_discipline=60),
+    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=400, synth_problems=40,
+                           synth_per_discipline=60),
 }
 
 
@@ -102,11 +114,12 @@ def _shard_steps() -> list[Step]:
 
 def _synth_steps(s: PrepareSettings, smollm2: str, threads: int) -> list[Step]:
     common = ["--model", smollm2, "--max-new-tokens", str(s.synth_max_new_tokens), "--threads", str(threads),
-              "--progress-every", "30"]
+              "--batch-size", str(s.synth_batch_size), "--progress-every", "30"]
+    snippets = ["--max-snippets", str(s.synth_snippets), "--max-per-discipline", str(s.synth_per_discipline)]
     steps = [
         Step("synth-science", ["synth", "--shards", "data/en_code", "--discipline-by", "topic", "--output",
-                               "synth/science.jsonl", "--max-snippets", str(s.synth_snippets), "--pairs-per-snippet",
-                               "2", "--min-grounding", "0.3", *common], ("synth/science.jsonl.summary.json",)),
+                               "synth/science.jsonl", *snippets, "--pairs-per-snippet", "2", "--min-grounding",
+                               "0.3", *common], ("synth/science.jsonl.summary.json",)),
         Step("synth-code", ["synth", "--task", "code", "--output", "synth/code.jsonl", "--max-problems",
                             str(s.synth_problems), "--k-shot", "1", *common], ("synth/code.jsonl.summary.json",)),
         _preprocess("preprocess-synthetic", ["synth/science.jsonl", "synth/code.jsonl"], "data/synthetic",
@@ -118,8 +131,8 @@ def _synth_steps(s: PrepareSettings, smollm2: str, threads: int) -> list[Step]:
             Step(f"synth-corrupt-{tag}", action=_copy_journal_action(tag), outputs=(f"synth/{tag}",),
                  describe=f"copy the generation journals into synth/{tag}/ (no generation again)"),
             Step(f"synth-science-{tag}", ["synth", "--shards", "data/en_code", "--discipline-by", "topic", "--output",
-                                          f"synth/{tag}/science.jsonl", "--max-snippets", str(s.synth_snippets),
-                                          "--pairs-per-snippet", "2", "--min-grounding", "0.3", "--corrupt-rate",
+                                          f"synth/{tag}/science.jsonl", *snippets, "--pairs-per-snippet", "2",
+                                          "--min-grounding", "0.3", "--corrupt-rate",
                                           str(rate), *common], (f"synth/{tag}/science.jsonl.summary.json",)),
             Step(f"synth-code-{tag}", ["synth", "--task", "code", "--output", f"synth/{tag}/code.jsonl",
                                        "--max-problems", str(s.synth_problems), "--k-shot", "1", "--corrupt-rate",

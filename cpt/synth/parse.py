@@ -1,9 +1,9 @@
 """Extracting question-answer pairs from generated text.
 
 Science prompts ask for blocks of `Question: ...` / `Answer: ...`. Small models drift (numbering,
-bold markers, `Q:`/`A:`, an answer marker repeated with nothing between), so the markers are
-matched loosely, but the structure is strict: every question needs an answer and text outside the
-blocks is ignored. A generation with no complete pair
+bold markers, `Q:`/`A:`, a marker repeated with nothing between, as a model continuing a prefilled
+`Question:` often does), so the markers are matched loosely, but the structure is strict: every
+question needs an answer and text outside the blocks is ignored. A generation with no complete pair
 is malformed as a whole; each question without an answer is one malformed pair.
 Code prompts ask for an explained solution; the question is the problem itself.
 """
@@ -17,6 +17,8 @@ _MARK = (r"^[ \t>*#\-]*(?:\d+[.)]\s*)?\**\s*"
          r"(?:(?P<kind>question|answer)\s*\d*\s*\**\s*[:：.]|(?P<short>[qa])(?:\s*\d+\s*[:：.]|\s*[:：]))"
          r"\**[ \t]*")
 _MARK_RE = re.compile(_MARK, re.IGNORECASE | re.MULTILINE)
+_REPEATED_Q_RE = re.compile(r"^(?:\**question\s*\d*\s*\**\s*[:：]\**\s*)+", re.IGNORECASE)
+"""The marker again at the start of a question ("Question: Question: ..."): a prefilled marker repeated."""
 _CODE_RE = re.compile(r"```|^\s*(?:def|class)\s+\w+", re.MULTILINE)
 
 
@@ -41,7 +43,10 @@ def parse_qa(text: str) -> list[ParsedPair]:
         if kind != "q":
             i += 1  # an answer with no question before it carries nothing usable
             continue
-        question = _clean(text[body_start:body_end])
+        if i + 1 < len(marks) and marks[i + 1][0] == "q" and not text[body_start:body_end].strip():
+            i += 1  # a repeated question marker ("Question:\nQuestion: ...") opens one question
+            continue
+        question = _REPEATED_Q_RE.sub("", _clean(text[body_start:body_end]))
         if i + 1 < len(marks) and marks[i + 1][0] == "a":
             i += 1
             # a repeated answer marker ("Answer:\n\nAnswer: ...") opens one answer: the text after the last

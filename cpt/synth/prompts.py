@@ -1,8 +1,11 @@
 """Versioned prompt templates: shipped as package data, overridable from a user folder.
 
 A template file `NAME.vN.txt` has `# key: value` header lines (name, version), then a `[system]`
-and a `[user]` section. Placeholders are `{word}` and are replaced literally (not `str.format`),
-so code and JSON in a template need no escaping. The version is part of every record's key:
+and a `[user]` section, and optionally an `[assistant]` section: the start of the model's answer,
+prefilled (the model continues that text instead of starting its turn afresh, which keeps a small
+model in the asked-for format; the completion includes it, so the parser sees it). Placeholders
+are `{word}` and are replaced literally (not `str.format`), so code and JSON in a template need no
+escaping. The version is part of every record's key:
 changing a template without raising it would silently mix outputs of two prompts, so the journal
 also stores the template's hash and a resumed run refuses a changed text under the same version.
 """
@@ -34,6 +37,8 @@ class PromptTemplate:
     """Where it was read from (file path or package resource), for messages."""
     sha: str
     """First 12 hex digits of the sha256 of the file's bytes."""
+    prefill: str = ""
+    """Start of the assistant turn the model continues (`[assistant]` section); empty: none."""
 
     @property
     def tag(self) -> str:
@@ -41,9 +46,14 @@ class PromptTemplate:
         return f"{self.name}.v{self.version}"
 
     def render(self, **values: str) -> list[dict[str, str]]:
-        """Chat messages with every placeholder filled; `KeyError`-free: a missing value is an error."""
-        return [{"role": "system", "content": self.system},
-                {"role": "user", "content": self.fill(**values)}]
+        """Chat messages with every placeholder filled; `KeyError`-free: a missing value is an error.
+
+        With a prefill the last message is the assistant's unfinished turn: generators continue it
+        (`generators.base.prefill_of`)."""
+        messages = [{"role": "system", "content": self.system}, {"role": "user", "content": self.fill(**values)}]
+        if self.prefill:
+            messages.append({"role": "assistant", "content": self.prefill})
+        return messages
 
     def fill(self, **values: str) -> str:
         """The user section with its placeholders replaced."""
@@ -65,7 +75,7 @@ def parse_template(text: str, source: str) -> PromptTemplate:
                 header[key.strip()] = value.strip()
             continue
         stripped = line.strip()
-        if stripped in ("[system]", "[user]"):
+        if stripped in ("[system]", "[user]", "[assistant]"):
             current = stripped[1:-1]
             if current in sections:
                 raise ValueError(f"{source}:{lineno}: section [{current}] appears twice")
@@ -89,6 +99,7 @@ def parse_template(text: str, source: str) -> PromptTemplate:
         user="\n".join(sections["user"]).strip() + "\n",
         source=source,
         sha=hashlib.sha256(text.encode()).hexdigest()[:12],
+        prefill="\n".join(sections.get("assistant", [])).strip(),
     )
 
 

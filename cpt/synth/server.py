@@ -4,8 +4,11 @@ For local testing of `--generator openai` and of any client of the OpenAI API, w
 GPU: `python -m cpt.synth.server --model DIR --port 8000`, then point the client at
 `http://127.0.0.1:8000/v1`. It serves `POST /v1/chat/completions` (non-streaming, n=1),
 `GET /v1/models` and `GET /health` (which also reports how many chat requests came, the most that
-were in flight at once and the largest batch generated, so a client's concurrency can be checked). Concurrent requests are gathered into batches (up to
-`--batch-size`, waiting at most `--batch-wait-ms` for company) and generated together.
+were in flight at once and the largest batch generated, so a client's concurrency can be checked).
+Concurrent requests are gathered into batches (up to `--batch-size`, waiting at most
+`--batch-wait-ms` for company) and generated together. Like vLLM's server it continues a final
+assistant message when the body says `continue_final_message: true` (a prefill; the answer's
+content is the continuation only) and refuses a final assistant message without it.
 
 Two things exist for tests of clients: `--faults` makes the first requests fail (`503`) or stall
 (`delay:SECONDS`) in the order given, and `--idle-timeout` stops the server by itself when no
@@ -193,7 +196,7 @@ def _chat(state: _State, raw: bytes) -> tuple[int, dict]:
         "created": int(time.time()),
         "model": state.model_name,
         "choices": [{"index": 0, "finish_reason": completion.extra.get("finish_reason", "stop"),
-                     "message": {"role": "assistant", "content": completion.text}}],
+                     "message": {"role": "assistant", "content": completion.text[len(req.prefill):]}}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion.n_tokens,
                   "total_tokens": prompt_tokens + completion.n_tokens},
     }
@@ -219,6 +222,8 @@ def _parse_request(raw: bytes) -> tuple[ChatRequest, SamplingParams]:
     params = SamplingParams(max_new_tokens=int(max_tokens),
                             temperature=1.0 if temperature is None else float(temperature),
                             top_p=1.0 if top_p is None else float(top_p))
+    if messages[-1]["role"] == "assistant" and not body.get("continue_final_message"):
+        raise ValueError("a final assistant message is continued only with 'continue_final_message': true")
     seed = body.get("seed")
     return ChatRequest("", [{"role": m["role"], "content": m["content"]} for m in messages],
                        int(seed) if seed is not None else 0), params

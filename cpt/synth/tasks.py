@@ -9,7 +9,8 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from itertools import islice
+from typing import Callable, Iterable, Sequence
 
 from cpt.synth.classify import DisciplineFilter, KeywordFilter, from_tagged_topic
 from cpt.synth.code_tasks import Problem, SeedPair, pick_examples
@@ -86,6 +87,39 @@ def assign_disciplines(snippets: Sequence[Snippet], mode: str, skipped: Counter,
             if d is None:
                 skipped["no_discipline_match"] += 1
     return out
+
+
+def select_snippets(snippets: Iterable[Snippet], assign: Callable[[list[Snippet]], list[Discipline | None]],
+                    limit: int | None, per_discipline: int | None, skipped: Counter,
+                    block: int = 256) -> tuple[list[Snippet], list[Discipline | None]]:
+    """Snippets in input order with their disciplines (`assign` of a list, e.g. `assign_disciplines`).
+
+    Without `per_discipline`, the first `limit` snippets, as they come. With it, at most
+    `per_discipline` snippets of each discipline and `limit` in all, read until those are found or
+    the input ends: a corpus that starts with one subject still yields QA of every discipline it
+    holds. The snippets left out for a full discipline are counted as `discipline_full`.
+    """
+    it = iter(snippets)
+    if per_discipline is None:
+        chosen = list(islice(it, limit))
+        return chosen, assign(chosen)
+    kept: list[Snippet] = []
+    found: list[Discipline | None] = []
+    counts: Counter = Counter()
+    while limit is None or len(kept) < limit:
+        chunk = list(islice(it, block))
+        if not chunk:
+            break
+        for snip, disc in zip(chunk, assign(chunk)):
+            if disc is None or (limit is not None and len(kept) >= limit):
+                continue
+            if counts[disc.name] >= per_discipline:
+                skipped["discipline_full"] += 1
+                continue
+            counts[disc.name] += 1
+            kept.append(snip)
+            found.append(disc)
+    return kept, found
 
 
 def science_tasks(snippets: Iterable[Snippet], disciplines: Sequence[Discipline | None],

@@ -10,7 +10,8 @@ BACKENDS = ("transformers", "vllm", "openai")
 def build_generator(backend: str, model: str, *, batch_size: int = 8, base_url: str | None = None,
                     api_key: str = "EMPTY", concurrency: int = 8, timeout_s: float = 120.0,
                     max_retries: int = 4, backoff_s: float = 1.0,
-                    tensor_parallel_size: int = 1, num_threads: int | None = None) -> Generator:
+                    tensor_parallel_size: int = 1, num_threads: int | None = None,
+                    continue_final_message: bool = False) -> Generator:
     """The backend called `backend`; heavy libraries are imported only for the one chosen."""
     if backend == "transformers":
         from cpt.synth.generators.transformers_backend import TransformersGenerator
@@ -26,7 +27,8 @@ def build_generator(backend: str, model: str, *, batch_size: int = 8, base_url: 
         from cpt.synth.generators.openai_backend import OpenAIGenerator
 
         return OpenAIGenerator(model, base_url, api_key=api_key, concurrency=concurrency,
-                               timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s)
+                               timeout_s=timeout_s, max_retries=max_retries, backoff_s=backoff_s,
+                               continue_final_message=continue_final_message)
     raise ValueError(f"unknown generator {backend!r}; choose from {', '.join(BACKENDS)}")
 
 

@@ -5,6 +5,10 @@ backend completes concurrently), so the caller can journal each one at once and 
 at most the requests in flight. A request that failed for good comes back with `error` set instead
 of raising, so one bad request does not end a run of thousands; it is counted and retried by the
 next run because nothing was journaled for it.
+
+A request whose last message is the assistant's is a prefill: the backend continues that text
+(the chat template's `continue_final_message`), and the completion's `text` starts with it, so
+whoever parses the completion sees the whole assistant turn whatever the backend.
 """
 from __future__ import annotations
 
@@ -42,6 +46,16 @@ class ChatRequest:
     """OpenAI-style chat messages."""
     seed: int = 0
     """Per-request sampling seed (derived from the key, so reruns sample alike where supported)."""
+
+    @property
+    def prefill(self) -> str:
+        """The start of the assistant turn to continue (a last message of role assistant), else ''."""
+        return prefill_of(self.messages)
+
+
+def prefill_of(messages: Sequence[dict[str, str]]) -> str:
+    """The content of a final assistant message: the text a generator continues rather than answers."""
+    return messages[-1]["content"] if messages and messages[-1].get("role") == "assistant" else ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,8 +1,10 @@
 """Local generation with a transformers causal LM (CPU or one GPU), batched with left padding.
 
 This is the backend for small models and for tests (SmolLM2-135M-Instruct on CPU); it is also what
-`cpt.synth.server` serves over HTTP. Requests are generated `batch_size` at a time; each batch is
-seeded from its first request's seed, so a rerun of the same work samples the same text.
+`cpt.synth.server` serves over HTTP. Requests are generated `batch_size` at a time, in order of
+prompt length: a batch is padded to its longest prompt and every row of it is computed until the
+last row ends, so neighbours in length waste the least. Each batch is seeded from its first
+request's seed, so a rerun of the same work samples the same text.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ class TransformersGenerator:
     """`Generator` over `AutoModelForCausalLM.generate`."""
 
     def __init__(self, model: str, batch_size: int = 8, device: str | None = None,
-                 dtype: str = "auto", num_threads: int | None = None) -> None:
+                 dtype: str = "auto", num_threads: int | None = None, sort_by_length: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -23,6 +25,8 @@ class TransformersGenerator:
         self.num_threads = num_threads
         """Intra-op threads while generating (None: torch's default). On a shared or oversubscribed
         CPU one thread can be several times faster; set only around `generate`, then restored."""
+        self.sort_by_length = sort_by_length
+        """Batch requests of similar prompt length together (False: in the order given)."""
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model)
         self.tokenizer.padding_side = "left"
@@ -34,15 +38,29 @@ class TransformersGenerator:
         self.batch_size = batch_size
         self.name = f"transformers:{model}"
 
+    def prompt_text(self, req: ChatRequest) -> str:
+        """The chat template applied: ends with the assistant's header, or with its prefill to continue."""
+        if req.prefill:
+            return self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=False,
+                                                      continue_final_message=True)
+        return self.tokenizer.apply_chat_template(req.messages, tokenize=False, add_generation_prompt=True)
+
     def generate(self, requests: Sequence[ChatRequest], params: SamplingParams) -> Iterator[Completion]:
-        for i in range(0, len(requests), self.batch_size):
-            yield from self.generate_batch(requests[i:i + self.batch_size], params)
+        prompts = [self.prompt_text(r) for r in requests]
+        order = list(range(len(requests)))
+        if self.sort_by_length:
+            lengths = [len(ids) for ids in self.tokenizer(prompts, add_special_tokens=False)["input_ids"]]
+            order.sort(key=lambda i: lengths[i])
+        for i in range(0, len(order), self.batch_size):
+            chunk = order[i:i + self.batch_size]
+            yield from self._generate([requests[j] for j in chunk], [prompts[j] for j in chunk], params)
 
     def generate_batch(self, batch: Sequence[ChatRequest], params: SamplingParams) -> list[Completion]:
         """One `generate` call over the whole batch."""
+        return self._generate(batch, [self.prompt_text(r) for r in batch], params)
+
+    def _generate(self, batch: Sequence[ChatRequest], prompts: list[str], params: SamplingParams) -> list[Completion]:
         torch = self._torch
-        prompts = [self.tokenizer.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-                   for r in batch]
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sample = params.temperature > 0
         kwargs = dict(max_new_tokens=params.max_new_tokens, do_sample=sample,
@@ -66,7 +84,7 @@ class TransformersGenerator:
         for req, row, n_prompt in zip(batch, new, prompt_tokens):
             ids = row.tolist()
             n = _generated_length(ids, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id)
-            text = self.tokenizer.decode(ids[:n], skip_special_tokens=True)
+            text = req.prefill + self.tokenizer.decode(ids[:n], skip_special_tokens=True)
             finished = n < len(ids) or (n > 0 and ids[n - 1] == self.tokenizer.eos_token_id)
             results.append(Completion(req.key, text, n, extra={
                 "prompt_tokens": int(n_prompt), "finish_reason": "stop" if finished else "length"}))

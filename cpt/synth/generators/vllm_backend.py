@@ -1,7 +1,8 @@
 """vLLM's offline batch engine (`vllm.LLM`) for GPU throughput; imported only when installed.
 
 vLLM schedules the whole list of conversations itself (continuous batching), so `generate` hands it
-everything at once and yields the results in order. Nothing here runs on a machine without vLLM:
+everything at once and yields the results in order. A prefilled request (its last message the
+assistant's) is continued with vLLM's own `continue_final_message`. Nothing here runs on a machine without vLLM:
 `is_available()` checks for the package without importing it, and the constructor raises
 `GeneratorUnavailable` with the install command.
 """
@@ -39,19 +40,25 @@ class VLLMGenerator:
         self.name = f"vllm:{model}"
 
     def generate(self, requests: Sequence[ChatRequest], params: SamplingParams) -> Iterator[Completion]:
+        """Requests with a prefill and those without go to `LLM.chat` separately (the flag is per call)."""
+        for continues in (False, True):
+            group = [r for r in requests if bool(r.prefill) == continues]
+            if group:
+                yield from self._chat(group, params, continues)
+
+    def _chat(self, requests: Sequence[ChatRequest], params: SamplingParams, continues: bool) -> Iterator[Completion]:
         from vllm import SamplingParams as VLLMSamplingParams
 
-        if not requests:
-            return
         per_request = [
             VLLMSamplingParams(max_tokens=params.max_new_tokens, temperature=params.temperature,
                                top_p=params.top_p, seed=r.seed)
             for r in requests
         ]
-        outputs = self.llm.chat([r.messages for r in requests], per_request, use_tqdm=False)
+        outputs = self.llm.chat([r.messages for r in requests], per_request, use_tqdm=False,
+                                add_generation_prompt=not continues, continue_final_message=continues)
         for req, out in zip(requests, outputs):
             first = out.outputs[0]
-            yield Completion(req.key, first.text, len(first.token_ids))
+            yield Completion(req.key, req.prefill + first.text, len(first.token_ids))
 
     def close(self) -> None:
         self.llm = None
