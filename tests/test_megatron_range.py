@@ -57,7 +57,7 @@ def test_the_private_apis_our_fixes_adjust_exist():
 
 
 def test_saved_param_groups_pair_with_the_current_ones_by_keys_we_handle():
-    # megatron pairs saved and current optimizer param groups by these keys; any beyond 0.16's
+    # megatron pairs saved and current optimizer param groups by these keys; any beyond 0.16-0.18's
     # must be one compat.carry_schedule_into aligns, or one our engine never sets per group.
     from megatron.core.optimizer.optimizer import param_group_identifier_keys
 
@@ -78,7 +78,7 @@ def test_a_new_stage_learning_rate_does_not_break_the_pairing():
 
     if "max_lr" in param_group_identifier_keys:
         assert [(g["max_lr"], g["min_lr"], g["wd_mult"]) for g in groups] == [(6e-3, 3e-4, 0.0), (6e-3, 3e-4, 1.0)]
-    else:  # 0.16 pairs by wd_mult/lr_mult only: the saved groups are left as they were
+    else:  # 0.16-0.18 pair by wd_mult/lr_mult only: the saved groups are left as they were
         assert [g["max_lr"] for g in groups] == [3e-3, 3e-3]
     # per-group overrides (several values in a group field) are left to megatron's own pairing
     saved["optimizer"]["param_groups"][0]["max_lr"] = 1e-3
