@@ -7,13 +7,29 @@ from __future__ import annotations
 
 import functools
 import warnings
+from typing import Any
 
 import torch
 
-# The megatron-core releases the engine tests have passed against (pyproject.toml declares the same
-# range; tests/test_megatron_range.py checks both). cpu.py and the fixes below adjust private APIs
-# of exactly these releases.
-MEGATRON_CORE_RANGE = ">=0.16.1,<0.17"
+# The megatron-core releases the engine tests have passed against, per Python version (environment
+# marker, specifier); pyproject.toml declares exactly these requirements (tests/test_megatron_range.py
+# checks both). megatron-core 0.17 and later require Python 3.12, so on 3.11 the range stays at 0.16;
+# on 3.12 the tests ran on CPU/gloo against every release up to the bound (not yet on a GPU).
+# cpu.py and the fixes below adjust private APIs of exactly these releases.
+MEGATRON_CORE_RANGES: tuple[tuple[str, str], ...] = (
+    ("python_version < '3.12'", ">=0.16.1,<0.17"),
+    ("python_version >= '3.12'", ">=0.16.1,<0.20"),
+)
+
+
+def tested_range() -> str:
+    """The specifier of MEGATRON_CORE_RANGES whose marker holds for this interpreter."""
+    from packaging.markers import Marker
+
+    for marker, specifier in MEGATRON_CORE_RANGES:
+        if Marker(marker).evaluate():
+            return specifier
+    raise RuntimeError("megatron_ext.compat.MEGATRON_CORE_RANGES names no range for this Python")
 
 
 def megatron_core_version() -> str:
@@ -25,14 +41,14 @@ def megatron_core_version() -> str:
 def in_tested_range(found: str | None = None) -> bool:
     from packaging.specifiers import SpecifierSet
 
-    return SpecifierSet(MEGATRON_CORE_RANGE).contains(found or megatron_core_version(), prereleases=True)
+    return SpecifierSet(tested_range()).contains(found or megatron_core_version(), prereleases=True)
 
 
 def warn_if_untested(what: str) -> None:
     """One warning naming the range, when the installed megatron-core is outside it."""
     found = megatron_core_version()
     if not in_tested_range(found):
-        warnings.warn(f"{what} was tested with megatron-core {MEGATRON_CORE_RANGE}; found {found}. "
+        warnings.warn(f"{what} was tested with megatron-core {tested_range()} on this Python; found {found}. "
                       f"Run the engine tests on it before trusting a run.", stacklevel=3)
 
 
@@ -94,6 +110,70 @@ def prefer_foreach_adam(optimizer) -> None:
         for group in inner.param_groups:
             if group.get("foreach") is None and not group.get("fused"):
                 group["foreach"] = True
+
+
+# Per-group schedule fields megatron's own OptimizerParamScheduler reads. Our engine sets each
+# group's lr and weight_decay itself every step from the recipe's schedule, so a saved value of
+# these is only a record of the run that wrote the checkpoint.
+_SCHEDULE_KEYS = ("max_lr", "min_lr", "start_wd", "end_wd")
+
+
+def _saved_param_group_lists(state: Any) -> list[list[dict]]:
+    """The `param_groups` lists inside an optimizer state dict as megatron's optimizers load it:
+    DistributedOptimizer / Float16Optimizer ({"optimizer": {...}}), FP32Optimizer (torch's own
+    form), ChainedOptimizer of several (a list or an index-keyed dict of those)."""
+    if isinstance(state, (list, tuple)):
+        return [g for item in state for g in _saved_param_group_lists(item)]
+    if not isinstance(state, dict):
+        return []
+    if isinstance(state.get("param_groups"), list):
+        return [state["param_groups"]]
+    for key in ("optimizer", "optimizer_state_dict"):
+        if isinstance(state.get(key), dict) and isinstance(state[key].get("param_groups"), list):
+            return [state[key]["param_groups"]]
+    return [g for value in state.values() for g in _saved_param_group_lists(value)]
+
+
+def carry_schedule_into(saved_state: Any, optimizer) -> None:
+    """Give the saved param groups the current run's schedule fields before `load_state_dict`.
+
+    megatron-core >= 0.19 pairs saved and current param groups by a tuple that includes the
+    groups' `max_lr`/`min_lr` (`param_group_identifier_keys`); 0.16-0.18 paired them by
+    wd_mult/lr_mult only (this is then a no-op). A stage that continues from another with a new learning rate (the point of continual
+    pre-training) then fails to load with a KeyError on that tuple. Where every current group
+    holds one value of a field and every saved group one value too (no per-group lr overrides,
+    as our engine builds them), the saved value is replaced by the current one; anything else is
+    left to megatron's own pairing."""
+    try:
+        from megatron.core.optimizer.optimizer import param_group_identifier_keys
+    except ImportError:
+        return
+    keys = [k for k in _SCHEDULE_KEYS if k in param_group_identifier_keys]
+    saved = [g for groups in _saved_param_group_lists(saved_state) for g in groups]
+    current = list(optimizer.param_groups)
+    for key in keys:
+        now = {repr(g.get(key)) for g in current}
+        before = {repr(g.get(key)) for g in saved}
+        if saved and len(now) == 1 and len(before) == 1:
+            for group in saved:
+                group[key] = current[0].get(key)
+
+
+def dist_save_options() -> dict[str, Any]:
+    """Extra keyword arguments for `dist_checkpointing.save`.
+
+    From 0.17 on, `save(async_sharded_save=True)` uses NVIDIA Resiliency Extension's async writer
+    by default (`async_strategy="nvrx"`) and fails where that package is absent; its requests also
+    belong to NVRx's own queue, not to megatron's `AsyncCallsQueue` that the engine finalizes.
+    megatron's own writer ("mcore", the only one of 0.16) keeps the engine's save path the same
+    on every release of the range."""
+    import inspect
+
+    from megatron.core import dist_checkpointing
+
+    if "async_strategy" in inspect.signature(dist_checkpointing.save).parameters:
+        return {"async_strategy": "mcore"}
+    return {}
 
 
 def apply() -> None:

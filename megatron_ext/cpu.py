@@ -9,7 +9,7 @@ Two more patches only save time on this path, with bit-identical results: collec
 one-rank group are skipped (gloo would copy the whole buffer), and the no-Apex gradient-clip scale
 runs in place.
 
-Verified with the megatron-core releases of `megatron_ext.compat.MEGATRON_CORE_RANGE` (TP, PP, DP
+Verified with the megatron-core releases of `megatron_ext.compat.MEGATRON_CORE_RANGES` (TP, PP, DP
 with the distributed optimizer, dist checkpointing); another version gets a warning, since the list
 of CUDA assumptions may have changed.
 """

@@ -377,7 +377,8 @@ class MegatronEngine:
         sd = self._sharded_state_dict(is_loading=False, with_optimizer=not weights_only)
         if not weights_only:
             sd["rng_state"] = self._rng_state()
-        request = dist_checkpointing.save(sd, str(directory), async_sharded_save=self.async_save)
+        request = dist_checkpointing.save(sd, str(directory), async_sharded_save=self.async_save,
+                                          **compat.dist_save_options())
         if self.layout.rank == 0:
             write_json_atomic(directory / TRAINER_STATE_FILE, trainer_state, indent=1, sort_keys=True)
         if request is None:
@@ -419,6 +420,7 @@ class MegatronEngine:
         with torch.no_grad():
             self._load_model(loaded["model"])
             if load_optimizer:
+                compat.carry_schedule_into(loaded["optimizer"], self.optimizer)
                 self.optimizer.load_state_dict(loaded["optimizer"])
                 compat.unshare_adam_steps(self.optimizer)
                 compat.prefer_foreach_adam(self.optimizer)
