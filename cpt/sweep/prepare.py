@@ -72,15 +72,16 @@ def _annotate(size: str) -> DemoSettings:
 
 
 # tiny: ~40 min of generation on 2 shared CPU cores. SmolLM2-135M-Instruct with the prefilled science
-# templates, batches of 24 in prompt-length order, made ~5.4 s per generation and kept ~0.6 pairs per
-# generation (benchmarks/bench_synth_yield.py, load 3-5): 400 snippets -> ~36 min, ~200-250 pairs; code
-# QA keeps most of its generations (7 of 8 before): 40 problems -> ~4 min. gpu: the same set (a GPU
-# generates it in minutes; the sweeps compare sizes on the same QA).
+# templates, in batches of 24 in prompt-length order, took 7-15 s per generation while other sessions
+# loaded the machine (load 3-17; 5.4 s in benchmarks/bench_synth_yield.py at load 3-5) and kept ~0.6-0.8
+# pairs per generation: 240 snippets (30 per discipline: the corpus has ~15-30 of the rarer ones) ->
+# ~30-60 min and ~150-200 pairs; code QA keeps most of its generations (7 of 8 before): 24 problems, one
+# batch. gpu: the same set (a GPU generates it in minutes; the sweeps compare sizes on the same QA).
 SETTINGS: dict[str, PrepareSettings] = {
-    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=400, synth_problems=40,
-                            synth_per_discipline=60),
-    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=400, synth_problems=40,
-                           synth_per_discipline=60),
+    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=240, synth_problems=24,
+                            synth_per_discipline=30),
+    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=240, synth_problems=24,
+                           synth_per_discipline=30),
 }
 
 
