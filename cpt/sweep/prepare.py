@@ -71,17 +71,17 @@ def _annotate(size: str) -> DemoSettings:
                         synth_max_new_tokens=0, synth_threads=2, eval_max_doc_tokens=128, lm_eval_limit=0)
 
 
-# tiny: ~40 min of generation on 2 shared CPU cores. SmolLM2-135M-Instruct with the prefilled science
-# templates, in batches of 24 in prompt-length order, took 7-15 s per generation while other sessions
-# loaded the machine (load 3-17; 5.4 s in benchmarks/bench_synth_yield.py at load 3-5) and kept ~0.6-0.8
-# pairs per generation: 240 snippets (30 per discipline: the corpus has ~15-30 of the rarer ones) ->
-# ~30-60 min and ~150-200 pairs; code QA keeps most of its generations (7 of 8 before): 24 problems, one
-# batch. gpu: the same set (a GPU generates it in minutes; the sweeps compare sizes on the same QA).
+# tiny: what 2 CPU cores shared with other work generate in well under an hour. SmolLM2-135M-Instruct
+# with the prefilled science templates, in batches of 24 in prompt-length order, made 5.4 s per generation
+# at load 3-5 (benchmarks/bench_synth_yield.py) but 25-45 s at load 7-9 (this session's prepare), keeping
+# ~0.6-0.8 pairs per generation: 135 snippets, 15 of each of the 9 disciplines (the corpus has ~15-20
+# medicine snippets), and 12 LeetCode problems (code QA keeps most of its generations). On a quiet machine
+# or a GPU raise them (e.g. 400 / 60 per discipline: ~40 min at 5.4 s); gpu: the same set for now.
 SETTINGS: dict[str, PrepareSettings] = {
-    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=240, synth_problems=24,
-                            synth_per_discipline=30),
-    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=240, synth_problems=24,
-                           synth_per_discipline=30),
+    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=135, synth_problems=12,
+                            synth_per_discipline=15),
+    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=135, synth_problems=12,
+                           synth_per_discipline=15),
 }
 
 
