@@ -153,8 +153,8 @@ FROZEN_SWEEP_KEYS = ["name", "workdir", "model_from", "output_dir", "base", "ove
                      "seed_keys", "train_command", "evals", "report", "base[].stage", "base[].recipe",
                      "base[].overrides", "arms[].name", "arms[].overrides", "evals[].name", "evals[].args",
                      "report.baseline", "report.metrics", "report.higher_is_better", "report.confidence"]
-FROZEN_OPTIONS = ["--out", "--workdir", "--plan", "--baseline", "--metric", "--size", "--executor", "--max-retries", "--cpus-per-task",
-                  "--gpus-per-task", "--ray-address", "--local-cpus", "--slurm-partition", "--slurm-time-min",
+FROZEN_OPTIONS = ["--out", "--workdir", "--plan", "--baseline", "--metric", "--size", "--synth-threads", "--executor",
+                  "--max-retries", "--cpus-per-task", "--gpus-per-task", "--ray-address", "--local-cpus", "--slurm-partition", "--slurm-time-min",
                   "--slurm-option"]
 
 
@@ -269,7 +269,7 @@ def test_prepare_refuses_a_folder_of_another_size(tmp_path, capsys):
 def test_prepare_steps_name_every_output_and_read_the_base_models_tokenizer():
     from cpt.sweep.prepare import BASE_HF, SETTINGS, build_prepare_steps
 
-    steps = build_prepare_steps(SETTINGS["tiny"])
+    steps = build_prepare_steps(SETTINGS["tiny"], threads=1)
     names = [s.name for s in steps]
     assert names.index("convert") < names.index("synth-science")  # the sweeps without synthetic data start earlier
     assert all(s.outputs for s in steps)
@@ -287,5 +287,6 @@ def test_prepare_steps_name_every_output_and_read_the_base_models_tokenizer():
                 and a not in ("--output", "--corrupt-rate")]
 
     assert "--max-per-discipline" in by_name["synth-science"]
+    assert by_name["synth-code"][by_name["synth-code"].index("--threads") + 1] == "1"  # --synth-threads
     assert selection(by_name["synth-science"]) == selection(by_name["synth-science-c30"]) \
         == selection(by_name["synth-science-c50"])

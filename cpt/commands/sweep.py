@@ -36,6 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     prep = parser.add_argument_group("prepare")
     prep.add_argument("--size", choices=("tiny", "gpu"), default="tiny",
                       help="tiny: the CPU proxy (a small Llama pre-trained once, cached); gpu: SmolLM2-135M")
+    prep.add_argument("--synth-threads", type=int, default=2,
+                      help="torch threads of the QA generation (1 is faster on a CPU other work keeps busy)")
     add_executor_arguments(parser)
 
 
@@ -107,7 +109,7 @@ def _prepare(args: argparse.Namespace) -> int:
         raise ValueError("cpt sweep prepare needs the folder to build (e.g. runs/proxy)")
     root = Path(args.sweep_dir).resolve()
     _claim_folder(root, args.size)
-    steps = build_prepare_steps(SETTINGS[args.size])
+    steps = build_prepare_steps(SETTINGS[args.size], args.synth_threads)
     missing = sorted({s.cli for s in steps if s.cli is not None and s.cli not in COMMANDS})
     if missing:
         raise ValueError(f"cpt sweep prepare needs `cpt {', '.join(missing)}`, not in this install")

@@ -71,16 +71,17 @@ def _annotate(size: str) -> DemoSettings:
                         synth_max_new_tokens=0, synth_threads=2, eval_max_doc_tokens=128, lm_eval_limit=0)
 
 
-# tiny: ~40 min of generation on 2 shared CPU cores. SmolLM2-135M-Instruct with the prefilled science
-# templates, batches of 24 in prompt-length order, made ~5.4 s per generation and kept ~0.6 pairs per
-# generation (benchmarks/bench_synth_yield.py, load 3-5): 400 snippets -> ~36 min, ~200-250 pairs; code
-# QA keeps most of its generations (7 of 8 before): 40 problems -> ~4 min. gpu: the same set (a GPU
-# generates it in minutes; the sweeps compare sizes on the same QA).
+# tiny: what 2 CPU cores shared with other work generate in well under an hour. SmolLM2-135M-Instruct
+# with the prefilled science templates, in batches of 24 in prompt-length order, made 5.4 s per generation
+# at load 3-5 (benchmarks/bench_synth_yield.py) but 25-45 s at load 7-9 (this session's prepare), keeping
+# ~0.6-0.8 pairs per generation: 135 snippets, 15 of each of the 9 disciplines (the corpus has ~15-20
+# medicine snippets), and 12 LeetCode problems (code QA keeps most of its generations). On a quiet machine
+# or a GPU raise them (e.g. 400 / 60 per discipline: ~40 min at 5.4 s); gpu: the same set for now.
 SETTINGS: dict[str, PrepareSettings] = {
-    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=400, synth_problems=40,
-                            synth_per_discipline=60),
-    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=400, synth_problems=40,
-                           synth_per_discipline=60),
+    "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=135, synth_problems=12,
+                            synth_per_discipline=15),
+    "gpu": PrepareSettings(size="gpu", annotate=_annotate("gpu"), synth_snippets=135, synth_problems=12,
+                           synth_per_discipline=15),
 }
 
 
