@@ -126,9 +126,11 @@ def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
             disciplines = ", ".join(f"{k} {v}" for k, v in (sm.get("by_discipline") or {}).items())
             rate = (f", {sm['tokens_generated_now']} tokens, {sm['tokens_generated_now'] / sm['seconds']:.1f} tok/s"
                     if sm.get("tokens_generated_now") and sm["seconds"] else "")
+            resumed = (f" ({sm['generated_now']} generated in its last run, {sm['resumed_from_journal']} by earlier "
+                       f"ones)" if sm.get("generated_now") and sm.get("resumed_from_journal") else "")
             lines.append(f"- synth/{name}.jsonl: {sm['pairs_kept']} QA pairs ({disciplines}) kept from {sm['tasks']} "
-                         f"generations of {sm['generator'] or 'the journal'} (SmolLM2-135M-Instruct, Q4_1 dequantized, "
-                         f"on CPU; {sm['seconds']:.0f} s{rate}); rejected: {_rejections(sm)}"
+                         f"generations{resumed} of {sm['generator'] or 'the journal'} (SmolLM2-135M-Instruct, Q4_1 "
+                         f"dequantized, on CPU; {sm['seconds']:.0f} s{rate}); rejected: {_rejections(sm)}"
                          + (f"; {corrupt.get('corrupted')} answers made wrong (rate {corrupt.get('rate')})"
                             if corrupt.get("rate") else "") + ".")
         elif name in ("science", "code"):
@@ -140,8 +142,9 @@ def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
               "in all (cpt/sweep/prepare.py), the answer prefilled with `Question:` (the science templates v2); "
               "code QA from LeetCode problems. Half of the pairs are held out (recipes/proxy/synthetic.yaml) and "
               "`sciqa/answer_nll` scores the held-out pairs of kind `science`, the same for every arm, so the "
-              "metric is paired. The generation budget is what a shared 2-core CPU makes in about 40 minutes; "
-              "more QA: raise it in cpt/sweep/prepare.py, or prepare at --size gpu on a GPU.", ""]
+              "metric is paired. The generation budget is set for 2 CPU cores shared with other work "
+              "(cpt/sweep/prepare.py says the measured rates); more QA: raise it there, or prepare at --size gpu "
+              "on a GPU.", ""]
     return lines
 
 
