@@ -73,13 +73,14 @@ def _section(finding, seen_walls: set[str], summary: list[str]) -> list[str]:
     if not (sweep_dir / "results.jsonl").is_file():
         summary.append(f"| ({finding.key}) {finding.title} | not run yet | – |")
         return lines + ["**not run yet**", "", "```bash", PREPARE, command, "```", ""]
-    pairs, tables = [], []
+    tables, reports = [], {}
     for baseline in dict.fromkeys(c.baseline for c in finding.claims):
         metrics = None if baseline == finding.claims[0].baseline else \
             sorted({c.metric for c in finding.claims if c.baseline == baseline})
-        table, report = _tables(finding, baseline, metrics)
+        table, reports[baseline] = _tables(finding, baseline, metrics)
         tables += [f"### against {baseline}", "", table, ""]
-        pairs += [(c.expect, measured_verdict(report, c)) for c in finding.claims if c.baseline == baseline]
+    # in the claims' own order: the line below names each claim beside its verdict
+    pairs = [(c.expect, measured_verdict(reports[c.baseline], c)) for c in finding.claims]
     result = decide(pairs)
     claims = "; ".join(f"{c.arm} vs {c.baseline} on {c.metric}: expected {e}, measured {m or 'absent'}"
                        for c, (e, m) in zip(finding.claims, pairs))
