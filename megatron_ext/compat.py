@@ -139,8 +139,9 @@ def carry_schedule_into(saved_state: Any, optimizer) -> None:
 
     megatron-core >= 0.19 pairs saved and current param groups by a tuple that includes the
     groups' `max_lr`/`min_lr` (`param_group_identifier_keys`); 0.16-0.18 paired them by
-    wd_mult/lr_mult only (this is then a no-op). A stage that continues from another with a new learning rate (the point of continual
-    pre-training) then fails to load with a KeyError on that tuple. Where every current group
+    wd_mult/lr_mult only (this is then a no-op). A stage that continues from another with a new
+    learning rate (the point of continual pre-training) then fails to load with a KeyError on that
+    tuple. Where every current group
     holds one value of a field and every saved group one value too (no per-group lr overrides,
     as our engine builds them), the saved value is replaced by the current one; anything else is
     left to megatron's own pairing."""
