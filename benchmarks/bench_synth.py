@@ -36,6 +36,12 @@ def build_work(n: int) -> list[tasks.Task]:
     for i, line in enumerate(lines):
         snips += split_document(Document(f"lee{i}", line, "lee_background.cor"), max_chars=800, min_chars=300,
                                 max_snippets=1)
+    return keyword_science_tasks(snips, n)
+
+
+def keyword_science_tasks(snips: list, n: int) -> list[tasks.Task]:
+    """Science tasks (one sample, two pairs each) of the first `n` snippets the keyword filter
+    gives a discipline (the synth benches' work list: no tagger model to load)."""
     found = tasks.assign_disciplines(snips, "keywords", Counter(), classify.KeywordFilter(min_hits=1, min_margin=0))
     kept = [(s, d) for s, d in zip(snips, found) if d is not None][:n]
     templates = {d: prompts.load_template(d) for d in disciplines.discipline_names()}

@@ -31,11 +31,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cpt.assets import enwiki_plain_articles, smollm2_hf_dir  # noqa: E402
-from cpt.synth import classify, disciplines, pipeline, prompts, tasks  # noqa: E402
+from cpt.synth import pipeline, tasks  # noqa: E402
 from cpt.synth.filters import FilterConfig  # noqa: E402
 from cpt.synth.generators import SamplingParams  # noqa: E402
 from cpt.synth.generators.transformers_backend import TransformersGenerator  # noqa: E402
 from cpt.synth.snippets import Document, split_document  # noqa: E402
+from bench_synth import keyword_science_tasks  # noqa: E402  (this folder: sys.path[0] of a script)
 
 
 def build_work(n: int, every: int) -> list[tasks.Task]:
@@ -45,10 +46,7 @@ def build_work(n: int, every: int) -> list[tasks.Task]:
         if i % every == 0:
             snips += split_document(Document(f"enwiki/{title}", text, "enwiki"), max_chars=1500, min_chars=200,
                                     max_snippets=1)
-    found = tasks.assign_disciplines(snips, "keywords", Counter(), classify.KeywordFilter(min_hits=1, min_margin=0))
-    kept = [(s, d) for s, d in zip(snips, found) if d is not None][:n]
-    templates = {d: prompts.load_template(d) for d in disciplines.discipline_names()}
-    return tasks.science_tasks([s for s, _ in kept], [d for _, d in kept], templates, samples=1, n_pairs=2)
+    return keyword_science_tasks(snips, n)
 
 
 def without_prefill(work: list[tasks.Task]) -> list[tasks.Task]:

@@ -102,3 +102,29 @@ class SliceKiller(threading.Thread):
                 self.killed_pid = state["pid"]
                 return
             time.sleep(0.005)
+
+
+def killed_slice_launch(corpus: Path, single: Path, folder: Path, monkeypatch, executor: str) -> tuple[dict, dict]:
+    """`cpt preprocess --executor EXECUTOR --num-shards 4` with slice 1's process SIGKILLed once it
+    committed its first chunk: the output equals one process's, the slice was retried once, and
+    each chunk was built once. Returns the launch summary and slice 1's entry in it."""
+    from cpt.cli import main
+    from cpt.shards.build import DELAY_ENV, chunk_dir
+
+    first = slice_chunks(corpus, 1, 4)[0]
+    out = folder / executor
+    monkeypatch.setenv(DELAY_ENV, "0.3")
+    killer = SliceKiller(folder / f"{executor}.launch", "slice-00001-of-00004",
+                         lambda: (chunk_dir(f"{out}.cpt-work", first) / "text.manifest.json").is_file())
+    killer.start()
+    assert main(preprocess_argv(corpus, out, "--executor", executor, "--num-shards", "4")) == 0
+    killer.join()
+    assert killer.killed_pid is not None
+    assert files_of(out) == files_of(single)
+    s = launch_summary(out)
+    task = next(t for t in s["tasks"] if t["name"] == "slice-00001-of-00004")
+    assert [a["ok"] for a in task["attempts"]] == [False, True] and s["retried"] == 1
+    assert 1 <= task["result"]["chunks_resumed"] <= task["result"]["chunks"]
+    assert_built_once_but_the_dead_attempts(s, [first])
+    assert s["merge"]["ran"] and "merge_overlapped" not in s["phase_seconds"]  # Slurm's path: a merge job
+    return s, task

@@ -20,14 +20,14 @@ from cpt.cli import main
 from cpt.corpus.progress import Progress
 from cpt.launch import LaunchSpec
 from cpt.launch.argv import argv_of
-from cpt.shards.build import DELAY_ENV, chunk_dir
+from cpt.shards.build import chunk_dir
 from cpt.corpus.plan import interleaved_slice
 from cpt.shards.launched import slice_task
 from cpt.shards.pipeline import (Assembly, PreprocessConfig, _Loaded, _run_chunks, handed_plan, prepare,
                                  run_preprocess)
-from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES, SliceKiller,  # noqa: F401
-                             assert_built_once_but_the_dead_attempts, corpus, files_of, launch_summary,
-                             preprocess_argv, single, slice_chunks)
+from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES,  # noqa: F401
+                             assert_built_once_but_the_dead_attempts, corpus, files_of, killed_slice_launch,
+                             launch_summary, preprocess_argv, single, slice_chunks)
 
 
 def test_local_pool_equals_one_process(corpus, single, tmp_path):
@@ -65,23 +65,8 @@ def test_local_pool_equals_one_process(corpus, single, tmp_path):
 @pytest.mark.slow
 def test_submitit_local_equals_one_process_after_a_killed_job(corpus, single, tmp_path, monkeypatch):
     pytest.importorskip("submitit")
-    first = slice_chunks(corpus, 1, 4)[0]
-    out = tmp_path / "sub"
-    monkeypatch.setenv(DELAY_ENV, "0.3")
-    killer = SliceKiller(tmp_path / "sub.launch", "slice-00001-of-00004",
-                         lambda: (chunk_dir(f"{out}.cpt-work", first) / "text.manifest.json").is_file())
-    killer.start()
-    assert main(preprocess_argv(corpus, out, "--executor", "submitit-local", "--num-shards", "4")) == 0
-    killer.join()
-    assert killer.killed_pid is not None
-    assert files_of(out) == files_of(single)
-    s = launch_summary(out)
-    task = next(t for t in s["tasks"] if t["name"] == "slice-00001-of-00004")
-    assert [a["ok"] for a in task["attempts"]] == [False, True] and s["retried"] == 1
-    assert 1 <= task["result"]["chunks_resumed"] <= task["result"]["chunks"]
-    assert_built_once_but_the_dead_attempts(s, [first])
-    assert s["merge"]["ran"] and (tmp_path / "sub.launch" / "logs" / "merge.attempt-1.log").is_file()
-    assert "merge_overlapped" not in s["phase_seconds"]  # Slurm's path: the merge is a job of its own
+    killed_slice_launch(corpus, single, tmp_path, monkeypatch, "submitit-local")
+    assert (tmp_path / "submitit-local.launch" / "logs" / "merge.attempt-1.log").is_file()
 
 
 def test_assembly_follows_committed_chunks_in_order_and_a_killed_driver_leaves_nothing_complete(

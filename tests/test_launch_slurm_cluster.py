@@ -10,9 +10,7 @@ import subprocess
 import pytest
 
 from cpt.cli import main
-from cpt.shards.build import DELAY_ENV, chunk_dir
-from launch_fixtures import (SliceKiller, corpus, files_of, launch_summary, preprocess_argv,  # noqa: F401
-                             single, slice_chunks)
+from launch_fixtures import corpus, killed_slice_launch, single  # noqa: F401
 
 
 def _cluster_answers() -> bool:
@@ -29,21 +27,8 @@ pytestmark = [pytest.mark.slow,
 
 
 def test_slurm_array_and_merge_job_equal_one_process_after_a_killed_slice(corpus, single, tmp_path, monkeypatch):
-    first = slice_chunks(corpus, 1, 4)[0]
-    out = tmp_path / "slurm"
-    monkeypatch.setenv(DELAY_ENV, "0.3")
-    killer = SliceKiller(tmp_path / "slurm.launch", "slice-00001-of-00004",
-                         lambda: (chunk_dir(f"{out}.cpt-work", first) / "text.manifest.json").is_file())
-    killer.start()
-    assert main(preprocess_argv(corpus, out, "--executor", "slurm", "--num-shards", "4")) == 0
-    killer.join()
-    assert killer.killed_pid is not None
-    assert files_of(out) == files_of(single)
-    s = launch_summary(out)
-    task = next(t for t in s["tasks"] if t["name"] == "slice-00001-of-00004")
-    assert [a["ok"] for a in task["attempts"]] == [False, True] and s["retried"] == 1
+    _, task = killed_slice_launch(corpus, single, tmp_path, monkeypatch, "slurm")
     assert "ended without a result" in task["attempts"][0]["error"] or "FAILED" in task["attempts"][0]["error"]
-    assert s["merge"]["ran"] and "merge_overlapped" not in s["phase_seconds"]
 
 
 def test_slurm_sweep_runs_each_arm_as_a_job_and_equals_the_local_executor(tmp_path):
