@@ -119,20 +119,37 @@ def atomic_dir(path: str | Path, exist: DirExists = "replace") -> Iterator[Path]
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         yield tmp
-        if path.exists():
-            if exist == "error":
-                raise FileExistsError(f"{path}: already exists")
-            if exist == "keep":
-                return
-            shutil.rmtree(path)
-        try:
-            os.replace(tmp, path)
-        except OSError:
-            if exist != "keep" or not path.exists():  # not a concurrent builder that committed first
-                raise
+        commit_dir(tmp, path, exist)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def commit_dir(tmp: str | Path, path: str | Path, exist: DirExists = "replace") -> bool:
+    """Make the finished folder `tmp` become `path` by one rename (a reader sees all of it or none);
+    `exist` as in `atomic_dir`. False where `exist="keep"` found a folder committed there first
+    (before or during the rename: `tmp` is then removed); True where `tmp` became `path`. A file
+    at `path` is never taken for a committed folder: the rename fails with its error."""
+    import shutil
+
+    tmp, path = Path(tmp), Path(path)
+    if path.exists():
+        if exist == "error":
+            raise FileExistsError(f"{path}: already exists")
+        if exist == "keep" and path.is_dir():
+            shutil.rmtree(tmp, ignore_errors=True)
+            return False
+        if exist == "replace":
+            shutil.rmtree(path)
+        # "keep" over a file: the rename below fails and says so (nothing was committed there)
+    try:
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        if exist != "keep" or not path.is_dir():  # not a concurrent builder that committed first
+            raise
+    shutil.rmtree(tmp, ignore_errors=True)
+    return False
 
 
 @contextlib.contextmanager
@@ -211,5 +228,5 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[Any], durable: bool =
     return n
 
 
-__all__ = ["PendingFiles", "atomic_dir", "atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
+__all__ = ["PendingFiles", "atomic_dir", "commit_dir", "atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
            "write_text_atomic"]

@@ -419,7 +419,7 @@ def test_vllm_backend_continues_prefilled_requests_in_their_own_chat_call(monkey
 
     class LLM:
         def __init__(self, **kwargs):
-            pass
+            self.kwargs = kwargs  # the engine options our adapter passes (the stand-in loads nothing)
 
         def chat(self, messages, sampling_params, use_tqdm=True, add_generation_prompt=True,
                  continue_final_message=False):

@@ -10,7 +10,6 @@ counted by reason and logged to `KEY.skipped.jsonl`.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ import pyarrow as pa
 from cpt.corpus.lang import detect_lang, normalize_lang
 from cpt.corpus.plan import Chunk
 from cpt.corpus.records import CorpusError, Fields, Record, iter_records
+from cpt.io import commit_dir
 from cpt.shards.metadata import doc_id, schema_for
 from cpt.shards.writer import ShardWriter
 from cpt.tokenizers.base import TokenizerSpec
@@ -201,15 +201,8 @@ class _ChunkBuilder:
 
 def _commit(tmp: Path, final: Path) -> bool:
     """Rename the finished `tmp` folder to `final`; False (and `tmp` removed) where a chunk was
-    committed there already: a folder is renamed only onto a missing or empty one."""
-    try:
-        os.rename(tmp, final)
-        return True
-    except OSError as e:
-        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST) or not final.is_dir():
-            raise
-    shutil.rmtree(tmp, ignore_errors=True)
-    return False
+    committed there already (`cpt.io.commit_dir` keeping the first)."""
+    return commit_dir(tmp, final, exist="keep")
 
 
 def committed(work_dir: str | Path, index: int, keys) -> bool:
