@@ -282,11 +282,30 @@ def test_prepare_steps_name_every_output_and_read_the_base_models_tokenizer():
     # the corrupted sets must select the very snippets of the clean one: their journals are its copy
     by_name = {s.name: s.argv for s in steps}
 
+    split_flags = ("--valid-holdout", "--valid-holdout-seed", "--output-corpus-root")
+
     def selection(argv):
-        return [a for i, a in enumerate(argv) if argv[i - 1] not in ("--output", "--corrupt-rate")
-                and a not in ("--output", "--corrupt-rate")]
+        dropped = ("--output", "--corrupt-rate", *split_flags)
+        return [a for i, a in enumerate(argv) if argv[i - 1] not in dropped and a not in dropped]
 
     assert "--max-per-discipline" in by_name["synth-science"]
     assert by_name["synth-code"][by_name["synth-code"].index("--threads") + 1] == "1"  # --synth-threads
     assert selection(by_name["synth-science"]) == selection(by_name["synth-science-c30"]) \
         == selection(by_name["synth-science-c50"])
+
+
+def test_corrupted_synthetic_sets_hold_out_the_recipes_validation_pairs():
+    """The split error injection spares is the one training applies: the synthetic stream's
+    valid_holdout and the recipe's valid_holdout_seed, over the ids `cpt preprocess` gives the pairs."""
+    from cpt.sweep.prepare import SETTINGS, build_prepare_steps
+
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "recipes/proxy/synthetic.yaml").read_text())
+    stream = next(s for s in recipe["data"]["streams"] if s["name"] == "synthetic")
+    by_name = {s.name: s.argv for s in build_prepare_steps(SETTINGS["tiny"], threads=1)}
+    for tag in ("c30", "c50"):
+        for kind in ("science", "code"):
+            argv = by_name[f"synth-{kind}-{tag}"]
+            assert float(argv[argv.index("--valid-holdout") + 1]) == stream["valid_holdout"]
+            assert int(argv[argv.index("--valid-holdout-seed") + 1]) == recipe["data"]["valid_holdout_seed"]
+            pre = by_name[f"preprocess-synthetic-{tag}"]
+            assert argv[argv.index("--output-corpus-root") + 1] == pre[pre.index("--corpus-root") + 1]

@@ -8,6 +8,7 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cpt.synth import classify, corrupt, disciplines, parse, pipeline, prompts, tasks
@@ -317,6 +318,23 @@ def test_corrupt_allocation_and_impossible_cases():
         corrupt.corrupt(_pairs({"a": 2}), 1.5)
 
 
+def test_corrupt_with_a_holdout_split_spares_the_held_out_pairs(tmp_path):
+    """Held-out pairs keep their answers and lend none; the rate counts the trained pairs."""
+    records = _pairs({"physics": 40, "biology": 24})
+    split = corrupt.HoldoutSplit.for_output(tmp_path / "qa.jsonl", None, 0.5, 7)
+    held = split.mask(len(records))
+    assert split.source == "qa.jsonl" and 0 < held.sum() < len(records)
+    held_ids = {r["id"] for r, h in zip(records, held) if h}
+    report = corrupt.corrupt(records, 0.5, seed=1, split=split)
+    trained = len(records) - len(held_ids)
+    assert report.eligible == trained and report.held_out == len(held_ids)
+    assert report.corrupted == round(0.5 * trained) == sum(r["corrupt"] for r in records)
+    assert not any(r["corrupt"] for r in records if r["id"] in held_ids)
+    assert all(r["corrupt_source"] not in held_ids for r in records if r["corrupt"])
+    with pytest.raises(ValueError, match="not inside the corpus root"):
+        corrupt.HoldoutSplit.for_output(tmp_path / "qa.jsonl", tmp_path / "elsewhere", 0.5, 7)
+
+
 # ---------------------------------------------------------------- journal
 
 
@@ -534,3 +552,41 @@ def test_code_work_list_from_the_command_line(tmp_path):
     args.shard_index = 0
     other, _ = synth_command.build_tasks(args)
     assert sorted(t.key for t in part + other) == sorted(t.key for t in work)
+
+
+def test_the_holdout_split_of_synth_is_the_one_training_applies_to_the_shards(tmp_path):
+    """`cpt synth --valid-holdout` names the very pairs the stream holds out after `cpt preprocess`:
+    they are the clean ones, and no trained pair carries a held-out pair's answer."""
+    from cpt import shards
+    from cpt.assets import mistral_tokenizer_dir
+    from cpt.cli import build_parser
+    from cpt.commands import synth as synth_command
+    from cpt.sampling.holdout import held_out
+
+    work = _science_task_list(24)
+    texts = [f"Question: What does law number {i} of Newton state about force?\nAnswer: The net force on an "
+             f"object equals the product of its mass and its acceleration (case {i})." for i in range(24)]
+    root = tmp_path / "synth"
+    out = root / "c50" / "qa.jsonl"
+    out.parent.mkdir(parents=True)
+    _journal(pipeline.journal_path(out), work, texts)
+    args = build_parser().parse_args(["synth", "--output", str(out), "--corrupt-rate", "0.5", "--valid-holdout",
+                                      "0.5", "--valid-holdout-seed", "3", "--output-corpus-root", str(root)])
+    split = synth_command._holdout_split(args)
+    assert split == corrupt.HoldoutSplit("c50/qa.jsonl", 0.5, 3)
+    pipeline.run(work, None, out, SamplingParams(), FilterConfig(near_duplicate_threshold=1.0), corrupt_rate=0.5,
+                 holdout=split)
+    proc = subprocess.run(
+        [sys.executable, "-m", "cpt.commands.preprocess", "--input", str(out), "--output-prefix",
+         str(tmp_path / "synthetic"), "--tokenizer", str(mistral_tokenizer_dir() / "tokenizer.model.v1"),
+         "--keep-fields", "corrupt,answer", "--corpus-root", str(root), "--no-progress"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    meta = shards.open(tmp_path / "synthetic").metadata().to_pylist()
+    held = held_out(np.array([m["doc_id"] for m in meta], dtype=np.uint64), 0.5, 3)
+    assert len(meta) == 24 and 0 < held.sum() < 24
+    assert not any(m["corrupt"] == "true" for m, h in zip(meta, held) if h)
+    trained = [m for m, h in zip(meta, held) if not h]
+    assert sum(m["corrupt"] == "true" for m in trained) == round(0.5 * len(trained))
+    held_answers = {m["answer"] for m, h in zip(meta, held) if h}
+    assert not held_answers & {m["answer"] for m in trained}

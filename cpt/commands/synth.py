@@ -75,7 +75,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     f.add_argument("--min-grounding", type=float, default=0.5,
                    help="share of answer content words found in the snippet (0: off)")
     f.add_argument("--near-dup-threshold", type=float, default=0.8, help="MinHash Jaccard (1: off)")
-    f.add_argument("--corrupt-rate", type=float, default=0.0, help="fraction of answers made wrong")
+    f.add_argument("--corrupt-rate", type=float, default=0.0,
+                   help="fraction of answers made wrong (of the trained pairs, with --valid-holdout)")
+    f.add_argument("--valid-holdout", type=float, default=0.0,
+                   help="the validation share training holds out of this output (its stream's valid_holdout): "
+                        "error injection leaves those pairs clean and never gives their answers to others")
+    f.add_argument("--valid-holdout-seed", type=int, default=0, help="the recipe's data.valid_holdout_seed")
+    f.add_argument("--output-corpus-root", type=Path, default=None,
+                   help="the --corpus-root `cpt preprocess` will read the output with (default: its folder); "
+                        "it names the records' doc ids for --valid-holdout")
     _add_work_arguments(p)
 
 
@@ -206,6 +214,17 @@ def _run_launched(args: argparse.Namespace) -> int:
     return 0 if summary["missing"] == 0 else 3
 
 
+def _holdout_split(args: argparse.Namespace):
+    """The validation split of --valid-holdout over the output (None without one)."""
+    from cpt.synth.corrupt import HoldoutSplit
+
+    if not args.valid_holdout:
+        return None
+    if not 0 < args.valid_holdout < 1:
+        raise ValueError(f"--valid-holdout must be in [0, 1), got {args.valid_holdout}")
+    return HoldoutSplit.for_output(args.output, args.output_corpus_root, args.valid_holdout, args.valid_holdout_seed)
+
+
 def run(args: argparse.Namespace) -> int:
     import json
     import sys
@@ -256,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
                     backoff_s=args.backoff, tensor_parallel_size=args.tensor_parallel_size,
                     num_threads=args.threads, continue_final_message=args.continue_final_message)
         summary = pipeline.run(work, generator, args.output, params, filters, args.corrupt_rate, args.seed,
-                               dict(skipped), args.progress_every)
+                               dict(skipped), args.progress_every, holdout=_holdout_split(args))
     except (GeneratorUnavailable, InputError, JournalError, FileNotFoundError, ValueError) as e:
         print(f"cpt synth: error: {e}", file=sys.stderr)
         return 1

@@ -15,8 +15,10 @@ user would build by hand:
     convert           cpt convert hf-to-mcore: the base model -> models/base_mcore (its model.yaml is what
                       the sweeps' `model_from` reads); the sweeps without synthetic data can run from here
     synth-science, synth-code     QA by SmolLM2-135M-Instruct (the demo's generator), generated ONCE here
-    synth-corrupt-*   the same generations with 30% / 50% of the answers made wrong (`--corrupt-rate`;
-                      the journal is copied, so nothing is generated again)
+    synth-corrupt-*   the same generations with 30% / 50% of the trained answers made wrong (`--corrupt-rate`;
+                      the journal is copied, so nothing is generated again); the pairs the synthetic stream
+                      holds out stay clean and lend no answer (`--valid-holdout`), so no arm sees a held-out
+                      answer
     preprocess-synthetic*         -> data/synthetic, data/synthetic_c30, data/synthetic_c50 (question and
                       answer kept in the metadata: `cpt eval qa-nll` scores the held-out pairs). Each
                       is preprocessed with its own folder as --corpus-root, so a pair has the same doc_id
@@ -42,6 +44,10 @@ BASE_HF = "models/base_hf"
 BASE_MCORE = "models/base_mcore"
 CORPUS_SIZE = "proxy"
 CORRUPT_RATES = (0.3, 0.5)
+SYNTH_VALID_HOLDOUT = 0.5
+SYNTH_VALID_HOLDOUT_SEED = 2
+"""The validation split recipes/proxy/synthetic.yaml applies to the synthetic stream (its valid_holdout and
+data.valid_holdout_seed): error injection leaves these held-out pairs clean and never lends their answers."""
 SYNTH_FIELDS = "discipline,kind,question,answer"
 """Synthetic metadata kept in the shards: `cpt eval qa-nll` reads question and answer of held-out pairs."""
 
@@ -128,16 +134,18 @@ def _synth_steps(s: PrepareSettings, smollm2: str, threads: int) -> list[Step]:
     ]
     for rate in CORRUPT_RATES:
         tag = f"c{round(rate * 100)}"
+        split = ["--valid-holdout", str(SYNTH_VALID_HOLDOUT), "--valid-holdout-seed", str(SYNTH_VALID_HOLDOUT_SEED),
+                 "--output-corpus-root", f"synth/{tag}"]
         steps += [
             Step(f"synth-corrupt-{tag}", action=_copy_journal_action(tag), outputs=(f"synth/{tag}",),
                  describe=f"copy the generation journals into synth/{tag}/ (no generation again)"),
             Step(f"synth-science-{tag}", ["synth", "--shards", "data/en_code", "--discipline-by", "topic", "--output",
                                           f"synth/{tag}/science.jsonl", *snippets, "--pairs-per-snippet", "2",
-                                          "--min-grounding", "0.3", "--corrupt-rate",
-                                          str(rate), *common], (f"synth/{tag}/science.jsonl.summary.json",)),
+                                          "--min-grounding", "0.3", "--corrupt-rate", str(rate), *split,
+                                          *common], (f"synth/{tag}/science.jsonl.summary.json",)),
             Step(f"synth-code-{tag}", ["synth", "--task", "code", "--output", f"synth/{tag}/code.jsonl",
                                        "--max-problems", str(s.synth_problems), "--k-shot", "1", "--corrupt-rate",
-                                       str(rate), *common], (f"synth/{tag}/code.jsonl.summary.json",)),
+                                       str(rate), *split, *common], (f"synth/{tag}/code.jsonl.summary.json",)),
             _preprocess(f"preprocess-synthetic-{tag}", [f"synth/{tag}/science.jsonl", f"synth/{tag}/code.jsonl"],
                         f"data/synthetic_{tag}", "--keep-fields", SYNTH_FIELDS, "--on-error", "skip",
                         "--corpus-root", f"synth/{tag}"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from cpt.io import write_json_atomic, write_jsonl_atomic
-from cpt.synth.corrupt import corrupt, format_pair
+from cpt.synth.corrupt import HoldoutSplit, corrupt, format_pair
 from cpt.synth.filters import REJECTION_REASONS, FilterConfig, PairFilter
 from cpt.synth.generators.base import ChatRequest, Generator, SamplingParams
 from cpt.synth.journal import Journal, JournalError
@@ -144,8 +144,9 @@ def generate(tasks: Sequence[Task], generator: Generator, journal: Journal, para
 
 
 def finalize(tasks: Sequence[Task], journal: Journal, filter_config: FilterConfig,
-             corrupt_rate: float = 0.0, corrupt_seed: int = 0) -> tuple[list[dict], dict]:
-    """Output records and counts from the journal, in work-list order."""
+             corrupt_rate: float = 0.0, corrupt_seed: int = 0,
+             holdout: HoldoutSplit | None = None) -> tuple[list[dict], dict]:
+    """Output records and counts from the journal, in work-list order (records[i] is line i+1)."""
     judge = PairFilter(filter_config)
     rejected: Counter = Counter({r: 0 for r in REJECTION_REASONS})
     records: list[dict] = []
@@ -164,7 +165,7 @@ def finalize(tasks: Sequence[Task], journal: Journal, filter_config: FilterConfi
                 "prompt_version": rec["prompt_version"], "sample_index": rec["sample_index"],
                 "pair_index": pair_index,
             })
-    report = corrupt(records, corrupt_rate, corrupt_seed)
+    report = corrupt(records, corrupt_rate, corrupt_seed, holdout)
     task_keys = {t.key for t in tasks}
     counts = {
         "generations_journaled": parsed_generations,
@@ -180,8 +181,11 @@ def finalize(tasks: Sequence[Task], journal: Journal, filter_config: FilterConfi
 def run(tasks: Sequence[Task], generator: Generator | Callable[[], Generator] | None, output: Path,
         params: SamplingParams, filter_config: FilterConfig, corrupt_rate: float = 0.0, corrupt_seed: int = 0,
         selection: dict | None = None, progress_every_s: float = 10.0,
-        log: Callable[[str], None] | None = None) -> dict:
+        log: Callable[[str], None] | None = None, holdout: HoldoutSplit | None = None) -> dict:
     """Generate (unless `generator` is None: finalize only), finalize, write output and summary.
+
+    `holdout` is the validation split training will apply to `output`: error injection then
+    leaves its held-out pairs alone (cpt.synth.corrupt).
 
     `generator` may be a factory, called only when the journal lacks some work: a rerun of a
     finished run then loads no model at all.
@@ -200,7 +204,7 @@ def run(tasks: Sequence[Task], generator: Generator | Callable[[], Generator] | 
             prog = generate(tasks, generator, journal, params, filter_config, progress_every_s, log=log)
         elif generator is not None and not hasattr(generator, "generate"):
             generator = None
-        records, counts = finalize(tasks, journal, filter_config, corrupt_rate, corrupt_seed)
+        records, counts = finalize(tasks, journal, filter_config, corrupt_rate, corrupt_seed, holdout)
         counts["rejected"]["generation_failed"] = prog.failed if prog else 0
         torn = journal.torn_tail_bytes
     write_jsonl_atomic(output, records)
