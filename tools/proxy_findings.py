@@ -105,6 +105,14 @@ def _section(finding, seen_walls: set[str], summary: list[str]) -> list[str]:
     return lines + tables
 
 
+def _corruption(c: dict) -> str:
+    """What error injection did: of which pairs, and which it spared."""
+    if c.get("held_out"):
+        return (f"; {c['corrupted']} of the {c['eligible']} trained answers made wrong (rate {c['rate']}; the "
+                f"{c['held_out']} held-out pairs left clean, lending no answer)")
+    return f"; {c.get('corrupted')} answers made wrong (rate {c.get('rate')}, drawn from all pairs)"
+
+
 def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
     """What the prepared folder holds: the proxy's pre-training and how much synthetic QA exists."""
     from cpt.sweep.prepare import SETTINGS
@@ -132,8 +140,7 @@ def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
             lines.append(f"- synth/{name}.jsonl: {sm['pairs_kept']} QA pairs ({disciplines}) kept from {sm['tasks']} "
                          f"generations{resumed} of {sm['generator'] or 'the journal'} (SmolLM2-135M-Instruct, Q4_1 "
                          f"dequantized, on CPU; {sm['seconds']:.0f} s{rate}); rejected: {_rejections(sm)}"
-                         + (f"; {corrupt.get('corrupted')} answers made wrong (rate {corrupt.get('rate')})"
-                            if corrupt.get("rate") else "") + ".")
+                         + (_corruption(corrupt) if corrupt.get("rate") else "") + ".")
         elif name in ("science", "code"):
             lines.append(f"- synth/{name}.jsonl: not generated yet.")
     lines += ["- All synthetic QA here is model output of SmolLM2-135M-Instruct generated once in "
