@@ -2,8 +2,9 @@
 code path: an array job for the slices, then the merge job) give `cpt preprocess` the one-process
 bytes, also when the process of a slice is SIGKILLed mid-slice; the driver's streamed assembly takes
 chunks in plan order only once committed and, killed, leaves nothing that reads as output; the
-summary's timeline; a slice takes the driver's plan only for the input it was made from; a worker's
-reused tokenizer/engine is keyed by what they are made of; argv round trips; bad settings."""
+summary's timeline; a slice takes the driver's plan only for the input it was made from; a warm-up
+loads what a slice then reuses; a worker's reused tokenizer/engine is keyed by what they are made of;
+argv round trips; bad settings."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,7 @@ from cpt.launch import LaunchSpec
 from cpt.launch.argv import argv_of
 from cpt.shards.build import chunk_dir
 from cpt.corpus.plan import interleaved_slice
-from cpt.shards.launched import slice_task
+from cpt.shards.launched import slice_task, warm_up_task
 from cpt.shards.pipeline import (Assembly, PreprocessConfig, _Loaded, _run_chunks, handed_plan, prepare,
                                  run_preprocess)
 from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES,  # noqa: F401
@@ -60,6 +61,7 @@ def test_local_pool_equals_one_process(corpus, single, tmp_path):
     built = [r["built"] for r in results]
     assert built[2] == [] and results[0]["taken"] + results[1]["taken"] >= len(slice_chunks(corpus, 2, 3))
     assert_built_once_but_the_dead_attempts(s, [])
+    assert s["warm_up"] == []  # a fresh process per attempt: nothing a warm-up loads would reach it
 
 
 @pytest.mark.slow
@@ -220,6 +222,20 @@ def test_a_slice_takes_the_driver_plan_and_refuses_one_that_is_not_of_its_input(
     with pytest.raises(ValueError, match=rf"work folder was set up for another plan \(input {grown} changed: "
                                          rf"size {size} -> {grown.stat().st_size}, mtime_ns "):
         slice_task(config, 0, 3, handed)
+
+
+def test_a_warm_up_loads_the_tokenizer_and_engine_a_slice_then_takes(corpus, tmp_path, monkeypatch):
+    cfg, _ = _driver(corpus, tmp_path)
+    cfg = dataclasses.replace(cfg, tokenizer=str(shutil.copy(SP_MODEL, tmp_path / "tok.model")))  # new to this process
+    p = prepare(cfg)
+    config = dataclasses.asdict(cfg)
+    warmed = warm_up_task(config)
+    assert set(warmed["prepare_seconds"]) == {"tokenizer", "files", "engine"}
+    with monkeypatch.context() as m:  # the slice loads nothing: the warm-up's choice is prepare's
+        m.setattr("cpt.tokenizers.load_tokenizer", lambda *a, **k: pytest.fail("the slice loaded the tokenizer"))
+        m.setattr("cpt.tokenizers.engine.Encoder", lambda *a, **k: pytest.fail("the slice loaded an engine"))
+        out = slice_task(config, 0, 1, handed_plan(p, p.plan))
+    assert out["reused_tokenizer"] and [r["chunk"] for r in out["results"]] == [c.index for c in p.plan]
 
 
 def test_a_reused_tokenizer_and_engine_are_keyed_by_tokenizer_files_options_and_engine(tmp_path):

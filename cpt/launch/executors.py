@@ -61,6 +61,17 @@ class Executor(abc.ABC):
         """How many attempts may be in flight (the engine queues the rest itself when large)."""
         return 1 << 20
 
+    def warm_up(self, task: Task, count: int) -> None:
+        """Run `task` at once in up to `count` of the worker processes that later attempts will
+        reuse, so that what every task loads first (its imports, a tokenizer) is loaded while the
+        caller still plans them. A warm-up that fails is only recorded (`warm_ups`): each attempt
+        prepares anew what it does not find ready. Nothing here, where every attempt gets a
+        process of its own (local, Slurm): nothing a warm-up loaded would reach it."""
+
+    def warm_ups(self) -> list[dict[str, Any]]:
+        """What each warm-up did: run_task's dict without its result, or its error; for the summary."""
+        return []
+
     def submit_many(self, batch: Sequence[tuple[Task, int]]) -> list[Attempt]:
         return [self.submit(task, number) for task, number in batch]
 

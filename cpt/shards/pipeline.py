@@ -218,10 +218,7 @@ def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = Tru
     else:
         plan = _adopt_plan(work, given, _digest(fingerprint), files)
     clock.lap("plan")
-    small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
-    engine = _LOADED.engine_for(tokenizer, "reference" if small or not encode else cfg.engine, reuse)
-    if small:
-        engine.fallback_reason = f"input under {AUTO_FAST_MIN_BYTES >> 20} MB: the reference is faster than loading gigatoken"
+    engine = _engine(cfg, tokenizer, files, encode, reuse)
     clock.lap("engine")
     dtype = optimal_dtype(tokenizer.vocab_size)
     job = Job(
@@ -233,6 +230,29 @@ def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = Tru
     )
     return Prepared(cfg, tokenizer, engine, files, ignored, plan, job, dtype, _digest(fingerprint), clock.laps,
                     reused=tokenizer is before)
+
+
+def _engine(cfg: PreprocessConfig, tokenizer: Any, files: list, encode: bool, reuse: bool) -> Any:
+    """The encoder of a run: the reference for a small input (auto) or a run that encodes nothing."""
+    small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
+    engine = _LOADED.engine_for(tokenizer, "reference" if small or not encode else cfg.engine, reuse)
+    if small:
+        engine.fallback_reason = f"input under {AUTO_FAST_MIN_BYTES >> 20} MB: the reference is faster than loading gigatoken"
+    return engine
+
+
+def warm(cfg: PreprocessConfig) -> dict[str, float]:
+    """Load into this process's cache (`_Loaded`) the tokenizer and engine that `prepare(cfg,
+    reuse=True)` will take: a launch's worker does it while its driver still plans, so that the
+    slice it runs next starts encoding at once. Returns the seconds of each step."""
+    clock = _Stopwatch()
+    tokenizer = _LOADED.tokenizer_for(cfg, reuse=True)
+    clock.lap("tokenizer")
+    files, _ = _select_files(cfg)
+    clock.lap("files")
+    _engine(cfg, tokenizer, files, encode=True, reuse=True)
+    clock.lap("engine")
+    return clock.laps
 
 
 class _Loaded:
