@@ -3,7 +3,8 @@ code path: an array job for the slices, then the merge job) give `cpt preprocess
 bytes, also when the process of a slice is SIGKILLed mid-slice; the driver's streamed assembly takes
 chunks in plan order only once committed and, killed, leaves nothing that reads as output; the
 summary's timeline; a slice takes the driver's plan only for the input it was made from; a warm-up
-loads what a slice then reuses; a worker's reused tokenizer/engine is keyed by what they are made of;
+loads what a slice then reuses (a warmed local process takes the first attempt handed to it, a dead one is
+passed over); a worker's reused tokenizer/engine is keyed by what they are made of;
 argv round trips; bad settings."""
 from __future__ import annotations
 
@@ -171,6 +172,43 @@ def test_synth_slices_on_the_local_pool_equal_one_process(tmp_path, capsys):
     assert s["succeeded"] == 2 and s["merge"]["ran"]
     assert all(t["result"]["argv"][6] == str(tmp_path / f"many.jsonl.part-0000{i}-of-00002.jsonl")
                for i, t in enumerate(s["tasks"]))
+
+
+def test_warmed_local_processes_take_the_first_attempts_passing_over_a_dead_one(tmp_path):
+    import os
+    import signal
+
+    from cpt.launch import Task
+    from cpt.launch.executors import LocalExecutor
+
+    ex = LocalExecutor(LaunchSpec(executor="local", local_cpus=3), tmp_path)
+    ex.start()
+    try:
+        ex.warm_up(Task(name="warm-up", fn="os:getpid"), 5)  # one per CPU, not per task asked for
+        warm = [a.handle for a, _ in ex.warming]
+        assert len(warm) == 3
+        os.kill(warm[0].pid, signal.SIGKILL)
+        warm[0].wait()
+        attempts = [ex.submit(Task(name=f"t{i}", fn="os:getpid"), 1) for i in range(3)]
+        ended = []
+        while len(ended) < 3:
+            ended += ex.wait([a for a in attempts if a not in [e[0] for e in ended]], timeout=30)
+        outcome = {a.task.name: (result, error) for a, result, error in ended}
+        # each attempt ran in the process it was handed (its result is that process's pid): the two
+        # live warmed ones in turn, then a fresh one
+        pids = [warm[1].pid, warm[2].pid]
+        assert [outcome[f"t{i}"][0]["result"] for i in range(2)] == pids and outcome["t2"][1] is None
+        assert outcome["t2"][0]["result"] not in [w.pid for w in warm]
+        records = ex.warm_ups()
+        assert [r[0].task.name for r in records] == ["warm-up-00000", "warm-up-00001", "warm-up-00002"]
+        assert [r[1]["result"] for r in records[1:]] == pids
+        unused = LocalExecutor(LaunchSpec(executor="local", local_cpus=1), tmp_path / "unused")
+        unused.start()
+        unused.warm_up(Task(name="warm-up", fn="os:getpid"), 1)
+        unused.stop()  # a warmed process no attempt came for ends with the executor
+        assert unused.warming[0][0].handle.poll() is not None
+    finally:
+        ex.stop()
 
 
 def test_progress_board_sums_the_tasks_reports(tmp_path):

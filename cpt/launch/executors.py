@@ -170,6 +170,8 @@ class LocalExecutor(Executor):
     def stop(self) -> None:
         """An interrupted driver takes its workers with it (a rerun resumes their work); a warmed
         process no attempt came for ends too."""
+        for proc in self.parked:
+            proc.stdin.close()
         for proc in self.live:
             if proc.poll() is None:
                 proc.kill()
