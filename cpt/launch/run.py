@@ -5,6 +5,7 @@
 A caller that plans its tasks while the executor starts makes it with `start_executor` (passing
 it on as `launch(executor=...)`), optionally with a warm-up task that the executor's workers run
 first, loading what the tasks share meanwhile (`Executor.warm_up`; recorded in the summary).
+
 Each task is submitted; a failed attempt (an exception, a non-zero exit, a killed worker) is
 submitted again until it has had `1 + max_retries` attempts. Because tasks resume, a retry finishes
 the work of the attempt before it. When every task succeeded, the merge task runs (in this process
