@@ -82,7 +82,7 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
         executor = start_executor(spec, launch_dir)
         timeline.mark("executor_started")
     phases["start"] = time.time() - t0
-    stream, stopping = None, None
+    stream, stopping, warmed = None, None, []
     try:
         if merge is not None and merge_stream is not None and executor.merges_in_driver:
             stream, phases["merge_overlapped"] = merge_stream(), 0.0

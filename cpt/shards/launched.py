@@ -1,10 +1,10 @@
 """`cpt preprocess --executor E --num-shards N`: all slices on an executor, then one assembly.
 
 The driver plans the input and sets up the work folder (`PREFIX.cpt-work/`, keyed by the plan
-fingerprint) exactly as a one-process run does - while the executor starts and its workers, where
-they outlive a task (Ray), load the tokenizer and engine the slices will reuse (`warm_up_task`) -
-and hands each slice task its chunks, every N-th
-(`interleaved_slice`), bound to that fingerprint: the slice checks that the input it reads has it
+fingerprint) exactly as a one-process run does - while the executor starts and its first workers
+(Ray's, or local processes started ahead) load the tokenizer and engine that the slices they run
+will take (`warm_up_task`) - and hands each slice task its chunks, every N-th (`interleaved_slice`),
+bound to that fingerprint: the slice checks that the input it reads has it
 (file sizes and mtimes, options, tokenizer) instead of planning again, then tokenizes them into that
 same folder, skipping chunks already finished, so a retried or rerun slice resumes. Having done its
 own chunks, a slice takes those other slices have not started on (the whole plan is in the launch's
