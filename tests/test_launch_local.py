@@ -107,6 +107,24 @@ def test_assembly_follows_committed_chunks_in_order_and_a_killed_driver_leaves_n
     assert temporaries() == [] and not p.work.exists()
 
 
+def test_a_streamed_assembly_writes_each_part_behind_and_leaves_the_catch_up_to_one_fsync(
+        corpus, single, tmp_path, monkeypatch):
+    import os
+
+    out = tmp_path / "behind"
+    cfg = PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
+                           chunk_mb=float(CHUNK_MB), progress=False)
+    p = prepare(cfg)
+    _run_chunks(p.job, p.plan, 1, Progress("preprocess", 0, False), p.engine)
+    synced, fdatasync = [], os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), fdatasync(fd)))
+    asm = Assembly(p, p.plan)
+    assert asm.advance() and asm.advance()  # as the driver streams: each part's tokens go to disk at once
+    assert len(synced) == 2 and all(Path(f).name.startswith(".behind.bin.") for f in synced)
+    asm.finish()  # the rest is appended without (the commit's fsync writes it)
+    assert len(synced) == 2 and files_of(out) == files_of(single)
+
+
 def test_missing_submitit_and_bad_settings_say_one_line(corpus, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "submitit", None)
     assert main(preprocess_argv(corpus, tmp_path / "x", "--executor", "slurm", "--num-shards", "2")) == 1

@@ -434,8 +434,10 @@ class Assembly:
     """The final shards of a run, built from its chunks in plan order as they get committed.
 
     `advance` appends the next chunk if its folder is committed (a chunk folder appears by one
-    rename, complete); a launch's driver calls it between waits so that the assembly follows the
-    slices, and only the tail is left when the last one ends. `finish` appends the rest, commits
+    rename, complete) and writes its tokens through to disk; a launch's driver calls it between
+    waits so that the assembly follows the slices, and only the tail is left when the last one
+    ends, down to the fsync of the output (writing behind costs the driver waits while the slices
+    run, not the tail). `finish` appends the rest (not written behind: one fsync is quicker), commits
     every key's shard (each appears atomically, its manifest last) and removes the work folder.
     Until then only temporary files exist, so a killed driver leaves nothing that reads as
     complete, and a rerun assembles afresh from the chunks, which are kept until `finish`.
@@ -448,7 +450,15 @@ class Assembly:
         self.mergers = {key: ShardMerger(cfg.output_for(key), extra) for key in cfg.json_keys}
 
     def advance(self) -> bool:
-        """Append the next chunk if it is committed; True if it did (there may be more)."""
+        """Append the next chunk if it is committed and write it behind; True if it did (there may
+        be more)."""
+        if not self._append_next():
+            return False
+        for merger in self.mergers.values():
+            merger.write_behind()
+        return True
+
+    def _append_next(self) -> bool:
         if self.next >= len(self.mine) or not _done(self.p.work, self.mine[self.next], self.p.cfg.json_keys):
             return False
         folder = chunk_dir(self.p.work, self.mine[self.next].index)
@@ -461,7 +471,7 @@ class Assembly:
         """Append the remaining chunks (all must be committed), commit the shards, remove the work
         folder; return the manifests per key."""
         try:
-            while self.advance():
+            while self._append_next():
                 pass
             if self.next < len(self.mine):
                 missing = len(self.p.todo(self.mine[self.next:]))
