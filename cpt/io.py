@@ -39,7 +39,7 @@ def write_behind(f: IO[bytes]) -> None:
     file streamed over a long time whose commit (fsync, rename) must be quick when it comes; the
     commit then flushes only what came after."""
     f.flush()
-    os.fdatasync(f.fileno())
+    getattr(os, "fdatasync", os.fsync)(f.fileno())  # macOS has fsync only
 
 
 def fsync_dir(path: str | Path) -> None:
