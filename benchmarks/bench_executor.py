@@ -15,8 +15,9 @@ Runs alternate in order from round to round and each mode's best time is compare
 be byte-identical. `ray_phases` is the last `ray` run's launch summary: phase seconds and its
 timeline (seconds since the driver process started: Ray joined, planned, first/last slice start and
 end by the workers' clocks, merged, executor stopped), each slice's own seconds, CPU seconds, prepare
-steps and how long its Ray worker existed before it (its start-up), and the time from the last
-slice's end to the command's exit. The last line is one JSON object; the load average is printed beside it, as other
+steps and how long its Ray worker existed before it (its start-up), the warm-ups that loaded the
+tokenizer and engine in those workers while the driver planned, and the time from the last slice's
+end to the command's exit. The last line is one JSON object; the load average is printed beside it, as other
 work on the machine changes wall times (Ray's fixed start-up costs grow most with load).
 """
 from __future__ import annotations
@@ -131,6 +132,11 @@ def main() -> None:
               # chunks each slice built, of which it took from other slices (claims)
               "slice_built": [len(task["result"].get("built", [])) for task, _ in ok],
               "slice_taken": [task["result"].get("taken") for task, _ in ok],
+              # the warm-ups (one per CPU) that loaded the tokenizer/engine while the driver planned:
+              # where and when they ran, and whether every slice ran in a warmed worker
+              "warm_up": [{k: w.get(k) for k in ("pid", "ran_from_s", "ran_to_s", "worker_age", "error")}
+                          for w in ray.get("warm_up", [])],
+              "slices_in_warmed_workers": {a["pid"] for _, a in ok} <= {w.get("pid") for w in ray.get("warm_up", [])},
               # from the last slice's end to the command's exit: the merge's tail, summary, exit
               "exit_after_last_slice_s": round(times["ray"][-1] - ray["phase_seconds"]["timeline"]["last_task_ended"], 3)
               if "timeline" in ray.get("phase_seconds", {}) else None}

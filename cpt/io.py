@@ -34,6 +34,14 @@ def _fsync(path: str) -> None:
         os.close(fd)
 
 
+def write_behind(f: IO[bytes]) -> None:
+    """Write what was written to the open file `f` so far through to disk now (fdatasync): for a
+    file streamed over a long time whose commit (fsync, rename) must be quick when it comes; the
+    commit then flushes only what came after."""
+    f.flush()
+    getattr(os, "fdatasync", os.fsync)(f.fileno())  # macOS has fsync only
+
+
 def fsync_dir(path: str | Path) -> None:
     """Make a folder's entries (files created, renamed or removed in it) durable: after a rename
     that commits something, the rename itself survives a crash only once its folder is fsynced."""
@@ -229,4 +237,4 @@ def write_jsonl_atomic(path: str | Path, records: Iterable[Any], durable: bool =
 
 
 __all__ = ["PendingFiles", "atomic_dir", "commit_dir", "atomic_open", "atomic_path", "write_bytes_atomic", "write_json_atomic", "write_jsonl_atomic",
-           "write_text_atomic"]
+           "write_text_atomic", "write_behind"]

@@ -2,8 +2,10 @@
 code path: an array job for the slices, then the merge job) give `cpt preprocess` the one-process
 bytes, also when the process of a slice is SIGKILLed mid-slice; the driver's streamed assembly takes
 chunks in plan order only once committed and, killed, leaves nothing that reads as output; the
-summary's timeline; a slice takes the driver's plan only for the input it was made from; a worker's
-reused tokenizer/engine is keyed by what they are made of; argv round trips; bad settings."""
+summary's timeline; a slice takes the driver's plan only for the input it was made from; a warm-up
+loads what a slice then reuses (a warmed local process takes the first attempt handed to it, a dead one is
+passed over); a worker's reused tokenizer/engine is keyed by what they are made of;
+argv round trips; bad settings."""
 from __future__ import annotations
 
 import argparse
@@ -22,7 +24,7 @@ from cpt.launch import LaunchSpec
 from cpt.launch.argv import argv_of
 from cpt.shards.build import chunk_dir
 from cpt.corpus.plan import interleaved_slice
-from cpt.shards.launched import slice_task
+from cpt.shards.launched import slice_task, warm_up_task
 from cpt.shards.pipeline import (Assembly, PreprocessConfig, _Loaded, _run_chunks, handed_plan, prepare,
                                  run_preprocess)
 from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES,  # noqa: F401
@@ -51,10 +53,17 @@ def test_local_pool_equals_one_process(corpus, single, tmp_path):
         <= t["tasks_noticed"] <= t["merged"]
     assert max(t["planned"], t["executor_started"]) <= t["launched"]
     attempts = [a for task in s["tasks"] for a in task["attempts"]]
-    assert all(a["ran_from_s"] < a["ran_to_s"] <= a["noticed_s"] + 0.05 and 0 <= a["worker_age"] < a["seconds"]
-               for a in attempts)
+    assert all(a["ran_from_s"] < a["ran_to_s"] <= a["noticed_s"] + 0.05 and a["worker_age"] >= 0 for a in attempts)
     results = [task["result"] for task in s["tasks"]]
     assert all(set(r["prepare_seconds"]) == {"tokenizer", "files", "plan", "engine"} for r in results)
+    # one warm-up per CPU started with the executor, before the plan: the first two slices were handed
+    # to those processes and found the tokenizer/engine loaded; the third got a fresh process
+    warm = s["warm_up"]
+    assert [w["name"] for w in warm] == ["warm-up-00000", "warm-up-00001"] and all(w["ok"] for w in warm)
+    assert [a["pid"] for a in attempts[:2]] == [w["pid"] for w in warm] and attempts[2]["pid"] not in [w["pid"] for w in warm]
+    assert all(w["ran_to_s"] <= a["ran_from_s"] for w, a in zip(warm, attempts))
+    assert [r["reused_tokenizer"] for r in results] == [True, True, False]
+    assert 0 <= attempts[2]["worker_age"] < attempts[2]["seconds"]  # its start-up was on its own clock
     # 3 slices on 2 CPUs: the first two take the third's chunks once done with their own, so it
     # starts (when one of them ended) to find every chunk claimed; each chunk was built once
     built = [r["built"] for r in results]
@@ -96,6 +105,24 @@ def test_assembly_follows_committed_chunks_in_order_and_a_killed_driver_leaves_n
     summary = run_preprocess(cfg)  # the rerun keeps the chunks and assembles afresh
     assert summary["chunks_resumed"] == len(p.plan) and files_of(out) == files_of(single)
     assert temporaries() == [] and not p.work.exists()
+
+
+def test_a_streamed_assembly_writes_each_part_behind_and_leaves_the_catch_up_to_one_fsync(
+        corpus, single, tmp_path, monkeypatch):
+    import os
+
+    out = tmp_path / "behind"
+    cfg = PreprocessConfig(inputs=[str(corpus)], output_prefix=str(out), tokenizer=SP_MODEL,
+                           chunk_mb=float(CHUNK_MB), progress=False)
+    p = prepare(cfg)
+    _run_chunks(p.job, p.plan, 1, Progress("preprocess", 0, False), p.engine)
+    synced, fdatasync = [], os.fdatasync
+    monkeypatch.setattr(os, "fdatasync", lambda fd: (synced.append(os.readlink(f"/proc/self/fd/{fd}")), fdatasync(fd)))
+    asm = Assembly(p, p.plan)
+    assert asm.advance() and asm.advance()  # as the driver streams: each part's tokens go to disk at once
+    assert len(synced) == 2 and all(Path(f).name.startswith(".behind.bin.") for f in synced)
+    asm.finish()  # the rest is appended without (the commit's fsync writes it)
+    assert len(synced) == 2 and files_of(out) == files_of(single)
 
 
 def test_missing_submitit_and_bad_settings_say_one_line(corpus, tmp_path, capsys, monkeypatch):
@@ -165,6 +192,43 @@ def test_synth_slices_on_the_local_pool_equal_one_process(tmp_path, capsys):
                for i, t in enumerate(s["tasks"]))
 
 
+def test_warmed_local_processes_take_the_first_attempts_passing_over_a_dead_one(tmp_path):
+    import os
+    import signal
+
+    from cpt.launch import Task
+    from cpt.launch.executors import LocalExecutor
+
+    ex = LocalExecutor(LaunchSpec(executor="local", local_cpus=3), tmp_path)
+    ex.start()
+    try:
+        ex.warm_up(Task(name="warm-up", fn="os:getpid"), 5)  # one per CPU, not per task asked for
+        warm = [a.handle for a, _ in ex.warming]
+        assert len(warm) == 3
+        os.kill(warm[0].pid, signal.SIGKILL)
+        warm[0].wait()
+        attempts = [ex.submit(Task(name=f"t{i}", fn="os:getpid"), 1) for i in range(3)]
+        ended = []
+        while len(ended) < 3:
+            ended += ex.wait([a for a in attempts if a not in [e[0] for e in ended]], timeout=30)
+        outcome = {a.task.name: (result, error) for a, result, error in ended}
+        # each attempt ran in the process it was handed (its result is that process's pid): the two
+        # live warmed ones in turn, then a fresh one
+        pids = [warm[1].pid, warm[2].pid]
+        assert [outcome[f"t{i}"][0]["result"] for i in range(2)] == pids and outcome["t2"][1] is None
+        assert outcome["t2"][0]["result"] not in [w.pid for w in warm]
+        records = ex.warm_ups()
+        assert [r[0].task.name for r in records] == ["warm-up-00000", "warm-up-00001", "warm-up-00002"]
+        assert [r[1]["result"] for r in records[1:]] == pids
+        unused = LocalExecutor(LaunchSpec(executor="local", local_cpus=1), tmp_path / "unused")
+        unused.start()
+        unused.warm_up(Task(name="warm-up", fn="os:getpid"), 1)
+        unused.stop()  # a warmed process no attempt came for ends with the executor
+        assert unused.warming[0][0].handle.poll() is not None
+    finally:
+        ex.stop()
+
+
 def test_progress_board_sums_the_tasks_reports(tmp_path):
     import io
 
@@ -220,6 +284,20 @@ def test_a_slice_takes_the_driver_plan_and_refuses_one_that_is_not_of_its_input(
     with pytest.raises(ValueError, match=rf"work folder was set up for another plan \(input {grown} changed: "
                                          rf"size {size} -> {grown.stat().st_size}, mtime_ns "):
         slice_task(config, 0, 3, handed)
+
+
+def test_a_warm_up_loads_the_tokenizer_and_engine_a_slice_then_takes(corpus, tmp_path, monkeypatch):
+    cfg, _ = _driver(corpus, tmp_path)
+    cfg = dataclasses.replace(cfg, tokenizer=str(shutil.copy(SP_MODEL, tmp_path / "tok.model")))  # new to this process
+    p = prepare(cfg)
+    config = dataclasses.asdict(cfg)
+    warmed = warm_up_task(config)
+    assert set(warmed["prepare_seconds"]) == {"tokenizer", "files", "engine"}
+    with monkeypatch.context() as m:  # the slice loads nothing: the warm-up's choice is prepare's
+        m.setattr("cpt.tokenizers.load_tokenizer", lambda *a, **k: pytest.fail("the slice loaded the tokenizer"))
+        m.setattr("cpt.tokenizers.engine.Encoder", lambda *a, **k: pytest.fail("the slice loaded an engine"))
+        out = slice_task(config, 0, 1, handed_plan(p, p.plan))
+    assert out["reused_tokenizer"] and [r["chunk"] for r in out["results"]] == [c.index for c in p.plan]
 
 
 def test_a_reused_tokenizer_and_engine_are_keyed_by_tokenizer_files_options_and_engine(tmp_path):

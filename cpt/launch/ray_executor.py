@@ -9,6 +9,7 @@ installed and the input/output paths mounted.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from typing import Any
@@ -62,7 +63,7 @@ def join_failure(address: str, error: BaseException) -> str:
 class RayExecutor(Executor):
     def start(self) -> None:
         ray = _import_ray()
-        self.ray, self.owned, self.in_flight = ray, False, {}
+        self.ray, self.owned, self.in_flight, self.warming = ray, False, {}, []
         address = self.spec.ray_address or os.environ.get("RAY_ADDRESS")
         if ray.is_initialized() and not self.spec.ray_address:
             self.owned = False  # a Ray this process already joined: use it, leave it running
@@ -84,16 +85,48 @@ class RayExecutor(Executor):
 
     def stop(self) -> None:
         """Cancel what is still in flight (an interrupted driver), then leave a Ray we started."""
-        for ref in getattr(self, "in_flight", {}).values():
+        for ref in [*getattr(self, "in_flight", {}).values(), *self._warming_refs(ready=False)]:
             self.ray.cancel(ref, force=True)
         if getattr(self, "owned", False):
             self.ray.shutdown()
 
     def submit(self, task: Task, number: int) -> Attempt:
-        env = {"OMP_NUM_THREADS": str(self.spec.cpus_per_task), **task.env}
-        ref = self.remote.remote(task.to_json() | {"env": env}, str(self.launch_dir), number)
+        ref = self._submit(task, number)
         self.in_flight[ref.hex()] = ref
         return Attempt(task, number, ref, ref.hex()[:16])
+
+    def _submit(self, task: Task, number: int):
+        env = {"OMP_NUM_THREADS": str(self.spec.cpus_per_task), **task.env}
+        return self.remote.remote(task.to_json() | {"env": env}, str(self.launch_dir), number)
+
+    def warm_up(self, task: Task, count: int) -> None:
+        """One warm-up per slot the cluster has room for now, up to `count`. They are the same Ray
+        function with the same resources as the attempts (one scheduling class), so Ray hands each
+        warmed worker, as its warm-up ends, the next attempt waiting for one."""
+        for i in range(min(count, self._slots())):
+            named = dataclasses.replace(task, name=f"{task.name}-{i:05d}")
+            ref = self._submit(named, 1)
+            self.warming.append(Attempt(named, 1, ref, ref.hex()[:16]))
+
+    def _slots(self) -> int:
+        """Attempts the cluster's CPUs (and GPUs, where asked for) can hold at once now."""
+        resources = self.ray.cluster_resources()
+        slots = int(resources.get("CPU", 0) // self.spec.cpus_per_task)
+        if self.spec.gpus_per_task:
+            slots = min(slots, int(resources.get("GPU", 0) // self.spec.gpus_per_task))
+        return slots
+
+    def warm_ups(self):
+        ready = set(self._warming_refs(ready=True))
+        return [self._outcome(a) if a.handle in ready else (a, None, "still running when the tasks ended")
+                for a in self.warming]
+
+    def _warming_refs(self, ready: bool) -> list:
+        refs = [a.handle for a in getattr(self, "warming", [])]
+        if not refs:
+            return []
+        done, pending = self.ray.wait(refs, num_returns=len(refs), timeout=0)
+        return done if ready else pending
 
     def wait(self, running, timeout):
         by_ref = {a.handle: a for a in running}

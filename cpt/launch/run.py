@@ -2,6 +2,10 @@
 
     report = launch(tasks, merge, spec, launch_dir, label)
 
+A caller that plans its tasks while the executor starts makes it with `start_executor` (passing
+it on as `launch(executor=...)`), optionally with a warm-up task that the executor's workers run
+first, loading what the tasks share meanwhile (`Executor.warm_up`; recorded in the summary).
+
 Each task is submitted; a failed attempt (an exception, a non-zero exit, a killed worker) is
 submitted again until it has had `1 + max_retries` attempts. Because tasks resume, a retry finishes
 the work of the attempt before it. When every task succeeded, the merge task runs (in this process
@@ -75,11 +79,10 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     phases: dict[str, float] = {}
     timeline.mark("launched")
     if executor is None:
-        executor = make_executor(spec, launch_dir)
-        executor.start()
+        executor = start_executor(spec, launch_dir)
         timeline.mark("executor_started")
     phases["start"] = time.time() - t0
-    stream, stopping = None, None
+    stream, stopping, warmed = None, None, []
     try:
         if merge is not None and merge_stream is not None and executor.merges_in_driver:
             stream, phases["merge_overlapped"] = merge_stream(), 0.0
@@ -87,6 +90,7 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
         _drive(executor, records, spec, board, stream, phases, timeline)
         phases["tasks"] = time.time() - t0 - phases["start"]
         timeline.mark("tasks_noticed")
+        warmed = _warm_up_records(executor, timeline)
         if stream is not None or merge is None:  # nothing in flight, and the rest needs no executor
             stopping = _stop_in_background(executor, timeline)
         failed = [r for r in records.values() if not r.ok]
@@ -110,6 +114,7 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     summary = _summary(records, merge, merged, spec, label, board, time.time() - t0)
     summary["phase_seconds"] = {k: round(v, 3) for k, v in phases.items()} | {
         "timeline": timeline.with_tasks([a for r in records.values() for a in r.attempts])}
+    summary["warm_up"] = warmed
     from cpt.io import write_json_atomic
 
     write_json_atomic(launch_dir / "summary.json", summary, sort_keys=True)
@@ -118,15 +123,43 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
     return Report([records[n].result for n in names], merged, summary)
 
 
-def _with_driver_env(tasks: Sequence[Task], merge: Task | None, launch_dir: Path) -> tuple[list[Task], Task | None]:
-    """The tasks with the driver's CPT_* variables and working folder; a clean progress folder."""
-    def placed(t: Task) -> Task:
-        return dataclasses.replace(t, env={**forwarded_env(), **t.env}, cwd=t.cwd or os.getcwd())
+def start_executor(spec: LaunchSpec, launch_dir: str | Path, warm_up: Task | None = None,
+                   count: int = 0) -> Executor:
+    """Make and start `spec`'s executor (for `launch(executor=...)`); with `warm_up`, run it at once
+    in up to `count` of its workers (`Executor.warm_up`), with the driver's environment like every
+    task: the workers then start and load what the tasks share while the caller plans them."""
+    launch_dir = Path(launch_dir).absolute()
+    executor = make_executor(spec, launch_dir)
+    executor.start()
+    if warm_up is not None and count > 0:
+        try:
+            (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
+            executor.warm_up(_placed(warm_up), count)
+        except BaseException:
+            executor.stop()
+            raise
+    return executor
 
+
+def _placed(t: Task) -> Task:
+    """`t` with the driver's CPT_* variables and working folder."""
+    return dataclasses.replace(t, env={**forwarded_env(), **t.env}, cwd=t.cwd or os.getcwd())
+
+
+def _with_driver_env(tasks: Sequence[Task], merge: Task | None, launch_dir: Path) -> tuple[list[Task], Task | None]:
+    """The tasks with the driver's environment; no progress file left of these tasks' names (an
+    earlier launch's: other files there may be this launch's warm-ups, running)."""
     (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
-    for stale in (launch_dir / "progress").glob("*.json"):
-        stale.unlink()
-    return [placed(t) for t in tasks], None if merge is None else placed(merge)
+    for t in tasks:
+        (launch_dir / "progress" / f"{t.name}.json").unlink(missing_ok=True)
+    return [_placed(t) for t in tasks], None if merge is None else _placed(merge)
+
+
+def _warm_up_records(executor: Executor, timeline: Timeline) -> list[dict[str, Any]]:
+    """Where each warm-up ran and when (as attempts are recorded), or why it did not."""
+    return [{"name": a.task.name, "ok": error is None, "error": error, "id": a.handle_id,
+             **(_outcome_fields(outcome, timeline) if outcome else {})}
+            for a, outcome, error in executor.warm_ups()]
 
 
 def forwarded_env() -> dict[str, str]:
@@ -222,4 +255,4 @@ def _summary(records: dict[str, TaskRecord], merge: Task | None, merged: dict[st
     }
 
 
-__all__ = ["LaunchError", "Report", "launch"]
+__all__ = ["LaunchError", "Report", "launch", "start_executor"]

@@ -1,8 +1,10 @@
 """`cpt preprocess --executor E --num-shards N`: all slices on an executor, then one assembly.
 
 The driver plans the input and sets up the work folder (`PREFIX.cpt-work/`, keyed by the plan
-fingerprint) exactly as a one-process run does, and hands each slice task its chunks, every N-th
-(`interleaved_slice`), bound to that fingerprint: the slice checks that the input it reads has it
+fingerprint) exactly as a one-process run does - while the executor starts and its first workers
+(Ray's, or local processes started ahead) load the tokenizer and engine that the slices they run
+will take (`warm_up_task`) - and hands each slice task its chunks, every N-th (`interleaved_slice`),
+bound to that fingerprint: the slice checks that the input it reads has it
 (file sizes and mtimes, options, tokenizer) instead of planning again, then tokenizes them into that
 same folder, skipping chunks already finished, so a retried or rerun slice resumes. Having done its
 own chunks, a slice takes those other slices have not started on (the whole plan is in the launch's
@@ -28,12 +30,12 @@ from typing import Any
 from cpt.corpus.plan import interleaved_slice
 from cpt.io import write_json_atomic
 from cpt.launch import LaunchSpec, Task, launch
-from cpt.launch.executors import make_executor
+from cpt.launch.run import start_executor
 from cpt.launch.progress import TaskProgress
 from cpt.launch.timeline import Timeline
 from cpt.shards.claims import Claims, new_claims_folder, steal_order
 from cpt.shards.pipeline import (Assembly, PreprocessConfig, _run_chunks, assemble, finish, handed_chunks, handed_plan,
-                                 prepare)
+                                 prepare, warm)
 
 CLAIMS_PLAN = "plan.json"
 """The whole plan (`handed_plan`) in a launch's claims folder, written once by the driver."""
@@ -75,6 +77,12 @@ def slice_task(config: dict[str, Any], index: int, count: int, plan: dict[str, A
             "reused_tokenizer": p.reused}
 
 
+def warm_up_task(config: dict[str, Any]) -> dict[str, Any]:
+    """Load the tokenizer and engine of this launch's slices into this worker's cache, for the
+    slices it will run (`pipeline.warm`); returns the seconds of each step."""
+    return {"prepare_seconds": warm(_config(config))}
+
+
 def merge_task(config: dict[str, Any]) -> dict[str, Any]:
     """Assemble all chunks into the final shards (the one-process bytes); return their manifests."""
     p = prepare(_config(config), own_work_dir=False, encode=False)
@@ -91,12 +99,13 @@ def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[s
     timeline = Timeline()
     timeline.mark("driver_ready")
     whole = dataclasses.replace(cfg, shard_index=0, num_shards=1, workers=spec.cpus_per_task, progress=False)
-    executor = make_executor(spec, launch_dir(cfg))
+    config = dataclasses.asdict(whole)
+    warm_up = Task(name="warm-up", fn=f"{__name__}:warm_up_task", kwargs={"config": config})
     with ThreadPoolExecutor(1) as pool:  # plan here while the executor starts (Ray: seconds)
         planned = pool.submit(prepare, whole, True, False)  # the driver encodes nothing: no engine probe
         planned.add_done_callback(lambda _: timeline.mark("planned"))
-        try:
-            executor.start()
+        try:  # its workers start and load the tokenizer and engine while the plan is made
+            executor = start_executor(spec, launch_dir(cfg), warm_up, slices)
             timeline.mark("executor_started")
         except BaseException:
             planned.result()
@@ -111,7 +120,6 @@ def run_launched(cfg: PreprocessConfig, spec: LaunchSpec, slices: int) -> dict[s
 
     _print_header(p, p.plan, todo, f", {slices} slices on {spec.executor}",
                   f"{whole.engine} (chosen and verified in each slice)")
-    config = dataclasses.asdict(whole)
     claims = new_claims_folder(p.work)
     write_json_atomic(claims / CLAIMS_PLAN, handed_plan(p, p.plan), indent=None)
     mine = [interleaved_slice(p.plan, i, slices) for i in range(slices)]
@@ -136,4 +144,4 @@ def launch_dir(cfg: PreprocessConfig) -> Path:
     return Path(f"{cfg.output_prefix}.launch")
 
 
-__all__ = ["merge_task", "run_launched", "slice_task"]
+__all__ = ["merge_task", "run_launched", "slice_task", "warm_up_task"]

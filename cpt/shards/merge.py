@@ -101,6 +101,11 @@ class ShardMerger:
         self.stats.append(s.manifest.get("stats", {}))
         return s
 
+    def write_behind(self) -> None:
+        """Write the tokens merged so far through to disk now (`ShardWriter.write_behind`)."""
+        if self.writer is not None:
+            self.writer.write_behind()
+
     def finish(self) -> dict[str, Any]:
         """Commit the merged shard (the skip log first, the manifest last); return its manifest."""
         if self.writer is None:

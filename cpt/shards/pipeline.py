@@ -218,10 +218,7 @@ def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = Tru
     else:
         plan = _adopt_plan(work, given, _digest(fingerprint), files)
     clock.lap("plan")
-    small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
-    engine = _LOADED.engine_for(tokenizer, "reference" if small or not encode else cfg.engine, reuse)
-    if small:
-        engine.fallback_reason = f"input under {AUTO_FAST_MIN_BYTES >> 20} MB: the reference is faster than loading gigatoken"
+    engine = _engine(cfg, tokenizer, files, encode, reuse)
     clock.lap("engine")
     dtype = optimal_dtype(tokenizer.vocab_size)
     job = Job(
@@ -233,6 +230,29 @@ def prepare(cfg: PreprocessConfig, own_work_dir: bool = True, encode: bool = Tru
     )
     return Prepared(cfg, tokenizer, engine, files, ignored, plan, job, dtype, _digest(fingerprint), clock.laps,
                     reused=tokenizer is before)
+
+
+def _engine(cfg: PreprocessConfig, tokenizer: Any, files: list, encode: bool, reuse: bool) -> Any:
+    """The encoder of a run: the reference for a small input (auto) or a run that encodes nothing."""
+    small = cfg.engine == "auto" and sum(max(f.size, 0) for f in files) < AUTO_FAST_MIN_BYTES
+    engine = _LOADED.engine_for(tokenizer, "reference" if small or not encode else cfg.engine, reuse)
+    if small:
+        engine.fallback_reason = f"input under {AUTO_FAST_MIN_BYTES >> 20} MB: the reference is faster than loading gigatoken"
+    return engine
+
+
+def warm(cfg: PreprocessConfig) -> dict[str, float]:
+    """Load into this process's cache (`_Loaded`) the tokenizer and engine that `prepare(cfg,
+    reuse=True)` will take: a launch's worker does it while its driver still plans, so that the
+    slice it runs next starts encoding at once. Returns the seconds of each step."""
+    clock = _Stopwatch()
+    tokenizer = _LOADED.tokenizer_for(cfg, reuse=True)
+    clock.lap("tokenizer")
+    files, _ = _select_files(cfg)
+    clock.lap("files")
+    _engine(cfg, tokenizer, files, encode=True, reuse=True)
+    clock.lap("engine")
+    return clock.laps
 
 
 class _Loaded:
@@ -414,8 +434,10 @@ class Assembly:
     """The final shards of a run, built from its chunks in plan order as they get committed.
 
     `advance` appends the next chunk if its folder is committed (a chunk folder appears by one
-    rename, complete); a launch's driver calls it between waits so that the assembly follows the
-    slices, and only the tail is left when the last one ends. `finish` appends the rest, commits
+    rename, complete) and writes its tokens through to disk; a launch's driver calls it between
+    waits so that the assembly follows the slices, and only the tail is left when the last one
+    ends, down to the fsync of the output (writing behind costs the driver waits while the slices
+    run, not the tail). `finish` appends the rest (not written behind: one fsync is quicker), commits
     every key's shard (each appears atomically, its manifest last) and removes the work folder.
     Until then only temporary files exist, so a killed driver leaves nothing that reads as
     complete, and a rerun assembles afresh from the chunks, which are kept until `finish`.
@@ -428,7 +450,15 @@ class Assembly:
         self.mergers = {key: ShardMerger(cfg.output_for(key), extra) for key in cfg.json_keys}
 
     def advance(self) -> bool:
-        """Append the next chunk if it is committed; True if it did (there may be more)."""
+        """Append the next chunk if it is committed and write it behind; True if it did (there may
+        be more)."""
+        if not self._append_next():
+            return False
+        for merger in self.mergers.values():
+            merger.write_behind()
+        return True
+
+    def _append_next(self) -> bool:
         if self.next >= len(self.mine) or not _done(self.p.work, self.mine[self.next], self.p.cfg.json_keys):
             return False
         folder = chunk_dir(self.p.work, self.mine[self.next].index)
@@ -441,7 +471,7 @@ class Assembly:
         """Append the remaining chunks (all must be committed), commit the shards, remove the work
         folder; return the manifests per key."""
         try:
-            while self.advance():
+            while self._append_next():
                 pass
             if self.next < len(self.mine):
                 missing = len(self.p.todo(self.mine[self.next:]))

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pyarrow as pa
 
-from cpt.io import PendingFiles
+from cpt.io import PendingFiles, write_behind
 from cpt.shards.format import bin_path, idx_path, write_idx
 from cpt.shards.manifest import FORMAT, FORMAT_VERSION, file_entry, manifest_path, tool_version, write_manifest
 from cpt.shards.metadata import MetaWriter, meta_path
@@ -58,6 +58,11 @@ class ShardWriter:
             self._meta.write(pa.Table.from_batches([batch]))
         self.n_documents += len(lengths)
         self.n_tokens += int(lengths.sum(dtype=np.int64))
+
+    def write_behind(self) -> None:
+        """Write the `.bin` bytes appended so far through to disk now, so that `finish` flushes only
+        the rest: a merge that streams while other work runs calls it between parts."""
+        write_behind(self._bin)
 
     def _write_bin(self, data) -> None:
         self._bin.write(data)
