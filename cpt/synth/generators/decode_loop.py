@@ -20,8 +20,8 @@ Sampling is per row: each prompt brings its own `torch.Generator`, seeded by the
 its tokens from it alone, so a row's sampled text does not depend on its batch-mates (except
 through that rounding). Greedy decoding (temperature 0) takes the argmax, as `generate` does.
 
-The cache layout differs between transformers versions; `_kv` and `_set_kv` are the only code
-that knows it.
+The cache's layout and the forward's keyword names differ between transformers versions; the
+functions at the end of this module are the only code that knows them.
 """
 from __future__ import annotations
 
@@ -77,7 +77,8 @@ class DecodeLoop:
         """Next token per live row from its float32 logits (greedy or sampled)."""
         self.refill = refill
         self.device = next(model.parameters()).device
-        self.cache_keyword = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.forward_keywords = _forward_keywords(model)
+        """The cache's keyword (and asking for the last position's logits only), as this version names them."""
         self.stats = DecodeStats()
 
     def run(self, rows: Sequence[Row]) -> Iterator[Row]:
@@ -118,7 +119,7 @@ class DecodeLoop:
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, cache) -> torch.Tensor:
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)[:, -ids.shape[1]:]
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                         logits_to_keep=1, **{self.cache_keyword: cache})
+                         **{self.forward_keywords["cache"]: cache}, **self.forward_keywords["last_only"])
         self.stats.forwards += 1
         return out.logits[:, -1].float()
 
@@ -170,7 +171,14 @@ def _merge(cache, mask: torch.Tensor, other, other_mask: torch.Tensor):
     return cache, torch.cat([pad(mask, 1), pad(other_mask, 1)])
 
 
-# The cache's layout, per transformers version: the only code below that knows it.
+# The cache's layout and the forward's keywords, per transformers version: the only code that knows them.
+
+def _forward_keywords(model) -> dict:
+    """The forward's name for the cache (5.x `cache`, 4.x `past_key_values`) and its last-logits-only option."""
+    names = inspect.signature(model.forward).parameters
+    last_only = next(({name: 1} for name in ("logits_to_keep", "num_logits_to_keep") if name in names), {})
+    return {"cache": "cache" if "cache" in names else "past_key_values", "last_only": last_only}
+
 
 def _new_cache(model):
     """An empty dynamic cache for `model` (the config tells 5.x which layer kinds to build)."""
