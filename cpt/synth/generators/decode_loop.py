@@ -65,7 +65,8 @@ class DecodeLoop:
     """Generates for many prompts with at most `slots` rows per forward, dropping finished rows."""
 
     def __init__(self, model, *, pad_id: int, stop_ids: Sequence[int], max_new_tokens: int, slots: int,
-                 pick: Callable[[torch.Tensor, list[Row]], torch.Tensor], refill: bool = True) -> None:
+                 pick: Callable[[torch.Tensor, list[Row]], torch.Tensor], refill: bool = True,
+                 stats: DecodeStats | None = None) -> None:
         if slots < 1:
             raise ValueError(f"slots must be >= 1, got {slots}")
         self.model = model
@@ -79,7 +80,8 @@ class DecodeLoop:
         self.device = next(model.parameters()).device
         self.forward_keywords = _forward_keywords(model)
         """The cache's keyword (and asking for the last position's logits only), as this version names them."""
-        self.stats = DecodeStats()
+        self.stats = stats if stats is not None else DecodeStats()
+        """Counts added to as the loop computes (pass one to sum several loops)."""
 
     def run(self, rows: Sequence[Row]) -> Iterator[Row]:
         """Yield each row as it ends, in the order they end; `rows` are admitted in the order given."""

@@ -133,8 +133,7 @@ class TransformersGenerator:
                 for i, (r, p) in enumerate(zip(batch, ids))]
         loop = DecodeLoop(self.model, pad_id=self.tokenizer.pad_token_id, stop_ids=self._stop_ids(),
                           max_new_tokens=params.max_new_tokens, slots=slots, refill=refill,
-                          pick=self._sampler(params) if sample else _greedy)
-        loop.stats = self.stats
+                          pick=self._sampler(params) if sample else _greedy, stats=self.stats)
         rows_done = loop.run(rows)
         while True:
             with self._computing():
