@@ -85,6 +85,17 @@ def test_a_request_gets_the_same_text_alone_or_among_other_requests(gen, monkeyp
         assert _run(gen, "refill", [reseeded], params, monkeypatch)[0][0].text != alone[0].text
 
 
+@pytest.mark.parametrize("params", [SamplingParams(max_new_tokens=12, temperature=1e-3, top_p=1.0),
+                                    SamplingParams(max_new_tokens=12, temperature=1.0, top_p=1e-6)],
+                         ids=["cold", "narrow_top_p"])
+def test_temperature_and_top_p_are_applied_as_generate_applies_them(gen, monkeypatch, params):
+    reqs = _requests()[:2]
+    greedy, _ = _run(gen, "refill", reqs, SamplingParams(max_new_tokens=12, temperature=0.0), monkeypatch)
+    warm, _ = _run(gen, "refill", reqs, SamplingParams(max_new_tokens=12, temperature=1.0, top_p=1.0), monkeypatch)
+    sampled, _ = _run(gen, "refill", reqs, params, monkeypatch)
+    assert [c.text for c in sampled] == [c.text for c in greedy] != [c.text for c in warm]
+
+
 def test_threads_are_set_while_computing_and_restored_between_completions(gen, monkeypatch):
     monkeypatch.setattr(gen, "num_threads", 1)
     before = torch.get_num_threads()
