@@ -6,9 +6,13 @@ disciplines by keywords) go through the whole `cpt synth` pipeline with SmolLM2-
 this machine, once per arm, with the sweep's settings (2 pairs per snippet, 160 new tokens,
 grounding 0.3, sampling at 0.7):
 
-    before     batches of 8 in work-list order, the assistant turn starts afresh (no prefill)
-    sorted     batches of --batch in prompt-length order, no prefill: the throughput change alone
-    prefill    as sorted, the assistant turn prefilled with the template's "Question:": what ships
+    before     batches of 8 in work-list order, the assistant turn starts afresh (no prefill),
+               each batch through `model.generate`
+    sorted     batches of --batch in prompt-length order, no prefill, `model.generate`: the
+               throughput change alone
+    prefill    the assistant turn prefilled with the template's "Question:", --batch slots of the
+               decode loop (finished rows dropped, freed slots refilled): what ships
+               (bench_synth_decode.py compares the decodes alone)
 
 Reported per arm: wall seconds, generated tokens per second (the completions' own tokens, prefill
 excluded), pairs kept per generation and every rejection reason; the load average before and after
@@ -78,14 +82,15 @@ def main() -> int:
     ap.add_argument("--arms", default="before,sorted,prefill", help="which arms, in this order")
     args = ap.parse_args()
     work = build_work(args.snippets, args.every)
-    arms = {"before": (8, False, without_prefill(work)), "sorted": (args.batch, True, without_prefill(work)),
-            "prefill": (args.batch, True, work)}
+    arms = {"before": (8, False, "generate", without_prefill(work)),
+            "sorted": (args.batch, True, "generate", without_prefill(work)),
+            "prefill": (args.batch, True, "refill", work)}
     params = SamplingParams(max_new_tokens=args.max_new_tokens, temperature=0.7, top_p=0.95)
     gen = TransformersGenerator(str(smollm2_hf_dir()), num_threads=args.threads)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label in args.arms.split(","):
-            gen.batch_size, gen.sort_by_length, arm_work = arms[label]
+            gen.batch_size, gen.sort_by_length, gen.decode, arm_work = arms[label]
             results[label] = one_arm(arm_work, gen, params, Path(tmp) / f"{label}.jsonl")
             print(f"{label:>8}: {json.dumps(results[label])}", flush=True)
     ratio = None

@@ -23,6 +23,7 @@ from cpt.synth import disciplines, parse, pipeline, prompts, tasks
 from cpt.synth.code_tasks import read_problem, read_seed_pairs
 from cpt.synth.filters import FilterConfig
 from cpt.synth.generators import ChatRequest, SamplingParams
+from cpt.synth.generators.decode_loop import DecodeLoop
 from cpt.synth.generators.openai_backend import OpenAIGenerator
 from cpt.synth.generators.transformers_backend import TransformersGenerator
 from cpt.synth.journal import Journal
@@ -135,21 +136,29 @@ def test_prefill_ends_the_prompt_and_the_completion_starts_with_it(local):
     assert pairs and pairs[0].question and pairs[0].question in got.text[len("Question:"):], got.text
 
 
-def test_requests_are_generated_in_batches_of_similar_prompt_length(local, monkeypatch):
+@pytest.mark.parametrize("decode", ["generate", "prune"])
+def test_requests_are_generated_in_batches_of_similar_prompt_length(local, monkeypatch, decode):
     monkeypatch.setattr(local, "batch_size", 2)
+    monkeypatch.setattr(local, "decode", decode)
     short, long_ = SNIPPET[:120], SNIPPET * 3
     reqs = [ChatRequest(f"r{i}", [{"role": "user", "content": f"Summarize: {long_ if i % 2 else short}"}], seed=i)
             for i in range(4)]
-    batches = []
-    real = local._generate
-    monkeypatch.setattr(local, "_generate", lambda b, p, params: batches.append([r.key for r in b]) or real(b, p, params))
+    batches = []  # per batch (or loop admission), whether each prompt is a long one
+    if decode == "generate":
+        real = local._generate
+        monkeypatch.setattr(local, "_generate", lambda b, p, params: batches.append(
+            [r.key in ("r1", "r3") for r in b]) or real(b, p, params))
+    else:
+        real_prefill = DecodeLoop._prefill
+        monkeypatch.setattr(DecodeLoop, "_prefill", lambda self, rows: batches.append(
+            [len(r.prompt_ids) > 100 for r in rows]) or real_prefill(self, rows))
     done = list(local.generate(reqs, SamplingParams(max_new_tokens=2, temperature=0.0)))
-    assert batches == [["r0", "r2"], ["r1", "r3"]]  # the short prompts together, then the long ones
+    assert batches == [[False, False], [True, True]]  # the short prompts together, then the long ones
     assert sorted(c.key for c in done) == ["r0", "r1", "r2", "r3"] and all(c.n_tokens > 0 for c in done)
     monkeypatch.setattr(local, "sort_by_length", False)
     batches.clear()
     list(local.generate(reqs, SamplingParams(max_new_tokens=1, temperature=0.0)))
-    assert batches == [["r0", "r1"], ["r2", "r3"]]  # in the order given
+    assert batches == [[False, True], [False, True]]  # in the order given
 
 
 def test_openai_backend_sends_the_prefill_only_to_a_server_that_continues_it(tmp_path, local, capsys):
