@@ -59,7 +59,10 @@ def smollm2_hf_dir() -> Path:
     gguf = smollm2_gguf()
     out = cache_root() / "smollm2-135m-instruct-hf"
     marker = out / _SMOLLM2_MARKER
-    source = {"gguf": str(gguf), "size": gguf.stat().st_size}
+    # The file's name and size, not its path: every virtual environment on a machine installs the same
+    # pinned GGUF at its own path and shares this cache; naming the path made each one rebuild the
+    # folder in turn, under the feet of another one's readers.
+    source = {"gguf": gguf.name, "size": gguf.stat().st_size}
     if marker.is_file() and json.loads(marker.read_text()) == source:
         return out
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
