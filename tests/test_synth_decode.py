@@ -152,3 +152,17 @@ def test_merge_left_pads_the_shorter_cache_and_its_mask():
     for k, v in _kv(cache):
         assert k[:, 1, :, 2].tolist() == [[0, 0, 0, 1, 2], [0, 0, 3, 4, 5], [0, 6, 7, 8, 9]] and torch.equal(v, -k)
     assert cache.get_seq_length() == 5
+
+
+def test_cpt_synth_decode_option_reaches_the_backend():
+    """`cpt synth --decode` picks the decode of the transformers backend; an unknown one is refused."""
+    from cpt.cli import build_parser
+    from cpt.synth.generators import build_generator
+
+    parser = build_parser()
+    args = parser.parse_args(["synth", "--output", "qa.jsonl", "--decode", "generate", "--batch-size", "3"])
+    gen = build_generator("transformers", str(smollm2_hf_dir()), batch_size=args.batch_size, decode=args.decode)
+    assert (gen.decode, gen.batch_size) == ("generate", 3)
+    assert parser.parse_args(["synth", "--output", "qa.jsonl"]).decode == "refill"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["synth", "--output", "qa.jsonl", "--decode", "beam"])

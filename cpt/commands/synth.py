@@ -53,7 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--model", default=None, help="model folder/name (default: SmolLM2-135M-Instruct asset)")
     g.add_argument("--base-url", default=None, help="openai: server URL, e.g. http://127.0.0.1:8000/v1")
     g.add_argument("--api-key", default=None, help="openai: key (default $OPENAI_API_KEY, else EMPTY)")
-    g.add_argument("--batch-size", type=int, default=8, help="transformers: prompts per generate call")
+    g.add_argument("--batch-size", type=int, default=8, help="transformers: requests decoded at once (slots)")
+    g.add_argument("--decode", choices=("refill", "prune", "generate"), default="refill",
+                   help="transformers: refill freed slots with waiting requests (default), only drop finished "
+                        "rows, or model.generate (every row computed until its batch's last one ends)")
     g.add_argument("--threads", type=int, default=None, help="transformers on CPU: torch intra-op threads")
     g.add_argument("--concurrency", type=int, default=8, help="openai: requests in flight")
     g.add_argument("--continue-final-message", action="store_true",
@@ -273,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
                     api_key=args.api_key or os.environ.get("OPENAI_API_KEY", "EMPTY"),
                     concurrency=args.concurrency, timeout_s=args.timeout, max_retries=args.max_retries,
                     backoff_s=args.backoff, tensor_parallel_size=args.tensor_parallel_size,
-                    num_threads=args.threads, continue_final_message=args.continue_final_message)
+                    num_threads=args.threads, continue_final_message=args.continue_final_message,
+                    decode=args.decode)
         summary = pipeline.run(work, generator, args.output, params, filters, args.corrupt_rate, args.seed,
                                dict(skipped), args.progress_every, holdout=_holdout_split(args))
     except (GeneratorUnavailable, InputError, JournalError, FileNotFoundError, ValueError) as e:

@@ -11,12 +11,12 @@ def build_generator(backend: str, model: str, *, batch_size: int = 8, base_url: 
                     api_key: str = "EMPTY", concurrency: int = 8, timeout_s: float = 120.0,
                     max_retries: int = 4, backoff_s: float = 1.0,
                     tensor_parallel_size: int = 1, num_threads: int | None = None,
-                    continue_final_message: bool = False) -> Generator:
+                    continue_final_message: bool = False, decode: str = "refill") -> Generator:
     """The backend called `backend`; heavy libraries are imported only for the one chosen."""
     if backend == "transformers":
         from cpt.synth.generators.transformers_backend import TransformersGenerator
 
-        return TransformersGenerator(model, batch_size=batch_size, num_threads=num_threads)
+        return TransformersGenerator(model, batch_size=batch_size, num_threads=num_threads, decode=decode)
     if backend == "vllm":
         from cpt.synth.generators.vllm_backend import VLLMGenerator
 
