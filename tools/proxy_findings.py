@@ -151,7 +151,8 @@ def data_section(folder: Path = ROOT / "runs/proxy") -> list[str]:
               "code QA from LeetCode problems. Half of the pairs are held out (recipes/proxy/synthetic.yaml) and "
               "`sciqa/answer_nll` scores the held-out pairs of kind `science`, the same for every arm, so the "
               "metric is paired. The generation budget is set for 2 CPU cores shared with other work "
-              "(cpt/sweep/prepare.py says the measured rates); more QA: raise it there, or prepare at --size gpu "
+              "(cpt/sweep/prepare.py; the lines above give each output's generation time and rate); more QA: raise it "
+              "there, or prepare at --size gpu "
               "on a GPU.", ""]
     return lines
 

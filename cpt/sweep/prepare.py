@@ -77,12 +77,10 @@ def _annotate(size: str) -> DemoSettings:
                         synth_max_new_tokens=0, synth_threads=2, eval_max_doc_tokens=128, lm_eval_limit=0)
 
 
-# tiny: what 2 CPU cores generate in under an hour. SmolLM2-135M-Instruct with the prefilled science
-# templates, in batches of 24 in prompt-length order, made 5.4 s per generation at load 3-5
-# (benchmarks/bench_synth_yield.py) but 25-45 s at load 7-9, keeping ~0.5 pairs per science generation
-# and most code generations: 400 snippets, at most 60 of a discipline (the corpus has fewer medicine
-# snippets than that), and 60 LeetCode problems. The journal is kept, so raising them generates only
-# what is new; gpu: the same set for now.
+# tiny: a budget for 2 CPU cores. SmolLM2-135M-Instruct keeps about half a pair per science generation
+# and most code generations (each output's summary says how many, how fast): 400 snippets, at most 60
+# of a discipline (the corpus has fewer medicine snippets than that), and 60 LeetCode problems. The
+# journal is kept, so raising them generates only what is new; gpu: the same set for now.
 SETTINGS: dict[str, PrepareSettings] = {
     "tiny": PrepareSettings(size="tiny", annotate=_annotate("tiny"), synth_snippets=400, synth_problems=60,
                             synth_per_discipline=60),
