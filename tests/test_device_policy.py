@@ -108,3 +108,21 @@ def test_gpu_check_without_cuda_fails_with_one_line():
     assert proc.returncode == 2 and proc.stdout == ""
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gpu_check: no CUDA device visible (torch ")
+
+
+def test_gpu_check_rehearses_every_part_on_cpu_at_tiny_sizes():
+    """The prepared GPU check must not rot between GPU sessions: its CPU rehearsal runs the same code
+    (engine and plain loop, bf16 resume, the asset-free hooks part) at tiny sizes."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script), "--allow-cpu", "--steps", "1", "--global-batch", "2",
+                           "--skip", "smollm2"], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report["bench"] == "gpu" and report["resume_bitwise"] is True and report["losses_finite"] is True
+    assert report["ours_tokens_per_s"] > 0 and report["plain_tokens_per_s"] > 0
+    assert report["hooks"]["evals"] == 4 and report["hooks"]["hook_calls"] > 0
