@@ -32,7 +32,8 @@ def torchrun(nproc: int) -> list[str]:
 
 def launch(cmd: list[str], timeout: int = 900) -> None:
     """Run `cmd` from the repository root; raise AssertionError with its output if it fails."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
                             start_new_session=True)
     try:

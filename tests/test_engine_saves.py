@@ -48,7 +48,8 @@ def test_async_save_equals_sync_and_keeps_the_last_two(shards):
 def test_kill_after_shards_before_commit_resumes_from_previous(shards):
     root, train = shards
     out = root / "kill"
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+               OMP_NUM_THREADS="1")
     proc = subprocess.Popen([sys.executable, str(WORKER), "--train", train, "--out", str(out), "kill_save"],
                             cwd=REPO, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)

@@ -143,3 +143,22 @@ def test_a_stream_with_valid_holdout_0_trains_on_all_and_is_not_validated(tmp_pa
     with pytest.raises(Exception, match=r"data.streams\[1\].valid_holdout: must be in \[0, 1\) or null"):
         rd["data"]["streams"][1]["valid_holdout"] = 1.0
         recipe_from_dict(rd)
+
+
+def test_shipped_hooks_resolve_from_a_source_checkout_and_equal_the_entry_points(monkeypatch):
+    """A source checkout on PYTHONPATH has no installed entry points (no cpt metadata): cpt's own hooks
+    still resolve by name, and pyproject.toml registers exactly the same names for installed copies."""
+    import tomllib
+    from pathlib import Path
+
+    from cpt.train import hooks
+
+    repo = Path(__file__).resolve().parents[1]
+    declared = tomllib.loads((repo / "pyproject.toml").read_text())["project"]["entry-points"]["cpt.data_hooks"]
+    assert declared == hooks.SHIPPED_HOOKS
+    monkeypatch.setattr(hooks, "entry_points", lambda group: [])  # what a checkout without metadata finds
+    for name, target in hooks.SHIPPED_HOOKS.items():
+        assert hooks._resolve(name, "hooks[0]").__name__ == target.rsplit(":", 1)[1]
+    with pytest.raises(ValueError, match=r"\(installed: \['exp3', 'forgetting_guard', 'schedule', 'static', "
+                                         r"'topic_ppl'\]\)"):
+        hooks._resolve("not_a_hook", "hooks[0]")

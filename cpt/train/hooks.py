@@ -26,6 +26,16 @@ from importlib.metadata import entry_points
 from typing import Any, Callable, Mapping, Optional, Protocol, Sequence, runtime_checkable
 
 ENTRY_POINT_GROUP = "cpt.data_hooks"
+SHIPPED_HOOKS: dict[str, str] = {
+    "topic_ppl": "cpt.mixture.topic_ppl:TopicPPLMixture",
+    "static": "cpt.mixture.static:StaticMixture",
+    "schedule": "cpt.mixture.schedule:ScheduleMixture",
+    "exp3": "cpt.mixture.exp3:EXP3Mixture",
+    "forgetting_guard": "cpt.mixture.forgetting:ForgettingGuard",
+}
+"""The hooks cpt ships, by name. They resolve without installed package metadata, so a source
+checkout on PYTHONPATH (how clusters often run a trainer) names them as an installed cpt does;
+pyproject.toml registers the same names as entry points (a test keeps the two equal)."""
 HOOK_METHODS = ("on_train_start", "on_step_end", "on_eval")
 
 
@@ -157,7 +167,8 @@ def merge_update(current: Mapping[str, float], update: MixtureUpdate, where: str
 
 
 def _resolve(use: str, where: str) -> Any:
-    """The object named `package.module:Attr`, or the entry point `use` in group cpt.data_hooks."""
+    """The object named `package.module:Attr`, a hook cpt ships, or the entry point `use` in group
+    cpt.data_hooks."""
     if ":" in use:
         module_name, _, attr = use.partition(":")
         try:
@@ -169,9 +180,11 @@ def _resolve(use: str, where: str) -> Any:
                 raise ValueError(f"{where}: {module_name!r} has no attribute {attr!r}")
             obj = getattr(obj, part)
         return obj
+    if use in SHIPPED_HOOKS:
+        return _resolve(SHIPPED_HOOKS[use], where)
     found = [ep for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name == use]
     if not found:
-        known = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+        known = sorted({*SHIPPED_HOOKS, *(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))})
         raise ValueError(
             f"{where}: {use!r} is neither 'package.module:Class' nor a '{ENTRY_POINT_GROUP}' entry point "
             f"(installed: {known})"
