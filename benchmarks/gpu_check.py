@@ -7,7 +7,8 @@
    and MFU of both, and the ratio ours/plain. The engine's run-start line (device, spec, attention,
    fusions) is printed.
 2. bf16 resume is bitwise: 4 steps with a checkpoint at step 2, against a second engine resumed
-   from that checkpoint (deterministic kernels requested, NVTE_ALLOW_NONDETERMINISTIC_ALGO=0).
+   from that checkpoint, both with training.deterministic (megatron_ext.determinism: without it,
+   SDPA's flash backward and the embedding's backward accumulate with atomics on GPU).
 3. SmolLM2-135M imported by `cpt convert hf-to-mcore` loads into the engine (the TE spec when TE is
    there) and its logits match transformers' (fp32 both).
 4. Per-stream validation and data hooks as a share of step time (benchmarks/bench_hooks.py's
@@ -30,7 +31,6 @@ import argparse
 import gc
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -254,8 +254,7 @@ def _train(rd: dict, model: dict, seq: int, resume: bool) -> list[float]:
 
 
 def resume_bitwise(model: dict, seq: int, gbs: int, device: str, out: Path) -> dict:
-    os.environ.setdefault("NVTE_ALLOW_NONDETERMINISTIC_ALGO", "0")
-    steps = dict(train_tokens=seq * gbs * 4, save_every=2, log_every=1)
+    steps = dict(train_tokens=seq * gbs * 4, save_every=2, log_every=1, deterministic=True)
     full = _train(recipe_dict(model, seq, gbs, out / "full", device, **steps), model, seq, False)
     resumed = _train(recipe_dict(model, seq, gbs, out / "resumed", device, load=str(out / "full" / "checkpoints" /
                                                                               "step_00000002"), **steps),

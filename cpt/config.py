@@ -255,6 +255,9 @@ class TrainingConfig:
     keep_every: int = _f(0, "with keep_last: also keep checkpoints whose step is a multiple of this; 0 = none")
     device: Literal["auto", "cuda", "cpu"] = _f(
         "auto", "auto = the GPUs when torch sees them, the CPU only on a machine without GPUs; cuda/cpu never fall back")
+    deterministic: bool = _f(False, "bitwise-reproducible kernels (slower on GPU): torch's deterministic algorithms, "
+                                    "fixed cuBLAS workspace, NCCL ring, TE and megatron deterministic modes "
+                                    "(megatron_ext.determinism); GPU resumes are bitwise only with it")
     load: Optional[str] = _f(None, "checkpoint folder to start from; null = resume from output_dir if it holds one")
     tensorboard: bool = _f(True, "write TensorBoard events under output_dir/tensorboard")
 

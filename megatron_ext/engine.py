@@ -36,7 +36,7 @@ from megatron.core.tensor_parallel.random import model_parallel_cuda_manual_seed
 from cpt.config import Recipe  # noqa: E402
 from cpt.io import write_json_atomic  # noqa: E402
 from cpt.train.engine import Batch, Layout, StepResult  # noqa: E402
-from megatron_ext import compat, features  # noqa: E402
+from megatron_ext import compat, determinism, features  # noqa: E402
 from megatron_ext.attention_mask import pack_documents  # noqa: E402
 from megatron_ext.batches import BatchPlan, TensorParallelBatches  # noqa: E402
 from megatron_ext.model import build_model, init_weights, kernel_summary  # noqa: E402
@@ -87,6 +87,8 @@ class MegatronEngine:
     def __init__(self, recipe: Recipe, async_save: Optional[bool] = None) -> None:
         """`async_save`: write checkpoints in the background (default: on GPU only)."""
         self.device_choice = _choose_device(recipe)
+        # before the process group: NCCL and cuBLAS read their settings when first initialised
+        self._determinism = determinism.enable() if recipe.training.deterministic else None
         init_distributed(choice=self.device_choice)
         self.recipe = recipe
         par = recipe.parallel
@@ -136,7 +138,7 @@ class MegatronEngine:
         r = self.recipe
         model = build_model(
             r.model, r.parallel, self.dtype, r.training.seq_length,
-            pre_process=self.pre_process, post_process=self.post_process,
+            pre_process=self.pre_process, post_process=self.post_process, deterministic=r.training.deterministic,
         )
         init_weights(
             model, r.model,
@@ -192,8 +194,10 @@ class MegatronEngine:
         line = (f"{self.device_choice.reason}; {dtype}{note}, {self.device_choice.backend}; "
                 f"{kernels['spec']} spec, attention: {kernels['attention']}; "
                 f"fusions: {', '.join(fused) or 'none'}; loss: {kernels['loss']}; "
+                f"{'deterministic kernels; ' if self._determinism else ''}"
                 f"{self.batches.plan.describe(self.batches.tp_size, self.batches.pinned)}")
         return {"line": line, "device": self.device_choice.kind, "dtype": dtype,
+                "deterministic": self._determinism is not None,
                 "backend": self.device_choice.backend, **kernels,
                 "batches": {"pinned": self.batches.pinned, "reads": self.batches.plan.reads,
                             "fields": list(self.batches.plan.keys), "tp_size": self.batches.tp_size}}
@@ -465,3 +469,6 @@ class MegatronEngine:
             dist.barrier()
             parallel_state.destroy_model_parallel()
             dist.destroy_process_group()
+        if self._determinism is not None:
+            determinism.restore(self._determinism)
+            self._determinism = None

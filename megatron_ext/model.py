@@ -86,9 +86,11 @@ def fusion_settings(use_te: bool, gpu: bool) -> dict[str, object]:
 
 
 def transformer_config(
-    cfg: ModelConfig, par: ParallelConfig, params_dtype: torch.dtype, pg_sizes: Optional[dict] = None
+    cfg: ModelConfig, par: ParallelConfig, params_dtype: torch.dtype, pg_sizes: Optional[dict] = None,
+    deterministic: bool = False,
 ) -> TransformerConfig:
-    """The one translation from our model/parallel config to megatron's TransformerConfig."""
+    """The one translation from our model/parallel config to megatron's TransformerConfig
+    (`deterministic`: megatron's deterministic_mode, see megatron_ext.determinism)."""
     bf16 = params_dtype == torch.bfloat16
     recompute = {
         "none": {},
@@ -124,6 +126,7 @@ def transformer_config(
         persist_layer_norm=False,
         **fusion_settings(use_transformer_engine(cfg), on_gpu()),
         deallocate_pipeline_outputs=True,
+        deterministic_mode=deterministic,
         **recompute,
     )
 
@@ -355,12 +358,12 @@ def layer_spec(cfg: ModelConfig) -> tuple[ModuleSpec, type]:
 
 def build_model(
     cfg: ModelConfig, par: ParallelConfig, params_dtype: torch.dtype, seq_length: int,
-    pre_process: bool, post_process: bool, vp_stage: Optional[int] = None,
+    pre_process: bool, post_process: bool, vp_stage: Optional[int] = None, deterministic: bool = False,
 ) -> GPTModel:
     """One pipeline stage of the GPT model (parallel state must be initialised)."""
     from megatron.core.transformer.transformer_block import get_num_layers_to_build
 
-    tconf = transformer_config(cfg, par, params_dtype)
+    tconf = transformer_config(cfg, par, params_dtype, deterministic=deterministic)
     spec, norm = layer_spec(cfg)
     n_local = get_num_layers_to_build(tconf, vp_stage=vp_stage)
     block = ModuleSpec(
