@@ -21,19 +21,23 @@ there and runs this check (TE and flash-attn, when wanted, come with the node's 
 
 Without CUDA it stops at once with one line on stderr (exit 2). Last line: one JSON object
 {"bench": "gpu", "params_b", "ours_tokens_per_s", "plain_tokens_per_s", "ratio", "mfu", "te", "flash",
-"resume_bitwise", ...}. Goals: ratio >= 1.0, MFU >= 45% on H100.
+"resume_bitwise", ...}. Goals: ratio >= 1.0, MFU >= 45% on H100. A part that fails is recorded as
+"<part>_error" and the others still run (exit 1); one still running after --part-timeout prints every
+thread's stack, so a log cut off by the session's time limit still says where it stood.
 
     python benchmarks/gpu_check.py [--steps 10] [--global-batch 8] [--smollm2 DIR]
 """
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import gc
 import json
 import math
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -362,6 +366,8 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, if not an H100/H200/A100")
     p.add_argument("--smollm2", default=None, help="SmolLM2-135M HF folder (default: from the assets)")
     p.add_argument("--skip", nargs="*", default=[], choices=["throughput", "resume", "smollm2", "hooks"])
+    p.add_argument("--part-timeout", type=float, default=300.0,
+                   help="seconds after which a part still running prints every thread's stack (and again each period)")
     p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)  # development: tiny sizes on CPU
     args = p.parse_args()
     device = require_cuda(args.allow_cpu)
@@ -373,7 +379,9 @@ def main() -> None:
 
     have = features.summary()
     report.update(te=have["transformer_engine"], flash=have["flash_attn"], apex=have["apex"])
-    if "throughput" not in args.skip:
+    small = TINY if device == "cpu" else dict(LLAMA_1B, num_layers=2)
+
+    def throughput() -> dict:
         ours = ours_throughput(model, seq, args.global_batch, args.steps, device, out / "ours")
         plain = plain_throughput(model, seq, args.global_batch, args.steps, device)
         from cpt.train.loop import model_flops_per_token
@@ -381,30 +389,53 @@ def main() -> None:
         fpt = model_flops_per_token(ours["params"], model["num_layers"], model["hidden_size"], seq)
         peak = peak_flops(args.peak_tflops)
         mfu = lambda tps: round(tps * fpt / peak, 4) if peak else None  # noqa: E731
-        report.update(params_b=round(ours["params"] / 1e9, 3), ours_tokens_per_s=round(ours["tokens_per_s"], 1),
-                      plain_tokens_per_s=round(plain["tokens_per_s"], 1),
-                      ratio=round(ours["tokens_per_s"] / plain["tokens_per_s"], 3),
-                      mfu=mfu(ours["tokens_per_s"]), plain_mfu=mfu(plain["tokens_per_s"]),
-                      spec=ours["info"]["spec"], attention=ours["info"]["attention"],
-                      fusions=[k for k, v in ours["info"]["fusions"].items() if v],
-                      losses_finite=all(math.isfinite(x) for x in ours["losses"]))
-        print(f"[throughput] ours {report['ours_tokens_per_s']:,.0f} tokens/s (MFU {report['mfu']}), plain "
-              f"{report['plain_tokens_per_s']:,.0f} tokens/s (MFU {report['plain_mfu']}): ratio {report['ratio']}",
-              flush=True)
-    if "resume" not in args.skip:
-        r = resume_bitwise(TINY if device == "cpu" else dict(LLAMA_1B, num_layers=2), min(seq, 1024), 2, device,
-                           out / "resume")
-        report["resume_bitwise"] = r["resume_bitwise"]
+        r = dict(params_b=round(ours["params"] / 1e9, 3), ours_tokens_per_s=round(ours["tokens_per_s"], 1),
+                 plain_tokens_per_s=round(plain["tokens_per_s"], 1),
+                 ratio=round(ours["tokens_per_s"] / plain["tokens_per_s"], 3),
+                 mfu=mfu(ours["tokens_per_s"]), plain_mfu=mfu(plain["tokens_per_s"]),
+                 spec=ours["info"]["spec"], attention=ours["info"]["attention"],
+                 fusions=[k for k, v in ours["info"]["fusions"].items() if v],
+                 losses_finite=all(math.isfinite(x) for x in ours["losses"]))
+        print(f"[throughput] ours {r['ours_tokens_per_s']:,.0f} tokens/s (MFU {r['mfu']}), plain "
+              f"{r['plain_tokens_per_s']:,.0f} tokens/s (MFU {r['plain_mfu']}): ratio {r['ratio']}", flush=True)
+        return r
+
+    def resume() -> dict:
+        r = resume_bitwise(small, min(seq, 1024), 2, device, out / "resume")
         print(f"[resume] bitwise {r['resume_bitwise']}: full {r['full']} resumed {r['resumed']}", flush=True)
-    if "smollm2" not in args.skip:
-        report["smollm2"] = smollm2_parity(args.smollm2, device, out)
-        print(f"[smollm2] {report['smollm2']}", flush=True)
-    if "hooks" not in args.skip:
-        report["hooks"] = hooks_share(TINY if device == "cpu" else dict(LLAMA_1B, num_layers=2),
-                                      64 if device == "cpu" else 1024, out / "hooks")
-        print(f"[hooks] {report['hooks']}", flush=True)
+        return {"resume_bitwise": r["resume_bitwise"]}
+
+    def smollm2() -> dict:
+        r = smollm2_parity(args.smollm2, device, out)
+        print(f"[smollm2] {r}", flush=True)
+        return {"smollm2": r}
+
+    def hooks() -> dict:
+        r = hooks_share(small, 64 if device == "cpu" else 1024, out / "hooks")
+        print(f"[hooks] {r}", flush=True)
+        return {"hooks": r}
+
+    failed = []
+    for name, part in (("throughput", throughput), ("resume", resume), ("smollm2", smollm2), ("hooks", hooks)):
+        if name in args.skip:
+            continue
+        # a part that hangs (a collective, a checkpoint writer) prints every thread's stack while the
+        # session still holds the machine; one that fails is recorded and the next part runs
+        faulthandler.dump_traceback_later(args.part_timeout, repeat=True, file=sys.stderr)
+        t0 = time.perf_counter()
+        try:
+            report.update(part())
+        except Exception as exc:  # noqa: BLE001 - the report says which part failed and why
+            traceback.print_exc()
+            report[f"{name}_error"] = f"{type(exc).__name__}: {exc}"[:500]
+            failed.append(name)
+            _free()
+        finally:
+            faulthandler.cancel_dump_traceback_later()
+        report.setdefault("part_seconds", {})[name] = round(time.perf_counter() - t0, 1)
     report["seconds"] = round(time.perf_counter() - started, 1)
     print(json.dumps(report))
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -110,9 +110,10 @@ def test_gpu_check_without_cuda_fails_with_one_line():
     assert len(lines) == 1 and lines[0].startswith("gpu_check: no CUDA device visible (torch ")
 
 
-def test_gpu_check_rehearses_every_part_on_cpu_at_tiny_sizes():
+def test_gpu_check_rehearses_every_part_on_cpu_at_tiny_sizes(tmp_path):
     """The prepared GPU check must not rot between GPU sessions: its CPU rehearsal runs the same code
-    (engine and plain loop, bf16 resume, the asset-free hooks part) at tiny sizes."""
+    (engine and plain loop, bf16 resume, the asset-free hooks part) at tiny sizes. A part that fails
+    (here the SmolLM2 parity, pointed at a folder that does not exist) is recorded, the others run."""
     import json
     import subprocess
     import sys
@@ -120,9 +121,11 @@ def test_gpu_check_rehearses_every_part_on_cpu_at_tiny_sizes():
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
     proc = subprocess.run([sys.executable, str(script), "--allow-cpu", "--steps", "1", "--global-batch", "2",
-                           "--skip", "smollm2"], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+                           "--smollm2", str(tmp_path / "missing")], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 1, proc.stderr[-2000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert str(tmp_path / "missing") in report["smollm2_error"] and "smollm2" not in report
+    assert set(report["part_seconds"]) == {"throughput", "resume", "smollm2", "hooks"}
     assert report["bench"] == "gpu" and report["resume_bitwise"] is True and report["losses_finite"] is True
     assert report["ours_tokens_per_s"] > 0 and report["plain_tokens_per_s"] > 0
     assert report["hooks"]["evals"] == 4 and report["hooks"]["hook_calls"] > 0
