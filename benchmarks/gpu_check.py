@@ -112,7 +112,30 @@ def _free() -> None:
 # ------------------------------------------------------------------ 1. throughput
 
 
-def ours_throughput(model: dict, seq: int, gbs: int, steps: int, device: str, out: Path) -> dict:
+def profile_step(step, path: Path | None) -> dict | None:
+    """One more step under torch.profiler: its kernels by self time (the top rows to `path`) and how
+    much of the step's wall time the GPU was busy, so a ratio below 1.0 comes with its reason."""
+    if path is None:
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    _sync()
+    start = time.perf_counter()
+    with profile(activities=activities) as prof:
+        step()
+        _sync()
+    wall_us = (time.perf_counter() - start) * 1e6
+    events = prof.key_averages()
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    path.write_text(events.table(sort_by=key, row_limit=30) + "\n")
+    busy_us = sum(getattr(e, "self_device_time_total", 0) or 0 for e in events) if cuda else None
+    return {"table": path.name, "device_busy_share": round(busy_us / wall_us, 3) if busy_us else None}
+
+
+def ours_throughput(model: dict, seq: int, gbs: int, steps: int, device: str, out: Path,
+                    profile_to: Path | None = None) -> dict:
     from cpt.config import recipe_from_dict
     from megatron_ext.engine import MegatronEngine
 
@@ -129,11 +152,13 @@ def ours_throughput(model: dict, seq: int, gbs: int, steps: int, device: str, ou
         seconds = time.perf_counter() - start
         info = dict(engine.start_info)
         params = engine.num_parameters
+        profiled = profile_step(lambda: engine.train_step(iter(batches), gbs, 1e-4), profile_to)
     finally:
         engine.close()
-        del engine
+        engine = None  # the GPU memory goes back before the next part
         _free()
-    return {"tokens_per_s": steps * gbs * seq / seconds, "params": params, "losses": losses, "info": info}
+    return {"tokens_per_s": steps * gbs * seq / seconds, "params": params, "losses": losses, "info": info,
+            "profile": profiled}
 
 
 class PlainLlama(torch.nn.Module):
@@ -183,7 +208,8 @@ class PlainLlama(torch.nn.Module):
         return self.norm(x) @ self.emb.weight.t()
 
 
-def plain_throughput(model: dict, seq: int, gbs: int, steps: int, device: str) -> dict:
+def plain_throughput(model: dict, seq: int, gbs: int, steps: int, device: str,
+                     profile_to: Path | None = None) -> dict:
     net = PlainLlama(model).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=1e-4, weight_decay=0.1, fused=device == "cuda")
     batches = [{k: torch.from_numpy(v).to(device) for k, v in b.items()}
@@ -212,10 +238,11 @@ def plain_throughput(model: dict, seq: int, gbs: int, steps: int, device: str) -
             step()
         _sync()
         seconds = time.perf_counter() - start
+        profiled = profile_step(step, profile_to)
     finally:
         net = opt = batches = None  # the GPU memory goes back before the next part
         _free()
-    return {"tokens_per_s": steps * gbs * seq / seconds}
+    return {"tokens_per_s": steps * gbs * seq / seconds, "profile": profiled}
 
 
 # ------------------------------------------------------------------ 2. bf16 resume
@@ -366,6 +393,8 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=None, help="the GPU's dense bf16 peak, if not an H100/H200/A100")
     p.add_argument("--smollm2", default=None, help="SmolLM2-135M HF folder (default: from the assets)")
     p.add_argument("--skip", nargs="*", default=[], choices=["throughput", "resume", "smollm2", "hooks"])
+    p.add_argument("--profile-dir", default=None,
+                   help="profile one more step of each loop into FOLDER/profile_{ours,plain}.txt (kernels by self time)")
     p.add_argument("--part-timeout", type=float, default=300.0,
                    help="seconds after which a part still running prints every thread's stack (and again each period)")
     p.add_argument("--allow-cpu", action="store_true", help=argparse.SUPPRESS)  # development: tiny sizes on CPU
@@ -382,8 +411,13 @@ def main() -> None:
     small = TINY if device == "cpu" else dict(LLAMA_1B, num_layers=2)
 
     def throughput() -> dict:
-        ours = ours_throughput(model, seq, args.global_batch, args.steps, device, out / "ours")
-        plain = plain_throughput(model, seq, args.global_batch, args.steps, device)
+        prof = Path(args.profile_dir) if args.profile_dir else None
+        if prof:
+            prof.mkdir(parents=True, exist_ok=True)
+        ours = ours_throughput(model, seq, args.global_batch, args.steps, device, out / "ours",
+                               prof / "profile_ours.txt" if prof else None)
+        plain = plain_throughput(model, seq, args.global_batch, args.steps, device,
+                                 prof / "profile_plain.txt" if prof else None)
         from cpt.train.loop import model_flops_per_token
 
         fpt = model_flops_per_token(ours["params"], model["num_layers"], model["hidden_size"], seq)
@@ -396,6 +430,8 @@ def main() -> None:
                  spec=ours["info"]["spec"], attention=ours["info"]["attention"],
                  fusions=[k for k, v in ours["info"]["fusions"].items() if v],
                  losses_finite=all(math.isfinite(x) for x in ours["losses"]))
+        if prof:
+            r["profile"] = {"ours": ours["profile"], "plain": plain["profile"]}
         print(f"[throughput] ours {r['ours_tokens_per_s']:,.0f} tokens/s (MFU {r['mfu']}), plain "
               f"{r['plain_tokens_per_s']:,.0f} tokens/s (MFU {r['plain_mfu']}): ratio {r['ratio']}", flush=True)
         return r

@@ -42,7 +42,7 @@ print(f"python {sys.version.split()[0]}, torch {torch.__version__} (CUDA {torch.
       f"{'in' if compat.in_tested_range() else 'OUTSIDE'}), kernels {features.summary()}")
 EOF
 stamp "gpu_check.py $*"
-"$PY" benchmarks/gpu_check.py "$@" 2>&1 | tee "$out/gpu_check.log"
+"$PY" benchmarks/gpu_check.py --profile-dir "$out" "$@" 2>&1 | tee "$out/gpu_check.log"
 status=${PIPESTATUS[0]}
 tail -1 "$out/gpu_check.log" > "$out/gpu_check.json"
 if [ "$tests" = 1 ]; then
