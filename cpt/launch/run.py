@@ -157,9 +157,9 @@ def _with_driver_env(tasks: Sequence[Task], merge: Task | None, launch_dir: Path
 
 
 def _warm_up_records(executor: Executor, timeline: Timeline) -> list[dict[str, Any]]:
-    """Where each warm-up ran and when (as attempts are recorded), or why it did not."""
+    """Where each warm-up ran and when (as attempts are recorded) and what it returned, or why it did not."""
     return [{"name": a.task.name, "ok": error is None, "error": error, "id": a.handle_id,
-             **(_outcome_fields(outcome, timeline) if outcome else {})}
+             **(_outcome_fields(outcome, timeline) | {"result": outcome["result"]} if outcome else {})}
             for a, outcome, error in executor.warm_ups()]
 
 
