@@ -258,6 +258,15 @@ def test_warmed_local_processes_take_the_first_attempts_passing_over_a_dead_one(
         unused.warm_up(Task(name="warm-up", fn="os:getpid"), 1)
         unused.stop()  # a warmed process no attempt came for ends with the executor
         assert unused.warming[0][0].handle.poll() is not None
+        # --no-warm-up: the executor starts without any
+        from cpt.cli import build_parser
+        from cpt.launch import spec_from_args
+        from cpt.launch.run import start_executor
+
+        args = build_parser("score").parse_args(["score", "x", "--executor", "local", "--no-warm-up"])
+        off = start_executor(spec_from_args(args), tmp_path / "off", Task(name="warm-up", fn="os:getpid"), 2)
+        off.stop()
+        assert not spec_from_args(args).warm_up and off.warming == [] and off.warm_ups() == []
     finally:
         ex.stop()
 

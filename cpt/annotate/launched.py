@@ -6,14 +6,14 @@ settings is not redone), and the merge task is the command with `--merge`. So th
 sidecars / tables are those of the `--shard-index` runs merged by hand, which equal a one-process
 run bit for bit (`cpt.annotate.scaleout`).
 
-The model a slice loads (the classifier for tag, the causal LM for score) takes seconds. So the
-executor starts with one warm-up per slot (`warm_up_task`: local and Ray; `--no-warm-up` to
-skip): it parses slice 0's own argv and loads, through the command's `annotator_factory`, the very
-annotator the slices will ask for into the worker's `cpt.annotate.model_cache`, while the driver
-counts each slice's documents (the ETA). A slice that then runs in that worker - or after another
-slice in it (Ray) - finds the model loaded; its result says so (`reused_model`, `prepare_seconds`).
-With `--workers > 1` a slice's models load in its own pool processes, which no warm-up reaches,
-so there is none.
+The model a slice loads (the classifier for tag, the causal LM for score) takes seconds, mostly
+its imports. A worker loads it once, into its `cpt.annotate.model_cache`: a slice after another in
+the same Ray worker takes it from there. And the executor starts with one warm-up per slot
+(`warm_up_task`: local and Ray; `--no-warm-up` to skip), which parses slice 0's own argv and loads,
+through the command's `annotator_factory`, the very annotator the slices will ask for - beside
+what the driver still does before it submits them (counting each slice's documents for the ETA).
+Each slice's result says what it found (`reused_model`, `prepare_seconds`). With `--workers > 1` a
+slice's models load in its own pool processes, which no warm-up reaches, so there is none.
 """
 from __future__ import annotations
 

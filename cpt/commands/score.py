@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cpt.annotate.perplexity import PerplexityAnnotatorFactory
 
 MEGATRON_BACKEND = "megatron_ext.scoring:MegatronScorer"
 
@@ -58,7 +62,7 @@ def resolve_backend(model: str, backend: str, tokenizer: str | None) -> tuple[st
     return MEGATRON_BACKEND, tokenizer or str(tokenizer_dir(model))
 
 
-def annotator_factory(args: argparse.Namespace):
+def annotator_factory(args: argparse.Namespace) -> PerplexityAnnotatorFactory:
     """The annotator a run of `args` loads, in its process through `cpt.annotate.model_cache` (or
     in each of its `--workers`): a launch's warm-up loads the same from the same arguments
     (`cpt.annotate.launched`)."""

@@ -6,6 +6,10 @@ Scale-out: `--shard-index i --num-shards n` in n tasks, then `cpt tag INPUTS --m
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cpt.annotate.tagging import TopicAnnotatorFactory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
 
 
-def annotator_factory(args: argparse.Namespace):
+def annotator_factory(args: argparse.Namespace) -> TopicAnnotatorFactory:
     """The annotator a run of `args` loads, in its process through `cpt.annotate.model_cache`: a
     launch's warm-up loads the same from the same arguments (`cpt.annotate.launched`)."""
     from cpt.annotate.tagging import TopicAnnotatorFactory
