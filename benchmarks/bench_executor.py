@@ -19,6 +19,13 @@ steps and how long its Ray worker existed before it (its start-up), the warm-ups
 tokenizer and engine in those workers while the driver planned, and the time from the last slice's
 end to the command's exit. The last line is one JSON object; the load average is printed beside it, as other
 work on the machine changes wall times (Ray's fixed start-up costs grow most with load).
+
+`--command score`: `cpt score --executor ray --num-shards 2` (`--slices`; SmolLM2-135M, fp32 on CPU,
+one CPU per slice) over `--docs` real documents (People's Daily and Wikipedia, bench_score's) in raw jsonl, on the
+same running 2-CPU cluster, with the warm-ups (`warm`: each worker loads the model while the driver
+sets up) against `--no-warm-up` (`no_warm`: each slice loads it first), alternating, best of each;
+both tables must be byte-identical. Last line: {"bench": "executor_score", "warm_s", "no_warm_s",
+"ratio" (warm / no_warm), per mode the slices' model seconds, `reused_model` and timeline, ...}.
 """
 from __future__ import annotations
 
@@ -87,6 +94,84 @@ def run(mode: str, corpus: Path, out: Path, tokenizer: str, slices: int, address
     return seconds
 
 
+SCORE_MODES = ("warm", "no_warm")
+
+
+def score_corpus(path: Path, docs: int) -> None:
+    from bench_score import corpus
+
+    with open(path, "w", encoding="utf-8") as f:
+        for text in corpus(docs):
+            f.write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
+
+
+def run_score(mode: str, corpus: Path, out: Path, address: str, slices: int, max_doc_tokens: int,
+              chunk_size: int) -> float:
+    from cpt.assets import smollm2_hf_dir
+
+    cmd = [sys.executable, "-m", "cpt.cli", "score", str(corpus), "--out", str(out), "--model", str(smollm2_hf_dir()),
+           "--device", "cpu", "--max-doc-tokens", str(max_doc_tokens), "--chunk-size", str(chunk_size),
+           "--no-progress", "--executor", "ray",
+           "--num-shards", str(slices), "--ray-address", address, *(["--no-warm-up"] if mode == "no_warm" else [])]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=_env())
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"score {mode} failed:\n{proc.stderr[-3000:]}")
+    return seconds
+
+
+def score_phases(summary: dict, seconds: float) -> dict:
+    """Where one launch's time went: the slices' model loading, and the timeline."""
+    ok = [(t, a) for t in summary["tasks"] for a in t["attempts"] if a["ok"]]
+    timeline = summary["phase_seconds"]["timeline"]
+    return {"slice_model_s": [t["result"]["prepare_seconds"].get("model") for t, _ in ok],
+            "reused_model": [t["result"]["reused_model"] for t, _ in ok],
+            "slice_ran_s": [a["ran_seconds"] for _, a in ok], "worker_age_s": [a.get("worker_age") for _, a in ok],
+            "warm_up": [{k: w.get(k) for k in ("ran_from_s", "ran_to_s", "worker_age", "error")}
+                        | {"model_s": (w.get("result") or {}).get("prepare_seconds", {}).get("model")}
+                        for w in summary.get("warm_up", [])],
+            "timeline": {k: timeline.get(k) for k in ("driver_ready", "executor_started", "launched",
+                                                      "first_task_started", "last_task_started", "last_task_ended",
+                                                      "merged")},
+            "exit_after_last_slice_s": round(seconds - timeline["last_task_ended"], 3)}
+
+
+def main_score(args: argparse.Namespace, work: Path) -> None:
+    corpus = work / "score.jsonl"
+    if not corpus.is_file():
+        score_corpus(corpus, args.docs)
+    load_before = os.getloadavg()[0]
+    print(f"{args.docs} documents; load average before: {load_before:.1f}", file=sys.stderr)
+    times: dict[str, list[float]] = {m: [] for m in SCORE_MODES}
+    phases: dict[str, dict] = {}
+    outs: dict[str, Path] = {}
+    head = start_cluster(args.port)
+    try:
+        for r, mode in alternating(SCORE_MODES, args.rounds):
+            out = work / f"score-{mode}-{r}.parquet"
+            # two blocks per slice, so the slices score the same amount
+            seconds = run_score(mode, corpus, out, f"127.0.0.1:{args.port}", args.slices, args.max_doc_tokens,
+                                max(1, args.docs // (2 * args.slices)))
+            times[mode].append(seconds)
+            if seconds == min(times[mode]):
+                summary = json.loads((work / f"{out.name}.launch" / "summary.json").read_text())
+                phases[mode], outs[mode] = score_phases(summary, seconds), out
+            print(f"round {r} score {mode}: {seconds:.1f} s (load {os.getloadavg()[0]:.1f})", file=sys.stderr)
+    finally:
+        head.terminate()
+        head.wait(timeout=60)
+    best = {m: min(t) for m, t in times.items()}
+    print(json.dumps({
+        "bench": "executor_score", "warm_s": round(best["warm"], 2), "no_warm_s": round(best["no_warm"], 2),
+        "ratio": round(best["warm"] / best["no_warm"], 3), "slices": args.slices, "docs": args.docs,
+        "max_doc_tokens": args.max_doc_tokens, "times": {m: [round(t, 2) for t in ts] for m, ts in times.items()},
+        "identical": outs["warm"].read_bytes() == outs["no_warm"].read_bytes(), "phases": phases,
+        "rounds": args.rounds, "load_average_before": round(load_before, 1),
+        "load_average_end": round(os.getloadavg()[0], 1),
+    }))
+
+
 def same_output(a: Path, b: Path) -> bool:
     return all(filecmp.cmp(f"{a}{s}", f"{b}{s}", shallow=False)
                for s in (".bin", ".idx", ".meta.parquet", ".manifest.json", ".skipped.jsonl"))
@@ -99,12 +184,18 @@ def main() -> None:
     add_rounds_option(p)
     p.add_argument("--port", type=int, default=6391, help="port of the Ray head started for the `ray` mode")
     p.add_argument("--keep", default=None, help="keep the corpus and outputs in this folder")
+    p.add_argument("--command", choices=("preprocess", "score"), default="preprocess",
+                   help="preprocess: ray vs --workers 2 (default); score: ray with vs without warm-ups")
+    p.add_argument("--docs", type=int, default=12, help="--command score: documents (default 12)")
+    p.add_argument("--max-doc-tokens", type=int, default=128, help="--command score: tokens scored per document")
     args = p.parse_args()
     from bench_preprocess import make_corpus
     from cpt.assets import smollm2_hf_dir
 
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_executor_"))
     work.mkdir(parents=True, exist_ok=True)
+    if args.command == "score":
+        return main_score(args, work)
     corpus = work / "corpus.jsonl"
     info = make_corpus(corpus, args.mb) if not corpus.is_file() else {"bytes": corpus.stat().st_size}
     load_before = os.getloadavg()[0]

@@ -52,3 +52,12 @@ def mixed_corpus(n_zh: int = 12, n_en: int = 12) -> list[dict]:
     return zh + en
 
 
+
+
+def zero_shot_classifier(out):
+    """The untrained MiniLM classifier (its head: the topic descriptions' embeddings), saved as
+    `cpt tag-train` saves one: a real `cpt tag --model` folder in under a second, no training."""
+    from cpt.annotate import taxonomy
+    from cpt.annotate.classifier import TopicClassifier
+
+    return TopicClassifier.from_encoder(str(assets.minilm_dir()), taxonomy.load(), "cpu", 32).save(out)

@@ -4,7 +4,8 @@ bytes, also when the process of a slice is SIGKILLed mid-slice; the driver's str
 chunks in plan order only once committed and, killed, leaves nothing that reads as output; the
 summary's timeline; a slice takes the driver's plan only for the input it was made from; a warm-up
 loads what a slice then reuses (a warmed local process takes the first attempt handed to it, a dead one is
-passed over); a worker's reused tokenizer/engine is keyed by what they are made of;
+passed over; `cpt tag` slices find the classifier loaded); a worker's reused tokenizer/engine is keyed by
+what they are made of;
 argv round trips; bad settings."""
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from cpt.corpus.plan import interleaved_slice
 from cpt.shards.launched import slice_task, warm_up_task
 from cpt.shards.pipeline import (Assembly, PreprocessConfig, _Loaded, _run_chunks, handed_plan, prepare,
                                  run_preprocess)
+from annotate_fixtures import mixed_corpus
 from launch_fixtures import (CHUNK_MB, SP_MODEL, SUFFIXES,  # noqa: F401
                              assert_built_once_but_the_dead_attempts, corpus, files_of, killed_slice_launch,
                              launch_summary, preprocess_argv, single, slice_chunks)
@@ -192,6 +194,37 @@ def test_synth_slices_on_the_local_pool_equal_one_process(tmp_path, capsys):
                for i, t in enumerate(s["tasks"]))
 
 
+@pytest.mark.slow
+def test_tag_on_the_local_pool_warms_its_workers_up_and_equals_one_process(tmp_path):
+    """Each of the two slices runs in a process started with the executor whose warm-up loaded the
+    classifier from slice 0's argv (`cpt.annotate.launched`): the slices find it loaded."""
+    from annotate_fixtures import zero_shot_classifier
+    from cpt.annotate.docs import write_jsonl
+    import cpt.shards as shards
+
+    (tmp_path / "in").mkdir()
+    write_jsonl(tmp_path / "in" / "c.jsonl", [{"text": d["text"][:300]} for d in mixed_corpus(n_zh=4, n_en=4)])
+    one, many = tmp_path / "one", tmp_path / "many"
+    for prefix in (one, many):
+        run_preprocess(PreprocessConfig(inputs=[str(tmp_path / "in")], output_prefix=str(prefix), tokenizer=SP_MODEL,
+                                        progress=False))
+    tag = ["--model", str(zero_shot_classifier(tmp_path / "clf")), "--device", "cpu", "--chunk-size", "2",
+           "--no-progress"]
+    assert main(["tag", *tag, str(one)]) == 0
+    assert main(["tag", *tag, "--executor", "local", "--num-shards", "2", "--local-cpus", "2", str(many)]) == 0
+    want, got = shards.open(one).metadata(), shards.open(many).metadata()
+    assert got.select(["topic", "topic_conf"]).equals(want.select(["topic", "topic_conf"]))
+    s = json.loads((tmp_path / "many.topic.launch" / "summary.json").read_text())
+    warm, attempts = s["warm_up"], [t["attempts"][-1] for t in s["tasks"]]
+    assert [w["name"] for w in warm] == ["warm-up-00000", "warm-up-00001"] and all(w["ok"] for w in warm)
+    assert [a["pid"] for a in attempts] == [w["pid"] for w in warm]
+    assert [w["result"]["reused_model"] for w in warm] == [False, False]
+    assert [t["result"]["reused_model"] for t in s["tasks"]] == [True, True]
+    assert sum(t["units"] for t in s["tasks"]) == 8  # each slice's documents, counted while the executor started
+    assert max(s["phase_seconds"]["timeline"]["planned"], s["phase_seconds"]["timeline"]["executor_started"]) \
+        <= s["phase_seconds"]["timeline"]["launched"]
+
+
 def test_warmed_local_processes_take_the_first_attempts_passing_over_a_dead_one(tmp_path):
     import os
     import signal
@@ -225,6 +258,15 @@ def test_warmed_local_processes_take_the_first_attempts_passing_over_a_dead_one(
         unused.warm_up(Task(name="warm-up", fn="os:getpid"), 1)
         unused.stop()  # a warmed process no attempt came for ends with the executor
         assert unused.warming[0][0].handle.poll() is not None
+        # --no-warm-up: the executor starts without any
+        from cpt.cli import build_parser
+        from cpt.launch import spec_from_args
+        from cpt.launch.run import start_executor
+
+        args = build_parser("score").parse_args(["score", "x", "--executor", "local", "--no-warm-up"])
+        off = start_executor(spec_from_args(args), tmp_path / "off", Task(name="warm-up", fn="os:getpid"), 2)
+        off.stop()
+        assert not spec_from_args(args).warm_up and off.warming == [] and off.warm_ups() == []
     finally:
         ex.stop()
 

@@ -170,6 +170,7 @@ def test_score_and_tag_through_ray_equal_one_process(small_shard, tmp_path):
     assert main(["score", *score, str(one)]) == 0
     assert main(["score", *score, *RAY, str(launched)]) == 0
     assert _column(launched, "ppl") == _column(one, "ppl") and None not in _column(one, "ppl")
+    _assert_slices_found_the_model_warm(launched, "ppl")
 
     train, held = wiki_split()
     clf = tmp_path / "clf"
@@ -180,6 +181,17 @@ def test_score_and_tag_through_ray_equal_one_process(small_shard, tmp_path):
     assert main(["tag", *tag, *RAY, str(launched)]) == 0
     for column in ("topic", "topic_conf"):
         assert _column(launched, column) == _column(one, column)
-    summary = json.loads((launched.parent / f"{launched.name}.topic.launch" / "summary.json").read_text())
+    summary = _assert_slices_found_the_model_warm(launched, "topic")
     assert summary["succeeded"] == 4 and summary["merge"]["ran"]
     assert summary["tasks"][3]["result"]["argv"][:5] == ["tag", "--shard-index", "3", "--num-shards", "4"]
+
+
+def _assert_slices_found_the_model_warm(prefix, what: str) -> dict:
+    """One warm-up per CPU loaded the model while the driver counted documents; Ray ran the 4 slices
+    in those very workers, so each found it loaded (`cpt.annotate.launched`)."""
+    summary = json.loads((prefix.parent / f"{prefix.name}.{what}.launch" / "summary.json").read_text())
+    warm = summary["warm_up"]
+    assert [w["name"] for w in warm] == ["warm-up-00000", "warm-up-00001"] and all(w["ok"] for w in warm)
+    assert {a["pid"] for t in summary["tasks"] for a in t["attempts"]} <= {w["pid"] for w in warm}
+    assert [t["result"]["reused_model"] for t in summary["tasks"]] == [True] * 4
+    return summary

@@ -40,7 +40,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
                              "(no model needed)")
     from cpt.launch.spec import add_executor_arguments
 
-    add_executor_arguments(parser)
+    add_executor_arguments(parser, warm_up=True)
 
 
 def shard_prefix(path: str) -> Path | None:

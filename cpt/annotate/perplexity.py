@@ -306,6 +306,10 @@ class PerplexityAnnotatorFactory:
                 max_batch_tokens=self.max_batch_tokens)
         raise ValueError(f"unknown scoring backend {self.backend!r}: use hf, vllm or package.module:callable")
 
+    def sources(self) -> tuple[str, ...]:
+        """What the scorer and tokenizer are read from (`cpt.annotate.model_cache` keys on their files)."""
+        return (self.model_dir,) + ((self.tokenizer_dir,) if self.tokenizer_dir else ())
+
     def check(self) -> None:
         """Fail on missing files or bad lengths before any model loads."""
         if self.backend in ("hf", "vllm"):

@@ -57,6 +57,10 @@ class TopicAnnotatorFactory:
     encoder: str | None = None
     """When set, the encoder the classifier must have been trained with (refused otherwise)."""
 
+    def sources(self) -> tuple[str, ...]:
+        """What the annotator is read from (`cpt.annotate.model_cache` keys on their files)."""
+        return (self.model_dir,) + ((self.taxonomy_path,) if self.taxonomy_path else ())
+
     def __call__(self) -> TopicAnnotator:
         from cpt.annotate import taxonomy
 

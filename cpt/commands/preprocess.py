@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     from cpt.launch.spec import add_executor_arguments
 
-    add_executor_arguments(p)
+    add_executor_arguments(p, warm_up=True)
 
 
 def config_from_args(args: argparse.Namespace, **overrides):

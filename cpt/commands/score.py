@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cpt.annotate.perplexity import PerplexityAnnotatorFactory
 
 MEGATRON_BACKEND = "megatron_ext.scoring:MegatronScorer"
 
@@ -58,11 +62,24 @@ def resolve_backend(model: str, backend: str, tokenizer: str | None) -> tuple[st
     return MEGATRON_BACKEND, tokenizer or str(tokenizer_dir(model))
 
 
-def run(args: argparse.Namespace) -> int:
-    from cpt.annotate.inputs import check_merge_arguments, run_inputs
-    from cpt.annotate.perplexity import PerplexityAnnotator, PerplexityAnnotatorFactory
+def annotator_factory(args: argparse.Namespace) -> PerplexityAnnotatorFactory:
+    """The annotator a run of `args` loads, in its process through `cpt.annotate.model_cache` (or
+    in each of its `--workers`): a launch's warm-up loads the same from the same arguments
+    (`cpt.annotate.launched`)."""
+    from cpt.annotate.perplexity import PerplexityAnnotatorFactory
 
+    if not args.model:
+        raise ValueError("--model is required (an HF causal LM folder or a cpt megatron checkpoint)")
+    backend, tokenizer = resolve_backend(args.model, args.backend, args.tokenizer)
+    return PerplexityAnnotatorFactory(args.model, backend, args.device, args.dtype, args.max_length,
+                                      args.stride, args.max_batch_tokens, args.max_doc_tokens, tokenizer)
+
+
+def run(args: argparse.Namespace) -> int:
+    from cpt.annotate import model_cache
+    from cpt.annotate.inputs import check_merge_arguments, run_inputs
     from cpt.annotate.launched import maybe_launch
+    from cpt.annotate.perplexity import PerplexityAnnotator
 
     launched = maybe_launch("score", add_arguments, args, "ppl")
     if launched is not None:
@@ -70,13 +87,10 @@ def run(args: argparse.Namespace) -> int:
     check_merge_arguments(args)
     if args.merge:
         return run_inputs(args, None, "ppl", PerplexityAnnotator.columns, {})
-    if not args.model:
-        raise ValueError("--model is required (an HF causal LM folder or a cpt megatron checkpoint)")
-    backend, tokenizer = resolve_backend(args.model, args.backend, args.tokenizer)
-    factory = PerplexityAnnotatorFactory(args.model, backend, args.device, args.dtype, args.max_length,
-                                         args.stride, args.max_batch_tokens, args.max_doc_tokens, tokenizer)
+    factory = annotator_factory(args)
     factory.check()
-    run_key = {"annotator": "ppl", "model": str(args.model), "backend": backend, "tokenizer": tokenizer,
-               "max_length": args.max_length, "stride": args.stride, "max_doc_tokens": args.max_doc_tokens,
-               "max_batch_tokens": args.max_batch_tokens, "dtype": args.dtype}
-    return run_inputs(args, factory, "ppl", PerplexityAnnotator.columns, run_key)
+    run_key = {"annotator": "ppl", "model": str(args.model), "backend": factory.backend,
+               "tokenizer": factory.tokenizer_dir, "max_length": args.max_length, "stride": args.stride,
+               "max_doc_tokens": args.max_doc_tokens, "max_batch_tokens": args.max_batch_tokens, "dtype": args.dtype}
+    # loaded when the first block needs it (a part committed earlier needs none), in this process's cache
+    return run_inputs(args, model_cache.Shared(factory), "ppl", PerplexityAnnotator.columns, run_key)

@@ -6,6 +6,10 @@ Scale-out: `--shard-index i --num-shards n` in n tasks, then `cpt tag INPUTS --m
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cpt.annotate.tagging import TopicAnnotatorFactory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,14 +26,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input_arguments(parser)
 
 
+def annotator_factory(args: argparse.Namespace) -> TopicAnnotatorFactory:
+    """The annotator a run of `args` loads, in its process through `cpt.annotate.model_cache`: a
+    launch's warm-up loads the same from the same arguments (`cpt.annotate.launched`)."""
+    from cpt.annotate.tagging import TopicAnnotatorFactory
+
+    if not args.model:
+        raise ValueError("--model is required (a classifier folder written by `cpt tag-train`)")
+    return TopicAnnotatorFactory(args.model, args.taxonomy, args.device, args.max_length, args.batch_size,
+                                 args.encoder)
+
+
 def run(args: argparse.Namespace) -> int:
     import sys
 
+    from cpt.annotate import model_cache
     from cpt.annotate.inputs import check_merge_arguments, run_inputs
     from cpt.annotate.runner import Ready
-    from cpt.annotate.tagging import TopicAnnotator, TopicAnnotatorFactory
-
     from cpt.annotate.launched import maybe_launch
+    from cpt.annotate.tagging import TopicAnnotator
 
     launched = maybe_launch("tag", add_arguments, args, "topic")
     if launched is not None:
@@ -37,11 +52,8 @@ def run(args: argparse.Namespace) -> int:
     check_merge_arguments(args)
     if args.merge:
         return run_inputs(args, None, "topic", TopicAnnotator.columns, {})
-    if not args.model:
-        raise ValueError("--model is required (a classifier folder written by `cpt tag-train`)")
-    factory = TopicAnnotatorFactory(args.model, args.taxonomy, args.device, args.max_length, args.batch_size,
-                                    args.encoder)
-    annotator = factory()  # load here: a bad folder, taxonomy or encoder fails before any work starts
+    factory = annotator_factory(args)
+    annotator = model_cache.load(factory)  # here: a bad folder, taxonomy or encoder fails before any work
     print(f"cpt tag: encoder {annotator.classifier.encoder.name}", file=sys.stderr)
     if args.workers == 1:
         factory = Ready(annotator)

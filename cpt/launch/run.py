@@ -125,13 +125,14 @@ def launch(tasks: Sequence[Task], merge: Task | None, spec: LaunchSpec, launch_d
 
 def start_executor(spec: LaunchSpec, launch_dir: str | Path, warm_up: Task | None = None,
                    count: int = 0) -> Executor:
-    """Make and start `spec`'s executor (for `launch(executor=...)`); with `warm_up`, run it at once
-    in up to `count` of its workers (`Executor.warm_up`), with the driver's environment like every
-    task: the workers then start and load what the tasks share while the caller plans them."""
+    """Make and start `spec`'s executor (for `launch(executor=...)`); with `warm_up` (unless
+    `spec.warm_up` is off), run it at once in up to `count` of its workers (`Executor.warm_up`),
+    with the driver's environment like every task: the workers then start and load what the tasks
+    share while the caller plans them."""
     launch_dir = Path(launch_dir).absolute()
     executor = make_executor(spec, launch_dir)
     executor.start()
-    if warm_up is not None and count > 0:
+    if warm_up is not None and count > 0 and spec.warm_up:
         try:
             (launch_dir / "progress").mkdir(parents=True, exist_ok=True)
             executor.warm_up(_placed(warm_up), count)
@@ -156,9 +157,9 @@ def _with_driver_env(tasks: Sequence[Task], merge: Task | None, launch_dir: Path
 
 
 def _warm_up_records(executor: Executor, timeline: Timeline) -> list[dict[str, Any]]:
-    """Where each warm-up ran and when (as attempts are recorded), or why it did not."""
+    """Where each warm-up ran and when (as attempts are recorded) and what it returned, or why it did not."""
     return [{"name": a.task.name, "ok": error is None, "error": error, "id": a.handle_id,
-             **(_outcome_fields(outcome, timeline) if outcome else {})}
+             **(_outcome_fields(outcome, timeline) | {"result": outcome["result"]} if outcome else {})}
             for a, outcome, error in executor.warm_ups()]
 
 

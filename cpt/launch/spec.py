@@ -36,6 +36,9 @@ class LaunchSpec:
     """Further sbatch options (submitit's slurm_additional_parameters), e.g. account, qos."""
     progress: bool = True
     """Draw the progress line on stderr."""
+    warm_up: bool = True
+    """Run the caller's warm-up (`start_executor`) in the workers while it plans: off only to
+    measure what it saves, or to keep a worker from loading before its slice is known."""
 
     def __post_init__(self) -> None:
         if self.executor not in EXECUTORS:
@@ -49,10 +52,12 @@ class LaunchSpec:
             raise ValueError(f"--local-cpus must be >= 1, got {self.local_cpus}")
 
 
-def add_executor_arguments(p: argparse.ArgumentParser, retries_flag: str = "--max-retries") -> None:
+def add_executor_arguments(p: argparse.ArgumentParser, retries_flag: str = "--max-retries",
+                           warm_up: bool = False) -> None:
     """The flags every scale-out command shares (with its own --num-shards: the number of slices).
 
-    `retries_flag`: `cpt synth` has its own --max-retries (of a request), so it names this one apart."""
+    `retries_flag`: `cpt synth` has its own --max-retries (of a request), so it names this one apart.
+    `warm_up`: the command warms its workers up (preprocess, tag, score), so it offers --no-warm-up."""
     g = p.add_argument_group("executor (run all --num-shards slices, then the merge, in one command)")
     g.add_argument("--executor", choices=EXECUTORS, default=None,
                    help="run every slice on this executor and merge (default: this process, one slice)")
@@ -68,10 +73,14 @@ def add_executor_arguments(p: argparse.ArgumentParser, retries_flag: str = "--ma
     g.add_argument("--slurm-time-min", type=int, default=240, help="Slurm time limit per job (minutes)")
     g.add_argument("--slurm-option", action="append", default=[], metavar="KEY=VALUE",
                    help="further sbatch option, repeatable (account=..., qos=...)")
+    if warm_up:
+        g.add_argument("--no-warm-up", dest="warm_up", action="store_false",
+                       help="do not load the slices' tokenizer / model in the workers ahead of their first "
+                            "slice, while the driver plans (on by default for local and Ray)")
 
 
 EXECUTOR_DESTS = ("executor", "launch_max_retries", "cpus_per_task", "gpus_per_task", "ray_address",
-                  "local_cpus", "slurm_partition", "slurm_time_min", "slurm_option")
+                  "local_cpus", "slurm_partition", "slurm_time_min", "slurm_option", "warm_up")
 """Namespace entries of the executor flags: never passed on to the slices."""
 
 
@@ -86,7 +95,7 @@ def spec_from_args(args: argparse.Namespace, progress: bool = True) -> LaunchSpe
                       cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
                       ray_address=args.ray_address, local_cpus=args.local_cpus,
                       slurm_partition=args.slurm_partition, slurm_time_min=args.slurm_time_min,
-                      slurm_options=options, progress=progress)
+                      slurm_options=options, progress=progress, warm_up=getattr(args, "warm_up", True))
 
 
 __all__ = ["EXECUTORS", "LaunchError", "EXECUTOR_DESTS", "LaunchSpec", "add_executor_arguments", "spec_from_args"]
