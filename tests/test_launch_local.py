@@ -221,6 +221,7 @@ def test_tag_on_the_local_pool_warms_its_workers_up_and_equals_one_process(tmp_p
     assert [w["result"]["reused_model"] for w in warm] == [False, False]
     assert [t["result"]["reused_model"] for t in s["tasks"]] == [True, True]
     assert sum(t["units"] for t in s["tasks"]) == 8  # each slice's documents, counted while the executor started
+    assert s["docs"] == 8  # what the slices report, with their progress lines off
     assert max(s["phase_seconds"]["timeline"]["planned"], s["phase_seconds"]["timeline"]["executor_started"]) \
         <= s["phase_seconds"]["timeline"]["launched"]
 

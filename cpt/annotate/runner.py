@@ -89,7 +89,6 @@ class Progress:
         self.start = self.last = time.perf_counter()
 
     def update(self, stats: RunStats, force: bool = False) -> None:
-        report(stats.read, stats.read, total=True)  # a launched task's progress (no-op otherwise)
         now = time.perf_counter()
         if not force and now - self.last < self.interval:
             return
@@ -139,6 +138,7 @@ class _Pass:
                 self.stats.skipped[r.skip] += 1
             else:
                 self.stats.annotated += 1
+        report(self.stats.read, self.stats.read, total=True)  # a launched task's counts, the line on or off
         if self.progress:
             self.progress.update(self.stats)
 
@@ -146,6 +146,7 @@ class _Pass:
         """Counts over the whole input, documents resumed from the checkpoint included."""
         stats = self.stats
         stats.seconds = seconds
+        report(stats.read, stats.read, total=True)
         if self.progress:
             self.progress.update(stats, force=True)
         stats.skipped = Counter(r.skip for d in self.order if (r := self.done[d.doc_id]).skip)

@@ -47,6 +47,12 @@ def start_report(path: Path, attempt: int) -> None:
     _REPORTER.start(path, attempt)
 
 
+def finish_report() -> None:
+    """Called by `run_task` when an attempt returns: its last counts are written whatever the
+    interval (the launch summary's `docs` is the sum of these files)."""
+    _REPORTER.write()
+
+
 def report(units: int = 0, docs: int = 0, *, total: bool = False) -> None:
     """Add `units` (bytes, documents: the task's own unit of work) and `docs` done; with `total`,
     set them instead. A no-op outside a launched task."""
@@ -129,4 +135,4 @@ class Board:
         print(line, end="\r" if self.tty and not force else "\n", file=self.stream, flush=True)
 
 
-__all__ = ["Board", "PROGRESS_ENV", "TaskProgress", "report", "start_report"]
+__all__ = ["Board", "PROGRESS_ENV", "TaskProgress", "finish_report", "report", "start_report"]

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from cpt.launch.progress import PROGRESS_ENV, start_report
+from cpt.launch.progress import PROGRESS_ENV, finish_report, start_report
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +134,7 @@ def run_task(task: Task | dict[str, Any], launch_dir: str, attempt: int) -> dict
         except BaseException:
             traceback.print_exc()
             raise
+        finish_report()
         print(f"[launch] {task.name} done in {time.perf_counter() - t0:.1f} s", flush=True)
     born = process_started_at()
     return {"result": result, "seconds": round(time.perf_counter() - t0, 3),
