@@ -52,8 +52,6 @@ def mixed_corpus(n_zh: int = 12, n_en: int = 12) -> list[dict]:
     return zh + en
 
 
-
-
 def zero_shot_classifier(out):
     """The untrained MiniLM classifier (its head: the topic descriptions' embeddings), saved as
     `cpt tag-train` saves one: a real `cpt tag --model` folder in under a second, no training."""
