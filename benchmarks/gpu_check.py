@@ -88,11 +88,15 @@ def synthetic_batches(vocab: int, seq: int, count: int, seed: int) -> list[dict]
     return out
 
 
+def schedule(seq: int, gbs: int) -> dict:
+    """One step of warm-up, then a stable learning rate for longer than any part trains."""
+    return {"lr_init": 1e-5, "lr_max": 3e-4, "lr_min": 3e-5, "warmup_tokens": seq * gbs,
+            "stable_tokens": seq * gbs * 1000, "decay_tokens": seq * gbs}
+
+
 def recipe_dict(model: dict, seq: int, gbs: int, out: Path, device: str, **training) -> dict:
     return {"model": model, "parallel": {"use_distributed_optimizer": True},
-            "optimizer": {"weight_decay": 0.1},
-            "schedule": {"lr_init": 1e-5, "lr_max": 3e-4, "lr_min": 3e-5, "warmup_tokens": seq * gbs,
-                         "stable_tokens": seq * gbs * 1000, "decay_tokens": seq * gbs},
+            "optimizer": {"weight_decay": 0.1}, "schedule": schedule(seq, gbs),
             "training": {"output_dir": str(out), "seq_length": seq, "micro_batch_size": 1, "global_batch_size": gbs,
                          "train_tokens": seq * gbs * 1000, "precision": "bf16", "device": device,
                          "tensorboard": False, **training}}
@@ -376,7 +380,7 @@ def hooks_share(model: dict, seq: int, out: Path, steps: int = 20, eval_every: i
     rd = bench_hooks.recipe(prefix, out / "mixture", steps, eval_every, True, cuts)
     gbs = rd["training"]["global_batch_size"]
     rd["model"] = dict(model)
-    rd["schedule"] = recipe_dict(model, seq, gbs, out, "auto")["schedule"]
+    rd["schedule"] = schedule(seq, gbs)
     rd["training"].update(seq_length=seq, train_tokens=seq * gbs * steps, precision="bf16")
     r = bench_hooks.run(rd)
     _free()

@@ -211,7 +211,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"gpu_kit: {f.name} ({f.size / (1 << 20):.1f} MiB) in group{'s' if len(groups) > 1 else ''} "
                   f"{', '.join(groups)}")
         return 0
-    return install(args.kit, args.target)
+    try:
+        return install(args.kit, args.target)
+    except (FileNotFoundError, ValueError) as exc:  # no kit here, or a part that does not match kit.json
+        print(f"gpu_kit: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
