@@ -2,9 +2,18 @@
 
 Each item is two consecutive sentences of one real document (gensim's English Wikipedia sample;
 People's Daily, January 1998) - the first is the context, the second the answer - and three
-distractors: sentences of other documents with about the answer's length (so a model cannot win
-by preferring short strings). lm-evaluation-harness scores the four continuations by
-log-likelihood (`acc`) and by log-likelihood per byte (`acc_norm`); chance is 0.25.
+distractors: sentences of other documents of the answer's length. lm-evaluation-harness scores the
+four continuations by log-likelihood (`acc`) and by log-likelihood per byte (`acc_norm`); chance is
+0.25, and a model that ignores the context must score chance.
+
+That last point decides how distractors are chosen. A sentence's log-likelihood is dominated by its
+length, so a model that has not learned the language mostly prefers the shortest choice. Distractors
+drawn from a window centred on the answer's length leave the answer the median: it is the shortest
+of the four only when all three distractors are longer (1 in 8), so such a model scored well below
+chance, a score that measured the items, not the model. So the distractors have exactly the answer's
+length in characters where three such sentences exist; otherwise they come from a window that holds
+the answer's length at a seeded uniform position, so the answer is no likelier than a distractor to
+be the shortest. tests/test_eval_items_chance.py checks this with two context-free scorers.
 
 Items are spread over documents (the first good pair of each document, then the second, ...) and
 everything random is seeded by the item's id, so the same packages give the same items byte for
@@ -21,7 +30,8 @@ from typing import Callable, Iterable, Sequence
 CHOICES = 4
 """Answer + distractors per item."""
 LENGTH_TOLERANCE = 0.25
-"""Distractors are within this relative distance of the answer's length (widened when too few)."""
+"""Without three sentences of the answer's exact length, distractors come from a length window
+2 x this share of the answer's length wide (doubled until it holds three)."""
 _EN_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _ZH_SPLIT = re.compile(r"(?<=[。！？])")
 
@@ -133,13 +143,18 @@ def _round_robin(pairs: list[list[tuple[str, str]]]) -> Iterable[tuple[int, tupl
 
 
 def _distractors(answer: str, doc: int, pool: list[tuple[int, str]], rng: random.Random) -> list[str]:
-    tolerance = LENGTH_TOLERANCE
-    while True:
-        near = sorted({s for d, s in pool
-                       if d != doc and s != answer and abs(len(s) - len(answer)) <= tolerance * len(answer)})
-        if len(near) >= CHOICES - 1 or tolerance > 4:
-            break
-        tolerance *= 2
-    if len(near) < CHOICES - 1:
-        raise ValueError(f"not enough distractor sentences for {answer[:40]!r}")
-    return rng.sample(near, CHOICES - 1)
+    """CHOICES - 1 sentences of other documents for `answer`: of its exact length when there are
+    enough, else from the narrowest length window around it (placed at random, see the module doc)."""
+    length = len(answer)
+    others = sorted({s for d, s in pool if d != doc and s != answer})
+    exact = [s for s in others if len(s) == length]
+    if len(exact) >= CHOICES - 1:
+        return rng.sample(exact, CHOICES - 1)
+    width = max(2, round(2 * LENGTH_TOLERANCE * length))
+    while width <= 8 * length:
+        low = length - rng.randint(0, width)  # the answer sits anywhere in [low, low + width]
+        near = [s for s in others if low <= len(s) <= low + width]
+        if len(near) >= CHOICES - 1:
+            return rng.sample(near, CHOICES - 1)
+        width *= 2
+    raise ValueError(f"not enough distractor sentences for {answer[:40]!r}")
