@@ -167,6 +167,11 @@ def test_stream_ppl_equals_transformers_on_the_held_out_documents(model_dir, sha
     assert got["streams"]["code"] == {"documents": 0, "tokens": 0, "nll": 0.0, "ppl": None, "mean_doc_ppl": None,
                                       "skipped": {}, "filter": 'lang == "code"', "matching": 0, "held_out": 0}
     assert "ppl before" in printed and "+0.0%" in printed
+    # flat figures, as a sweep eval collects them (every one lower-is-better; a stream with no documents has none)
+    assert got["metrics"] == {**{f"{key}/{name}": got["streams"][name][key] for name in ("en_prose", "en", "zh")
+                                 for key in ("ppl", "mean_doc_ppl")},
+                              "ppl": got["overall"]["ppl"], "mean_doc_ppl": got["overall"]["mean_doc_ppl"]}
+    assert "higher_is_better" not in got
 
 
 def test_stream_ppl_of_a_megatron_checkpoint_equals_its_hf_source(model_dir, shard, tmp_path, capsys):

@@ -261,3 +261,34 @@ def test_selection_in_chunks_equals_the_whole_table(monkeypatch):
         s = Stream(t, c)
         np.testing.assert_array_equal(s.rows, w.rows)
         np.testing.assert_array_equal(s.pieces([0, 3]).document, w.pieces([0, 3]).document)
+
+
+def test_doc_hash_samples_documents_by_id_alone_and_independently_of_the_holdout():
+    """`doc_hash < p`: about a share p of the documents, the same ones whatever else the table holds
+    or the filter says, in chunks too; independent of the held-out split (a sampled stream still
+    holds out its share); a table without doc_id is refused naming the column."""
+    from cpt.sampling import filters
+    from cpt.sampling.holdout import held_out
+
+    n = 4000
+    rng = np.random.default_rng(11)
+    ids = rng.integers(0, 2**63, n, dtype=np.int64).astype(np.uint64)
+    t = DocumentTable.from_columns(rng.integers(1, 50, n), {"doc_id": ids, "lang": ["zh", "en"] * (n // 2)})
+    assert filters.filter_columns('lang == "zh" and doc_hash < 0.2') == {"lang", "doc_id"}
+    sampled = filters.select("doc_hash < 0.2", t.columns, n)
+    assert 0.17 < sampled.mean() < 0.23
+    both = filters.select('lang == "zh" and doc_hash < 0.2', t.columns, n)
+    np.testing.assert_array_equal(both, sampled & (t.columns["lang"] == "zh"))
+    reversed_ids = filters.select("doc_hash < 0.2", {"doc_id": ids[::-1]}, n)
+    np.testing.assert_array_equal(reversed_ids, sampled[::-1])  # by id, not by position
+    np.testing.assert_array_equal(filters.select_rows("doc_hash < 0.2", t.columns, n, chunk=7), np.flatnonzero(sampled))
+    # disjoint bands, and independent of the held-out hash whatever its seed
+    upper = filters.select("0.2 <= doc_hash < 0.4", t.columns, n)
+    assert not (upper & sampled).any()
+    for seed in (0, 1, 2):
+        valid = held_out(ids, 0.1, seed)
+        assert 0.06 < valid[sampled].mean() < 0.14
+    cfg = StreamConfig(name="zh", seq_length=8, filter='lang == "zh" and doc_hash < 0.2', split="valid", holdout=0.1)
+    assert set(Stream(t, cfg).rows.tolist()) == set(np.flatnonzero(both & held_out(ids, 0.1, 0)).tolist())
+    with pytest.raises(FilterError, match="computed from a 'doc_id' column"):
+        filters.select("doc_hash < 0.5", {"lang": t.columns["lang"]}, n)

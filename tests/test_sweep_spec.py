@@ -64,6 +64,25 @@ def test_arms_seeds_and_resolved_pipeline(tmp_path, stages):
     assert len({r.fingerprint for r in runs}) == 10
 
 
+def test_seed_overrides_apply_to_every_arm_after_its_own(tmp_path, stages):
+    """A seed's overrides reach every arm's run of that seed (after the arm's, so they win), stage
+    prefixes included; a seed without any keeps the arm's recipe; they change the fingerprint."""
+    band = {3: {"data.streams.1.filter": 'lang == "zh" and doc_hash < 0.5', "s2:training.train_tokens": 256},
+            4: {"data.streams.1.weight": 0.9}}
+    spec = _spec(tmp_path, stages, seed_overrides=band)
+    assert spec.seed_overrides == band
+    runs = {(r.arm, r.seed): r for r in plan_runs(spec, tmp_path / "out")}
+    plain = {(r.arm, r.seed): r for r in plan_runs(_spec(tmp_path, stages), tmp_path / "plain")}
+    for arm in ("lh.a", "hl.b", "nozh"):
+        (_, s1), (_, s2) = runs[(arm, 3)].stages
+        assert s1["data"]["streams"][1]["filter"] == s2["data"]["streams"][1]["filter"] == band[3]["data.streams.1.filter"]
+        assert s2["training"]["train_tokens"] == 256 and s1["training"]["train_tokens"] == 1024
+        assert runs[(arm, 3)].fingerprint != plain[(arm, 3)].fingerprint
+    (_, nozh1), (_, nozh2) = runs[("nozh", 4)].stages
+    assert nozh1["data"]["streams"][1]["weight"] == nozh2["data"]["streams"][1]["weight"] == 0.9  # the seed's wins
+    assert runs[("lh.a", 4)].stages[0][1]["data"]["streams"][1]["order"] == "ppl_asc"
+
+
 def test_evals_fill_placeholders_and_change_the_fingerprint(tmp_path, stages):
     from cpt.sweep.collect import eval_output_metrics
 
@@ -122,6 +141,9 @@ def test_apply_override_paths():
     ({"evals": [{"name": "q", "args": ["eval"]}, {"name": "q", "args": ["eval"]}]}, "evals: eval names must be unique"),
     ({"evals": {"name": "q"}}, "evals: expected a list of {name, args}"),
     ({"model_from": 3}, "model_from: expected a string"),
+    ({"seed_overrides": {5: {}}}, "seed_overrides: 5 is not one of the seeds [3, 4]"),
+    ({"seed_overrides": {3: ["x"]}}, "seed_overrides.3: expected a mapping of dotted recipe keys"),
+    ({"seed_overrides": {3: {"s9:x": 1}}}, "seed_overrides.3: s9:x: no stage 's9'"),
 ])
 def test_bad_sweep_files_name_the_key(tmp_path, stages, data, message):
     with pytest.raises(SweepError) as err:
@@ -150,7 +172,7 @@ def test_cli_errors_are_one_line_and_plan_lists_runs(tmp_path, stages, capsys):
 
 # Changing these changes the public surface of sweeps: do it deliberately (and in the README).
 FROZEN_SWEEP_KEYS = ["name", "workdir", "model_from", "output_dir", "base", "overrides", "axes", "arms", "seeds",
-                     "seed_keys", "train_command", "evals", "report", "base[].stage", "base[].recipe",
+                     "seed_keys", "seed_overrides", "train_command", "evals", "report", "base[].stage", "base[].recipe",
                      "base[].overrides", "arms[].name", "arms[].overrides", "evals[].name", "evals[].args",
                      "report.baseline", "report.metrics", "report.higher_is_better", "report.confidence"]
 FROZEN_OPTIONS = ["--out", "--workdir", "--plan", "--baseline", "--metric", "--size", "--synth-threads", "--executor",
@@ -248,6 +270,30 @@ def test_curriculum_arms_differ_only_in_the_chinese_order(tmp_path):
                                                               for s in r["data"]["streams"]]},
                        "training": {k: v for k, v in r["training"].items() if k != "output_dir"}}
     assert strip(runs[("lh", 1)]) == strip(runs[("hl", 1)]) == strip(runs[("shuffle", 1)])
+
+
+def test_curriculum_pass_arms_read_one_sample_per_seed_once_in_three_orders(tmp_path):
+    """Within a seed every arm has the same recipe but the order; seeds read disjoint doc_hash bands."""
+    import re
+
+    spec = shipped(Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy/curriculum_zh_pass.yaml", tmp_path)
+    runs = {(r.arm, r.seed): r.stages[0][1] for r in plan_runs(spec, tmp_path)}
+    strip = lambda r: {**r, "data": {**r["data"], "streams": [{k: v for k, v in s.items() if k != "order"}
+                                                              for s in r["data"]["streams"]]},
+                       "training": {k: v for k, v in r["training"].items() if k != "output_dir"}}
+    bands = []
+    for seed in spec.seeds:
+        assert strip(runs[("lh", seed)]) == strip(runs[("hl", seed)]) == strip(runs[("shuffle", seed)])
+        assert [runs[(a, seed)]["data"]["streams"][0]["order"] for a in ("lh", "hl", "shuffle")] == \
+            ["ppl_asc", "ppl_desc", "shuffle"]
+        recipe = runs[("lh", seed)]
+        assert recipe["hooks"] == [] and [s["weight"] for s in recipe["data"]["streams"]] == [1, 0]
+        schedule = recipe["schedule"]
+        assert schedule["warmup_tokens"] + schedule["stable_tokens"] + schedule["decay_tokens"] == \
+            recipe["training"]["train_tokens"]
+        bounds = [float(x) for x in re.findall(r"[0-9.]+", recipe["data"]["streams"][0]["filter"])]
+        bands.append((0.0, *bounds) if len(bounds) == 1 else tuple(bounds))
+    assert all(a[1] <= b[0] for a, b in zip(bands, bands[1:]))  # disjoint samples
 
 
 def test_proxy_synthetic_recipe_is_bilingual_plus_the_synthetic_stream():

@@ -186,7 +186,7 @@ def _run_ppl(args: argparse.Namespace) -> int:
         "max_documents": args.max_documents, "max_doc_tokens": args.max_doc_tokens,
         "max_length": scorer.max_length, "stride": args.stride or max(1, scorer.max_length // 2),
         "device": scorer.device, "dtype": str(next(scorer.model.parameters()).dtype).removeprefix("torch."),
-        **result,
+        **result, "metrics": _ppl_metrics(result),
         "seconds": round(time.perf_counter() - start, 3), "time": time.time(),
     }
     print(_ppl_table(result))
@@ -229,6 +229,15 @@ def _run_qa_nll(args: argparse.Namespace) -> int:
     print(f"answer NLL {metrics['answer_nll']:.4f} nats/token over {metrics['pairs']} held-out pairs "
           f"({metrics['answer_tokens']} answer tokens); wrote {out}")
     return 0
+
+
+def _ppl_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """Flat figures as every `cpt eval` gives them (what `cpt sweep` collects; all lower-is-better):
+    `ppl` and `mean_doc_ppl` overall, `ppl/STREAM` and `mean_doc_ppl/STREAM` per stream that scored
+    any document."""
+    rows = {**{f"/{name}": r for name, r in result["streams"].items()}, "": result["overall"]}
+    return {f"{key}{suffix}": r[key] for suffix, r in rows.items() for key in ("ppl", "mean_doc_ppl")
+            if r.get(key) is not None}
 
 
 def _ppl_table(result: dict[str, Any]) -> str:

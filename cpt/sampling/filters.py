@@ -5,6 +5,13 @@ number / bool / None constants, lists or tuples of constants, comparisons (==, !
 in, not in; chains allowed), `and`, `or`, `not`, parentheses. Anything else is refused with a
 message naming the construct, and an unknown column is refused naming the columns there are.
 
+`doc_hash` is a column every table with a `doc_id` has: a uniform number in [0, 1) per document,
+hashed from its id alone (cpt.sampling.holdout.hash_unit with a seed of its own, independent of
+the held-out split). `doc_hash < 0.1` is a seeded one-in-ten sample of the documents that never
+depends on their order, on the other filters or on which shards are read: the same documents in
+every run and every tool that applies the filter (training, `cpt eval`, `cpt trace`). It is read
+from `doc_id`, so a metadata column of that name is never used.
+
 A dictionary-encoded column (`cpt.sampling.columns.Categorical`) is compared once per distinct
 value and the answer mapped through its codes: the same result as comparing every document.
 """
@@ -17,6 +24,14 @@ import numpy as np
 
 from cpt.sampling import mapped
 from cpt.sampling.columns import Categorical
+from cpt.sampling.holdout import hash_unit
+
+DOC_HASH_SEED = 0x6A09E667F3BCC908
+"""Seed of the `doc_hash` column (the fraction of sqrt(2)): unlike a held-out seed, no recipe sets it."""
+DERIVED: dict[str, tuple[str, Callable[[np.ndarray], np.ndarray]]] = {
+    "doc_hash": ("doc_id", lambda doc_id: hash_unit(np.asarray(doc_id), DOC_HASH_SEED)),
+}
+"""Columns computed from a stored one: name -> (the column read, how)."""
 
 _COMPARE: dict[type, Callable[[np.ndarray, object], np.ndarray]] = {
     ast.Eq: lambda a, b: a == b,
@@ -73,14 +88,15 @@ def _rows_of(col: Any, lo: int, hi: int) -> Any:
 
 
 def filter_columns(expression: str | None) -> set[str]:
-    """The column names an expression reads (empty when it is None or does not parse)."""
+    """The stored column names an expression reads (a derived column: the one it is computed from;
+    empty when the expression is None or does not parse)."""
     if expression is None or not expression.strip():
         return set()
     try:
         tree = ast.parse(expression, mode="eval")
     except SyntaxError:
         return set()
-    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    return {DERIVED[n.id][0] if n.id in DERIVED else n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
 
 
 class _Evaluator:
@@ -101,6 +117,8 @@ class _Evaluator:
             return ~self.condition(node.operand)
         if isinstance(node, ast.Compare):
             return self.compare(node)
+        if isinstance(node, ast.Name) and node.id in DERIVED:
+            return self.derived(node)
         if isinstance(node, ast.Name):
             if node.id not in self.columns:
                 self.fail(node, f"unknown column {node.id!r}; the metadata has {sorted(self.columns)}")
@@ -111,6 +129,13 @@ class _Evaluator:
         if isinstance(node, (ast.List, ast.Tuple)):
             return tuple(self.constant(e) for e in node.elts)
         self.fail(node, f"{type(node).__name__} is not allowed (only columns, constants, comparisons, and/or/not)")
+
+    def derived(self, node: ast.Name) -> np.ndarray:
+        source, compute = DERIVED[node.id]
+        if source not in self.columns:
+            self.fail(node, f"{node.id!r} is computed from a {source!r} column, which the metadata lacks "
+                            f"(it has {sorted(self.columns)})")
+        return compute(self.columns[source])
 
     def constant(self, node: ast.AST):
         value = self.visit(node)

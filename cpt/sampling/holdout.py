@@ -20,13 +20,18 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
         return z ^ (z >> np.uint64(31))
 
 
-def held_out(doc_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask: True for the documents in the held-out share `fraction` (0 <= fraction <= 1)."""
-    if not 0.0 <= fraction <= 1.0:
-        raise ValueError(f"holdout fraction must be in [0, 1], got {fraction}")
+def hash_unit(doc_ids: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per document (float64), from its `doc_id` and `seed` alone."""
     if isinstance(doc_ids, np.ndarray):
         ids = doc_ids.astype(np.uint64)
     else:  # Python ints: via float64 they would lose their low bits, so convert each exactly
         ids = np.array([int(d) & 0xFFFFFFFFFFFFFFFF for d in doc_ids], dtype=np.uint64)
     h = _splitmix64(ids ^ _splitmix64(np.full(1, seed, dtype=np.uint64)))
-    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53 < fraction
+    return (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def held_out(doc_ids: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Boolean mask: True for the documents in the held-out share `fraction` (0 <= fraction <= 1)."""
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"holdout fraction must be in [0, 1], got {fraction}")
+    return hash_unit(doc_ids, seed) < fraction

@@ -3,8 +3,8 @@
 A run's folder is `SWEEP_DIR/runs/ARM/seed-S/`; stage k trains into `RUN/STAGE/` from the recipe
 `RUN/STAGE.yaml` written here, and stage k > 1 starts from stage k-1's checkpoints (its
 `training.load`). Overrides apply in the order: the `model:` keys of `model_from`'s model.yaml (the
-model the workdir imported), the stage's own, the sweep's, the arm's, then the seed keys, then the
-run's folders (which no override can move). A run is fingerprinted by its
+model the workdir imported), the stage's own, the sweep's, the arm's, the seed keys, the seed's own
+(`seed_overrides`), then the run's folders (which no override can move). A run is fingerprinted by its
 resolved recipes and training command: a folder planned with another fingerprint is refused
 rather than mixed into the results.
 """
@@ -119,6 +119,8 @@ def resolve_stage(spec: SweepSpec, stage_index: int, arm_overrides: dict[str, An
                 apply_override(recipe, key, value)
         for key in spec.seed_keys:
             apply_override(recipe, key, seed)
+        for key, value in _stage_overrides(spec.seed_overrides.get(seed, {}), stage.stage):
+            apply_override(recipe, key, value)
         training = recipe.setdefault("training", {})
         training["output_dir"] = str(run_folder / stage.stage)
         training.setdefault("stage", stage.stage)

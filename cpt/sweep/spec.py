@@ -14,6 +14,9 @@
       - {name: no_synthetic, overrides: {"stage2:data.streams.5.weight": 0}}
     seeds: [1, 2, 3]
     seed_keys: [training.seed]                # recipe keys that take the seed
+    seed_overrides:                           # optional: what else a seed changes, in every arm (the
+      1: {data.streams.0.filter: 'doc_hash < 0.1'}          # arms pair on it: e.g. which sample of the
+      2: {data.streams.0.filter: '0.1 <= doc_hash < 0.2'}   # documents a run reads)
     evals:                                    # `cpt eval` commands after the last stage, in the workdir;
       - {name: sciqa, args: [eval, qa-nll, --model, "{checkpoints}", --recipe, "{recipe}", --stream, synthetic]}
     report: {baseline: hl, metrics: [ppl/zh_humanities], higher_is_better: []}
@@ -40,7 +43,7 @@ import yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
 TOP_KEYS = ("name", "workdir", "model_from", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
-            "train_command", "evals", "report")
+            "seed_overrides", "train_command", "evals", "report")
 STAGE_KEYS = ("stage", "recipe", "overrides")
 ARM_KEYS = ("name", "overrides")
 EVAL_KEYS = ("name", "args")
@@ -113,6 +116,10 @@ class SweepSpec:
     """seeds every arm runs with"""
     seed_keys: list[str]
     """recipe keys set to the seed"""
+    seed_overrides: dict[int, dict[str, Any]] = field(default_factory=dict)
+    """per seed, overrides applied to every arm after the arm's own (a seed missing here has none): what a
+    seed changes besides seed_keys, e.g. a disjoint sample of documents per seed, so the t interval over
+    seeds counts the sampling of the documents and every arm reads the same sample within a seed"""
     train_command: list[str]
     """argv prefix of a stage's training (the recipe path follows); default: this Python's `cpt train`"""
     report: ReportSpec
@@ -217,6 +224,17 @@ def _seeds(path: Path, data: Any) -> list[int]:
     return list(data)
 
 
+def _seed_overrides(path: Path, data: Any, seeds: list[int]) -> dict[int, dict[str, Any]]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise _fail(path, "seed_overrides", "expected a mapping of seeds to {dotted recipe key: value}")
+    unknown = [k for k in data if k not in seeds or isinstance(k, bool)]
+    if unknown:
+        raise _fail(path, "seed_overrides", f"{unknown[0]!r} is not one of the seeds {seeds}")
+    return {seed: _overrides(path, f"seed_overrides.{seed}", data[seed]) for seed in data}
+
+
 def _strings(path: Path, key: str, data: Any, default: list[str]) -> list[str]:
     if data is None:
         return list(default)
@@ -270,7 +288,10 @@ def parse_sweep(data: Any, path: Path, default_train_command: list[str]) -> Swee
     if len(set(names)) != len(names):
         raise _fail(path, "arms", f"arm names must be unique, got {names}")
     stage_names = {s.stage for s in stages}
-    for arm in [*arms, Arm(name="overrides", overrides=_overrides(path, "overrides", data.get("overrides")))]:
+    seeds = _seeds(path, data.get("seeds"))
+    seed_overrides = _seed_overrides(path, data.get("seed_overrides"), seeds)
+    for arm in [*arms, Arm(name="overrides", overrides=_overrides(path, "overrides", data.get("overrides"))),
+                *(Arm(name=f"seed_overrides.{k}", overrides=v) for k, v in seed_overrides.items())]:
         for key in arm.overrides:
             stage, sep, _ = key.partition(":")
             if sep and stage not in stage_names:
@@ -285,8 +306,8 @@ def parse_sweep(data: Any, path: Path, default_train_command: list[str]) -> Swee
         name=_name(path, "name", data.get("name", path.stem)), path=path,
         workdir=(path.parent / workdir).resolve() if workdir else Path.cwd(), model_from=data.get("model_from"),
         output_dir=Path(output_dir) if output_dir else None, stages=stages,
-        overrides=_overrides(path, "overrides", data.get("overrides")), arms=arms, seeds=_seeds(path, data.get("seeds")),
-        seed_keys=_strings(path, "seed_keys", data.get("seed_keys"), ["training.seed"]),
+        overrides=_overrides(path, "overrides", data.get("overrides")), arms=arms, seeds=seeds,
+        seed_keys=_strings(path, "seed_keys", data.get("seed_keys"), ["training.seed"]), seed_overrides=seed_overrides,
         train_command=_strings(path, "train_command", data.get("train_command"), default_train_command),
         report=_report(path, data.get("report"), names), evals=_evals(path, data.get("evals")),
     )
