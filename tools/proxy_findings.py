@@ -168,11 +168,12 @@ LM_EVAL_PROBE = "runs/lm_eval_probe"
 
 def lm_eval_section(folder: Path = ROOT / LM_EVAL_PROBE) -> list[str]:
     """Whether the demo's lm-eval tasks separate arms at this scale: tools/lm_eval_probe.py's sweep."""
+    from cpt.eval.tasks import ITEMS_PER_LANGUAGE
     from cpt.sweep.driver import report_sweep
     from cpt.sweep.report import render_markdown
 
     lines = ["## The demo's lm-eval tasks at this scale", "",
-             "`cpt_next_sentence_en` / `_zh` (50 items each, 4 choices, chance 0.25) are a sweep eval like any "
+             f"`cpt_next_sentence_en` / `_zh` ({ITEMS_PER_LANGUAGE} items each, 4 choices, chance 0.25) are a sweep eval like any "
              "`cpt eval` (README, Proxy experiments). Whether they can tell arms apart on this proxy is measured by "
              "`python tools/lm_eval_probe.py` (the docstring says how): the proxy, the proxy recipe's 96 steps of "
              "1024 tokens, and the widest mixture contrast there is — English only (`zh0`) against Chinese:English "

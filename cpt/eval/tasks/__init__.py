@@ -6,8 +6,8 @@ returns the folder (an lm-eval `--include_path`). The folder is made under a tem
 renamed when complete, so a half-built one is never used.
 
 Tasks (tag `cpt_next_sentence` selects both):
-  cpt_next_sentence_en   50 items, gensim's English Wikipedia sample
-  cpt_next_sentence_zh   50 items, People's Daily (January 1998)
+  cpt_next_sentence_en   48 items, gensim's English Wikipedia sample
+  cpt_next_sentence_zh   48 items, People's Daily (January 1998)
 See `cpt.eval.tasks.next_sentence` for how items are made. Metrics: acc, acc_norm (chance 0.25).
 """
 from __future__ import annotations
@@ -21,9 +21,9 @@ import yaml
 from cpt.io import atomic_dir
 from cpt.eval.tasks.next_sentence import LANGUAGES, SENTENCE_OK, make_items
 
-VERSION = 2
+VERSION = 3
 """Bump when the items or the YAML change: the cache key changes with it."""
-ITEMS_PER_LANGUAGE = 50
+ITEMS_PER_LANGUAGE = 48
 TAG = "cpt_next_sentence"
 TASK_NAMES: tuple[str, ...] = tuple(f"{TAG}_{code}" for code in LANGUAGES)
 BUILTIN_NAMES: frozenset[str] = frozenset((TAG, *TASK_NAMES))

@@ -3,8 +3,8 @@
 The built-in `cpt_next_sentence_zh` draws its items from People's Daily (January 1998), which is
 also what the proxy sweeps train on: a run may have read the very sentences it is asked about. This
 task is made the same way (`cpt.eval.tasks.next_sentence.make_items`: two consecutive sentences of a
-document, three length-matched distractors from other documents) but only from the documents the
-recipe's streams hold out (`cpt.eval.heldout`, the rule training uses), so no run of that recipe
+document, three distractors that are other items' answers from other documents) but only from the
+documents the recipe's streams hold out (`cpt.eval.heldout`, the rule training uses), so no run of that recipe
 has trained on any of its sentences. Each document's text is re-read from its source
 (`cpt.shards.document_text`), not decoded from tokens, so the items do not depend on the tokenizer.
 

@@ -2,18 +2,20 @@
 
 Each item is two consecutive sentences of one real document (gensim's English Wikipedia sample;
 People's Daily, January 1998) - the first is the context, the second the answer - and three
-distractors: sentences of other documents of the answer's length. lm-evaluation-harness scores the
-four continuations by log-likelihood (`acc`) and by log-likelihood per byte (`acc_norm`); chance is
-0.25, and a model that ignores the context must score chance.
+distractors: the answers of three other items, from other documents. lm-evaluation-harness scores
+the four continuations by log-likelihood (`acc`) and by log-likelihood per byte (`acc_norm`);
+chance is 0.25, and a model that ignores the context must score chance.
 
-That last point decides how distractors are chosen. A sentence's log-likelihood is dominated by its
-length, so a model that has not learned the language mostly prefers the shortest choice. Distractors
-drawn from a window centred on the answer's length leave the answer the median: it is the shortest
-of the four only when all three distractors are longer (1 in 8), so such a model scored well below
-chance, a score that measured the items, not the model. So the distractors have exactly the answer's
-length in characters where three such sentences exist; otherwise they come from a window that holds
-the answer's length at a seeded uniform position, so the answer is no likelier than a distractor to
-be the shortest. tests/test_eval_items_chance.py checks this with two context-free scorers.
+That last point decides how distractors are chosen. Items come in sets of four whose answers are
+neighbours in length, and every item of a set shows the same four sentences (in its own seeded
+order), its own answer among them. A scorer that ignores the context ranks the four the same way in
+all four items, so it is right in exactly one of them: any such scorer scores exactly 0.25 (ties
+shared), whatever it prefers - the shortest sentence, frequent characters, a sentence it memorised.
+Earlier constructions drew distractors from all the source's other sentences, which are not drawn
+like answers (a document's opening pair): a window centred on the answer's length left the answer
+the median length (a length-led scorer got 0.07-0.15), and exact-length distractors still let a
+character-unigram model get 0.40 on the built-in Chinese items. tests/test_eval_items_chance.py
+checks the exact 0.25.
 
 Items are spread over documents (the first good pair of each document, then the second, ...) and
 everything random is seeded by the item's id, so the same packages give the same items byte for
@@ -28,10 +30,7 @@ from functools import lru_cache
 from typing import Callable, Iterable, Sequence
 
 CHOICES = 4
-"""Answer + distractors per item."""
-LENGTH_TOLERANCE = 0.25
-"""Without three sentences of the answer's exact length, distractors come from a length window
-2 x this share of the answer's length wide (doubled until it holds three)."""
+"""Answer + distractors per item, and items per choice set: a task's item count is a multiple of it."""
 _EN_SPLIT = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 _ZH_SPLIT = re.compile(r"(?<=[。！？])")
 
@@ -107,27 +106,31 @@ def make_items(lang: str, documents: Sequence[tuple[str, list[list[str]]]], n: i
     """`n` items (dicts with id, context, choices, label, source) from `documents`; `task` names
     the task in errors (default `cpt_next_sentence_<lang>`).
 
-    Raises ValueError when the documents do not hold `n` usable sentence pairs."""
+    Raises ValueError when `n` is not a multiple of CHOICES, or the documents do not hold `n` usable
+    sentence pairs in enough documents to make choice sets of answers from different documents."""
+    name = task or f"cpt_next_sentence_{lang}"
+    if n <= 0 or n % CHOICES:
+        raise ValueError(f"{name}: {n} items asked; items come in choice sets of {CHOICES}, "
+                         f"so ask for a positive multiple of {CHOICES}")
     pairs: list[list[tuple[str, str]]] = []  # per document, its consecutive good pairs
-    pool: list[tuple[int, str]] = []  # (document, sentence) of every good sentence
-    for d, (_, paragraphs) in enumerate(documents):
+    for _, paragraphs in documents:
         doc_pairs = []
         for sentences in paragraphs:
             good = [sentence_ok(s) for s in sentences]
-            pool += [(d, s) for s, ok in zip(sentences, good) if ok]
             doc_pairs += [(a, b) for a, b, oka, okb in zip(sentences, sentences[1:], good, good[1:]) if oka and okb]
         pairs.append(doc_pairs)
     chosen = list(_round_robin(pairs))[:n]
     if len(chosen) < n:
-        raise ValueError(f"{task or f'cpt_next_sentence_{lang}'}: the source text gives {len(chosen)} sentence pairs, {n} needed")
+        raise ValueError(f"{name}: the source text gives {len(chosen)} sentence pairs, {n} needed")
+    answers = [answer for _, (_, answer) in chosen]
+    sets = _choice_sets([d for d, _ in chosen], answers, name)
     items = []
     for k, (d, (context, answer)) in enumerate(chosen):
         item_id = f"{lang}-{k:03d}"
         rng = random.Random(item_id)  # str seeds hash with sha512: the same on every run and machine
-        choices = _distractors(answer, d, pool, rng)
-        label = rng.randrange(CHOICES)
-        choices.insert(label, answer)
-        items.append({"id": item_id, "context": context, "choices": choices, "label": label,
+        choices = [answers[j] for j in sets[k]]
+        rng.shuffle(choices)
+        items.append({"id": item_id, "context": context, "choices": choices, "label": choices.index(answer),
                       "source": documents[d][0]})
     return items
 
@@ -142,19 +145,29 @@ def _round_robin(pairs: list[list[tuple[str, str]]]) -> Iterable[tuple[int, tupl
         depth += 1
 
 
-def _distractors(answer: str, doc: int, pool: list[tuple[int, str]], rng: random.Random) -> list[str]:
-    """CHOICES - 1 sentences of other documents for `answer`: of its exact length when there are
-    enough, else from the narrowest length window around it (placed at random, see the module doc)."""
-    length = len(answer)
-    others = sorted({s for d, s in pool if d != doc and s != answer})
-    exact = [s for s in others if len(s) == length]
-    if len(exact) >= CHOICES - 1:
-        return rng.sample(exact, CHOICES - 1)
-    width = max(2, round(2 * LENGTH_TOLERANCE * length))
-    while width <= 8 * length:
-        low = length - rng.randint(0, width)  # the answer sits anywhere in [low, low + width]
-        near = [s for s in others if low <= len(s) <= low + width]
-        if len(near) >= CHOICES - 1:
-            return rng.sample(near, CHOICES - 1)
-        width *= 2
-    raise ValueError(f"not enough distractor sentences for {answer[:40]!r}")
+def _choice_sets(docs: Sequence[int], answers: Sequence[str], task: str) -> list[list[int]]:
+    """Per item, the CHOICES items whose answers are its choices (itself included): the items fall into
+    sets of CHOICES different answers of different documents, neighbours in length, and every item of
+    a set shows the set's answers (module doc). Items sorted by answer length are cut into consecutive
+    sets; an item that shares a document (or its answer's text) with another of its set is swapped
+    with the nearest set's item that leaves both sets free of such a clash."""
+    order = sorted(range(len(docs)), key=lambda k: (len(answers[k]), k))
+    sets = [order[i:i + CHOICES] for i in range(0, len(order), CHOICES)]
+
+    def clash(members: list[int], k: int) -> bool:
+        return any(docs[j] == docs[k] or answers[j] == answers[k] for j in members if j != k)
+
+    for g, members in enumerate(sets):
+        for slot in range(CHOICES):
+            if not clash(members, members[slot]):
+                continue
+            swap = next(((h, t) for h in sorted(range(len(sets)), key=lambda h: (abs(h - g), h)) if h != g
+                         for t in range(CHOICES)
+                         if not clash(members[:slot] + [sets[h][t]] + members[slot + 1:], sets[h][t])
+                         and not clash(sets[h][:t] + [members[slot]] + sets[h][t + 1:], members[slot])), None)
+            if swap is None:
+                raise ValueError(f"{task}: the {len(docs)} sentence pairs come from {len(set(docs))} documents, "
+                                 f"too few for sets of {CHOICES} answers of different documents")
+            h, t = swap
+            members[slot], sets[h][t] = sets[h][t], members[slot]
+    return [next(members for members in sets if k in members) for k in range(len(docs))]
