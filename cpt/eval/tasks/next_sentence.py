@@ -167,7 +167,8 @@ def _choice_sets(docs: Sequence[int], answers: Sequence[str], task: str) -> list
                          and not clash(sets[h][:t] + [members[slot]] + sets[h][t + 1:], members[slot])), None)
             if swap is None:
                 raise ValueError(f"{task}: the {len(docs)} sentence pairs come from {len(set(docs))} documents, "
-                                 f"too few for sets of {CHOICES} answers of different documents")
+                                 f"too few for sets of {CHOICES} different answers of different documents")
             h, t = swap
             members[slot], sets[h][t] = sets[h][t], members[slot]
-    return [next(members for members in sets if k in members) for k in range(len(docs))]
+    set_of = {k: members for members in sets for k in members}
+    return [set_of[k] for k in range(len(docs))]
