@@ -81,6 +81,8 @@ def test_bad_requests_are_refused_naming_what(zh_shard, tmp_path):
         build_heldout_task(path, ["zh_a", "zh_c"], "zh", 10, tmp_path / "t")
     with pytest.raises(ValueError, match=rf"{heldout_task_name('zh')}: the source text gives \d+ sentence pairs, 100000 needed"):
         build_heldout_task(path, ["zh_a"], "zh", 100000, tmp_path / "t")
+    with pytest.raises(ValueError, match=rf"{heldout_task_name('zh')}: 10 items asked; items come in choice sets of 4"):
+        build_heldout_task(path, ["zh_a"], "zh", 10, tmp_path / "t")
     assert not (tmp_path / "t").exists()  # nothing half-built is left where lm-eval would read it
 
 
