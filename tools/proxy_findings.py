@@ -193,6 +193,14 @@ def lm_eval_section(folder: Path = ROOT / LM_EVAL_PROBE) -> list[str]:
         lines.append(f"- `cpt_next_sentence_{code}`: acc {means[acc][0]:.3f} (zh0) vs {means[acc][1]:.3f} (zh50), "
                      f"{verdicts[acc]}; acc_norm {verdicts.get(acc + '_norm')}. Its items are sentence pairs of "
                      f"{source}, a source the sweep corpus trains on.")
+    at_chance = [f"`cpt_next_sentence_{code}`" for code in ("en", "zh")
+                 if (e := report["metrics"].get(f"lm/cpt_next_sentence_{code}/acc"))
+                 and all(v == 0.25 for a in e["arms"].values() for v in a["seeds"].values())]
+    if at_chance:
+        lines.append(f"- On {' and '.join(at_chance)} every run of both arms scored exactly 0.25: what any model that "
+                     "ranks the four sentences the same way whatever the context scores on these items (they come in "
+                     "sets of four showing the same sentences). At this scale the proxy's choice shows no sign of "
+                     "using the context sentence, so the task cannot rank arms here; it would once a model uses it.")
     separates = {code: verdicts.get(f"lm/cpt_next_sentence_{code}/acc") in ("better", "worse") for code in ("en", "zh")}
     lines += [f"- For comparison, held-out perplexity: ppl/zh {verdicts.get('ppl/zh')}, ppl/en {verdicts.get('ppl/en')}.",
               "- Hence no shipped sweep runs the built-in tasks. " + " ".join(
