@@ -15,9 +15,9 @@ The result is an HF folder cached under `cpt.assets.cache_root()`, in a folder n
 `ProxyConfig` (and a version constant): a changed config builds a new folder, an unchanged one is
 reused, and the marker (the config, the training figures) is written last, so a half-built folder
 is never used. Training is seeded and single-threaded, so on one machine and package set the folder
-is a function of the config and the installed assets (two builds here: byte-identical tokenizer and
-weights). Another CPU or library version can move the last digits (the same config, built on
-another day: held-out loss 5.4037 against 5.4046), and everything trained from the proxy with it.
+is a function of the config and the installed assets (builds repeat byte for byte). Another CPU or
+library version can move the last digits of the weights, and everything trained from the proxy with
+them: compare proxy findings across preparations with that in mind (docs/proxy says where it showed).
 """
 from __future__ import annotations
 
