@@ -160,7 +160,9 @@ class StreamSpec:
     weight: float = _f(doc="initial mixture weight (normalised over streams)")
     filter: Optional[str] = _f(None, 'metadata condition, e.g. lang == "zh" and topic == "math"; null = all')
     order: Literal["shuffle", "ppl_asc", "ppl_desc"] = _f("shuffle", "document order: seeded shuffle or by perplexity")
-    seed: int = _f(1234, "seed of the shuffle order")
+    seed: int = _f(1234, "seed of the shuffle order (and of the order within each band of ppl_bands)")
+    ppl_bands: int = _f(1, "ppl orders: read the sorted documents in this many equal-count bands, easy to hard "
+                           "(or hard to easy), each in a seeded random order; 1 = strict order")
     on_exhausted: Literal["next_epoch", "stop"] = _f("next_epoch", "at the end of the documents")
     valid_holdout: Optional[float] = _f(None, "this stream's held-out share; null = data.valid_holdout; 0 = not "
                                               "validated (a stream too small to spare documents trains on all)")
@@ -210,6 +212,9 @@ class DataConfig:
             _require(st.weight >= 0, f"data.streams[{i}].weight", "must be >= 0")
             _require(st.valid_holdout is None or 0.0 <= st.valid_holdout < 1.0, f"data.streams[{i}].valid_holdout",
                      "must be in [0, 1) or null")
+            _require(st.ppl_bands >= 1, f"data.streams[{i}].ppl_bands", f"must be >= 1, got {st.ppl_bands}")
+            _require(st.ppl_bands == 1 or st.order != "shuffle", f"data.streams[{i}].ppl_bands",
+                     f"{st.ppl_bands} bands need order ppl_asc or ppl_desc (the order is shuffle)")
         _require(
             not self.streams or sum(st.weight for st in self.streams) > 0,
             "data.streams",

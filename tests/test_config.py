@@ -55,6 +55,10 @@ def test_valid_recipe_loads_with_defaults():
         ({"data__blend": [["p", 1.0]], "data__valid_holdout": 0.1}, "data.valid_holdout: needs data.streams"),
         ({"data__streams": [{"name": "a", "prefixes": ["p"], "weight": 1, "valid_holdout": 1.0}]},
          "data.streams[0].valid_holdout: must be in [0, 1) or null"),
+        ({"data__streams": [{"name": "a", "prefixes": ["p"], "weight": 1, "ppl_bands": 4}]},
+         "data.streams[0].ppl_bands: 4 bands need order ppl_asc or ppl_desc"),
+        ({"data__streams": [{"name": "a", "prefixes": ["p"], "weight": 1, "order": "ppl_asc", "ppl_bands": 0}]},
+         "data.streams[0].ppl_bands: must be >= 1"),
     ],
 )
 def test_recipe_errors_name_the_key(changes, key_in_message):
@@ -125,7 +129,7 @@ optimizer.weight_decay optimizer.adam_beta1 optimizer.adam_beta2 optimizer.adam_
 schedule.lr_init schedule.lr_max schedule.lr_min schedule.warmup_tokens schedule.stable_tokens
 schedule.decay_tokens schedule.decay_style
 data.blend data.streams.name data.streams.prefixes data.streams.weight data.streams.filter
-data.streams.order data.streams.seed data.streams.on_exhausted data.streams.valid_holdout data.valid_blend data.reset_position_ids data.reset_attention_mask data.eod_mask_loss
+data.streams.order data.streams.seed data.streams.ppl_bands data.streams.on_exhausted data.streams.valid_holdout data.valid_blend data.reset_position_ids data.reset_attention_mask data.eod_mask_loss
 data.eod_token_id data.num_workers data.valid_holdout data.valid_holdout_seed data.cache_dir
 training.output_dir training.stage training.seed training.seq_length training.micro_batch_size training.global_batch_size
 training.train_tokens training.precision training.nan_policy training.max_skipped_steps training.log_every

@@ -47,3 +47,26 @@ def test_build_cache_refuses_a_blend_recipe(tmp_path, capsys):
     path = write_recipe(tmp_path / "r.yaml", tiny_recipe(train, valid, tmp_path / "out"))
     assert main(["data", "build-cache", str(path)]) == 2
     assert "no data.streams" in capsys.readouterr().err
+
+
+def test_recipe_ppl_bands_reach_the_training_stream_and_never_the_validation_stream(tmp_path):
+    """A banded curriculum trains band after band; its held-out side is read in a shuffle as every
+    validation stream is (a ppl order, banded or not, would evaluate the easiest documents only)."""
+    from cpt import shards
+    from cpt.config import StreamSpec
+    from cpt.train.stream_data import build_streams
+
+    prefix = write_lang_shards(tmp_path / "lang")
+    n = len(shards.read_metadata(prefix))
+    ppl = np.random.default_rng(0).gamma(2.0, 10.0, n)
+    shards.update_metadata(prefix, {"ppl": ppl})
+    spec = StreamSpec(name="zh", prefixes=[prefix], weight=1.0, filter='lang == "zh"', order="ppl_asc",
+                      ppl_bands=3, seed=4)
+    train, = build_streams([spec], 64, "train", 0.2)
+    valid, = build_streams([spec], 64, "valid", 0.2)
+    assert (train.config.order, train.config.ppl_bands) == ("ppl_asc", 3)
+    assert (valid.config.order, valid.config.ppl_bands) == ("shuffle", 1)
+    rows = train.epoch_rows(0)
+    bands = np.array_split(rows, 3)
+    assert all(ppl[lo].max() <= ppl[hi].min() for lo, hi in zip(bands, bands[1:]))
+    assert not np.all(np.diff(ppl[rows]) >= 0)

@@ -41,6 +41,7 @@ CONFIGS = [
     dict(order="shuffle", seed=7),
     dict(order="ppl_asc", filter='lang == "zh"'),
     dict(order="ppl_desc", filter='topic in ["math", "law"]', on_exhausted="stop"),
+    dict(order="ppl_asc", ppl_bands=3, seed=4, filter='lang != "code"'),
     dict(order="shuffle", split="train", holdout=0.2, holdout_seed=3),
     dict(order="shuffle", split="valid", holdout=0.2, holdout_seed=3, filter='lang != "en"'),
 ]
@@ -122,11 +123,13 @@ def test_key_changes_with_filter_seed_shard_and_metadata(tmp_path):
         path(t, StreamConfig(name="s", seq_length=32, filter='lang == "zh"', seed=2)),
         path(t, StreamConfig(name="s", seq_length=64, filter='lang == "zh"', seed=1)),
         path(table(seed=1), base),  # other documents
+        path(t, StreamConfig(name="s", seq_length=32, filter='lang == "zh"', seed=1, order="ppl_asc")),
+        path(t, StreamConfig(name="s", seq_length=32, filter='lang == "zh"', seed=1, order="ppl_asc", ppl_bands=2)),
     }
     other_meta = DocumentTable.from_columns(t.lengths, {**{k: v for k, v in t.columns.items()},
                                                       "ppl": np.asarray(t.columns["ppl"]) + 1})
     keys.add(path(other_meta, base))
-    assert len(keys) == 6
+    assert len(keys) == 8
     assert path(t, base) == path(table(), base)  # same content, same key
 
 

@@ -292,3 +292,56 @@ def test_doc_hash_samples_documents_by_id_alone_and_independently_of_the_holdout
     assert set(Stream(t, cfg).rows.tolist()) == set(np.flatnonzero(both & held_out(ids, 0.1, 0)).tolist())
     with pytest.raises(FilterError, match="computed from a 'doc_id' column"):
         filters.select("doc_hash < 0.5", {"lang": t.columns["lang"]}, n)
+
+
+@pytest.mark.parametrize("order", ["ppl_asc", "ppl_desc"])
+def test_ppl_bands_read_band_after_band_each_in_a_seeded_order(order):
+    t = table(400)
+    ppl = np.asarray(t.columns["ppl"])
+    sign = 1 if order == "ppl_asc" else -1
+    strict = Stream(t, StreamConfig(name="zh", seq_length=16, order=order)).epoch_rows(0)
+    banded = Stream(t, StreamConfig(name="zh", seq_length=16, order=order, ppl_bands=4, seed=5))
+    rows = banded.epoch_rows(0)
+    bands = np.array_split(rows, 4)
+    assert [len(b) for b in bands] == [100] * 4
+    for k, band in enumerate(bands):  # each band holds the documents of its quarter of the strict order
+        assert sorted(band) == sorted(strict[100 * k: 100 * (k + 1)])
+        assert not np.all(sign * np.diff(ppl[band]) >= 0)  # and is not read sorted
+    for lo, hi in zip(bands, bands[1:]):
+        assert sign * (ppl[hi].min() if sign > 0 else ppl[hi].max()) >= sign * (ppl[lo].max() if sign > 0 else ppl[lo].min())
+    for epoch in (1, 2):  # like the strict ppl orders, the same in every epoch
+        np.testing.assert_array_equal(banded.epoch_rows(epoch), rows)
+    again = Stream(t, StreamConfig(name="zh", seq_length=16, order=order, ppl_bands=4, seed=5)).epoch_rows(0)
+    other = Stream(t, StreamConfig(name="zh", seq_length=16, order=order, ppl_bands=4, seed=6)).epoch_rows(0)
+    np.testing.assert_array_equal(again, rows)
+    assert not np.array_equal(other, rows) and sorted(other) == sorted(rows)
+
+
+def test_one_band_per_document_or_one_band_is_the_strict_order():
+    t = table(50)
+    strict = Stream(t, StreamConfig(name="x", seq_length=8, order="ppl_asc")).epoch_rows(0)
+    for bands in (1, 50, 80):
+        s = Stream(t, StreamConfig(name="x", seq_length=8, order="ppl_asc", ppl_bands=bands, seed=3))
+        np.testing.assert_array_equal(s.epoch_rows(0), strict)
+
+
+def test_ppl_bands_at_one_keep_the_fingerprint_streams_had_before_the_field():
+    """Checkpoints, traces and index caches keyed by a stream's fingerprint stay valid across the addition."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    t = table()
+    cfg = StreamConfig(name="x", seq_length=8, order="ppl_asc", seed=3)
+    before = {k: v for k, v in asdict(cfg).items() if k != "ppl_bands"}
+    blob = json.dumps({"table": t.fingerprint, "config": before}, sort_keys=True)
+    assert Stream(t, cfg).fingerprint == hashlib.sha256(blob.encode()).hexdigest()[:16]
+    banded = Stream(t, StreamConfig(name="x", seq_length=8, order="ppl_asc", seed=3, ppl_bands=2))
+    assert banded.fingerprint != Stream(t, cfg).fingerprint
+
+
+def test_ppl_bands_config_errors():
+    with pytest.raises(ValueError, match="ppl_bands=3 needs order ppl_asc or ppl_desc"):
+        StreamConfig(name="x", seq_length=4, ppl_bands=3)
+    with pytest.raises(ValueError, match="ppl_bands must be >= 1"):
+        StreamConfig(name="x", seq_length=4, order="ppl_asc", ppl_bands=0)

@@ -41,7 +41,7 @@ def test_measured_verdict_reads_the_paired_difference():
 
 def test_shipped_findings_name_real_sweeps_arms_and_metrics():
     findings = load_findings(ROOT / "sweeps/llama3_synE_proxy/findings.yaml")
-    assert sorted(f.key for f in findings) == ["1", "2", "3", "4", "4p", "5", "6"]  # 4p: finding 4 over one pass
+    assert sorted(f.key for f in findings) == ["1", "2", "3", "4", "4b", "4p", "5", "6"]  # 4p: finding 4 over one pass; 4b: banded
     for f in findings:
         spec = load_sweep(ROOT / f.sweep, DEFAULT_TRAIN_COMMAND)
         arms = {a.name for a in spec.arms}

@@ -1,7 +1,11 @@
 """Stream: the documents selected by a metadata filter, in one order, packed into samples.
 
 Orders: `shuffle` (a seeded permutation, a new one each epoch), `ppl_asc` (easy to hard: the
-curriculum), `ppl_desc`. Ties in perplexity keep table order. Documents are packed as megatron's
+curriculum), `ppl_desc`. Ties in perplexity keep table order. A ppl order with `ppl_bands` K > 1 is
+the banded curriculum: the sorted documents cut into K bands of equal count, read band after band,
+each band in a seeded random order -- the run still goes easy to hard, but neighbouring samples are
+not near-duplicates in perplexity (a strict sort packs documents of one length and style together).
+The ppl orders are the same in every epoch. Documents are packed as megatron's
 GPTDataset does (samples of seq_length + add_extra_token tokens across document boundaries,
 epochs back to back), in segments of SEGMENT samples so memory stays bounded: only the cursor at
 the start of each segment is kept, plus a few recently used segments.
@@ -30,6 +34,11 @@ from cpt.sampling.holdout import held_out
 from cpt.sampling.packing import pack_segment
 
 ORDERS = ("shuffle", "ppl_asc", "ppl_desc")
+_UNSET = object()
+_NEUTRAL = {"ppl_bands": 1}
+"""Config fields added after streams were first fingerprinted, at the value that reproduces the earlier
+behaviour: at that value they stay out of the fingerprint, so checkpoints, traces and index caches made
+before the field existed still match."""
 ON_EXHAUSTED = ("next_epoch", "stop")
 SEGMENT = 1 << 16  # samples per packed segment (fewer for a stream whose epoch has fewer samples)
 _CACHED_SEGMENTS = 4
@@ -49,11 +58,14 @@ class StreamConfig:
     order: str = "shuffle"
     """`shuffle` (seeded, reshuffled per epoch), `ppl_asc` (curriculum, easy to hard) or `ppl_desc`."""
     seed: int = 1234
-    """Seed of the `shuffle` order (0 <= seed < 2**32)."""
+    """Seed of the `shuffle` order and of the order within each band of `ppl_bands` (0 <= seed < 2**32)."""
     on_exhausted: str = "next_epoch"
     """At the end of the documents: `next_epoch` (start over, reshuffled) or `stop` (StreamExhausted)."""
     ppl_column: str = "ppl"
     """Metadata column holding the perplexity used by the ppl orders."""
+    ppl_bands: int = 1
+    """ppl orders: read the sorted documents in this many equal-count bands, each shuffled by `seed`
+    (1: the strict order)."""
     add_extra_token: int = 1
     """Extra tokens per sample (1: the label of the last position), as megatron's add_extra_token_to_sequence."""
     split: str = "all"
@@ -62,6 +74,11 @@ class StreamConfig:
     """Held-out share of documents for `split` train/valid (0..1); the same seed and share give disjoint sides."""
     holdout_seed: int = 0
     """Seed of the held-out hash (independent of the shuffle seed)."""
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that make the stream what it is, for its fingerprint and cache key: every field but
+        those of _NEUTRAL at their neutral value."""
+        return {k: v for k, v in asdict(self).items() if _NEUTRAL.get(k, _UNSET) != v}
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -82,6 +99,11 @@ class StreamConfig:
             raise ValueError("StreamConfig.holdout needs split='train' or split='valid' (split is 'all')")
         if self.add_extra_token < 0:
             raise ValueError(f"StreamConfig.add_extra_token must be >= 0, got {self.add_extra_token}")
+        if self.ppl_bands < 1:
+            raise ValueError(f"StreamConfig.ppl_bands must be >= 1, got {self.ppl_bands}")
+        if self.ppl_bands > 1 and self.order == "shuffle":
+            raise ValueError(f"StreamConfig.ppl_bands={self.ppl_bands} needs order ppl_asc or ppl_desc, "
+                             "got 'shuffle'")
 
 
 class DocPiece(NamedTuple):
@@ -207,7 +229,7 @@ class Stream:
     @property
     def fingerprint(self) -> str:
         """Hash of the documents and the config: the key for anything cached from this stream."""
-        blob = json.dumps({"table": self.table.fingerprint, "config": asdict(self.config)}, sort_keys=True)
+        blob = json.dumps({"table": self.table.fingerprint, "config": self.config.identity()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def lookup_arrays(self) -> list[np.ndarray]:
@@ -234,7 +256,13 @@ class Stream:
         if bad:
             raise ValueError(f"stream {self.name!r}: {bad} selected documents have no finite {col!r}")
         key = ppl if self.config.order == "ppl_asc" else -ppl
-        return np.argsort(key, kind="stable")
+        order = np.argsort(key, kind="stable")
+        if self.config.ppl_bands == 1:
+            return order
+        # one generator over the bands in turn: the whole order follows from the seed alone
+        rng = np.random.RandomState([self.config.seed, self.config.ppl_bands])
+        return np.concatenate([np.zeros(0, order.dtype)] + [band[rng.permutation(len(band))]
+                                                             for band in np.array_split(order, self.config.ppl_bands)])
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._fixed_order is not None:

@@ -21,7 +21,6 @@ are packed in memory, as without a cache.
 """
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -37,7 +36,7 @@ def stream_fields(table: Any, config: Any) -> dict[str, Any]:
     """What a stream's cache key is made of: its documents, its config and the packing segment size."""
     from cpt.sampling import stream as stream_mod
 
-    return {"table": table.fingerprint, "config": asdict(config), "segment": stream_mod.SEGMENT}
+    return {"table": table.fingerprint, "config": config.identity(), "segment": stream_mod.SEGMENT}
 
 
 MAX_EPOCHS = 16  # a small stream read for hundreds of epochs packs its later epochs in memory

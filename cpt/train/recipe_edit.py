@@ -187,7 +187,8 @@ def _diff(old: Mapping[str, Any], state: Mapping[str, Any], samples: "BlendedSam
         rec = old.get(s.name)
         if rec is None or rec["fingerprint"] == s.fingerprint:
             continue
-        before, now = rec["config"], asdict(s.config)
+        # through StreamConfig: a field added since the checkpoint reads as its default, not as a change
+        before, now = asdict(type(s.config)(**rec["config"])), asdict(s.config)
         fields = {k: [before.get(k), v] for k, v in now.items() if before.get(k) != v}
         for k in _SPLIT_FIELDS:
             if k in fields:

@@ -110,7 +110,7 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
             tables[key] = DocumentTable.from_shards(list(key), _available(key, wanted), cache=cache)
         stream = Stream(tables[key], StreamConfig(
             name=spec.name, seq_length=seq_length, filter=spec.filter,
-            order="shuffle" if valid else spec.order, seed=spec.seed,
+            order="shuffle" if valid else spec.order, seed=spec.seed, ppl_bands=1 if valid else spec.ppl_bands,
             on_exhausted="next_epoch" if valid else spec.on_exhausted,
             split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
         ), cache=cache, cache_samples=None if valid or not samples else _expected_reads(spec, specs, samples))
