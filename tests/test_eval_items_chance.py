@@ -67,6 +67,9 @@ def test_context_free_scorers_score_exactly_chance(item_sets, name):
     # the old constructions: shortest 0.07 (zh) / 0.14 (en); unigram 0.115 / 0.15, and 0.40 on builtin_zh
     for scorer in (lambda s: -len(s), _unigram(sentences), _memorised):
         assert _credit(items, scorer) == pytest.approx(1 / CHOICES, abs=1e-12)
+        # and so do the first 4m items (lm-eval's --limit): a set's items are written together
+        for m in range(1, len(items) // CHOICES):
+            assert _credit(items[:CHOICES * m], scorer) == pytest.approx(1 / CHOICES, abs=1e-12), m
 
 
 @pytest.mark.parametrize("name", ["builtin_zh", "zh_200", "en_200"])

@@ -68,7 +68,7 @@ SETTINGS: dict[str, DemoSettings] = {
     # parts after training, so they get small budgets (the PPL table is the measure that counts)
     "full": DemoSettings(size="full", tag_max_length=128, score_max_doc_tokens=64, synth_snippets=8,
                          synth_problems=8, synth_max_new_tokens=160, synth_threads=2, eval_max_doc_tokens=256,
-                         lm_eval_limit=10),
+                         lm_eval_limit=12),
     "tiny": DemoSettings(size="tiny", tag_max_length=64, score_max_doc_tokens=32, synth_snippets=1,
                          synth_problems=6, synth_max_new_tokens=48, synth_threads=1, eval_max_doc_tokens=64, lm_eval_limit=4,
                          train_overrides={"stage1": (*_TINY_TRAIN, "training.train_tokens=512"),

@@ -21,7 +21,7 @@ import yaml
 from cpt.io import atomic_dir
 from cpt.eval.tasks.next_sentence import LANGUAGES, SENTENCE_OK, make_items
 
-VERSION = 3
+VERSION = 4
 """Bump when the items or the YAML change: the cache key changes with it."""
 ITEMS_PER_LANGUAGE = 48
 TAG = "cpt_next_sentence"

@@ -19,7 +19,8 @@ checks the exact 0.25.
 
 Items are spread over documents (the first good pair of each document, then the second, ...) and
 everything random is seeded by the item's id, so the same packages give the same items byte for
-byte. Nothing is downloaded: the text comes from installed packages through `cpt.assets`.
+byte. The four items of a set are written next to each other, so the first N items (lm-eval's
+`--limit N`, N a multiple of 4) are whole sets and keep the exact 0.25. Nothing is downloaded: the text comes from installed packages through `cpt.assets`.
 """
 from __future__ import annotations
 
@@ -125,7 +126,10 @@ def make_items(lang: str, documents: Sequence[tuple[str, list[list[str]]]], n: i
     answers = [answer for _, (_, answer) in chosen]
     sets = _choice_sets([d for d, _ in chosen], answers, name)
     items = []
-    for k, (d, (context, answer)) in enumerate(chosen):
+    # set by set (in the order of each set's first item), so a prefix of whole sets is a fair subset
+    by_set = sorted(range(len(chosen)), key=lambda k: (min(sets[k]), k))
+    for k in by_set:
+        d, (context, answer) = chosen[k]
         item_id = f"{lang}-{k:03d}"
         rng = random.Random(item_id)  # str seeds hash with sha512: the same on every run and machine
         choices = [answers[j] for j in sets[k]]
