@@ -64,7 +64,7 @@ _TINY_TRAIN = (
 )
 
 SETTINGS: dict[str, DemoSettings] = {
-    # full: 16 min measured on 2 idle cores (docs/demo/result.json); generation (synth) and lm-eval are the slow
+    # full: 10 min measured on 2 quiet cores (docs/demo/result.json); generation (synth) and lm-eval are the slow
     # parts after training, so they get small budgets (the PPL table is the measure that counts)
     "full": DemoSettings(size="full", tag_max_length=128, score_max_doc_tokens=64, synth_snippets=8,
                          synth_problems=8, synth_max_new_tokens=160, synth_threads=2, eval_max_doc_tokens=256,

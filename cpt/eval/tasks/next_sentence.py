@@ -20,7 +20,8 @@ checks the exact 0.25.
 Items are spread over documents (the first good pair of each document, then the second, ...) and
 everything random is seeded by the item's id, so the same packages give the same items byte for
 byte. The four items of a set are written next to each other, so the first N items (lm-eval's
-`--limit N`, N a multiple of 4) are whole sets and keep the exact 0.25. Nothing is downloaded: the text comes from installed packages through `cpt.assets`.
+`--limit N`, N a multiple of 4) are whole sets and keep the exact 0.25. Nothing is downloaded: the
+text comes from installed packages through `cpt.assets`.
 """
 from __future__ import annotations
 
