@@ -259,10 +259,12 @@ class Stream:
         order = np.argsort(key, kind="stable")
         if self.config.ppl_bands == 1:
             return order
-        # one generator over the bands in turn: the whole order follows from the seed alone
+        # one generator over the bands in turn: the whole order follows from the seed alone; each band
+        # is a view shuffled in place, so the order is never copied whole (8 bytes a document)
         rng = np.random.RandomState([self.config.seed, self.config.ppl_bands])
-        return np.concatenate([np.zeros(0, order.dtype)] + [band[rng.permutation(len(band))]
-                                                             for band in np.array_split(order, self.config.ppl_bands)])
+        for band in np.array_split(order, self.config.ppl_bands):
+            band[:] = band[rng.permutation(len(band))]
+        return order
 
     def _order(self, epoch: int) -> np.ndarray:
         if self._fixed_order is not None:
