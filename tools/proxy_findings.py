@@ -251,7 +251,7 @@ def docs(out: Path) -> int:
         "The proxy (`cpt sweep prepare runs/proxy --size tiny`): a 1.8M-parameter Llama (4 layers, width 128) "
         "with its own 8192-entry byte-level BPE trained on the sweep corpus, pre-trained once on its English "
         "side (400 steps of 2048 tokens); each run continues it for 96 steps of 1024 tokens (ZH:EN 2:8; finding "
-        "(4p): Chinese only, one pass over its sample of the documents, 89-106 steps). The "
+        "(4p) and (4b): Chinese only, one pass over its sample of the documents, 89-106 steps). The "
         "corpus: People's Daily in full (3746 documents), every gensim Wikipedia article piece and the Python "
         "reference (1753), every LeetCode problem (1405), 194 newsgroup posts as an English probe no arm trains "
         "on. A proxy this small answers the question 'does the method move held-out likelihood the way the "
