@@ -38,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     lm.add_argument("--heldout-streams", default=None, help="comma-separated streams of --heldout-from to draw from")
     lm.add_argument("--heldout-lang", default=None, choices=["en", "zh"], help="language of those streams' text")
     lm.add_argument("--heldout-items", type=int, default=100, help="items of the held-out task (a multiple of 4: items come in choice sets of 4)")
-    lm.add_argument("--limit", type=int, default=None, help="only the first N documents of each task (the next-sentence tasks: a multiple of 4 "
-                                                              "keeps whole choice sets, so a context-free model scores exactly 0.25)")
+    lm.add_argument("--limit", type=int, default=None,
+                    help="only the first N documents of each task (the next-sentence tasks: a multiple of 4 keeps "
+                         "whole choice sets, so a context-free model scores exactly 0.25)")
     lm.add_argument("--num-fewshot", type=int, default=None, help="few-shot examples (default: the task's)")
     lm.add_argument("--batch-size", type=int, default=8, help="requests per forward pass")
     _add_model_arguments(lm)
