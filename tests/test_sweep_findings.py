@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from cpt.sweep.findings import Claim, decide, load_findings, measured_verdict
+from cpt.sweep.findings import (WALL_FILE, Claim, decide, finished_runs, load_findings, measured_verdict,
+                                 record_wall, wall_minutes)
 from cpt.sweep.report import compare
 from cpt.sweep.runner import DEFAULT_TRAIN_COMMAND
 from cpt.sweep.spec import load_sweep
@@ -50,3 +51,21 @@ def test_shipped_findings_name_real_sweeps_arms_and_metrics():
             assert {c.arm, c.baseline} <= arms, (f.key, c)
             assert c.metric == "ppl" or c.metric.startswith("ppl/") or c.metric.split("/")[0] in evals, (f.key, c)
         assert f.out == f"runs/sweeps/{spec.name}"
+
+
+def test_a_resumed_sweeps_wall_time_says_it_covers_only_the_runs_it_ran(tmp_path):
+    """A sweep rerun after some runs finished times only the rest: the docs must not present that as the
+    sweep's wall time."""
+    import json
+
+    for arm, seed in (("a", 1), ("a", 2), ("b", 1)):
+        (tmp_path / "runs" / arm / f"seed-{seed}").mkdir(parents=True)
+    (tmp_path / "runs" / "a" / "seed-1" / "result.json").write_text("{}")
+    (tmp_path / "runs" / "a" / "seed-2" / "result.json").write_text("{}")
+    assert finished_runs(tmp_path) == 2  # b/seed-1 has not committed
+    record_wall(tmp_path, 90.0, [1.0], [2.0], "cpt sweep x", runs_ran=1, runs_done=2)
+    wall = json.loads((tmp_path / WALL_FILE).read_text())
+    assert wall_minutes(wall) == "1.5 min for 1 of 2 runs (the others ran in an earlier call)"
+    record_wall(tmp_path, 90.0, [1.0], [2.0], "cpt sweep x", runs_ran=2, runs_done=2)
+    assert wall_minutes(json.loads((tmp_path / WALL_FILE).read_text())) == "1.5 min"
+    assert wall_minutes({"seconds": 90.0}) == "1.5 min"  # recorded before the counts were

@@ -37,17 +37,19 @@ def sweep_command(finding) -> list[str]:
 
 
 def run(key: str) -> int:
-    from cpt.sweep.findings import load_findings, record_wall
+    from cpt.sweep.findings import finished_runs, load_findings, record_wall
 
     finding = next((f for f in load_findings(FINDINGS) if f.key == key), None)
     if finding is None:
         raise SystemExit(f"{FINDINGS}: no finding {key!r}")
     argv = sweep_command(finding)
+    done0 = finished_runs(ROOT / finding.out)
     load0, t0 = list(os.getloadavg()), time.perf_counter()
     code = subprocess.call([sys.executable, "-m", "cpt.cli", *argv[1:]], cwd=ROOT)
     seconds, load1 = time.perf_counter() - t0, list(os.getloadavg())
     if code == 0:
-        record_wall(ROOT / finding.out, seconds, load0, load1, shlex.join(argv))
+        done = finished_runs(ROOT / finding.out)
+        record_wall(ROOT / finding.out, seconds, load0, load1, shlex.join(argv), done - done0, done)
     print(json.dumps({"finding": key, "exit": code, "seconds": round(seconds, 1), "loadavg_start": load0,
                       "loadavg_end": load1}))
     return code
@@ -65,7 +67,7 @@ def _tables(finding, baseline: str, metrics: list[str] | None) -> tuple[str, dic
 
 
 def _section(finding, seen_walls: set[str], summary: list[str]) -> list[str]:
-    from cpt.sweep.findings import WALL_FILE, decide, measured_verdict
+    from cpt.sweep.findings import WALL_FILE, decide, measured_verdict, wall_minutes
 
     sweep_dir = ROOT / finding.out
     lines = [f"## Finding ({finding.key}): {finding.title}", ""]
@@ -85,16 +87,15 @@ def _section(finding, seen_walls: set[str], summary: list[str]) -> list[str]:
     claims = "; ".join(f"{c.arm} vs {c.baseline} on {c.metric}: expected {e}, measured {m or 'absent'}"
                        for c, (e, m) in zip(finding.claims, pairs))
     lines += [f"**{result}** ({claims}).", ""]
-    wall_s = json.loads((sweep_dir / WALL_FILE).read_text())["seconds"] if (sweep_dir / WALL_FILE).is_file() else None
+    wall_path = sweep_dir / WALL_FILE
+    wall = json.loads(wall_path.read_text()) if wall_path.is_file() else None
     summary.append(f"| ({finding.key}) {finding.title} | **{result}** | "
-                   + (f"{wall_s / 60:.1f} min{' (same sweep as above)' if finding.out in seen_walls else ''}"
-                      if wall_s else "–") + " |")
+                   + (f"{wall_minutes(wall)}{' (same sweep as above)' if finding.out in seen_walls else ''}"
+                      if wall else "–") + " |")
     if finding.notes:
         lines += [finding.notes, ""]
-    wall_path = sweep_dir / WALL_FILE
-    if wall_path.is_file() and finding.out not in seen_walls:
-        wall = json.loads(wall_path.read_text())
-        lines += [f"Wall time of the sweep: {wall['seconds'] / 60:.1f} min on 2 shared CPU cores, one run at a time "
+    if wall and finding.out not in seen_walls:
+        lines += [f"Wall time of the sweep: {wall_minutes(wall)} on 2 shared CPU cores, one run at a time "
                   f"(load average {wall['loadavg_start'][0]:.1f} before, {wall['loadavg_end'][0]:.1f} after).", ""]
     elif finding.out in seen_walls:
         lines += ["Same sweep (and runs) as the finding above.", ""]

@@ -18,7 +18,6 @@ recorded by `record_wall`, and the exact commands.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -92,14 +91,30 @@ def decide(expected_and_measured: list[tuple[str, Optional[str]]]) -> str:
     return "not resolved at this scale"
 
 
+def finished_runs(sweep_dir: Path) -> int:
+    """Runs of the sweep folder committed so far (their result.json written)."""
+    from cpt.sweep.runner import RESULT_FILE
+
+    return sum(1 for _ in (sweep_dir / "runs").glob(f"*/*/{RESULT_FILE}"))
+
+
 def record_wall(sweep_dir: Path, seconds: float, loadavg_start: list[float], loadavg_end: list[float],
-                command: str) -> None:
-    """SWEEP_DIR/wall.json: one sweep command's wall time and the load average around it."""
+                command: str, runs_ran: Optional[int] = None, runs_done: Optional[int] = None) -> None:
+    """SWEEP_DIR/wall.json: one sweep command's wall time and the load average around it, and how many
+    of the folder's finished runs that command ran (a resumed sweep's time covers only those)."""
     from cpt.io import write_json_atomic
 
     write_json_atomic(sweep_dir / WALL_FILE, {"seconds": round(seconds, 1), "loadavg_start": loadavg_start,
-                                              "loadavg_end": loadavg_end, "command": command})
+                                              "loadavg_end": loadavg_end, "command": command,
+                                              "runs_ran": runs_ran, "runs_done": runs_done})
 
 
-__all__ = ["Claim", "EXPECTATIONS", "Finding", "WALL_FILE", "decide", "load_findings", "measured_verdict",
-           "record_wall"]
+def wall_minutes(wall: dict[str, Any]) -> str:
+    """A wall.json's time in minutes, saying when it covers only part of the runs (the rest ran before)."""
+    ran, done = wall.get("runs_ran"), wall.get("runs_done")
+    part = f" for {ran} of {done} runs (the others ran in an earlier call)" if ran is not None and ran < done else ""
+    return f"{wall['seconds'] / 60:.1f} min{part}"
+
+
+__all__ = ["Claim", "EXPECTATIONS", "Finding", "WALL_FILE", "decide", "finished_runs", "load_findings",
+           "measured_verdict", "record_wall", "wall_minutes"]
