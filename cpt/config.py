@@ -134,13 +134,14 @@ class ScheduleConfig:
     lr_max: float = _f(1e-5, "learning rate after warmup and during the stable phase")
     lr_min: float = _f(1e-6, "learning rate at the end of decay and afterwards")
     warmup_tokens: int = _f(0, "tokens of linear warmup from lr_init to lr_max")
-    stable_tokens: int = _f(0, "tokens at lr_max after warmup")
+    stable_tokens: Optional[int] = _f(0, "tokens at lr_max after warmup; null = up to the decay that ends with "
+                                         "this stage's last step (set when the stage starts)")
     decay_tokens: int = _f(0, "tokens of decay from lr_max to lr_min after the stable phase")
     decay_style: Literal["linear", "cosine", "1-sqrt"] = _f("linear", "shape of the decay phase")
 
     def __post_init__(self) -> None:
         for name in ("warmup_tokens", "stable_tokens", "decay_tokens"):
-            _require(getattr(self, name) >= 0, f"schedule.{name}", "must be >= 0")
+            _require((getattr(self, name) or 0) >= 0, f"schedule.{name}", "must be >= 0")
         for name in ("lr_init", "lr_max", "lr_min"):
             _require(getattr(self, name) >= 0, f"schedule.{name}", "must be >= 0")
         _require(
@@ -245,7 +246,12 @@ class TrainingConfig:
     seq_length: int = _f(8192, "tokens per sample")
     micro_batch_size: int = _f(1, "samples per forward pass per data-parallel rank")
     global_batch_size: int = _f(8, "samples per optimizer step over all data-parallel ranks")
-    train_tokens: int = _f(doc="token budget of this run (rounded up to whole steps)")
+    train_tokens: Optional[int] = _f(None, "token budget of this run (rounded up to whole steps); null with "
+                                           "train_passes")
+    train_passes: dict[str, float] = _f({}, "{STREAM: N} instead of train_tokens: the budget that reads that "
+                                            "training stream's documents N times at its initial share (whole "
+                                            "steps, rounded down), e.g. one pass over a sample whatever the "
+                                            "tokenizer; resolved when the run starts (cpt.train.budget)")
     precision: Literal["bf16", "fp32"] = _f("bf16", "parameter/compute dtype (fp32 master weights with bf16)")
     nan_policy: Literal["skip", "stop"] = _f("stop", "non-finite loss or grad norm: skip the step, or stop")
     max_skipped_steps: int = _f(10, "with nan_policy=skip: stop after this many skipped steps in a row")
@@ -268,9 +274,18 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         _require(bool(self.stage), "training.stage", "must be non-empty")
-        for name in ("seq_length", "micro_batch_size", "global_batch_size", "train_tokens", "log_every", "eval_batches",
+        for name in ("seq_length", "micro_batch_size", "global_batch_size", "log_every", "eval_batches",
                      "eval_batches_per_stream"):
             _require(getattr(self, name) > 0, f"training.{name}", "must be > 0")
+        _require((self.train_tokens is None) != (not self.train_passes), "training.train_tokens",
+                 "give the budget once: train_tokens, or train_passes {STREAM: N}"
+                 + (f" (both are set: {self.train_passes})" if self.train_passes else " (neither is set)"))
+        _require(self.train_tokens is None or self.train_tokens > 0, "training.train_tokens", "must be > 0")
+        if self.train_passes:
+            _require(len(self.train_passes) == 1, "training.train_passes", f"one stream, got {sorted(self.train_passes)}")
+            ((stream, passes),) = self.train_passes.items()
+            _require(isinstance(passes, (int, float)) and not isinstance(passes, bool) and passes > 0,
+                     f"training.train_passes.{stream}", f"must be a number > 0, got {passes!r}")
         for name in ("eval_every", "save_every", "max_skipped_steps", "keep_last", "keep_every"):
             _require(getattr(self, name) >= 0, f"training.{name}", "must be >= 0")
         _require(
@@ -314,6 +329,12 @@ class Recipe:
             "training.seq_length",
             f"{self.training.seq_length} exceeds model.max_position_embeddings={self.model.max_position_embeddings}",
         )
+        if self.training.train_passes:
+            (stream,) = self.training.train_passes
+            weights = {s.name: s.weight for s in self.data.streams}
+            _require(weights.get(stream, 0) > 0, f"training.train_passes.{stream}",
+                     "names no training stream of data.streams" if stream not in weights else
+                     "is a stream of weight 0 (it is never read)")
 
     def check_world_size(self, world_size: int) -> int:
         """Validate the parallel layout for `world_size` processes; return the data-parallel size."""

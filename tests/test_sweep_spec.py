@@ -244,7 +244,12 @@ def test_model_from_sets_every_stage_model_and_is_required(tmp_path):
     import dataclasses
 
     bare = dataclasses.replace(load_sweep(path, DEFAULT_TRAIN_COMMAND), workdir=tmp_path / "nowhere")
-    with pytest.raises(SweepError, match=r"model_from: .*nowhere/models/base_mcore/model.yaml does not exist"):
+    with pytest.raises(SweepError, match=r"model_from: .*nowhere/models/base_mcore/model.yaml does not exist.*"
+                                         r"nowhere --size tiny`"):
+        plan_runs(bare, tmp_path / "out")
+    (tmp_path / "nowhere").mkdir()  # a folder being prepared at --size gpu: the hint keeps its size
+    (tmp_path / "nowhere" / "prepare.json").write_text(json.dumps({"size": "gpu"}))
+    with pytest.raises(SweepError, match=r"nowhere --size gpu`, or pass --workdir"):
         plan_runs(bare, tmp_path / "out")
 
 
@@ -288,9 +293,9 @@ def test_curriculum_pass_arms_read_one_sample_per_seed_once_in_three_orders(tmp_
             ["ppl_asc", "ppl_desc", "shuffle"]
         recipe = runs[("lh", seed)]
         assert recipe["hooks"] == [] and [s["weight"] for s in recipe["data"]["streams"]] == [1, 0]
-        schedule = recipe["schedule"]
-        assert schedule["warmup_tokens"] + schedule["stable_tokens"] + schedule["decay_tokens"] == \
-            recipe["training"]["train_tokens"]
+        # one pass over the sample whatever the tokenizer (cpt.train.budget), the stable phase the rest of it
+        assert recipe["training"]["train_passes"] == {"zh": 1} and recipe["training"]["train_tokens"] is None
+        assert recipe["schedule"]["stable_tokens"] is None
         bounds = [float(x) for x in re.findall(r"[0-9.]+", recipe["data"]["streams"][0]["filter"])]
         bands.append((0.0, *bounds) if len(bounds) == 1 else tuple(bounds))
     assert all(a[1] <= b[0] for a, b in zip(bands, bands[1:]))  # disjoint samples

@@ -45,21 +45,24 @@ def run(args: argparse.Namespace) -> int:
 def build_cache(recipe) -> dict:
     """Open (building where missing) the cache entries of every stream; the summary of what was done."""
     import cpt.io
+    from cpt.train.budget import resolve_budget, train_samples
     from cpt.train.stream_data import build_streams
 
-    t, d = recipe.training, recipe.data
-    cache = d.cache_dir or str(Path(t.output_dir) / "data_cache")
     start = time.perf_counter()
     tables: dict = {}
+    recipe, budget = resolve_budget(recipe, tables)  # the run's own samples, also with a budget in passes
+    t, d = recipe.training, recipe.data
+    cache = d.cache_dir or str(Path(t.output_dir) / "data_cache")
     rows = []
-    samples = -(-t.train_tokens // (t.global_batch_size * t.seq_length)) * t.global_batch_size
+    samples = train_samples(recipe)
     for split in ("train", "valid"):
         for stream in build_streams(d.streams, t.seq_length, split, d.valid_holdout, d.valid_holdout_seed,
                                     cache_dir=cache, tables=tables, samples=samples):
             rows.append({"split": split, "name": stream.name, "hit": bool(stream.cache_hit),
                          "documents": stream.num_documents, "tokens": stream.tokens_per_epoch,
                          "fingerprint": stream.fingerprint})
-    summary = {"cache_dir": cache, "streams_built": sum(not r["hit"] for r in rows),
+    summary = {"cache_dir": cache, "train_tokens": t.train_tokens, "train_samples": samples,
+               "budget": budget.line() if budget else None, "streams_built": sum(not r["hit"] for r in rows),
                "streams_found": sum(r["hit"] for r in rows), "seconds": round(time.perf_counter() - start, 3),
                "streams": rows}
     cpt.io.write_json_atomic(Path(cache) / "build-cache.summary.json", summary)

@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         par = recipe.parallel
         print(f"recipe ok for world size {world}: TP={par.tensor_model_parallel_size} "
               f"PP={par.pipeline_model_parallel_size} DP={dp}")
+        for stream, passes in recipe.training.train_passes.items():
+            print(f"budget: {passes:g} pass(es) over stream {stream!r}, counted from its documents when the run "
+                  "starts (`cpt data build-cache RECIPE` counts it now)")
         return 0
     from cpt.train.run import train_recipe
 

@@ -80,6 +80,10 @@ class StreamConfig:
         those of _NEUTRAL at their neutral value."""
         return {k: v for k, v in asdict(self).items() if _NEUTRAL.get(k, _UNSET) != v}
 
+    def samples_in(self, tokens: int) -> int:
+        """Whole samples packed from `tokens` consecutive tokens (each reads seq_length + add_extra_token)."""
+        return max(tokens - self.add_extra_token, 0) // self.seq_length
+
     def __post_init__(self) -> None:
         if not self.name:
             raise ValueError("StreamConfig.name must be non-empty")
@@ -220,11 +224,9 @@ class Stream:
     @property
     def capacity(self) -> int | None:
         """Samples available: None (unlimited) for `next_epoch` with tokens, else a count."""
-        extra = self.config.add_extra_token
         if self.config.on_exhausted == "next_epoch" and self.tokens_per_epoch > 0:
             return None
-        tokens = self._head_tokens() if self.head is not None else self.tokens_per_epoch
-        return max(tokens - extra, 0) // self.config.seq_length
+        return self.config.samples_in(self._head_tokens() if self.head is not None else self.tokens_per_epoch)
 
     @property
     def fingerprint(self) -> str:

@@ -94,8 +94,10 @@ def imported_model(spec: SweepSpec) -> dict[str, Any]:
         return {}
     path = spec.workdir / spec.model_from / "model.yaml"
     if not path.is_file():
+        state = spec.workdir / "prepare.json"  # a folder being prepared keeps its size
+        size = json.loads(state.read_text()).get("size", "tiny") if state.is_file() else "tiny"
         raise SweepError(f"{spec.path}: model_from: {path} does not exist; build the workdir first "
-                         f"(`cpt sweep prepare {spec.workdir} --size tiny`, or pass --workdir)")
+                         f"(`cpt sweep prepare {spec.workdir} --size {size}`, or pass --workdir)")
     model = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("model")
     if not isinstance(model, dict) or not model:
         raise SweepError(f"{path}: expected a 'model:' mapping (written by `cpt convert hf-to-mcore`)")

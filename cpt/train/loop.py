@@ -23,7 +23,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional, Protocol, Sequence
+from typing import Any, Iterator, Mapping, Optional, Protocol
 
 import numpy as np
 import yaml
@@ -37,6 +37,7 @@ from cpt.train.engine import Batch, Engine, StepResult
 from cpt.train.hook_runner import HookRunner
 from cpt.train.hooks import EvalMetrics, HookContext
 from cpt.train.metrics import MetricsLogger
+from cpt.train.budget import resolve_schedule, train_samples
 from cpt.train.schedule import phase, wsd_lr
 
 TRAINER_STATE_VERSION = 1
@@ -124,7 +125,7 @@ class Trainer:
             global_batch_size=t.global_batch_size, micro_batch_size=t.micro_batch_size, dp_size=self.layout.dp_size
         )
         self.tokens_per_step = t.global_batch_size * t.seq_length
-        self.stage_steps = math.ceil(t.train_tokens / self.tokens_per_step)
+        self.stage_steps = train_samples(recipe) // t.global_batch_size  # ValueError: a budget still in passes
         self.output_dir = Path(t.output_dir)
         self.logger = logger or MetricsLogger(self.output_dir, self.layout.is_logging_rank, t.tensorboard)
         self.ckpt = CheckpointManager(self.output_dir / "checkpoints", self.layout.is_logging_rank, engine.barrier,
@@ -273,7 +274,10 @@ class Trainer:
     # ------------------------------------------------------------------ the loop
 
     def train(self) -> TrainerState:
+        """Run the stage to its last step. RecipeError (before any step) when `schedule.stable_tokens: null`
+        leaves no room for warmup and decay in this stage."""
         t = self.recipe.training
+        self.recipe = resolve_schedule(self.recipe, self.stage["start_tokens"], self.stage_steps * self.tokens_per_step)
         self.logger.write_file("recipe.yaml", yaml.safe_dump(recipe_to_dict(self.recipe), sort_keys=False))
         self.logger.event(
             self.state.step,

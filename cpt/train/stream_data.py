@@ -98,31 +98,67 @@ def build_streams(specs: Sequence[StreamSpec], seq_length: int, split: str = "al
 
     cache = IndexCache(cache_dir) if cache_dir else None
     tables = {} if tables is None else tables
-    wanted = _needed_columns(specs, holdout)
     streams = []
     valid = split == "valid"
     for i, spec in enumerate(specs):
         share = holdout_share(spec, holdout) if split != "all" else 0.0
         if valid and not share:
             continue
-        key = tuple(spec.prefixes)
-        if key not in tables:
-            tables[key] = DocumentTable.from_shards(list(key), _available(key, wanted), cache=cache)
-        stream = Stream(tables[key], StreamConfig(
-            name=spec.name, seq_length=seq_length, filter=spec.filter,
-            order="shuffle" if valid else spec.order, seed=spec.seed, ppl_bands=1 if valid else spec.ppl_bands,
-            on_exhausted="next_epoch" if valid else spec.on_exhausted,
-            split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
-        ), cache=cache, cache_samples=None if valid or not samples else _expected_reads(spec, specs, samples))
+        stream = Stream(_table(spec, specs, holdout, cache, tables),
+                        _stream_config(spec, seq_length, split, share, holdout_seed), cache=cache,
+                        cache_samples=None if valid or not samples else _expected_reads(spec, specs, samples))
         if stream.tokens_per_epoch == 0:
             side = (f"held-out (valid_holdout={share}; data.streams[{i}].valid_holdout: 0 trains on all of a "
                     "small stream's documents without validating it)" if valid else "training")
             raise ValueError(
                 f"data.streams: stream {spec.name!r} has no {side} documents with tokens "
-                f"(filter {spec.filter!r} over {list(key)})"
+                f"(filter {spec.filter!r} over {list(spec.prefixes)})"
             )
         streams.append(stream)
     return streams
+
+
+def epoch_samples(specs: Sequence[StreamSpec], name: str, seq_length: int, holdout: float = 0.0,
+                  holdout_seed: int = 0, *, cache_dir: Optional[str] = None, tables: Optional[dict] = None) -> int:
+    """Samples of one epoch of training stream `name` (its documents outside the held-out share), without
+    building the stream: its tokens from its index-cache entry when there is one, else by selecting its
+    documents in memory (no order, no packing). `tables` is shared with build_streams as there."""
+    from dataclasses import replace
+
+    from cpt.sampling.index_cache import IndexCache
+    from cpt.sampling.stream_cache import stream_fields
+
+    cache = IndexCache(cache_dir) if cache_dir else None
+    tables = {} if tables is None else tables
+    spec = next(s for s in specs if s.name == name)
+    table = _table(spec, specs, holdout, cache, tables)
+    config = _stream_config(spec, seq_length, "train", holdout_share(spec, holdout), holdout_seed)
+    entry = cache.lookup("stream", stream_fields(table, config)) if cache else None
+    if entry is not None:
+        return config.samples_in(int(entry.meta["tokens_per_epoch"]))
+    return config.samples_in(Stream(table, replace(config, order="shuffle", ppl_bands=1)).tokens_per_epoch)
+
+
+def _table(spec: StreamSpec, specs: Sequence[StreamSpec], holdout: float, cache: Any, tables: dict) -> DocumentTable:
+    """The DocumentTable of the spec's shard set, shared by every stream over it: with the columns any
+    stream of the recipe reads, so one table serves both splits and every stream."""
+    key = tuple(spec.prefixes)
+    if key not in tables:
+        tables[key] = DocumentTable.from_shards(list(key), _available(key, _needed_columns(specs, holdout)),
+                                                cache=cache)
+    return tables[key]
+
+
+def _stream_config(spec: StreamSpec, seq_length: int, split: str, share: float, holdout_seed: int) -> StreamConfig:
+    """The StreamConfig of a recipe stream on one split: validation streams are read shuffled, never
+    banded, and start over when they run out; a stream with no held-out share reads all its documents."""
+    valid = split == "valid"
+    return StreamConfig(
+        name=spec.name, seq_length=seq_length, filter=spec.filter,
+        order="shuffle" if valid else spec.order, seed=spec.seed, ppl_bands=1 if valid else spec.ppl_bands,
+        on_exhausted="next_epoch" if valid else spec.on_exhausted,
+        split=split if share else "all", holdout=share, holdout_seed=holdout_seed,
+    )
 
 
 def _expected_reads(spec: StreamSpec, specs: Sequence[StreamSpec], samples: int) -> int:
