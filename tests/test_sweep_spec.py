@@ -3,6 +3,7 @@ resolved stage recipes of a pipeline, fingerprints that refuse a changed plan, o
 naming file and key, and the frozen surface (sweep keys, `cpt sweep` options)."""
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -171,7 +172,7 @@ def test_cli_errors_are_one_line_and_plan_lists_runs(tmp_path, stages, capsys):
 
 
 # Changing these changes the public surface of sweeps: do it deliberately (and in the README).
-FROZEN_SWEEP_KEYS = ["name", "workdir", "model_from", "output_dir", "base", "overrides", "axes", "arms", "seeds",
+FROZEN_SWEEP_KEYS = ["name", "workdir", "model_from", "overrides_from", "output_dir", "base", "overrides", "axes", "arms", "seeds",
                      "seed_keys", "seed_overrides", "train_command", "evals", "report", "base[].stage", "base[].recipe",
                      "base[].overrides", "arms[].name", "arms[].overrides", "evals[].name", "evals[].args",
                      "report.baseline", "report.metrics", "report.higher_is_better", "report.confidence"]
@@ -219,12 +220,16 @@ def test_parse_sweep_single_recipe_base(tmp_path, stages):
 
 SWEEPS = sorted(p for p in (Path(__file__).resolve().parents[1] / "sweeps").rglob("*.yaml") if p.name != "findings.yaml")
 PROXY_RECIPE = Path(__file__).resolve().parents[1] / "recipes/proxy/bilingual.yaml"
+PROXY_SWEEPS = Path(__file__).resolve().parents[1] / "sweeps/llama3_synE_proxy"
 
 
-def shipped(path: Path, tmp_path: Path, model: dict | None = None):
+def shipped(path: Path, tmp_path: Path, model: dict | None = None, size: str = "tiny"):
     """A shipped sweep in a stand-in workdir whose import's model.yaml has `model` (default: the tiny
-    proxy's section of recipes/proxy/bilingual.yaml), as `cpt sweep prepare` leaves it."""
+    proxy's section of recipes/proxy/bilingual.yaml) and whose recipe_overrides.yaml is the size's, as
+    `cpt sweep prepare` leaves it."""
     import dataclasses
+
+    from cpt.sweep.prepare import SETTINGS, write_recipe_overrides
 
     spec = load_sweep(path, DEFAULT_TRAIN_COMMAND)
     workdir = tmp_path / "workdir"
@@ -232,7 +237,55 @@ def shipped(path: Path, tmp_path: Path, model: dict | None = None):
         model = model or yaml.safe_load(PROXY_RECIPE.read_text())["model"]
         (workdir / spec.model_from).mkdir(parents=True, exist_ok=True)
         (workdir / spec.model_from / "model.yaml").write_text(yaml.safe_dump({"model": model}))
+    if spec.overrides_from:
+        write_recipe_overrides(workdir, SETTINGS[size])
     return dataclasses.replace(spec, workdir=workdir)
+
+
+@pytest.mark.parametrize("path", [p for p in SWEEPS if load_sweep(p, DEFAULT_TRAIN_COMMAND).model_from],
+                         ids=lambda p: p.name)
+def test_a_sweep_on_an_import_trains_with_the_prepared_sizes_overrides(path, tmp_path):
+    """One sweep file fits either size: the model from the import, the learning rates from the folder."""
+    from cpt.sweep.prepare import SETTINGS
+
+    assert load_sweep(path, DEFAULT_TRAIN_COMMAND).overrides_from == "recipe_overrides.yaml"
+    gpu = SETTINGS["gpu"].recipe_overrides
+    assert gpu and SETTINGS["tiny"].recipe_overrides == {}
+    tiny_runs = plan_runs(shipped(path, tmp_path / "tiny"), tmp_path / "out_tiny")
+    gpu_runs = plan_runs(shipped(path, tmp_path / "gpu", size="gpu"), tmp_path / "out_gpu")
+    def rest(recipe: dict) -> dict:  # all but the size's keys and the run's folders
+        recipe = copy.deepcopy(recipe)
+        for key in [*gpu, "training.output_dir", "training.load", "data.cache_dir"]:
+            section, name = key.split(".")
+            recipe.get(section, {}).pop(name, None)
+        return recipe
+
+    for tiny_run, gpu_run in zip(tiny_runs, gpu_runs):
+        for (_, tiny), (_, big) in zip(tiny_run.stages, gpu_run.stages):
+            for key, value in gpu.items():
+                section, name = key.split(".")
+                assert big[section][name] == value and tiny[section][name] != value, key
+            assert rest(tiny) == rest(big)
+
+
+def test_overrides_from_is_read_from_the_workdir_and_kept_when_edited(tmp_path):
+    from cpt.sweep.plan import workdir_overrides
+    from cpt.sweep.prepare import SETTINGS, write_recipe_overrides
+
+    spec = shipped(PROXY_SWEEPS / "controllers.yaml", tmp_path)
+    assert workdir_overrides(spec) == {}
+    path = spec.workdir / "recipe_overrides.yaml"
+    path.write_text("schedule.lr_max: 2.0e-4\n")
+    assert not write_recipe_overrides(spec.workdir, SETTINGS["gpu"])  # a user's edit is kept
+    assert workdir_overrides(spec) == {"schedule.lr_max": 2.0e-4}
+    assert all(r["schedule"]["lr_max"] == 2.0e-4 for run in plan_runs(spec, tmp_path / "out") for _, r in run.stages)
+    path.write_text("- schedule.lr_max\n")
+    with pytest.raises(SweepError, match=r"recipe_overrides.yaml: expected a mapping of recipe keys"):
+        workdir_overrides(spec)
+    path.unlink()
+    with pytest.raises(SweepError, match=r"overrides_from: .*recipe_overrides.yaml does not exist; build the "
+                                         r"workdir first"):
+        plan_runs(spec, tmp_path / "out")
 
 
 def test_model_from_sets_every_stage_model_and_is_required(tmp_path):

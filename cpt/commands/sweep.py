@@ -103,12 +103,15 @@ def _claim_folder(root: Path, size: str) -> None:
 def _prepare(args: argparse.Namespace) -> int:
     from cpt.cli import COMMANDS
     from cpt.demo.runner import Runner, StepFailed
-    from cpt.sweep.prepare import SETTINGS, build_prepare_steps
+    from cpt.sweep.prepare import RECIPE_OVERRIDES, SETTINGS, build_prepare_steps, write_recipe_overrides
 
     if args.sweep_dir is None:
         raise ValueError("cpt sweep prepare needs the folder to build (e.g. runs/proxy)")
     root = Path(args.sweep_dir).resolve()
     _claim_folder(root, args.size)
+    if write_recipe_overrides(root, SETTINGS[args.size]):
+        print(f"[prepare] {RECIPE_OVERRIDES}: what this folder's sweeps train the --size {args.size} model with",
+              flush=True)
     steps = build_prepare_steps(SETTINGS[args.size], args.synth_threads)
     missing = sorted({s.cli for s in steps if s.cli is not None and s.cli not in COMMANDS})
     if missing:

@@ -3,7 +3,8 @@
 A run's folder is `SWEEP_DIR/runs/ARM/seed-S/`; stage k trains into `RUN/STAGE/` from the recipe
 `RUN/STAGE.yaml` written here, and stage k > 1 starts from stage k-1's checkpoints (its
 `training.load`). Overrides apply in the order: the `model:` keys of `model_from`'s model.yaml (the
-model the workdir imported), the stage's own, the sweep's, the arm's, the seed keys, the seed's own
+model the workdir imported), the workdir's `overrides_from` file (what that model trains with), the
+stage's own, the sweep's, the arm's, the seed keys, the seed's own
 (`seed_overrides`), then the run's folders (which no override can move). A run is fingerprinted by its
 resolved recipes and training command: a folder planned with another fingerprint is refused
 rather than mixed into the results.
@@ -88,25 +89,47 @@ def _stage_overrides(overrides: dict[str, Any], stage: str) -> list[tuple[str, A
     return out
 
 
+def _not_prepared(spec: SweepSpec, key: str, path: Path) -> SweepError:
+    state = spec.workdir / "prepare.json"  # a folder being prepared keeps its size
+    size = json.loads(state.read_text()).get("size", "tiny") if state.is_file() else "tiny"
+    return SweepError(f"{spec.path}: {key}: {path} does not exist; build the workdir first "
+                      f"(`cpt sweep prepare {spec.workdir} --size {size}`, or pass --workdir)")
+
+
 def imported_model(spec: SweepSpec) -> dict[str, Any]:
     """`model.KEY -> value` of the workdir's import named by `model_from` ({} when not set)."""
     if not spec.model_from:
         return {}
     path = spec.workdir / spec.model_from / "model.yaml"
     if not path.is_file():
-        state = spec.workdir / "prepare.json"  # a folder being prepared keeps its size
-        size = json.loads(state.read_text()).get("size", "tiny") if state.is_file() else "tiny"
-        raise SweepError(f"{spec.path}: model_from: {path} does not exist; build the workdir first "
-                         f"(`cpt sweep prepare {spec.workdir} --size {size}`, or pass --workdir)")
+        raise _not_prepared(spec, "model_from", path)
     model = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("model")
     if not isinstance(model, dict) or not model:
         raise SweepError(f"{path}: expected a 'model:' mapping (written by `cpt convert hf-to-mcore`)")
     return {f"model.{key}": value for key, value in model.items()}
 
 
+def workdir_overrides(spec: SweepSpec) -> dict[str, Any]:
+    """The recipe overrides of the workdir's `overrides_from` file ({} when not set)."""
+    if not spec.overrides_from:
+        return {}
+    path = spec.workdir / spec.overrides_from
+    if not path.is_file():
+        raise _not_prepared(spec, "overrides_from", path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+        raise SweepError(f"{path}: expected a mapping of recipe keys (e.g. schedule.lr_max: 1.0e-4)")
+    return data
+
+
 def resolve_stage(spec: SweepSpec, stage_index: int, arm_overrides: dict[str, Any], seed: int,
-                  run_folder: Path, cache_dir: Path, model: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One stage's recipe dict for one run, validated by the recipe schema (errors name the key)."""
+                  run_folder: Path, cache_dir: Path, prepared: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One stage's recipe dict for one run, validated by the recipe schema (errors name the key).
+    prepared: the workdir's overrides, applied first (model_from's model keys, the overrides_from file)."""
     from cpt.config import RecipeError, recipe_from_dict
 
     stage = spec.stages[stage_index]
@@ -116,7 +139,7 @@ def resolve_stage(spec: SweepSpec, stage_index: int, arm_overrides: dict[str, An
     except yaml.YAMLError as exc:
         raise SweepError(f"{stage.recipe}: not valid YAML ({str(exc).splitlines()[0]})") from None
     try:
-        for source in (model or {}, stage.overrides, spec.overrides, arm_overrides):
+        for source in (prepared or {}, stage.overrides, spec.overrides, arm_overrides):
             for key, value in _stage_overrides(source, stage.stage):
                 apply_override(recipe, key, value)
         for key in spec.seed_keys:
@@ -165,13 +188,13 @@ def resolve_evals(spec: SweepSpec, run_folder: Path) -> list[tuple[str, list[str
 def plan_runs(spec: SweepSpec, sweep_dir: Path) -> list[Run]:
     """Every (arm, seed) run, arms in sweep order, seeds in file order within an arm."""
     sweep_dir = sweep_dir.absolute()
-    model = imported_model(spec)
+    prepared = {**imported_model(spec), **workdir_overrides(spec)}
     runs = []
     for arm in spec.arms:
         for seed in spec.seeds:
             folder = sweep_dir / "runs" / arm.name / f"seed-{seed}"
             stages = [(s.stage, resolve_stage(spec, i, arm.overrides, seed, folder, sweep_dir / "data_cache",
-                                                model))
+                                                prepared))
                       for i, s in enumerate(spec.stages)]
             evals = resolve_evals(spec, folder)
             runs.append(Run(arm.name, seed, folder, stages,
@@ -199,5 +222,4 @@ def write_run_plan(run: Run, spec: SweepSpec) -> None:
 
 
 __all__ = ["PLAN_VERSION", "RUN_FILE", "Run", "apply_override", "fingerprint", "imported_model", "plan_runs",
-           "resolve_evals", "resolve_stage",
-           "write_run_plan"]
+           "resolve_evals", "resolve_stage", "workdir_overrides", "write_run_plan"]

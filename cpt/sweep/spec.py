@@ -3,6 +3,7 @@
     name: curriculum_zh
     workdir: ../../runs/demo            # relative paths INSIDE the recipes resolve here (default: cwd)
     model_from: models/base_mcore       # optional: every stage's model.* keys from this import's model.yaml
+    overrides_from: recipe_overrides.yaml  # optional: recipe overrides the workdir holds (the size's optimizer)
     output_dir: runs/sweeps/curriculum  # SWEEP_DIR, relative to where `cpt sweep` runs (--out wins)
     base:                               # stages in order; stage k > 1 starts from stage k-1's checkpoint
       - {stage: stage1, recipe: ../../recipes/demo/stage1.yaml}
@@ -42,7 +43,7 @@ from typing import Any, Optional
 import yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
-TOP_KEYS = ("name", "workdir", "model_from", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
+TOP_KEYS = ("name", "workdir", "model_from", "overrides_from", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
             "seed_overrides", "train_command", "evals", "report")
 STAGE_KEYS = ("stage", "recipe", "overrides")
 ARM_KEYS = ("name", "overrides")
@@ -104,6 +105,10 @@ class SweepSpec:
     model_from: Optional[str] = None
     """an import folder relative to workdir: its model.yaml's `model:` keys override every stage's (before
     any other override), so one sweep file trains whichever model the workdir imported (`--size tiny|gpu`)"""
+    overrides_from: Optional[str] = None
+    """a YAML mapping of recipe overrides in workdir, applied after model_from's keys and before every other
+    override: what the prepared folder says its model trains with (`cpt sweep prepare` writes the size's
+    learning rates there), so the same sweep file fits either size"""
     output_dir: Optional[Path]
     """SWEEP_DIR when --out is not given"""
     stages: list[StageSpec]
@@ -299,12 +304,13 @@ def parse_sweep(data: Any, path: Path, default_train_command: list[str]) -> Swee
     workdir = data.get("workdir")
     output_dir = data.get("output_dir")
     for key, value in (("workdir", workdir), ("output_dir", output_dir), ("name", data.get("name")),
-                       ("model_from", data.get("model_from"))):
+                       ("model_from", data.get("model_from")), ("overrides_from", data.get("overrides_from"))):
         if value is not None and not isinstance(value, str):
             raise _fail(path, key, f"expected a string, got {value!r}")
     return SweepSpec(
         name=_name(path, "name", data.get("name", path.stem)), path=path,
         workdir=(path.parent / workdir).resolve() if workdir else Path.cwd(), model_from=data.get("model_from"),
+        overrides_from=data.get("overrides_from"),
         output_dir=Path(output_dir) if output_dir else None, stages=stages,
         overrides=_overrides(path, "overrides", data.get("overrides")), arms=arms, seeds=seeds,
         seed_keys=_strings(path, "seed_keys", data.get("seed_keys"), ["training.seed"]), seed_overrides=seed_overrides,
