@@ -282,7 +282,8 @@ class TrainingConfig:
                  + (f" (both are set: {self.train_passes})" if self.train_passes else " (neither is set)"))
         _require(self.train_tokens is None or self.train_tokens > 0, "training.train_tokens", "must be > 0")
         if self.train_passes:
-            _require(len(self.train_passes) == 1, "training.train_passes", f"one stream, got {sorted(self.train_passes)}")
+            _require(len(self.train_passes) == 1, "training.train_passes",
+                     f"one stream, got {sorted(self.train_passes)}")
             ((stream, passes),) = self.train_passes.items()
             _require(isinstance(passes, (int, float)) and not isinstance(passes, bool) and passes > 0,
                      f"training.train_passes.{stream}", f"must be a number > 0, got {passes!r}")

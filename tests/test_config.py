@@ -132,7 +132,8 @@ data.blend data.streams.name data.streams.prefixes data.streams.weight data.stre
 data.streams.order data.streams.seed data.streams.ppl_bands data.streams.on_exhausted data.streams.valid_holdout data.valid_blend data.reset_position_ids data.reset_attention_mask data.eod_mask_loss
 data.eod_token_id data.num_workers data.valid_holdout data.valid_holdout_seed data.cache_dir
 training.output_dir training.stage training.seed training.seq_length training.micro_batch_size training.global_batch_size
-training.train_tokens training.train_passes training.precision training.nan_policy training.max_skipped_steps training.log_every
+training.train_tokens training.train_passes training.precision training.nan_policy training.max_skipped_steps
+training.log_every
 training.eval_every training.eval_at_start training.eval_batches training.eval_batches_per_stream training.save_every
 training.keep_last training.keep_every training.device training.deterministic training.load training.tensorboard
 hooks.use hooks.options hooks.name

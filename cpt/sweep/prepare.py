@@ -87,11 +87,11 @@ def _annotate(size: str) -> DemoSettings:
 
 
 GPU_LEARNING_RATES = {"schedule.lr_init": 1.0e-6, "schedule.lr_max": 1.0e-4, "schedule.lr_min": 1.0e-5}
-"""SmolLM2-135M's peak learning rate at the proxy recipes' 1024-token steps. The tiny proxy's 1e-3 makes
-a pretrained model worse on every stream, the one it trains on included; a probe of peak rates 3e-5,
+"""SmolLM2-135M's learning rates at the proxy recipes' 1024-token steps (the tiny proxy's ratio
+init:max:min = 1:100:10). A CPT learning rate is the base model's, not the proxy's: the tiny proxy's
+peak 1e-3 made SmolLM2 worse on every stream, the ones it trained on included; a probe of peaks 3e-5,
 1e-4, 3e-4 and 1e-3 (static mixture, 24 steps, one seed) put 1e-4 lowest overall and on 9 of the 10
-validation streams (3e-4 on en_computing). A CPT
-learning rate is the base model's, not the proxy's: keep the ratio init:max:min = 1:100:10."""
+validation streams (3e-4 on en_computing)."""
 
 # tiny: a budget for 2 CPU cores. SmolLM2-135M-Instruct keeps about half a pair per science generation
 # and most code generations (each output's summary says how many, how fast): 400 snippets, at most 60

@@ -43,8 +43,8 @@ from typing import Any, Optional
 import yaml
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.=+-]*$")
-TOP_KEYS = ("name", "workdir", "model_from", "overrides_from", "output_dir", "base", "overrides", "axes", "arms", "seeds", "seed_keys",
-            "seed_overrides", "train_command", "evals", "report")
+TOP_KEYS = ("name", "workdir", "model_from", "overrides_from", "output_dir", "base", "overrides", "axes", "arms",
+            "seeds", "seed_keys", "seed_overrides", "train_command", "evals", "report")
 STAGE_KEYS = ("stage", "recipe", "overrides")
 ARM_KEYS = ("name", "overrides")
 EVAL_KEYS = ("name", "args")

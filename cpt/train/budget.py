@@ -1,17 +1,18 @@
 """A stage's budget in passes over a stream: `training.train_passes: {STREAM: N}` -> train_tokens.
 
-A budget in tokens depends on the tokenizer: the same documents are 2.5x the tokens under SmolLM2's
-vocabulary as under the CPU proxy's. "Read this sample of the Chinese documents once" (the paper's
-curriculum pass) therefore cannot be written as a token count that holds for every base model. A
-budget in passes can: the stage trains the whole steps in which the stream, at its initial share of
+A budget in tokens depends on the tokenizer: the same Chinese documents are more than twice the
+tokens under SmolLM2's vocabulary as under the CPU proxy's. "Read this sample of the Chinese documents
+once" (the paper's curriculum pass) therefore cannot be written as a token count that holds for every
+base model. A budget in passes can: the stage trains the whole steps in which the stream, at its initial share of
 the mixture, gives N times the samples of one epoch of its training documents (rounded down, so a
 pass never starts a second epoch; less than one step of it stays unread).
 
 The count is the stream's own packing arithmetic (StreamConfig.samples_in over the tokens of its
 training split, as Stream.capacity), the tokens read from the index cache when the stream's entry is
-there. The share is exact arithmetic on the weights (no float rounding moves a step). A data hook that moves the stream's share moves where the pass ends; the budget is fixed at
-the start. The resolved recipe (train_tokens set, train_passes cleared) is what the run records in recipe.yaml
-and its checkpoints; a resume resolves again from the same documents, so it gets the same budget.
+there. The share is exact arithmetic on the weights (no float rounding moves a step). A data hook
+that moves the stream's share moves where the pass ends; the budget is fixed at the start. The
+resolved recipe (train_tokens set, train_passes cleared) is what the run records in recipe.yaml and
+its checkpoints; a resume resolves again from the same documents, so it gets the same budget.
 `schedule.stable_tokens: null` goes with it (resolve_schedule): the decay then ends with the stage's
 last step whatever the budget came to.
 """
