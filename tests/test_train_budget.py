@@ -92,6 +92,24 @@ def test_the_count_from_the_index_cache_equals_the_count_from_the_documents(shar
     assert resolve_budget(recipe)[1] == uncached
 
 
+def test_build_cache_counts_a_pass_budget_and_caches_what_the_run_reads(shard, tmp_path):
+    """`cpt data build-cache` says the budget before the run, and the run then finds every entry."""
+    from cpt.commands.data import build_cache
+    from cpt.train.budget import resolve_budget
+    from cpt.train.run import build_training_data
+
+    rd = _pass_recipe(shard, tmp_path / "run")
+    summary = build_cache(recipe_from_dict(rd))
+    recipe, budget = resolve_budget(recipe_from_dict(rd))
+    assert summary["budget"] == budget.line() and summary["train_tokens"] == recipe.training.train_tokens
+    assert summary["train_samples"] == budget.steps * recipe.training.global_batch_size
+    data = build_training_data(recipe)
+    try:
+        assert all(s.cache_hit for s in data.train.streams)
+    finally:
+        data.close()
+
+
 def test_a_budget_in_tokens_is_left_alone(shard, tmp_path):
     from cpt.train.budget import resolve_budget
 
