@@ -110,6 +110,15 @@ def test_build_cache_counts_a_pass_budget_and_caches_what_the_run_reads(shard, t
         data.close()
 
 
+def test_cpt_data_build_cache_says_a_budget_error_in_one_line(shard, tmp_path, capsys):
+    from cpt.cli import main
+
+    recipe_file = tmp_path / "r.yaml"
+    recipe_file.write_text(json.dumps(_pass_recipe(shard, tmp_path / "run", passes=0.001)))
+    assert main(["data", "build-cache", str(recipe_file)]) == 2
+    assert capsys.readouterr().err.startswith("recipe error: training.train_passes.zh: 0.001 pass(es) of ")
+
+
 def test_a_budget_in_tokens_is_left_alone(shard, tmp_path):
     from cpt.train.budget import resolve_budget
 

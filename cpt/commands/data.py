@@ -34,7 +34,14 @@ def run(args: argparse.Namespace) -> int:
         print("cpt data build-cache: the recipe has no data.streams (data.blend is cached by megatron itself)",
               file=sys.stderr)
         return 2
-    summary = build_cache(recipe)
+    try:
+        summary = build_cache(recipe)
+    except RecipeError as exc:  # e.g. a pass budget shorter than one step
+        print(f"recipe error: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as exc:  # a missing shard, a stream with no documents
+        print(f"data error: {exc}", file=sys.stderr)
+        return 2
     for s in summary["streams"]:
         print(f"{s['split']:5s} {s['name']:24s} {'hit ' if s['hit'] else 'built'} {s['documents']:>12,d} documents "
               f"{s['tokens']:>16,d} tokens")

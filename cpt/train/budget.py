@@ -3,9 +3,9 @@
 A budget in tokens depends on the tokenizer: the same Chinese documents are more than twice the
 tokens under SmolLM2's vocabulary as under the CPU proxy's. "Read this sample of the Chinese documents
 once" (the paper's curriculum pass) therefore cannot be written as a token count that holds for every
-base model. A budget in passes can: the stage trains the whole steps in which the stream, at its initial share of
-the mixture, gives N times the samples of one epoch of its training documents (rounded down, so a
-pass never starts a second epoch; less than one step of it stays unread).
+base model. A budget in passes can: the stage trains the whole steps in which the stream, at its
+initial share of the mixture, gives N times the samples of one epoch of its training documents
+(rounded down, so a pass never starts a second epoch; less than one step of it stays unread).
 
 The count is the stream's own packing arithmetic (StreamConfig.samples_in over the tokens of its
 training split, as Stream.capacity), the tokens read from the index cache when the stream's entry is
@@ -83,7 +83,8 @@ def resolve_budget(recipe: Recipe, tables: Optional[dict] = None) -> tuple[Recip
     cache = d.cache_dir or str(Path(t.output_dir) / "data_cache")
     samples = epoch_samples(d.streams, stream, t.seq_length, d.valid_holdout, d.valid_holdout_seed,
                             cache_dir=cache, tables=tables)
-    share = Fraction(next(s.weight for s in d.streams if s.name == stream)) / sum(Fraction(s.weight) for s in d.streams)
+    weights = {s.name: Fraction(s.weight) for s in d.streams}
+    share = weights[stream] / sum(weights.values())
     steps = math.floor(Fraction(passes) * samples / share) // t.global_batch_size
     if steps < 1:
         raise RecipeError(f"training.train_passes.{stream}: {passes:g} pass(es) of {samples} samples at share "

@@ -31,13 +31,13 @@ import yaml
 from cpt.config import Recipe, recipe_to_dict
 from cpt.sampling.errors import StreamExhausted
 from cpt.sampling.parallel import DataParallelLayout
+from cpt.train.budget import resolve_schedule, train_samples
 from cpt.train.checkpoint import CheckpointManager, reading, resolve_load_path, step_dir_name, trainer_state_summary
 from cpt.train.data_bits import BITS_FILE, load_data_state, split_bits, write_bits
 from cpt.train.engine import Batch, Engine, StepResult
 from cpt.train.hook_runner import HookRunner
 from cpt.train.hooks import EvalMetrics, HookContext
 from cpt.train.metrics import MetricsLogger
-from cpt.train.budget import resolve_schedule, train_samples
 from cpt.train.schedule import phase, wsd_lr
 
 TRAINER_STATE_VERSION = 1

@@ -75,6 +75,9 @@ def train_recipe(recipe: Recipe) -> int:
     tables: dict = {}
     try:
         recipe, budget = resolve_budget(recipe, tables)  # a budget in passes becomes tokens, before the engine
+    except RecipeError as exc:
+        print(f"recipe error: {exc}", file=sys.stderr)
+        return 2
     except (FileNotFoundError, ValueError) as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 2
