@@ -22,15 +22,7 @@ import os
 import subprocess
 import sys
 
-MB = 1 << 20
-
-
-def _rss_mb(field: str) -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024 / MB
-    raise RuntimeError(f"/proc/self/status has no {field}")
+from peak_memory import MB, reset_peak, rss_mb
 
 
 def measure(which: str, seq: int, vocab: int, hidden: int) -> dict:
@@ -47,15 +39,13 @@ def measure(which: str, seq: int, vocab: int, hidden: int) -> dict:
     logits = (h @ w.t()).detach().requires_grad_(True)  # [s, V] bf16, as the output layer gives it
     target = torch.randint(0, vocab, (seq,))
     del h, w
-    base = _rss_mb("VmRSS")
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # reset the peak (VmHWM) to the current resident size
+    base = reset_peak()
     if which == "ours":
         loss = cross_entropy(logits, target, vocab)
     else:
         loss = F.cross_entropy(logits.float(), target, reduction="none")
     loss.sum().backward()
-    peak = _rss_mb("VmHWM")
+    peak = rss_mb("VmHWM")
     return {"extra_mb": peak - base, "logits_mb": logits.numel() * logits.element_size() / MB,
             "loss_mean": float(loss.detach().mean())}
 

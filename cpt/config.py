@@ -95,6 +95,12 @@ class ParallelConfig:
     pipeline_model_parallel_size: int = _f(1, "pipeline parallel size (PP)")
     sequence_parallel: bool = _f(False, "shard norms/dropout activations along the sequence (needs TP > 1)")
     use_distributed_optimizer: bool = _f(True, "shard optimizer state across data-parallel ranks")
+    optimizer_checkpoint: Literal["dp_reshardable", "fully_reshardable"] = _f(
+        "dp_reshardable", "how checkpoints hold the distributed optimizer's state. dp_reshardable: each rank "
+                          "writes its own shard, no gather or copy; a resume may change DP, not TP/PP. "
+                          "fully_reshardable: every save gathers the state per parameter over DP on each rank "
+                          "(12 bytes per parameter of the rank's TP/PP part in host memory, whatever DP); a "
+                          "resume may change TP and PP too. A checkpoint loads in the form it was saved in")
     overlap_grad_reduce: bool = _f(False, "overlap the gradient reduce-scatter with the backward pass")
     recompute: Literal["none", "full", "selective"] = _f("none", "activation recomputation")
 

@@ -57,7 +57,9 @@ def _fix_torch_adam_step_on_reshardable_load() -> None:
     # _set_main_param_and_optimizer_states the saved tensors WITHOUT torch AdamW's per-parameter
     # "step" (megatron restores it from param_groups beforehand), yet that method copies every key
     # of the live state, so loading fails with KeyError: 'step' whenever neither Apex nor
-    # TransformerEngine provides a fused Adam (always on CPU). Copy only what was given.
+    # TransformerEngine provides a fused Adam (always on CPU). The dp_reshardable load hands it a
+    # "step" (the local placeholder, not the saved value) and a "padding" flag. Copy every live
+    # state but "step" from what was given: a missing state still fails, extra keys are ignored.
     from megatron.core.optimizer.distrib_optimizer import DistributedOptimizer
 
     original = getattr(DistributedOptimizer, "_set_main_param_and_optimizer_states", None)
@@ -71,8 +73,9 @@ def _fix_torch_adam_step_on_reshardable_load() -> None:
         group_index, group_order = self.model_param_group_index_map[model_param]
         main_param = self.optimizer.param_groups[group_index]["params"][group_order]
         live = {"param": main_param, **self.optimizer.state[main_param]}
-        for key, value in tensors.items():
-            live[key].copy_(value)
+        for key, target in live.items():
+            if key != "step":
+                target.copy_(tensors[key])
 
     set_states._cpt_fixed = True
     DistributedOptimizer._set_main_param_and_optimizer_states = set_states

@@ -44,9 +44,36 @@ from megatron_ext.model import build_model, init_weights, kernel_summary  # noqa
 compat.apply()
 
 TRAINER_STATE_FILE = "trainer_state.json"
-# Optimizer state in the canonical per-parameter form, so checkpoints reshard across TP/PP/DP.
-# (0.16's default, fully_sharded_model_space, refuses flattened ranges in ShardedTensor.)
-OPTIMIZER_CKPT_METADATA = {"distrib_optim_sharding_type": "fully_reshardable"}
+# trainer_state.json's record of the form the distributed optimizer's state was saved in
+# (parallel.optimizer_checkpoint): a checkpoint is loaded in its own form, whatever the run saves in.
+OPTIMIZER_FORM_KEY = "optimizer_checkpoint"
+# The form of checkpoints that predate the record: every save was fully reshardable then.
+UNRECORDED_OPTIMIZER_FORM = "fully_reshardable"
+
+
+def optimizer_checkpoint_metadata(form: str) -> dict[str, str]:
+    """megatron's `sharded_state_dict` metadata for a form (0.16's own default,
+    fully_sharded_model_space, refuses the flattened ranges our ShardedTensors carry)."""
+    return {"distrib_optim_sharding_type": form}
+
+
+def check_optimizer_resharding(directory: Path, form: str, saved: Optional[dict], layout: dict) -> None:
+    """Refuse, in one line, to load a dp_reshardable optimizer under another TP or PP: megatron
+    would fail deep in dist_checkpointing, or map the buckets wrongly. A layout change in DP only
+    is what that form supports; a checkpoint without a recorded layout is not judged."""
+    if form != "dp_reshardable" or not saved:
+        return
+    moved = [k for k in ("tp", "pp") if saved.get(k) != layout.get(k)]
+    if not moved:
+        return
+    was = " ".join(f"{k.upper()}={saved.get(k)}" for k in ("tp", "pp"))
+    now = " ".join(f"{k.upper()}={layout.get(k)}" for k in ("tp", "pp"))
+    raise ValueError(
+        f"{directory}: its optimizer state is saved dp_reshardable at {was}; this run is {now}. That form "
+        f"resumes with another DP only: resume at {was}, and set parallel.optimizer_checkpoint: "
+        f"fully_reshardable there so that the next checkpoint can change TP/PP; or start from its weights "
+        f"alone with a fresh optimizer (cpt convert mcore-to-hf, then hf-to-mcore)"
+    )
 
 
 def init_distributed(timeout_minutes: int = 30, choice: device.DeviceChoice | None = None) -> None:
@@ -107,6 +134,8 @@ class MegatronEngine:
         self.device = torch.device("cpu") if on_cpu else torch.device("cuda", torch.cuda.current_device())
         self.dtype = _dtype(recipe, on_cpu)
         self.async_save = (not on_cpu) if async_save is None else async_save
+        # without the distributed optimizer the state is per parameter: reshardable any way
+        self.optimizer_form = par.optimizer_checkpoint if par.use_distributed_optimizer else "fully_reshardable"
         self._async_queue = None
         self.layout = Layout(
             rank=dist.get_rank(),
@@ -342,16 +371,17 @@ class MegatronEngine:
             replica_id=0,
         )
 
-    def _sharded_state_dict(self, is_loading: bool, with_optimizer: bool = True) -> dict:
+    def _sharded_state_dict(self, is_loading: bool, optimizer_form: Optional[str]) -> dict:
+        """The model's sharded state, and the optimizer's in `optimizer_form` (None: weights only)."""
         model_sd = self.model.module.sharded_state_dict()
-        if not with_optimizer:
+        if optimizer_form is None:
             return {"model": model_sd}
         if is_loading:
             self._ensure_optimizer_state()
         return {
             "model": model_sd,
             "optimizer": self.optimizer.sharded_state_dict(
-                model_sd, is_loading=is_loading, metadata=OPTIMIZER_CKPT_METADATA
+                model_sd, is_loading=is_loading, metadata=optimizer_checkpoint_metadata(optimizer_form)
             ),
         }
 
@@ -378,9 +408,11 @@ class MegatronEngine:
             directory.mkdir(parents=True, exist_ok=True)
         self.barrier()
         weights_only = bool(trainer_state.get("weights_only"))
-        sd = self._sharded_state_dict(is_loading=False, with_optimizer=not weights_only)
+        form = None if weights_only else self.optimizer_form
+        sd = self._sharded_state_dict(is_loading=False, optimizer_form=form)
         if not weights_only:
             sd["rng_state"] = self._rng_state()
+            trainer_state = {**trainer_state, OPTIMIZER_FORM_KEY: form}
         request = dist_checkpointing.save(sd, str(directory), async_sharded_save=self.async_save,
                                           **compat.dist_save_options())
         if self.layout.rank == 0:
@@ -417,7 +449,10 @@ class MegatronEngine:
         if trainer_state.get("weights_only"):
             load_optimizer = load_rng = False
         same_layout = trainer_state.get("layout", {}) == self.layout_key()
-        sd = self._sharded_state_dict(is_loading=True, with_optimizer=load_optimizer)
+        form = trainer_state.get(OPTIMIZER_FORM_KEY, UNRECORDED_OPTIMIZER_FORM) if load_optimizer else None
+        if form is not None:
+            check_optimizer_resharding(directory, form, trainer_state.get("layout"), self.layout_key())
+        sd = self._sharded_state_dict(is_loading=True, optimizer_form=form)
         if load_rng and same_layout:
             sd["rng_state"] = self._rng_state()
         loaded = dist_checkpointing.load(sd, str(directory))

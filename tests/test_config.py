@@ -124,7 +124,7 @@ model.rope_scaling.low_freq_factor model.rope_scaling.high_freq_factor
 model.rope_scaling.original_max_position_embeddings model.norm_epsilon model.tie_embeddings model.qkv_bias
 model.init_method_std model.make_vocab_size_divisible_by model.attention_backend
 parallel.tensor_model_parallel_size parallel.pipeline_model_parallel_size parallel.sequence_parallel
-parallel.use_distributed_optimizer parallel.overlap_grad_reduce parallel.recompute
+parallel.use_distributed_optimizer parallel.optimizer_checkpoint parallel.overlap_grad_reduce parallel.recompute
 optimizer.weight_decay optimizer.adam_beta1 optimizer.adam_beta2 optimizer.adam_eps optimizer.clip_grad
 schedule.lr_init schedule.lr_max schedule.lr_min schedule.warmup_tokens schedule.stable_tokens
 schedule.decay_tokens schedule.decay_style

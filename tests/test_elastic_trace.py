@@ -2,7 +2,9 @@
 
 One stage ("s1": two language streams, a quarter held out, the topic-PPL controller on) trained
 four ways: uninterrupted at DP=1 (the reference); DP 2 -> 1 -> 2 across three launches; TP 2 -> 1;
-PP 2 -> 1. Every resumed run must train on the same global samples (ids equal), with losses equal
+PP 2 -> 1 (the TP/PP runs save the optimizer fully_reshardable, and their TP=1/PP=1 resumes load it
+so while saving dp_reshardable; the DP chain keeps dp_reshardable, the default, which reshards across
+DP only). Every resumed run must train on the same global samples (ids equal), with losses equal
 to the reference within float32 reduction noise and the controller's weights carried on. Then a
 second stage ("s2", a synthetic QA stream added, DP=2) continues from the elastic DP run, and
 `cpt trace` over both stage folders must give, for every step and every rank, exactly the ids that

@@ -34,7 +34,7 @@ def results(tmp_path_factory):
     common = ["--train", train, "--valid", valid, "--streams", streams, "--out", str(out)]
     launch([*torchrun(2), str(WORKER), *common, "tp2", "pp2", "dp2", "tp2sp",
              "streams_dp"])
-    launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "resume", "nan", "weights_only",
+    launch([sys.executable, str(WORKER), *common, "ref", "tp2_to_tp1", "tp2sp_to_tp1", "resume", "nan", "weights_only",
              "streams", "streams_resume_w0", "streams_resume_w2", "streams_exhausted"])
 
     def read(case):
@@ -70,6 +70,21 @@ def test_tp2_checkpoint_loads_with_tp1_same_logits(results):
     np.testing.assert_allclose(tp1, tp2, rtol=0, atol=2e-5)
     # and the TP=2 model's logits equal the single-process model trained the same way
     np.testing.assert_allclose(np.load(out / "ref" / "logits.npy"), tp2, rtol=0, atol=1e-4)
+
+
+def test_a_dp_reshardable_optimizer_is_refused_under_another_tp_and_its_weights_still_load(results):
+    out, read, _ = results
+    saved = {case: json.loads((out / case / "run" / "checkpoints" / "step_00000008" / "trainer_state.json")
+                              .read_text())["optimizer_checkpoint"] for case in ("tp2", "tp2sp")}
+    assert saved == {"tp2": "fully_reshardable", "tp2sp": "dp_reshardable"}  # the recipe's choice, recorded
+    refused = read("tp2sp_to_tp1")
+    assert refused["message"] is not None
+    assert "step_00000008: its optimizer state is saved dp_reshardable at TP=2 PP=1; this run is TP=1 PP=1" \
+        in refused["message"]
+    assert "parallel.optimizer_checkpoint: fully_reshardable" in refused["message"]
+    assert refused["step"] == 8
+    np.testing.assert_allclose(np.load(out / "tp2sp_to_tp1" / "logits.npy"), np.load(out / "tp2sp" / "logits.npy"),
+                               rtol=0, atol=2e-5)
 
 
 def test_resume_is_bitwise_identical(results):

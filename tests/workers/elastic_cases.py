@@ -23,7 +23,10 @@ from cpt.config import recipe_from_dict  # noqa: E402
 from cpt.train.loop import Trainer  # noqa: E402
 
 GBS, STEPS = 8, 6
-LAYOUTS = {"tp2": {"tensor_model_parallel_size": 2}, "pp2": {"pipeline_model_parallel_size": 2}}
+# A resume under another TP or PP needs the optimizer saved fully_reshardable; the DP runs keep the
+# default (dp_reshardable), whose resharding across DP the DP 2 -> 1 -> 2 chain tests.
+FULLY = {"optimizer_checkpoint": "fully_reshardable"}
+LAYOUTS = {"tp2": {"tensor_model_parallel_size": 2, **FULLY}, "pp2": {"pipeline_model_parallel_size": 2, **FULLY}}
 
 
 def s1_recipe(prefix: str, run_dir: Path, steps: int, parallel: dict | None = None) -> dict:

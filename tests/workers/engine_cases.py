@@ -27,7 +27,7 @@ LOGIT_TOKENS = np.arange(2 * 32, dtype=np.int64).reshape(2, 32) % 250 + 3
 
 LAYOUTS = {
     "ref": {},
-    "tp2": {"tensor_model_parallel_size": 2},
+    "tp2": {"tensor_model_parallel_size": 2, "optimizer_checkpoint": "fully_reshardable"},
     "pp2": {"pipeline_model_parallel_size": 2},
     "dp2": {"use_distributed_optimizer": True, "recompute": "full"},
     "tp2sp": {"tensor_model_parallel_size": 2, "sequence_parallel": True},
@@ -99,6 +99,22 @@ def run_reshard_load(case: str, args) -> None:
     state = engine.load(args.out / "tp2" / "run" / "checkpoints" / "step_00000008")
     np.save(args.out / case / "logits.npy", engine.logits(LOGIT_TOKENS).numpy()) if engine.layout.rank == 0 else None
     write(args.out, case, engine, {"step": state["step"]})
+
+
+def run_reshard_refused(case: str, args) -> None:
+    """Load tp2sp's checkpoint (its optimizer saved dp_reshardable, the default) with TP=1: the
+    optimizer is refused with a message; the weights alone load, and give tp2sp's logits."""
+    rd = tiny_recipe(args.train, args.valid, args.out / case / "run")
+    recipe, engine, _, _ = make(rd)
+    checkpoint = args.out / "tp2sp" / "run" / "checkpoints" / "step_00000008"
+    try:
+        engine.load(checkpoint)
+        message = None
+    except ValueError as exc:
+        message = str(exc)
+    state = engine.load(checkpoint, load_optimizer=False)
+    np.save(args.out / case / "logits.npy", engine.logits(LOGIT_TOKENS).numpy()) if engine.layout.rank == 0 else None
+    write(args.out, case, engine, {"message": message, "step": state["step"]})
 
 
 def run_resume(case: str, args) -> None:
@@ -240,7 +256,7 @@ def run_streams_dp(case: str, args) -> None:
 
 
 CASES = {"ref": run_layout, "tp2": run_layout, "pp2": run_layout, "dp2": run_layout, "tp2sp": run_layout,
-         "tp2_to_tp1": run_reshard_load, "weights_only": run_weights_only,
+         "tp2_to_tp1": run_reshard_load, "tp2sp_to_tp1": run_reshard_refused, "weights_only": run_weights_only,
          "streams": run_streams, "streams_resume_w0": run_streams_resume,
          "streams_resume_w2": run_streams_resume, "streams_exhausted": run_streams_exhausted, "streams_dp": run_streams_dp, "resume": run_resume, "nan": run_nan}
 

@@ -1,0 +1,36 @@
+"""A process's resident memory and its peak since a reset, read from Linux's /proc: what the memory
+benchmarks measure ("measured, not estimated"). Linux only.
+
+The peak (VmHWM) is reset to the current resident size by writing 5 to /proc/self/clear_refs, so
+`rss_mb("VmHWM") - reset_peak()` after an operation is the most memory it held above where it began:
+every temporary counts, however short-lived, which sampling can miss."""
+from __future__ import annotations
+
+import ctypes
+
+MB = 1 << 20
+
+
+def rss_mb(field: str = "VmRSS") -> float:
+    """VmRSS (now) or VmHWM (the peak since the last reset) of this process, in MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024 / MB
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def trim_heap() -> None:
+    """Hand freed heap pages back to the OS (glibc's malloc_trim), so that memory one measurement
+    freed is not counted as resident at the start of the next, nor reused unseen by it."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
+
+
+def reset_peak() -> float:
+    """Reset the peak to the current resident size; return that size (MiB)."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return rss_mb("VmRSS")
