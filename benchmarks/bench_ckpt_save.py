@@ -1,5 +1,5 @@
-"""Host memory and time of a checkpoint save and load, per rank, in each form of the distributed
-optimizer's state (parallel.optimizer_checkpoint), at several data-parallel sizes.
+"""Host memory, time and the busiest writer of a checkpoint save and load, per rank, for each form
+of the distributed optimizer's state (parallel.optimizer_checkpoint), at several data-parallel sizes.
 
 - `dp_reshardable` (the default): each rank writes its own shard of the optimizer state as it lies
   in the gradient buckets; no gather, no copy.
@@ -7,12 +7,17 @@ optimizer's state (parallel.optimizer_checkpoint), at several data-parallel size
   (megatron's `get_parameter_state_dp_zero(return_on_all_ranks=True)`), so each rank holds 12 bytes
   (fp32 main parameter, exp_avg, exp_avg_sq) per parameter of its TP/PP part, whatever DP is; every
   load reads that whole state on each rank too. What it buys: a resume may change TP and PP.
+- `..._unspread`: the same, with what every DP rank holds alike (the weights; fully_reshardable's
+  gathered state) all written by DP rank 0, as before the engine spread it (megatron's
+  FullyParallelSaveStrategyWrapper). `fully_reshardable_unspread` is the engine before both changes.
 
 One torchrun launch per DP size (TP = PP = 1, the CPU/gloo engine, a small Llama of `--hidden` and
-`--layers`); in it the two forms alternate over `--rounds` (benchmarks/rounds.py), each round one
-save and one load of the state after one training step. "Extra" is the rise of the rank's peak
-resident memory (VmHWM, reset just before; benchmarks/peak_memory.py) over its resident size then:
-every temporary counts. Figures are the worst rank of the best round. Linux only.
+`--layers`); in it the modes alternate over `--rounds` (benchmarks/rounds.py), each round one save
+and one load of the state after one training step. "Extra" is the rise of the rank's peak resident
+memory (VmHWM, reset just before; benchmarks/peak_memory.py) over its resident size then: every
+temporary counts. "Busiest writer": the most shard bytes one rank wrote, against the mean over
+ranks; a save lasts as long as its busiest writer on a parallel file system (here one disk, whose
+page cache hides it). Figures are the worst rank of the best round. Linux only.
 
     python benchmarks/bench_ckpt_save.py [--dp 1 2 4] [--hidden 512] [--layers 8] [--rounds 2]
 """
@@ -34,7 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peak_memory import MB, reset_peak, rss_mb, trim_heap  # noqa: E402
 from rounds import add_rounds_option, alternating  # noqa: E402
 
-FORMS = ("dp_reshardable", "fully_reshardable")
+# mode -> (the optimizer's form, whether the weights' writing is spread over the DP ranks)
+MODES = {"dp_reshardable": ("dp_reshardable", True), "fully_reshardable": ("fully_reshardable", True),
+         "dp_reshardable_unspread": ("dp_reshardable", False),
+         "fully_reshardable_unspread": ("fully_reshardable", False)}  # the engine until 2026-12
 SEQ = 128
 
 
@@ -59,11 +67,11 @@ def _written_per_rank(folder: Path) -> dict[int, int]:
     return written
 
 
-def _measure(engine, folder: Path, form: str) -> dict:
-    """One save and one load of `form`: seconds and extra peak memory (MiB) of this rank."""
+def _measure(engine, folder: Path, mode: str) -> dict:
+    """One save and one load in `mode`: seconds and extra peak memory (MiB) of this rank."""
     import torch.distributed as dist
 
-    engine.optimizer_form = form
+    engine.optimizer_form, engine.spread_saves = MODES[mode]
     result = {}
     for what in ("save", "load"):
         gc.collect()
@@ -104,8 +112,8 @@ def worker(args: argparse.Namespace) -> None:
     batch = {"tokens": tokens[:, :-1], "labels": tokens[:, 1:], "loss_mask": np.ones((1, SEQ), np.float32)}
     engine.train_step(iter([batch]), 1, lr=1e-4)  # AdamW's state exists after a first step
     rounds = []
-    for r, form in alternating(FORMS, args.rounds):
-        rounds.append({"round": r, "form": form, **_measure(engine, args.workdir / f"{form}_{r}", form)})
+    for r, mode in alternating(list(MODES), args.rounds):
+        rounds.append({"round": r, "mode": mode, **_measure(engine, args.workdir / f"{mode}_{r}", mode)})
     gathered = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, rounds)
     if engine.layout.rank == 0:
@@ -138,22 +146,26 @@ def _free_port() -> int:
 
 
 def summarise(ranks: list[list[dict]]) -> dict[str, dict]:
-    """Per form: the worst rank's figures in each round, then the best round (least time; the memory
+    """Per mode: the worst rank's figures in each round, then the best round (least time; the memory
     of a deterministic operation barely moves between rounds, so its round's worst rank stands)."""
     out = {}
-    for form in FORMS:
+    for mode in MODES:
         per_round: dict[int, dict] = {}
         for rank_rounds in ranks:
             for rec in rank_rounds:
-                if rec["form"] != form:
+                if rec["mode"] != mode:
                     continue
                 worst = per_round.setdefault(rec["round"], {})
                 for key, value in rec.items():
-                    if key not in ("round", "form"):
+                    if key not in ("round", "mode"):
                         worst[key] = max(worst.get(key, value), value)
         best = min(per_round.values(), key=lambda r: r["save_s"] + r["load_s"])
-        out[form] = {k: round(v, 3 if k.endswith(("_s", "imbalance")) else 1) for k, v in sorted(best.items())}
+        out[mode] = {k: round(v, 3 if k.endswith(("_s", "imbalance")) else 1) for k, v in sorted(best.items())}
     return out
+
+
+def _per_mode(by_dp: dict, dps: list[int], key: str) -> dict[str, list[float]]:
+    return {mode: [by_dp[d][mode][key] for d in dps] for mode in MODES}
 
 
 def main() -> None:
@@ -177,23 +189,26 @@ def main() -> None:
             got = _launch(args, dp, Path(tmp))
             params = got["params"]
             by_dp[dp] = summarise(got["ranks"])
-            for form, r in by_dp[dp].items():
-                print(f"DP={dp} {form:17s}: save {r['save_s']:6.2f} s, +{r['save_extra_mb']:7.1f} MiB per rank "
+            for mode, r in by_dp[dp].items():
+                print(f"DP={dp} {mode:26s}: save {r['save_s']:6.2f} s, +{r['save_extra_mb']:7.1f} MiB per rank "
                       f"({r['save_extra_mb'] * MB / params:5.2f} B/param); load {r['load_s']:6.2f} s, "
                       f"+{r['load_extra_mb']:7.1f} MiB; on disk {r['disk_mb']:.0f} MiB, busiest writer "
                       f"{r['max_rank_write_mb']:.0f} MiB ({r['write_imbalance']:.2f}x the mean)")
     top = max(args.dp)
-    fully, dpr = by_dp[top]["fully_reshardable"], by_dp[top]["dp_reshardable"]
+    before, dpr = by_dp[top]["fully_reshardable_unspread"], by_dp[top]["dp_reshardable"]
     print(json.dumps({
         "bench": "ckpt_save", "params_m": round(params / 1e6, 2), "dp": args.dp,
-        "save_extra_mb_per_rank": {form: [by_dp[d][form]["save_extra_mb"] for d in args.dp] for form in FORMS},
-        "load_extra_mb_per_rank": {form: [by_dp[d][form]["load_extra_mb"] for d in args.dp] for form in FORMS},
-        "save_s": {form: [by_dp[d][form]["save_s"] for d in args.dp] for form in FORMS},
-        "load_s": {form: [by_dp[d][form]["load_s"] for d in args.dp] for form in FORMS},
-        "fully_bytes_per_param_at_max_dp": round(fully["save_extra_mb"] * MB / params, 2),
-        "save_extra_ratio_at_max_dp": round(fully["save_extra_mb"] / max(dpr["save_extra_mb"], 1.0), 1),
-        "save_time_ratio_at_max_dp": round(fully["save_s"] / dpr["save_s"], 2),
-        "write_imbalance": {form: [by_dp[d][form]["write_imbalance"] for d in args.dp] for form in FORMS},
+        "save_extra_mb_per_rank": _per_mode(by_dp, args.dp, "save_extra_mb"),
+        "load_extra_mb_per_rank": _per_mode(by_dp, args.dp, "load_extra_mb"),
+        "save_s": _per_mode(by_dp, args.dp, "save_s"),
+        "load_s": _per_mode(by_dp, args.dp, "load_s"),
+        "before_save_bytes_per_param_at_max_dp": round(before["save_extra_mb"] * MB / params, 2),
+        "now_save_bytes_per_param_at_max_dp": round(dpr["save_extra_mb"] * MB / params, 2),
+        "save_memory_before_over_now_at_max_dp": round(before["save_extra_mb"] / max(dpr["save_extra_mb"], 1.0), 1),
+        "save_time_before_over_now_at_max_dp": round(before["save_s"] / dpr["save_s"], 2),
+        "busiest_writer_before_over_now_at_max_dp": round(before["max_rank_write_mb"] / dpr["max_rank_write_mb"], 2),
+        "write_imbalance": _per_mode(by_dp, args.dp, "write_imbalance"),
+        "busiest_writer_mb": _per_mode(by_dp, args.dp, "max_rank_write_mb"),
         "loadavg_at_start": loadavg,
     }))
 

@@ -111,8 +111,10 @@ def _choose_device(recipe: Recipe) -> device.DeviceChoice:
 class MegatronEngine:
     """One process's share of a megatron-core model, its optimizer and checkpoints."""
 
-    def __init__(self, recipe: Recipe, async_save: Optional[bool] = None) -> None:
-        """`async_save`: write checkpoints in the background (default: on GPU only)."""
+    def __init__(self, recipe: Recipe, async_save: Optional[bool] = None, spread_saves: bool = True) -> None:
+        """`async_save`: write checkpoints in the background (default: on GPU only). `spread_saves`:
+        share the writing of what every data-parallel rank holds alike (the weights) among them;
+        off, data-parallel rank 0 writes all of it (benchmarks compare the two)."""
         self.device_choice = _choose_device(recipe)
         # before the process group: NCCL and cuBLAS read their settings when first initialised
         self._determinism = determinism.enable() if recipe.training.deterministic else None
@@ -137,6 +139,7 @@ class MegatronEngine:
         # without the distributed optimizer the state is per parameter: reshardable any way
         self.optimizer_form = par.optimizer_checkpoint if par.use_distributed_optimizer else "fully_reshardable"
         self._async_queue = None
+        self.spread_saves = spread_saves
         self.layout = Layout(
             rank=dist.get_rank(),
             world_size=world,
@@ -413,8 +416,8 @@ class MegatronEngine:
         if not weights_only:
             sd["rng_state"] = self._rng_state()
             trainer_state = {**trainer_state, OPTIMIZER_FORM_KEY: form}
-        request = dist_checkpointing.save(sd, str(directory), async_sharded_save=self.async_save,
-                                          **compat.dist_save_options())
+        request = dist_checkpointing.save(sd, str(directory), sharded_strategy=self._save_strategy(),
+                                          async_sharded_save=self.async_save, **compat.dist_save_options())
         if self.layout.rank == 0:
             write_json_atomic(directory / TRAINER_STATE_FILE, trainer_state, indent=1, sort_keys=True)
         if request is None:
@@ -425,6 +428,23 @@ class MegatronEngine:
         if on_written is not None:
             request.add_finalize_fn(on_written)
         self._save_queue().schedule_async_request(request)
+
+    def _save_strategy(self):
+        """megatron's torch_dist writer; with DP > 1, wrapped so that the shards every data-parallel
+        rank holds alike (the weights; all of a non-distributed optimizer) are written by one rank
+        each, spread evenly (megatron's FullyParallelSaveStrategyWrapper, Megatron-LM's default
+        --ckpt-fully-parallel-save). Unwrapped, data-parallel rank 0 writes every weight and each
+        save lasts as long as that one writer. Only metadata is exchanged to plan it, at each save:
+        the state's structure may change between saves (another optimizer form, weights only)."""
+        from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+
+        strategy = get_default_save_sharded_strategy()
+        if not self.spread_saves or self.layout.dp_size == 1:
+            return strategy
+        from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+
+        group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+        return FullyParallelSaveStrategyWrapper(strategy, group, do_cache_distribution=False)
 
     def _save_queue(self):
         if self._async_queue is None:

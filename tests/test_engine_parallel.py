@@ -62,6 +62,7 @@ def test_parallel_layouts_match_single_process(results, case):
 
 
 def test_tp2_checkpoint_loads_with_tp1_same_logits(results):
+    # optimizer included; the copy loaded lacks the form's record, like checkpoints saved before it
     out, read, _ = results
     assert read("tp2_to_tp1")["step"] == 8
     tp2 = np.load(out / "tp2" / "logits.npy")

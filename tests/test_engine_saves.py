@@ -1,5 +1,6 @@
 """The megatron engine's checkpoints on CPU/gloo: retention in a real run; the asynchronous save
-(dist_checkpointing's async API) trains the same losses, commits atomically and loads; a process
+(dist_checkpointing's async API) trains the same losses, commits atomically and loads, also at DP=2
+where the ranks share the writing of the weights; a process
 SIGKILLed after writing a checkpoint's shards but before its commit resumes from the previous one."""
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from launch import REPO, launch
+from launch import REPO, launch, torchrun
 
 from train_fixtures import write_byte_shards
 
@@ -43,6 +44,21 @@ def test_async_save_equals_sync_and_keeps_the_last_two(shards):
         assert r["loaded_step"] == 6 and r["loaded_checksum"] == r["checksum"]
     assert asyn["checksum"] == sync["checksum"]
     assert not list((out / "async" / "run" / "checkpoints").glob("*.partial"))
+
+
+def test_dp2_saves_spread_the_writing_sync_and_async(shards):
+    root, train = shards
+    out = root / "out_dp2"
+    launch([*torchrun(2), str(WORKER), "--train", train, "--out", str(out), "sync_dp2", "async_dp2"], timeout=600)
+    sync, asyn = _read(out, "sync_dp2"), _read(out, "async_dp2")
+    assert len(sync["losses"]) == 6 and asyn["losses"] == sync["losses"]
+    for r in (sync, asyn):
+        assert r["checkpoints"] == ["step_00000004", "step_00000006"]
+        assert r["loaded_step"] == 6 and r["loaded_checksum"] == r["checksum"]
+        # each rank writes its optimizer shard and about half the weights; unspread, rank 0 wrote
+        # every weight: 5/8 of the bytes at fp32 (4 bytes of weight, 6 of optimizer per parameter)
+        shares = {rank: n / sum(r["written_per_rank"].values()) for rank, n in r["written_per_rank"].items()}
+        assert set(shares) == {"0", "1"} and min(shares.values()) > 0.45, shares
 
 
 def test_kill_after_shards_before_commit_resumes_from_previous(shards):

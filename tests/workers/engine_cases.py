@@ -7,6 +7,7 @@ metrics.jsonl, plus whatever the case measures. The pytest module compares the r
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -92,11 +93,21 @@ def run_weights_only(case: str, args) -> None:
 
 
 def run_reshard_load(case: str, args) -> None:
-    """Load the TP=2 checkpoint with TP=1 (optimizer included) and take logits."""
+    """Load the TP=2 checkpoint with TP=1 (optimizer included) and take logits. The copy loaded has
+    its form's record removed, as checkpoints written before the record have: those were all saved
+    fully_reshardable, and load so."""
     run_dir = args.out / case / "run"
     rd = tiny_recipe(args.train, args.valid, run_dir)
     recipe, engine, _, _ = make(rd)
-    state = engine.load(args.out / "tp2" / "run" / "checkpoints" / "step_00000008")
+    legacy = args.out / case / "legacy_step_00000008"
+    if engine.layout.rank == 0:
+        shutil.copytree(args.out / "tp2" / "run" / "checkpoints" / "step_00000008", legacy)
+        state_file = legacy / "trainer_state.json"
+        saved = json.loads(state_file.read_text())
+        del saved["optimizer_checkpoint"]
+        state_file.write_text(json.dumps(saved))
+    engine.barrier()
+    state = engine.load(legacy)
     np.save(args.out / case / "logits.npy", engine.logits(LOGIT_TOKENS).numpy()) if engine.layout.rank == 0 else None
     write(args.out, case, engine, {"step": state["step"]})
 
@@ -113,7 +124,9 @@ def run_reshard_refused(case: str, args) -> None:
     except ValueError as exc:
         message = str(exc)
     state = engine.load(checkpoint, load_optimizer=False)
-    np.save(args.out / case / "logits.npy", engine.logits(LOGIT_TOKENS).numpy()) if engine.layout.rank == 0 else None
+    logits = engine.logits(LOGIT_TOKENS)
+    if engine.layout.rank == 0:
+        np.save(args.out / case / "logits.npy", logits.numpy())
     write(args.out, case, engine, {"message": message, "step": state["step"]})
 
 
@@ -256,7 +269,8 @@ def run_streams_dp(case: str, args) -> None:
 
 
 CASES = {"ref": run_layout, "tp2": run_layout, "pp2": run_layout, "dp2": run_layout, "tp2sp": run_layout,
-         "tp2_to_tp1": run_reshard_load, "tp2sp_to_tp1": run_reshard_refused, "weights_only": run_weights_only,
+         "tp2_to_tp1": run_reshard_load, "tp2sp_to_tp1": run_reshard_refused,
+         "weights_only": run_weights_only,
          "streams": run_streams, "streams_resume_w0": run_streams_resume,
          "streams_resume_w2": run_streams_resume, "streams_exhausted": run_streams_exhausted, "streams_dp": run_streams_dp, "resume": run_resume, "nan": run_nan}
 

@@ -4,6 +4,8 @@
 sync        6 steps, save_every 2, keep_last 2: losses, checkpoints left, final parameter checksum
 async       the same with async_save=True (dist_checkpointing's async save: shards written by a
             background process, committed at a later step boundary)
+sync_dp2, async_dp2   the same two under torchrun with 2 ranks (DP=2), where the weights' writing
+            is spread over the ranks: also the shard bytes each rank wrote into the last checkpoint
 kill_save   save_every 1; blocks (OUT/kill_save/at_kill_point) in step 3's save after the engine
             wrote its shards, before the commit: the test SIGKILLs it there
 load_latest resumes kill_save's run folder in a new process: which step, and does it train on
@@ -52,16 +54,24 @@ def _write(args, case: str, result: dict) -> None:
 
 def run_saves(case: str, args) -> None:
     training = {"train_tokens": 64 * 8 * 6, "save_every": 2, "keep_last": 2}
-    trainer, engine, run_dir = _trainer(args, case, training, async_save=case == "async")
+    trainer, engine, run_dir = _trainer(args, case, training, async_save=case.startswith("async"))
     trainer.train()
     trainer.logger.close()
     after = _checksum(engine)
     # the newest checkpoint loads in a fresh engine with the very parameters training ended with
     fresh, fresh_engine, _ = _trainer(args, case, training)
     fresh.resume()
+    if fresh_engine.layout.rank != 0:
+        return
+    checkpoints = complete_checkpoints(run_dir / "checkpoints")
+    written: dict[str, int] = {}
+    for f in checkpoints[-1].glob("__*_*.distcp"):  # torch_dist's shard files: __RANK_N.distcp
+        rank = f.name[2:].split("_")[0]
+        written[rank] = written.get(rank, 0) + f.stat().st_size
     _write(args, case, {
-        "losses": _losses(run_dir), "checkpoints": [p.name for p in complete_checkpoints(run_dir / "checkpoints")],
+        "losses": _losses(run_dir), "checkpoints": [p.name for p in checkpoints],
         "checksum": after, "loaded_checksum": _checksum(fresh_engine), "loaded_step": fresh.state.step,
+        "written_per_rank": written,
     })
 
 
@@ -94,7 +104,7 @@ def run_load_latest(case: str, args) -> None:
                         "checkpoints": [p.name for p in complete_checkpoints(run_dir / "checkpoints")]})
 
 
-CASES = {"sync": run_saves, "async": run_saves, "kill_save": run_kill_save, "load_latest": run_load_latest}
+CASES = {"sync": run_saves, "async": run_saves, "sync_dp2": run_saves, "async_dp2": run_saves, "kill_save": run_kill_save, "load_latest": run_load_latest}
 
 
 def main() -> None:
