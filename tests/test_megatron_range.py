@@ -54,6 +54,16 @@ def test_the_private_apis_our_fixes_adjust_exist():
     from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
 
     assert hasattr(AsyncCallsQueue, "maybe_finalize_async_calls")
+    # the engine's checkpoint forms and its spread saves (megatron_ext.engine: save, _save_strategy)
+    assert hasattr(DistributedOptimizer, "load_parameter_state_from_dp_reshardable")
+    import inspect
+
+    from megatron.core.dist_checkpointing.serialization import get_default_save_sharded_strategy
+    from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelSaveStrategyWrapper
+
+    assert callable(get_default_save_sharded_strategy)
+    params = inspect.signature(FullyParallelSaveStrategyWrapper).parameters
+    assert {"strategy", "parallelization_group", "do_cache_distribution"} <= set(params)
 
 
 def test_saved_param_groups_pair_with_the_current_ones_by_keys_we_handle():
