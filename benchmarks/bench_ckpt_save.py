@@ -19,7 +19,7 @@ temporary counts. "Busiest writer": the most shard bytes one rank wrote, against
 ranks; a save lasts as long as its busiest writer on a parallel file system (here one disk, whose
 page cache hides it). Figures are the worst rank of the best round. Linux only.
 
-    python benchmarks/bench_ckpt_save.py [--dp 1 2 4] [--hidden 512] [--layers 8] [--rounds 2]
+    python benchmarks/bench_ckpt_save.py [--dp 1 2 4] [--hidden 512] [--layers 8] [--rounds 3]
 """
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from peak_memory import MB, reset_peak, rss_mb, trim_heap  # noqa: E402
+from peak_memory import MB, io_mb, reset_peak, rss_mb, trim_heap  # noqa: E402
 from rounds import add_rounds_option, alternating  # noqa: E402
 
 # mode -> (the optimizer's form, whether the weights' writing is spread over the DP ranks)
@@ -77,6 +77,8 @@ def _measure(engine, folder: Path, mode: str) -> dict:
         gc.collect()
         trim_heap()
         dist.barrier()
+        io_field = "wchar" if what == "save" else "rchar"
+        io_before = io_mb(io_field)
         base = reset_peak()
         start = time.perf_counter()
         if what == "save":
@@ -85,6 +87,7 @@ def _measure(engine, folder: Path, mode: str) -> dict:
             engine.load(folder)
         dist.barrier()
         result[f"{what}_s"] = time.perf_counter() - start
+        result[f"{what}_{'written' if what == 'save' else 'read'}_mb"] = io_mb(io_field) - io_before
         result[f"{what}_extra_mb"] = rss_mb("VmHWM") - base
         result[f"{what}_base_mb"] = base
     if engine.layout.rank == 0:
@@ -174,7 +177,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=512)
     p.add_argument("--layers", type=int, default=8)
     p.add_argument("--vocab", type=int, default=32000)
-    add_rounds_option(p, default=2)
+    add_rounds_option(p, default=3)
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -193,7 +196,8 @@ def main() -> None:
                 print(f"DP={dp} {mode:26s}: save {r['save_s']:6.2f} s, +{r['save_extra_mb']:7.1f} MiB per rank "
                       f"({r['save_extra_mb'] * MB / params:5.2f} B/param); load {r['load_s']:6.2f} s, "
                       f"+{r['load_extra_mb']:7.1f} MiB; on disk {r['disk_mb']:.0f} MiB, busiest writer "
-                      f"{r['max_rank_write_mb']:.0f} MiB ({r['write_imbalance']:.2f}x the mean)")
+                      f"{r['max_rank_write_mb']:.0f} MiB ({r['write_imbalance']:.2f}x the mean); a rank reads "
+                      f"up to {r['load_read_mb']:.0f} MiB")
     top = max(args.dp)
     before, dpr = by_dp[top]["fully_reshardable_unspread"], by_dp[top]["dp_reshardable"]
     print(json.dumps({
@@ -209,6 +213,7 @@ def main() -> None:
         "busiest_writer_before_over_now_at_max_dp": round(before["max_rank_write_mb"] / dpr["max_rank_write_mb"], 2),
         "write_imbalance": _per_mode(by_dp, args.dp, "write_imbalance"),
         "busiest_writer_mb": _per_mode(by_dp, args.dp, "max_rank_write_mb"),
+        "max_rank_read_mb": _per_mode(by_dp, args.dp, "load_read_mb"),
         "loadavg_at_start": loadavg,
     }))
 

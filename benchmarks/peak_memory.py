@@ -34,3 +34,13 @@ def reset_peak() -> float:
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")
     return rss_mb("VmRSS")
+
+
+def io_mb(field: str) -> float:
+    """rchar or wchar of this process (/proc/self/io): bytes it read or wrote through system calls,
+    page-cache hits included, in MiB: what a rank asks of the file system."""
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / MB
+    raise RuntimeError(f"/proc/self/io has no {field}")
