@@ -10,6 +10,8 @@ of the distributed optimizer's state (parallel.optimizer_checkpoint), at several
 - `..._unspread`: the same, with what every DP rank holds alike (the weights; fully_reshardable's
   gathered state) all written by DP rank 0, as before the engine spread it (megatron's
   FullyParallelSaveStrategyWrapper). `fully_reshardable_unspread` is the engine before both changes.
+- `dp_reshardable_parallel_load`: the first, loaded with training.fully_parallel_load: each weight
+  read by one DP rank and sent to the others, rather than read by every rank.
 
 One torchrun launch per DP size (TP = PP = 1, the CPU/gloo engine, a small Llama of `--hidden` and
 `--layers`); in it the modes alternate over `--rounds` (benchmarks/rounds.py), each round one save
@@ -39,10 +41,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from peak_memory import MB, io_mb, reset_peak, rss_mb, trim_heap  # noqa: E402
 from rounds import add_rounds_option, alternating  # noqa: E402
 
-# mode -> (the optimizer's form, whether the weights' writing is spread over the DP ranks)
-MODES = {"dp_reshardable": ("dp_reshardable", True), "fully_reshardable": ("fully_reshardable", True),
-         "dp_reshardable_unspread": ("dp_reshardable", False),
-         "fully_reshardable_unspread": ("fully_reshardable", False)}  # the engine until 2026-12
+# mode -> (the optimizer's form, whether the weights' writing is spread over the DP ranks, whether
+# their reading is: training.fully_parallel_load)
+MODES = {"dp_reshardable": ("dp_reshardable", True, False),
+         "fully_reshardable": ("fully_reshardable", True, False),
+         "dp_reshardable_unspread": ("dp_reshardable", False, False),
+         "fully_reshardable_unspread": ("fully_reshardable", False, False),  # the engine until 2026-12
+         "dp_reshardable_parallel_load": ("dp_reshardable", True, True)}
 SEQ = 128
 
 
@@ -71,7 +76,7 @@ def _measure(engine, folder: Path, mode: str) -> dict:
     """One save and one load in `mode`: seconds and extra peak memory (MiB) of this rank."""
     import torch.distributed as dist
 
-    engine.optimizer_form, engine.spread_saves = MODES[mode]
+    engine.optimizer_form, engine.spread_saves, engine.recipe.training.fully_parallel_load = MODES[mode]
     result = {}
     for what in ("save", "load"):
         gc.collect()
@@ -193,7 +198,7 @@ def main() -> None:
             params = got["params"]
             by_dp[dp] = summarise(got["ranks"])
             for mode, r in by_dp[dp].items():
-                print(f"DP={dp} {mode:26s}: save {r['save_s']:6.2f} s, +{r['save_extra_mb']:7.1f} MiB per rank "
+                print(f"DP={dp} {mode:28s}: save {r['save_s']:6.2f} s, +{r['save_extra_mb']:7.1f} MiB per rank "
                       f"({r['save_extra_mb'] * MB / params:5.2f} B/param); load {r['load_s']:6.2f} s, "
                       f"+{r['load_extra_mb']:7.1f} MiB; on disk {r['disk_mb']:.0f} MiB, busiest writer "
                       f"{r['max_rank_write_mb']:.0f} MiB ({r['write_imbalance']:.2f}x the mean); a rank reads "

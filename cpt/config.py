@@ -270,6 +270,10 @@ class TrainingConfig:
     save_every: int = _f(0, "steps between checkpoints; 0 = only at the end")
     keep_last: int = _f(0, "complete checkpoints kept, newest first (older ones deleted after each save); 0 = keep all")
     keep_every: int = _f(0, "with keep_last: also keep checkpoints whose step is a multiple of this; 0 = none")
+    fully_parallel_load: bool = _f(False, "at a resume, read each shard every data-parallel rank needs alike (the "
+                                          "weights) on one rank and send it to the others: the checkpoint is read "
+                                          "about once, not DP times (a shared file system at scale); costs an "
+                                          "exchange over DP and some memory at load")
     device: Literal["auto", "cuda", "cpu"] = _f(
         "auto", "auto = the GPUs when torch sees them, the CPU only on a machine without GPUs; cuda/cpu never fall back")
     deterministic: bool = _f(False, "bitwise-reproducible kernels (slower on GPU): torch's deterministic algorithms, "

@@ -446,6 +446,20 @@ class MegatronEngine:
         group = parallel_state.get_data_parallel_group(with_context_parallel=True)
         return FullyParallelSaveStrategyWrapper(strategy, group, do_cache_distribution=False)
 
+    def _load_strategy(self, directory: Path):
+        """With training.fully_parallel_load and DP > 1: each shard that every data-parallel rank
+        needs alike (the weights) is read from storage by one rank and sent to the others
+        (megatron's FullyParallelLoadStrategyWrapper, Megatron-LM's --ckpt-fully-parallel-load), so a
+        resume reads the checkpoint about once rather than DP times. None: megatron's reader, every
+        rank reading all it needs."""
+        if not self.recipe.training.fully_parallel_load or self.layout.dp_size == 1:
+            return None
+        from megatron.core.dist_checkpointing.serialization import get_default_load_sharded_strategy
+        from megatron.core.dist_checkpointing.strategies.fully_parallel import FullyParallelLoadStrategyWrapper
+
+        group = parallel_state.get_data_parallel_group(with_context_parallel=True)
+        return FullyParallelLoadStrategyWrapper(get_default_load_sharded_strategy(str(directory)), group)
+
     def _save_queue(self):
         if self._async_queue is None:
             from megatron.core.dist_checkpointing.strategies.async_utils import AsyncCallsQueue
@@ -475,7 +489,7 @@ class MegatronEngine:
         sd = self._sharded_state_dict(is_loading=True, optimizer_form=form)
         if load_rng and same_layout:
             sd["rng_state"] = self._rng_state()
-        loaded = dist_checkpointing.load(sd, str(directory))
+        loaded = dist_checkpointing.load(sd, str(directory), sharded_strategy=self._load_strategy(directory))
         with torch.no_grad():
             self._load_model(loaded["model"])
             if load_optimizer:

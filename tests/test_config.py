@@ -135,7 +135,8 @@ training.output_dir training.stage training.seed training.seq_length training.mi
 training.train_tokens training.train_passes training.precision training.nan_policy training.max_skipped_steps
 training.log_every
 training.eval_every training.eval_at_start training.eval_batches training.eval_batches_per_stream training.save_every
-training.keep_last training.keep_every training.device training.deterministic training.load training.tensorboard
+training.keep_last training.keep_every training.fully_parallel_load training.device training.deterministic training.load
+training.tensorboard
 hooks.use hooks.options hooks.name
 """.split()
 

@@ -59,6 +59,11 @@ def test_dp2_saves_spread_the_writing_sync_and_async(shards):
         # every weight: 5/8 of the bytes at fp32 (4 bytes of weight, 6 of optimizer per parameter)
         shares = {rank: n / sum(r["written_per_rank"].values()) for rank, n in r["written_per_rank"].items()}
         assert set(shares) == {"0", "1"} and min(shares.values()) > 0.45, shares
+        # fully_parallel_load: the same parameters, each rank reading its optimizer shard and about
+        # half the weights instead of all of them
+        assert r["spread_loaded_step"] == 6 and r["spread_loaded_checksum"] == r["checksum"]
+        for plain, spread in r["read_per_rank"]:
+            assert spread < 0.85 * plain, r["read_per_rank"]
 
 
 def test_kill_after_shards_before_commit_resumes_from_previous(shards):

@@ -5,7 +5,8 @@ sync        6 steps, save_every 2, keep_last 2: losses, checkpoints left, final 
 async       the same with async_save=True (dist_checkpointing's async save: shards written by a
             background process, committed at a later step boundary)
 sync_dp2, async_dp2   the same two under torchrun with 2 ranks (DP=2), where the weights' writing
-            is spread over the ranks: also the shard bytes each rank wrote into the last checkpoint
+            is spread over the ranks: also the shard bytes each rank wrote into the last checkpoint,
+            and the bytes each rank read loading it with and without training.fully_parallel_load
 kill_save   save_every 1; blocks (OUT/kill_save/at_kill_point) in step 3's save after the engine
             wrote its shards, before the commit: the test SIGKILLs it there
 load_latest resumes kill_save's run folder in a new process: which step, and does it train on
@@ -60,7 +61,17 @@ def run_saves(case: str, args) -> None:
     after = _checksum(engine)
     # the newest checkpoint loads in a fresh engine with the very parameters training ended with
     fresh, fresh_engine, _ = _trainer(args, case, training)
-    fresh.resume()
+    read = _bytes_read(fresh.resume)
+    extra = {}
+    if case.endswith("_dp2"):  # and so it does with training.fully_parallel_load, reading less per rank
+        spread, spread_engine, _ = _trainer(args, case, {**training, "fully_parallel_load": True})
+        spread_read = _bytes_read(spread.resume)
+        import torch.distributed as dist
+
+        reads = [None] * dist.get_world_size()
+        dist.all_gather_object(reads, (read, spread_read))
+        extra = {"read_per_rank": reads, "spread_loaded_checksum": _checksum(spread_engine),
+                 "spread_loaded_step": spread.state.step}
     if fresh_engine.layout.rank != 0:
         return
     checkpoints = complete_checkpoints(run_dir / "checkpoints")
@@ -71,8 +82,19 @@ def run_saves(case: str, args) -> None:
     _write(args, case, {
         "losses": _losses(run_dir), "checkpoints": [p.name for p in checkpoints],
         "checksum": after, "loaded_checksum": _checksum(fresh_engine), "loaded_step": fresh.state.step,
-        "written_per_rank": written,
+        "written_per_rank": written, **extra,
     })
+
+
+def _bytes_read(load) -> int:
+    """Bytes this process read through system calls (/proc/self/io rchar) while `load()` ran."""
+    def rchar() -> int:
+        with open("/proc/self/io") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("rchar:"))
+
+    before = rchar()
+    load()
+    return rchar() - before
 
 
 def run_kill_save(case: str, args) -> None:
