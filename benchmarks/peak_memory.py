@@ -20,13 +20,16 @@ def rss_mb(field: str = "VmRSS") -> float:
     raise RuntimeError(f"/proc/self/status has no {field}")
 
 
-def trim_heap() -> None:
+def trim_heap() -> bool:
     """Hand freed heap pages back to the OS (glibc's malloc_trim), so that memory one measurement
-    freed is not counted as resident at the start of the next, nor reused unseen by it."""
+    freed is not counted as resident at the start of the next, nor reused unseen by it. False where
+    the C library has no malloc_trim (not glibc): a benchmark says so beside its figures."""
     try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to trim
-        pass
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True
 
 
 def reset_peak() -> float:

@@ -61,10 +61,7 @@ def check_optimizer_resharding(directory: Path, form: str, saved: Optional[dict]
     """Refuse, in one line, to load a dp_reshardable optimizer under another TP or PP: megatron
     would fail deep in dist_checkpointing, or map the buckets wrongly. A layout change in DP only
     is what that form supports; a checkpoint without a recorded layout is not judged."""
-    if form != "dp_reshardable" or not saved:
-        return
-    moved = [k for k in ("tp", "pp") if saved.get(k) != layout.get(k)]
-    if not moved:
+    if form != "dp_reshardable" or not saved or all(saved.get(k) == layout.get(k) for k in ("tp", "pp")):
         return
     was = " ".join(f"{k.upper()}={saved.get(k)}" for k in ("tp", "pp"))
     now = " ".join(f"{k.upper()}={layout.get(k)}" for k in ("tp", "pp"))
