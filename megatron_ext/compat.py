@@ -14,7 +14,8 @@ import torch
 # The megatron-core releases the engine tests have passed against, per Python version (environment
 # marker, specifier); pyproject.toml declares exactly these requirements (tests/test_megatron_range.py
 # checks both). megatron-core 0.17 and later require Python 3.12, so on 3.11 the range stays at 0.16;
-# on 3.12 the tests ran on CPU/gloo against every release up to the bound (not yet on a GPU).
+# on 3.12 the tests ran on CPU/gloo against every release up to the bound (not yet on a GPU):
+# tools/megatron_range.py reruns them, and says when a newer release lets the bound rise.
 # cpu.py and the fixes below adjust private APIs of exactly these releases.
 MEGATRON_CORE_RANGES: tuple[tuple[str, str], ...] = (
     ("python_version < '3.12'", ">=0.16.1,<0.17"),
@@ -22,14 +23,16 @@ MEGATRON_CORE_RANGES: tuple[tuple[str, str], ...] = (
 )
 
 
-def tested_range() -> str:
-    """The specifier of MEGATRON_CORE_RANGES whose marker holds for this interpreter."""
+def tested_range(python: str | None = None) -> str:
+    """The specifier of MEGATRON_CORE_RANGES whose marker holds for `python` ("3.12"), by default
+    this interpreter (tools/gpu_kit.py and tools/megatron_range.py ask for another node's Python)."""
     from packaging.markers import Marker
 
+    env = None if python is None else {"python_version": python, "python_full_version": f"{python}.0"}
     for marker, specifier in MEGATRON_CORE_RANGES:
-        if Marker(marker).evaluate():
+        if Marker(marker).evaluate(env):
             return specifier
-    raise RuntimeError("megatron_ext.compat.MEGATRON_CORE_RANGES names no range for this Python")
+    raise RuntimeError(f"megatron_ext.compat.MEGATRON_CORE_RANGES names no range for Python {python or 'here'}")
 
 
 def megatron_core_version() -> str:

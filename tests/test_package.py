@@ -52,3 +52,16 @@ def test_features_detect_missing_gpu_extras_without_failing():
     found = features.summary()
     assert set(found) == {"transformer_engine", "apex", "flash_attn"}
     assert all(isinstance(v, bool) for v in found.values())
+
+
+def test_pyproject_uses_no_form_setuptools_has_deprecated():
+    # setuptools warns for a while, then stops building (the license table: "By 2027-Feb-18").
+    import warnings
+
+    from setuptools.config.pyprojecttoml import apply_configuration
+    from setuptools.dist import Distribution
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        apply_configuration(Distribution(), REPO / "pyproject.toml")
+    assert [str(w.message) for w in caught if "Deprecat" in w.category.__name__] == []

