@@ -113,14 +113,17 @@ def test_blend_path_sends_document_ids_equal_to_megatrons_dense_mask(tmp_path, m
 
     train, _ = write_byte_shards(tmp_path / "shards")
     data = DataConfig(blend=[[train, 1.0]], eod_token_id=BYTE_EOD, reset_position_ids=True, reset_attention_mask=True)
-    ours = build_dataset(data.blend, data, 512, 64, 7, str(tmp_path / "cache"), VOCAB)
-    batch = ours.fetch(np.arange(512))
+    # 2048 samples: enough that several span a document boundary whichever Python's pydoc topics
+    # (the fixture's documents) this runs on; 3.13's are longer than 3.11's
+    n = 2048
+    ours = build_dataset(data.blend, data, n, 64, 7, str(tmp_path / "cache"), VOCAB)
+    batch = ours.fetch(np.arange(n))
     assert "attention_mask" not in batch and batch["document_ids"].dtype == np.int32
     config = GPTDatasetConfig(
         random_seed=7, sequence_length=64, blend=([train], None), split="1,0,0", path_to_cache=str(tmp_path / "ref"),
         tokenizer=_TokenIds(eod=BYTE_EOD, pad=-1, vocab_size=VOCAB), reset_position_ids=True,
         reset_attention_mask=True, eod_mask_loss=False, create_attention_mask=True, mmap_bin_files=True)
-    ref, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [512, 0, 0], lambda: True, config).build()
+    ref, _, _ = BlendedMegatronDatasetBuilder(GPTDataset, [n, 0, 0], lambda: True, config).build()
     s = 64
     several = np.flatnonzero(batch["document_ids"].max(axis=1) > 0)  # samples spanning a document boundary
     assert len(several) >= 4
