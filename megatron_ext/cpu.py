@@ -146,7 +146,8 @@ def _patch_torch_cuda() -> None:
 
 def _patch_tensor_cuda() -> None:
     # DistributedOptimizer.get_parameter_state_dp_zero / load_parameter_state_from_dp_zero
-    # (the fully-reshardable optimizer checkpoint) move gather buffers with `tensor.cuda()`.
+    # (parallel.optimizer_checkpoint: fully_reshardable; the default dp_reshardable form gathers
+    # nothing) move gather buffers with `tensor.cuda()`.
     # Without CUDA that call can only fail, so here it keeps the tensor where it is.
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
 

@@ -69,3 +69,22 @@ def test_a_resumed_sweeps_wall_time_says_it_covers_only_the_runs_it_ran(tmp_path
     record_wall(tmp_path, 90.0, [1.0], [2.0], "cpt sweep x", runs_ran=2, runs_done=2)
     assert wall_minutes(json.loads((tmp_path / WALL_FILE).read_text())) == "1.5 min"
     assert wall_minutes({"seconds": 90.0}) == "1.5 min"  # recorded before the counts were
+
+
+def test_the_gpu_size_section_names_real_findings_and_says_how_to_run_them(monkeypatch, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import proxy_findings
+
+    findings = load_findings(ROOT / "sweeps/llama3_synE_proxy/findings.yaml")
+    assert set(proxy_findings.GPU_SIZE_RUNS) <= {f.key for f in findings}
+    monkeypatch.setattr(proxy_findings, "ROOT", tmp_path)  # no runs here
+    summary: list[str] = []
+    lines = proxy_findings.gpu_size_section(findings, summary)
+    assert len(summary) == len(proxy_findings.GPU_SIZE_RUNS) and all("not run yet" in s for s in summary)
+    text = "\n".join(lines)
+    assert proxy_findings.PREPARE_GPU in text
+    for key, folder in proxy_findings.GPU_SIZE_RUNS.items():
+        sweep = next(f.sweep for f in findings if f.key == key)
+        assert f"cpt sweep {sweep} --workdir runs/proxy_gpu --out {folder}" in text

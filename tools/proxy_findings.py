@@ -223,6 +223,61 @@ def lm_eval_section(folder: Path = ROOT / LM_EVAL_PROBE) -> list[str]:
     return lines
 
 
+# Findings whose shipped sweep also ran, in part, at --size gpu (SmolLM2-135M) on this 2-core machine:
+# the sweep's folder there. The same sweep file with --workdir runs/proxy_gpu --out FOLDER runs the rest
+# and keeps what is done (the runs' fingerprints are the shipped sweep's).
+GPU_SIZE_RUNS = {"1": "runs/gpu_probe/synthetic_share"}
+PREPARE_GPU = "cpt sweep prepare runs/proxy_gpu --size gpu"
+
+
+def gpu_size_section(findings: list, summary: list[str]) -> list[str]:
+    """The findings of GPU_SIZE_RUNS at SmolLM2 size: the same claims, decided the same way, on the
+    runs that exist (fewer arms and seeds than the tiny proxy's: each run takes about 20 min on CPU)."""
+    from cpt.sweep.driver import report_sweep
+    from cpt.sweep.findings import decide, measured_verdict
+    from cpt.sweep.report import render_markdown
+
+    lines = ["## At SmolLM2-135M size (`--size gpu`), run on CPU", "",
+             "The same sweep files with `--workdir runs/proxy_gpu`: SmolLM2-135M itself instead of the tiny proxy, "
+             "its own tokenizer, the prepared size's learning rates (`recipe_overrides.yaml`: peak 1e-4), the same "
+             "corpus and the same synthetic QA. Meant for a GPU; part of one sweep ran here on 2 CPU cores, one "
+             "run at a time.", ""]
+    for finding in findings:
+        if finding.key not in GPU_SIZE_RUNS:
+            continue
+        folder = GPU_SIZE_RUNS[finding.key]
+        command = shlex.join([*sweep_command(finding)[:3], "--workdir", "runs/proxy_gpu", "--out", folder,
+                              "--local-cpus", "2", "--cpus-per-task", "2"])
+        lines += [f"### Finding ({finding.key}) at SmolLM2 size: {finding.title}", ""]
+        sweep_dir = ROOT / folder
+        title = f"({finding.key}) at SmolLM2-135M size (`--size gpu`)"
+        if not (sweep_dir / "results.jsonl").is_file():
+            summary.append(f"| {title} | not run yet | – |")
+            lines += ["**not run yet**", "", "```bash", PREPARE_GPU, command, "```", ""]
+            continue
+        baseline = finding.claims[0].baseline
+        report = report_sweep(sweep_dir, baseline, None, sweep_dir / f"report_vs_{baseline}")
+        pairs = [(c.expect, measured_verdict(report, c)) for c in finding.claims]
+        claims = "; ".join(f"{c.arm} vs {c.baseline} on {c.metric}: expected {e}, measured {m or 'absent'}"
+                           for c, (e, m) in zip(finding.claims, pairs))
+        rows = [json.loads(line) for line in (sweep_dir / "results.jsonl").read_text().splitlines() if line.strip()]
+        arms = sorted({r["arm"] for r in rows})
+        seeds = sorted({r["seed"] for r in rows})
+        stage_s = [s for r in rows for s in (r.get("stage_seconds") or {}).values()]
+        result = decide(pairs)
+        summary.append(f"| {title}, {len(rows)} runs | **{result}** | "
+                       + (f"{sum(stage_s) / 60:.1f} min in runs (below)" if stage_s else "–") + " |")
+        lines += [f"**{result}** ({claims}).", "",
+                  f"Runs: {len(rows)} (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}), each "
+                  + (f"{min(stage_s) / 60:.0f}-{max(stage_s) / 60:.0f} min in training and validation on 2 shared "
+                     "CPU cores." if stage_s else "timed nowhere."), "",
+                  "```bash", PREPARE_GPU, command, "```", ""]
+        table = render_markdown(report, "", report.get("missing", []))
+        body = (table.split("\n", 3)[3] if table.startswith("# ") else table).strip()
+        lines += [re.sub(r"^## ", "#### ", body, flags=re.M), ""]
+    return lines
+
+
 def _prepare_line(folder: Path = ROOT / "runs/proxy") -> str:
     """The prepared folder's step times (cpt.demo.runner markers), the one-off cost before any sweep."""
     steps = {p.stem: json.loads(p.read_text()).get("seconds", 0.0) for p in sorted((folder / "steps").glob("*.json"))}
@@ -265,6 +320,7 @@ def docs(out: Path) -> int:
     for finding in load_findings(FINDINGS):
         body += _section(finding, seen, summary)
     body += lm_eval_section()
+    body += gpu_size_section(load_findings(FINDINGS), summary)
     head += ["## Summary", "", *summary, "", _prepare_line(), ""]
     write_text_atomic(out, "\n".join(head + body).rstrip() + "\n")
     print(f"wrote {out}")
