@@ -14,7 +14,8 @@ import torch
 # The megatron-core releases the engine tests have passed against, per Python version (environment
 # marker, specifier); pyproject.toml declares exactly these requirements (tests/test_megatron_range.py
 # checks both). megatron-core 0.17 and later require Python 3.12, so on 3.11 the range stays at 0.16;
-# on 3.12 the tests ran on CPU/gloo against every release up to the bound (not yet on a GPU):
+# on 3.12 the tests ran on CPU/gloo against every release up to the bound, and on 3.13 against the
+# newest (not yet on a GPU):
 # tools/megatron_range.py reruns them, and says when a newer release lets the bound rise.
 # cpu.py and the fixes below adjust private APIs of exactly these releases.
 MEGATRON_CORE_RANGES: tuple[tuple[str, str], ...] = (
