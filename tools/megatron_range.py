@@ -177,7 +177,8 @@ def run_release(exe: Path, release: str, tests: list[str], log: Path, declared: 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("releases", nargs="*", help="megatron-core releases to test (default: see above)")
+    p.add_argument("releases", nargs="*", help="megatron-core releases to test (default: the newest patch of "
+                   "each minor series in the declared range, then of each series above it); before --tests")
     p.add_argument("--python", required=True, help="the interpreter to test on (e.g. python3.12)")
     p.add_argument("--venv", type=Path, required=True, help="the virtual environment to keep for it")
     p.add_argument("--tests", nargs="+", default=["tests"], help="pytest arguments (default: tests)")
