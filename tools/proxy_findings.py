@@ -226,7 +226,7 @@ def lm_eval_section(folder: Path = ROOT / LM_EVAL_PROBE) -> list[str]:
 # Findings whose shipped sweep also ran, in part, at --size gpu (SmolLM2-135M) on this 2-core machine:
 # the sweep's folder there. The same sweep file with --workdir runs/proxy_gpu --out FOLDER runs the rest
 # and keeps what is done (the runs' fingerprints are the shipped sweep's).
-GPU_SIZE_RUNS = {"1": "runs/gpu_probe/synthetic_share"}
+GPU_SIZE_RUNS = {"1": "runs/gpu_probe/synthetic_share", "3": "runs/gpu_probe/synthetic_share"}
 PREPARE_GPU = "cpt sweep prepare runs/proxy_gpu --size gpu"
 
 
