@@ -55,19 +55,36 @@ def run(key: str) -> int:
     return code
 
 
-def _tables(finding, baseline: str, metrics: list[str] | None) -> tuple[str, dict]:
+def _tables(sweep_dir: Path, baseline: str, metrics: list[str] | None) -> tuple[str, dict]:
     from cpt.sweep.driver import report_sweep
     from cpt.sweep.report import render_markdown
 
-    sweep_dir = ROOT / finding.out
     report = report_sweep(sweep_dir, baseline, metrics, sweep_dir / f"report_vs_{baseline}")
     text = render_markdown(report, "", report.get("missing", []))
     body = (text.split("\n", 3)[3] if text.startswith("# ") else text).strip()  # the finding gives the title
     return re.sub(r"^## ", "#### ", body, flags=re.M), report
 
 
+def _judge(finding, sweep_dir: Path) -> tuple[str, str, list[str]]:
+    """The finding's line (cpt.sweep.findings.decide), its claims beside their measured verdicts, and
+    the report tables against each baseline its claims name, from the sweep in `sweep_dir`."""
+    from cpt.sweep.findings import decide, measured_verdict
+
+    tables, reports = [], {}
+    for baseline in dict.fromkeys(c.baseline for c in finding.claims):
+        metrics = None if baseline == finding.claims[0].baseline else \
+            sorted({c.metric for c in finding.claims if c.baseline == baseline})
+        table, reports[baseline] = _tables(sweep_dir, baseline, metrics)
+        tables += [f"### against {baseline}", "", table, ""]
+    # in the claims' own order: the line names each claim beside its verdict
+    pairs = [(c.expect, measured_verdict(reports[c.baseline], c)) for c in finding.claims]
+    claims = "; ".join(f"{c.arm} vs {c.baseline} on {c.metric}: expected {e}, measured {m or 'absent'}"
+                       for c, (e, m) in zip(finding.claims, pairs))
+    return decide(pairs), claims, tables
+
+
 def _section(finding, seen_walls: set[str], summary: list[str]) -> list[str]:
-    from cpt.sweep.findings import WALL_FILE, decide, measured_verdict, wall_minutes
+    from cpt.sweep.findings import WALL_FILE, wall_minutes
 
     sweep_dir = ROOT / finding.out
     lines = [f"## Finding ({finding.key}): {finding.title}", ""]
@@ -75,17 +92,7 @@ def _section(finding, seen_walls: set[str], summary: list[str]) -> list[str]:
     if not (sweep_dir / "results.jsonl").is_file():
         summary.append(f"| ({finding.key}) {finding.title} | not run yet | – |")
         return lines + ["**not run yet**", "", "```bash", PREPARE, command, "```", ""]
-    tables, reports = [], {}
-    for baseline in dict.fromkeys(c.baseline for c in finding.claims):
-        metrics = None if baseline == finding.claims[0].baseline else \
-            sorted({c.metric for c in finding.claims if c.baseline == baseline})
-        table, reports[baseline] = _tables(finding, baseline, metrics)
-        tables += [f"### against {baseline}", "", table, ""]
-    # in the claims' own order: the line below names each claim beside its verdict
-    pairs = [(c.expect, measured_verdict(reports[c.baseline], c)) for c in finding.claims]
-    result = decide(pairs)
-    claims = "; ".join(f"{c.arm} vs {c.baseline} on {c.metric}: expected {e}, measured {m or 'absent'}"
-                       for c, (e, m) in zip(finding.claims, pairs))
+    result, claims, tables = _judge(finding, sweep_dir)
     lines += [f"**{result}** ({claims}).", ""]
     wall_path = sweep_dir / WALL_FILE
     wall = json.loads(wall_path.read_text()) if wall_path.is_file() else None
@@ -233,10 +240,6 @@ PREPARE_GPU = "cpt sweep prepare runs/proxy_gpu --size gpu"
 def gpu_size_section(findings: list, summary: list[str]) -> list[str]:
     """The findings of GPU_SIZE_RUNS at SmolLM2 size: the same claims, decided the same way, on the
     runs that exist (fewer arms and seeds than the tiny proxy's: each run takes about 20 min on CPU)."""
-    from cpt.sweep.driver import report_sweep
-    from cpt.sweep.findings import decide, measured_verdict
-    from cpt.sweep.report import render_markdown
-
     lines = ["## At SmolLM2-135M size (`--size gpu`), run on CPU", "",
              "The same sweep files with `--workdir runs/proxy_gpu`: SmolLM2-135M itself instead of the tiny proxy, "
              "its own tokenizer, the prepared size's learning rates (`recipe_overrides.yaml`: peak 1e-4), the same "
@@ -255,26 +258,18 @@ def gpu_size_section(findings: list, summary: list[str]) -> list[str]:
             summary.append(f"| {title} | not run yet | – |")
             lines += ["**not run yet**", "", "```bash", PREPARE_GPU, command, "```", ""]
             continue
-        baseline = finding.claims[0].baseline
-        report = report_sweep(sweep_dir, baseline, None, sweep_dir / f"report_vs_{baseline}")
-        pairs = [(c.expect, measured_verdict(report, c)) for c in finding.claims]
-        claims = "; ".join(f"{c.arm} vs {c.baseline} on {c.metric}: expected {e}, measured {m or 'absent'}"
-                           for c, (e, m) in zip(finding.claims, pairs))
+        result, claims, tables = _judge(finding, sweep_dir)
         rows = [json.loads(line) for line in (sweep_dir / "results.jsonl").read_text().splitlines() if line.strip()]
         arms = sorted({r["arm"] for r in rows})
         seeds = sorted({r["seed"] for r in rows})
         stage_s = [s for r in rows for s in (r.get("stage_seconds") or {}).values()]
-        result = decide(pairs)
         summary.append(f"| {title}, {len(rows)} runs | **{result}** | "
                        + (f"{sum(stage_s) / 60:.1f} min in runs (below)" if stage_s else "–") + " |")
         lines += [f"**{result}** ({claims}).", "",
                   f"Runs: {len(rows)} (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}), each "
                   + (f"{min(stage_s) / 60:.0f}-{max(stage_s) / 60:.0f} min in training and validation on 2 shared "
                      "CPU cores." if stage_s else "timed nowhere."), "",
-                  "```bash", PREPARE_GPU, command, "```", ""]
-        table = render_markdown(report, "", report.get("missing", []))
-        body = (table.split("\n", 3)[3] if table.startswith("# ") else table).strip()
-        lines += [re.sub(r"^## ", "#### ", body, flags=re.M), ""]
+                  "```bash", PREPARE_GPU, command, "```", "", *tables]
     return lines
 
 
