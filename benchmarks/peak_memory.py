@@ -7,6 +7,7 @@ every temporary counts, however short-lived, which sampling can miss."""
 from __future__ import annotations
 
 import ctypes
+import os
 
 MB = 1 << 20
 
@@ -47,3 +48,33 @@ def io_mb(field: str) -> float:
             if line.startswith(field + ":"):
                 return int(line.split()[1]) / MB
     raise RuntimeError(f"/proc/self/io has no {field}")
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size of process `pid` in MiB: its private pages plus its share of pages it
+    shares, so that summing it over processes counts every page once."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024 / MB
+    raise RuntimeError(f"/proc/{pid}/smaps_rollup has no Pss")
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (children, their children, ...)."""
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = [f"/proc/{parent}/task/{t}/children" for t in os.listdir(f"/proc/{parent}/task")]
+        except OSError:
+            continue
+        for path in tasks:
+            try:
+                with open(path) as f:
+                    kids = [int(c) for c in f.read().split()]
+            except OSError:
+                continue
+            out += kids
+            todo += kids
+    return out

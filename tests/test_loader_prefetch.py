@@ -21,9 +21,9 @@ def streams(tmp_path):
             for i, n in enumerate(("zh", "en"))]
 
 
-def run(tmp_path, prefetch: bool, changes: dict[int, list[float]], steps=12):
+def run(tmp_path, prefetch: bool, changes: dict[int, list[float]], steps=12, workers=0):
     data = DataConfig(eod_token_id=0, eod_mask_loss=True, reset_position_ids=True)
-    src = BlendedSamples(streams(tmp_path), [0.5, 0.5], SEQ, data, num_workers=0, prefetch=prefetch)
+    src = BlendedSamples(streams(tmp_path), [0.5, 0.5], SEQ, data, num_workers=workers, prefetch=prefetch)
     layout = DataParallelLayout(global_batch_size=GBS, micro_batch_size=MBS, dp_size=DP)
     out = []
     for step in range(steps):

@@ -23,11 +23,16 @@ rebuilds those whose ids moved, still in the background; a batch whose predictio
 when it is asked for (the state loaded or replaced) is built in the foreground, so prefetching never
 changes what is read. A thread, not a process: it starts
 nothing after CUDA/NCCL, and the reading it does releases the GIL in NumPy copies.
+
+Worker processes (`data.num_workers`) are started by a fork server, never forked from the trainer
+(`reader_pool`).
 """
 from __future__ import annotations
 
+import multiprocessing as mp
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
@@ -68,6 +73,32 @@ def _open_shard(prefix: str) -> Any:
     from cpt.sampling.reading import shard_tokens
 
     return shard_tokens(prefix)
+
+
+WORKER_DIED = (
+    "a data loader worker process (data.num_workers) died: killed (out of memory?), or it could not start. "
+    "Workers start as a fork server's children and import the main module: a script that starts "
+    "training must do so under `if __name__ == \"__main__\":`")
+
+
+def reader_pool(workers: int, start_method: str = "forkserver") -> Optional[ProcessPoolExecutor]:
+    """`workers` processes that read samples (None for 0), started by a fork server (by spawn where
+    the platform has none), never forked from this process. By the first batch a trainer holds CUDA
+    contexts and NCCL, TE, checkpoint and prefetch threads: a child forked from it inherits every
+    lock those threads held at that instant, and deadlocks if it needs one (Python 3.12 warns of
+    such forks; 3.14 no longer makes them by default). A forked child also keeps the trainer's
+    pages as they were at the fork: each page the trainer writes afterwards (every parameter and
+    optimizer state, at each step) is copied, so host memory grows by what the trainer rewrites
+    (benchmarks/bench_loader_workers.py). The workers need only NumPy and cpt.sampling, which the
+    server imports once for all of them. `start_method="fork"`: the old way, for that benchmark."""
+    if workers <= 0:
+        return None
+    if start_method == "forkserver" and "forkserver" not in mp.get_all_start_methods():
+        start_method = "spawn"
+    ctx = mp.get_context(start_method)
+    if start_method == "forkserver":
+        ctx.set_forkserver_preload([__name__])
+    return ProcessPoolExecutor(workers, mp_context=ctx)
 
 
 def _read(args: tuple) -> np.ndarray:
@@ -217,7 +248,7 @@ class BlendedSamples:
         self.seq_length = seq_length
         self.data = data
         workers = data.num_workers if num_workers is None else num_workers
-        self._pool = ProcessPoolExecutor(workers) if workers > 0 else None
+        self._pool = reader_pool(workers)
         self._prefetch = ThreadPoolExecutor(1, thread_name_prefix="cpt-prefetch") if prefetch else None
         self._streams_lock = threading.Lock()  # Stream packing caches are not thread-safe
         self._step: Optional[tuple[int, int]] = None  # (start, stop) of the step announced last
@@ -273,9 +304,12 @@ class BlendedSamples:
                 jobs.append((stream.pieces(within[sel]), self.seq_length + 1))
                 rows.append(sel)
                 looked_up += stream.lookup_arrays()
-        results = self._pool.map(_read, jobs) if self._pool is not None else map(_read, jobs)
-        for sel, tokens in zip(rows, results):
-            out[sel] = tokens
+        try:
+            results = self._pool.map(_read, jobs) if self._pool is not None else map(_read, jobs)
+            for sel, tokens in zip(rows, results):
+                out[sel] = tokens
+        except BrokenProcessPool as exc:
+            raise RuntimeError(WORKER_DIED) from exc
         if self._pool is None:  # this process looked up the shards' indexes too
             looked_up += [a for pieces, _ in jobs for u in np.unique(pieces.source)
                           for a in _open_shard(pieces.sources[int(u)]).lookup_arrays()]
