@@ -176,7 +176,7 @@ FROZEN_SWEEP_KEYS = ["name", "workdir", "model_from", "overrides_from", "output_
                      "seed_keys", "seed_overrides", "train_command", "evals", "report", "base[].stage", "base[].recipe",
                      "base[].overrides", "arms[].name", "arms[].overrides", "evals[].name", "evals[].args",
                      "report.baseline", "report.metrics", "report.higher_is_better", "report.confidence"]
-FROZEN_OPTIONS = ["--out", "--workdir", "--plan", "--baseline", "--metric", "--size", "--synth-threads", "--executor",
+FROZEN_OPTIONS = ["--out", "--workdir", "--plan", "--reuse-from", "--baseline", "--metric", "--size", "--synth-threads", "--executor",
                   "--max-retries", "--cpus-per-task", "--gpus-per-task", "--ray-address", "--local-cpus", "--slurm-partition", "--slurm-time-min",
                   "--slurm-option"]
 

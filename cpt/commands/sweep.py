@@ -4,6 +4,7 @@
     cpt sweep prepare runs/proxy --size tiny
     cpt sweep sweeps/llama3_synE_proxy/curriculum_zh.yaml --out runs/sweeps/curriculum --local-cpus 2
     cpt sweep report runs/sweeps/curriculum --baseline shuffle
+    cpt sweep sweeps/llama3_synE_proxy/corrupt_rate.yaml --reuse-from runs/sweeps/synthetic_share
 
 A finished run is never rerun and a killed one resumes from its checkpoint, so the same command
 finishes a sweep. Runs go through the executor seam (cpt.launch): `local` runs
@@ -29,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--workdir", default=None, help="run in this folder instead of the sweep file's workdir "
                                                      "(e.g. one built by `cpt sweep prepare DIR --size gpu`)")
     run.add_argument("--plan", action="store_true", help="list the runs and their state, run nothing")
+    run.add_argument("--reuse-from", action="append", default=[], metavar="SWEEP_DIR",
+                     help="another sweep's folder (repeatable): a run not started here takes the stages one of "
+                          "its runs trained from the same recipes instead of training them (cpt.sweep.reuse)")
     rep = parser.add_argument_group("report")
     rep.add_argument("--baseline", default=None, help="arm the others are compared with (default: the sweep file's)")
     rep.add_argument("--metric", action="append", default=[], help="metric to report, repeatable (default: "
@@ -46,6 +50,7 @@ def _run(args: argparse.Namespace) -> int:
     from cpt.sweep import load_sweep, run_sweep
     from cpt.sweep.driver import run_state
     from cpt.sweep.plan import plan_runs
+    from cpt.sweep.reuse import match, read_sources
     from cpt.sweep.runner import DEFAULT_TRAIN_COMMAND
 
     if args.sweep_dir is not None or args.baseline or args.metric:
@@ -56,12 +61,19 @@ def _run(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else spec.output_dir
     if out is None:
         raise ValueError(f"{spec.path}: output_dir: not set and no --out given: where should the runs go?")
+    reuse_from = [Path(d) for d in args.reuse_from]
     if args.plan:
-        for run in plan_runs(spec, out.absolute()):
-            print(f"{run_state(run):8s} {run.arm} seed {run.seed}  {run.folder}")
+        runs = plan_runs(spec, out.absolute())
+        reusable = match(runs, spec.train_command, spec.workdir, read_sources(reuse_from)) if reuse_from else {}
+        for run in runs:
+            line = f"{run_state(run):8s} {run.arm} seed {run.seed}  {run.folder}"
+            if str(run.folder) in reusable:
+                source, count = reusable[str(run.folder)]
+                line += f"  (reuses {', '.join(source.stages[:count])} of {source.folder})"
+            print(line)
         return 0
     args.executor = args.executor or "local"
-    result = run_sweep(spec, out, spec_from_args(args, progress=sys.stderr.isatty()))
+    result = run_sweep(spec, out, spec_from_args(args, progress=sys.stderr.isatty()), reuse_from=reuse_from)
     missing = result.get("missing") or []
     print(f"[sweep] {result['results']} runs collected into {out / 'results.jsonl'}"
           + (f"; without a result: {', '.join(missing)}" if missing else "")

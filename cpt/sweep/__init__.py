@@ -7,7 +7,8 @@ confidence intervals.
 `spec` reads the sweep file, `plan` resolves every run's stage recipes, `runner` is the launch task
 of one run (its stages as `cpt train` commands, resumable, committed by result.json), `collect`
 reads the final evaluation into results.jsonl, `stats` and `report` turn it into means, t intervals
-and paired differences, `driver` ties them to the executor seam (cpt.launch).
+and paired differences, `driver` ties them to the executor seam (cpt.launch), `reuse` gives a run
+the stages another sweep already trained the same way (`--reuse-from`).
 """
 from __future__ import annotations
 

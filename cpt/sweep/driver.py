@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from cpt.sweep.plan import Run, plan_runs, write_run_plan
 from cpt.sweep.runner import RESULT_FILE
@@ -99,13 +99,17 @@ def finish_sweep(sweep_dir: str) -> dict[str, Any]:
 
 
 def run_sweep(spec: SweepSpec, sweep_dir: Path, launch_spec: "LaunchSpec",
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Plan, launch the unfinished runs on `launch_spec`'s executor, collect and report."""
+              log: Callable[[str], None] = print, reuse_from: Sequence[Path] = ()) -> dict[str, Any]:
+    """Plan, launch the unfinished runs on `launch_spec`'s executor, collect and report. `reuse_from`:
+    sweep folders whose done stages a run not started here takes instead of training them
+    (cpt.sweep.reuse)."""
     from cpt.launch import LaunchError, Task, launch
+    from cpt.sweep.reuse import reuse_stages
 
     sweep_dir = sweep_dir.absolute()
     runs = plan_runs(spec, sweep_dir)
     write_plan(spec, sweep_dir, runs)
+    reuse_stages(runs, spec.train_command, spec.workdir, list(reuse_from), log)
     todo = [r for r in runs if run_state(r) != "done"]
     log(f"[sweep] {spec.name}: {len(spec.arms)} arms x {len(spec.seeds)} seeds = {len(runs)} runs, "
         f"{len(runs) - len(todo)} done, {len(todo)} to run on {launch_spec.executor} -> {sweep_dir}")

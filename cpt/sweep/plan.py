@@ -202,6 +202,11 @@ def plan_runs(spec: SweepSpec, sweep_dir: Path) -> list[Run]:
     return runs
 
 
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """A resolved stage recipe as its RUN/STAGE.yaml file says it (what `cpt train` reads)."""
+    return yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True)
+
+
 def write_run_plan(run: Run, spec: SweepSpec) -> None:
     """RUN/run.json and RUN/STAGE.yaml; refuses a folder planned with another fingerprint."""
     from cpt.io import write_json_atomic, write_text_atomic
@@ -214,7 +219,7 @@ def write_run_plan(run: Run, spec: SweepSpec) -> None:
                 f"{run.folder}: planned before with other recipes, training command or workdir (fingerprint {old}, "
                 f"now {run.fingerprint}); give the sweep another --out, or remove that run folder to redo it")
     for stage, recipe in run.stages:
-        write_text_atomic(run.recipe_path(stage), yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True))
+        write_text_atomic(run.recipe_path(stage), recipe_text(recipe))
     write_json_atomic(existing, {"version": PLAN_VERSION, "arm": run.arm, "seed": run.seed,
                                  "fingerprint": run.fingerprint, "stages": [s for s, _ in run.stages],
                                  "train_command": spec.train_command, "workdir": str(spec.workdir),
@@ -222,4 +227,4 @@ def write_run_plan(run: Run, spec: SweepSpec) -> None:
 
 
 __all__ = ["PLAN_VERSION", "RUN_FILE", "Run", "apply_override", "fingerprint", "imported_model", "plan_runs",
-           "resolve_evals", "resolve_stage", "workdir_overrides", "write_run_plan"]
+           "recipe_text", "resolve_evals", "resolve_stage", "workdir_overrides", "write_run_plan"]

@@ -6,7 +6,9 @@ command `torchrun ... -m cpt.cli train`. What makes the task resumable is the tr
 rerunning the same command resumes from the stage's latest checkpoint. What makes it idempotent
 are the markers, each written atomically when its work is complete:
 
-- `RUN/STAGE.done.json` after the stage's command exited 0 (a done stage is never run again);
+- `RUN/STAGE.done.json` after the stage's command exited 0 (a done stage is never run again), or
+  after the stage was taken from another sweep's run that trains it the same way (cpt.sweep.reuse;
+  the marker and the run's result name it);
 - `RUN/evals/NAME.json`, the sweep's `cpt eval` commands' own atomic outputs, after the last stage
   (an eval with its output is never run again); their `metrics` join the run's as `NAME/KEY`, and
   the keys they list under `higher_is_better` the run's `higher_is_better`;
@@ -31,6 +33,8 @@ from typing import Any
 from cpt.sweep.collect import final_eval_metrics
 
 RESULT_FILE = "result.json"
+REUSED_FROM = "reused_from"
+"""Key of a done marker whose stage was trained by another sweep's run (cpt.sweep.reuse), naming it."""
 STAGE_ENV = "CPT_SWEEP_STAGE"
 """Marks every process of a stage (inherited by the trainer's own helpers) so leftovers can be found."""
 PYTHON = "{python}"
@@ -139,10 +143,14 @@ def run_sweep_run(folder: str, stages: list[str], train_command: list[str], work
     if result_path.is_file():
         return json.loads(result_path.read_text())
     seconds: dict[str, float] = {}
+    reused: dict[str, str] = {}
     for stage in stages:
         marker = run / f"{stage}.done.json"
         if marker.is_file():
-            seconds[stage] = json.loads(marker.read_text())["seconds"]
+            done = json.loads(marker.read_text())
+            seconds[stage] = done["seconds"]
+            if REUSED_FROM in done:
+                reused[stage] = done[REUSED_FROM]
             continue
         seconds[stage] = round(run_stage(run, stage, train_command, workdir, threads), 3)
         write_json_atomic(marker, {"stage": stage, "seconds": seconds[stage]})
@@ -154,10 +162,11 @@ def run_sweep_run(folder: str, stages: list[str], train_command: list[str], work
         higher += up
     result = {"arm": plan["arm"], "seed": plan["seed"], "run": f"{run.parent.name}/{run.name}",
               "fingerprint": fingerprint, "metrics": metrics, **where, "higher_is_better": sorted(higher),
-              "stage_seconds": seconds, "train_seconds": round(sum(seconds.values()), 3)}
+              "stage_seconds": seconds, "train_seconds": round(sum(seconds.values()), 3),
+              **({"reused_stages": reused} if reused else {})}
     write_json_atomic(result_path, result, sort_keys=True)
     return result
 
 
-__all__ = ["DEFAULT_TRAIN_COMMAND", "PYTHON", "RESULT_FILE", "STAGE_ENV", "kill_leftovers", "run_eval", "run_stage",
-           "run_sweep_run"]
+__all__ = ["DEFAULT_TRAIN_COMMAND", "PYTHON", "RESULT_FILE", "REUSED_FROM", "STAGE_ENV", "kill_leftovers", "run_eval",
+           "run_stage", "run_sweep_run"]
