@@ -88,3 +88,18 @@ def test_the_gpu_size_section_names_real_findings_and_says_how_to_run_them(monke
     for key, folder in proxy_findings.GPU_SIZE_RUNS.items():
         sweep = next(f.sweep for f in findings if f.key == key)
         assert f"cpt sweep {sweep} --workdir runs/proxy_gpu --out {folder}" in text
+
+
+def test_the_gpu_size_section_names_the_sweeps_whose_runs_were_reused(monkeypatch, tmp_path):
+    import sys
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import proxy_findings
+
+    monkeypatch.setattr(proxy_findings, "ROOT", tmp_path)
+    rows = [{"arm": "clean", "seed": s,
+             "reused_stages": {"bilingual": str(tmp_path / f"runs/g/share/runs/syn20/seed-{s}/bilingual")}}
+            for s in (1, 2)]
+    rows += [{"arm": "c30", "seed": 1},
+             {"arm": "x", "seed": 1, "reused_stages": {"s1": "/elsewhere/sw/runs/a/seed-1/s1"}}]
+    assert proxy_findings.reused_sweeps(rows) == {"runs/g/share": 2, "/elsewhere/sw": 1}

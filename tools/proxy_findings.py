@@ -233,8 +233,20 @@ def lm_eval_section(folder: Path = ROOT / LM_EVAL_PROBE) -> list[str]:
 # Findings whose shipped sweep also ran, in part, at --size gpu (SmolLM2-135M) on this 2-core machine:
 # the sweep's folder there. The same sweep file with --workdir runs/proxy_gpu --out FOLDER runs the rest
 # and keeps what is done (the runs' fingerprints are the shipped sweep's).
-GPU_SIZE_RUNS = {"1": "runs/gpu_probe/synthetic_share", "3": "runs/gpu_probe/synthetic_share"}
+GPU_SIZE_RUNS = {"1": "runs/gpu_probe/synthetic_share", "3": "runs/gpu_probe/synthetic_share",
+                 "2": "runs/gpu_probe/corrupt_rate"}
 PREPARE_GPU = "cpt sweep prepare runs/proxy_gpu --size gpu"
+
+
+def reused_sweeps(rows: list[dict]) -> dict[str, int]:
+    """Sweep folders (relative to ROOT where inside it) whose runs trained stages of these runs
+    (`cpt sweep --reuse-from`), with how many runs took stages from each."""
+    out: dict[str, int] = {}
+    for row in rows:
+        for source in {Path(p).parents[3] for p in (row.get("reused_stages") or {}).values()}:
+            name = str(source.relative_to(ROOT)) if source.is_relative_to(ROOT) else str(source)
+            out[name] = out.get(name, 0) + 1
+    return out
 
 
 def gpu_size_section(findings: list, summary: list[str]) -> list[str]:
@@ -260,6 +272,9 @@ def gpu_size_section(findings: list, summary: list[str]) -> list[str]:
             continue
         result, claims, tables = _judge(finding, sweep_dir)
         rows = [json.loads(line) for line in (sweep_dir / "results.jsonl").read_text().splitlines() if line.strip()]
+        reused = reused_sweeps(rows)
+        if reused:
+            command = shlex.join([*shlex.split(command), *(a for d in reused for a in ("--reuse-from", d))])
         arms = sorted({r["arm"] for r in rows})
         seeds = sorted({r["seed"] for r in rows})
         stage_s = [s for r in rows for s in (r.get("stage_seconds") or {}).values()]
@@ -268,7 +283,9 @@ def gpu_size_section(findings: list, summary: list[str]) -> list[str]:
         lines += [f"**{result}** ({claims}).", "",
                   f"Runs: {len(rows)} (arms {', '.join(arms)}; seeds {', '.join(map(str, seeds))}), each "
                   + (f"{min(stage_s) / 60:.0f}-{max(stage_s) / 60:.0f} min in training and validation on 2 shared "
-                     "CPU cores." if stage_s else "timed nowhere."), "",
+                     "CPU cores." if stage_s else "timed nowhere.")
+                  + "".join(f" {n} of them took their training from {d}'s runs of the same recipe files "
+                            "(`--reuse-from`), their evals run here." for d, n in reused.items()), "",
                   "```bash", PREPARE_GPU, command, "```", "", *tables]
     return lines
 
