@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterable, Optional
 
 from cpt.sweep.plan import RUN_FILE, Run, recipe_text
 from cpt.sweep.runner import REUSED_FROM
+
 _TMP = ".reuse-tmp-"
 
 
