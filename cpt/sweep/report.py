@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
-from cpt.sweep.stats import Interval, NO_DIFFERENCE, mean_interval, paired_difference, verdict
+from cpt.sweep.stats import NO_DIFFERENCE, mean_interval, paired_difference, verdict
 
 
 def default_metrics(rows: Sequence[dict[str, Any]]) -> list[str]:
